@@ -1,0 +1,90 @@
+"""The public entry points the CLI, the demo, the benchmarks and the explorer widget share:
+build a drafter from a name, encode a prompt, decode it with logging, describe a run."""
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import asdict, dataclass
+from importlib import metadata
+
+import torch
+
+from .decoding import DecodeConfig, DecodeResult, generate
+from .drafters import Drafter, DraftLMDrafter, self_drafter
+from .errors import OptTreeError
+from .models import LoadedModel, check_same_tokenizer, load_model
+from .policies import TreePolicy
+from .treelog import TreeLog
+
+SELF_DRAFT = "self"
+
+
+def load_drafter(spec: str, target: LoadedModel, **load_options) -> Drafter:
+    """``"self"`` (the target drafts for itself: the greedy oracle) or any model ``load_model`` takes."""
+    if spec == SELF_DRAFT:
+        return self_drafter(target.model)
+    draft = load_model(spec, **load_options)
+    check_same_tokenizer(target, draft)
+    return DraftLMDrafter(draft.model, name=draft.name)
+
+
+def encode_prompt(tokenizer, text: str, chat: bool = False) -> torch.Tensor:
+    """Token ids of ``text``, through the tokenizer's chat template when ``chat`` is set. Shape (L,)."""
+    if not text or not text.strip():
+        raise OptTreeError("the prompt is empty: give some text to continue")
+    if tokenizer is None:
+        raise OptTreeError("this model has no tokenizer: pass token ids instead of text")
+    if chat:
+        if not getattr(tokenizer, "chat_template", None):
+            raise OptTreeError("--chat needs a tokenizer with a chat template, and this one has none")
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                            tokenize=True, return_dict=False)
+    else:
+        ids = tokenizer(text, add_special_tokens=True)["input_ids"]
+    return torch.tensor(list(ids), dtype=torch.long)
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in ("opttree-lab", "torch", "transformers", "numpy", "pandas", "pyarrow"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What a log's meta.json says about the run that produced it."""
+
+    target: str
+    draft: str
+    policy: str
+    policy_config: dict
+    decode_config: dict
+    prompt: str | None
+    chat: bool
+    seed: int
+    device: str
+    dtype: str
+
+    def to_meta(self, prompt_ids: list[int], result: DecodeResult, tokenizer) -> dict:
+        text = tokenizer.decode(result.token_ids, skip_special_tokens=True) if tokenizer is not None else None
+        return {**asdict(self), "prompt_ids": prompt_ids, "token_ids": result.token_ids, "text": text,
+                "steps": result.steps, "mal": result.mal, "tokens_per_s": result.tokens_per_s,
+                "seconds": result.seconds, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "versions": package_versions()}
+
+
+def decode_prompt(target: LoadedModel, drafter: Drafter, policy: TreePolicy, prompt_ids: torch.Tensor,
+                  config: DecodeConfig, info: RunInfo, log_path=None, on_step=None) -> DecodeResult:
+    """Decode one prompt with a TreeLog; when ``log_path`` is given, write the log there (atomically)."""
+    torch.manual_seed(info.seed)
+    device = target.model.get_input_embeddings().weight.device
+    log = TreeLog(max_steps=config.max_new_tokens, max_nodes=policy.max_nodes + 1, device=device)
+    result = generate(target.model, drafter, policy, prompt_ids, config, log=log, on_step=on_step)
+    log.meta.update(info.to_meta(prompt_ids.tolist(), result, target.tokenizer))
+    if log_path is not None:
+        log.save(log_path, tokenizer=target.tokenizer)
+    return result

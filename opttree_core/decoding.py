@@ -1,0 +1,162 @@
+"""The decoding loop: draft → build tree → verify → accept → log, and the AR baseline.
+
+Both loops call the target through ``modelcall.forward`` so their timings compare fairly.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from .drafters import Drafter
+from .errors import OptTreeError
+from .metrics import mean_acceptance_length, tokens_per_second
+from .modelcall import forward, model_device
+from .policies import TreePolicy
+from .treelog import TreeLog
+from .verify import TargetState, VerifyResult, prefill_target, verify
+from .tree import DraftTree
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """max_new_tokens: hard cap on generated tokens. timing: synchronise the device around
+    each phase so per-phase times are exact (off: no added host synchronisation)."""
+
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    stop_at_eos: bool = True
+    timing: bool = False
+    progress: bool = False
+
+    def __post_init__(self):
+        if not (isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1):
+            raise OptTreeError(f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}")
+        if self.temperature != 0:
+            raise OptTreeError(
+                f"temperature {self.temperature} is not supported yet: verification is greedy (use 0)")
+
+
+@dataclass(frozen=True)
+class DecodeResult:
+    prompt_ids: list[int]
+    token_ids: list[int]  # generated tokens only
+    accept_lengths: list[int] = field(default_factory=list)  # A per step (bonus included)
+    seconds: float = 0.0
+    log: TreeLog | None = None
+
+    @property
+    def steps(self) -> int:
+        return len(self.accept_lengths)
+
+    @property
+    def mal(self) -> float:
+        return mean_acceptance_length(self.accept_lengths)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return tokens_per_second(len(self.token_ids), self.seconds)
+
+
+StepCallback = Callable[[int, DraftTree, VerifyResult], None]
+
+
+def check_prompt(model, prompt_ids: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
+    """A 1-D LongTensor of prompt ids that fits the model's context with the new tokens."""
+    prompt_ids = torch.as_tensor(prompt_ids, dtype=torch.long).flatten()
+    if prompt_ids.numel() == 0:
+        raise OptTreeError("the prompt is empty: give at least one token")
+    context = getattr(model.config, "max_position_embeddings", None)
+    if context is not None and prompt_ids.numel() + max_new_tokens > context:
+        raise OptTreeError(
+            f"prompt of {prompt_ids.numel()} tokens + max_new_tokens {max_new_tokens} "
+            f"exceeds the model's context of {context} tokens")
+    return prompt_ids.to(model_device(model))
+
+
+class _Clock:
+    """Phase timer; synchronises the device only when exact timing is asked for."""
+
+    def __init__(self, device: torch.device, exact: bool):
+        self.sync = exact and device.type == "cuda"
+        self.t = time.perf_counter()
+
+    def lap(self) -> float:
+        if self.sync:
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        elapsed, self.t = now - self.t, now
+        return elapsed
+
+
+def _eos_ids(model) -> set[int]:
+    eos = getattr(model.generation_config, "eos_token_id", None) or getattr(model.config, "eos_token_id", None)
+    return set(eos if isinstance(eos, list) else [] if eos is None else [eos])
+
+
+def _truncate_at_eos(tokens: list[int], eos: set[int]) -> tuple[list[int], bool]:
+    for i, token in enumerate(tokens):
+        if token in eos:
+            return tokens[: i + 1], True
+    return tokens, False
+
+
+def _progress(config: DecodeConfig):
+    if not config.progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=config.max_new_tokens, unit="tok", leave=False)
+
+
+def generate(target_model, drafter: Drafter, policy: TreePolicy, prompt_ids, config: DecodeConfig = DecodeConfig(),
+             log: TreeLog | None = None, on_step: StepCallback | None = None) -> DecodeResult:
+    """Tree speculative decoding of one prompt (greedy: output equals plain greedy decoding)."""
+    prompt = check_prompt(target_model, prompt_ids, config.max_new_tokens)
+    device, eos = model_device(target_model), _eos_ids(target_model) if config.stop_at_eos else set()
+    start = time.perf_counter()
+    state = prefill_target(target_model, prompt)
+    drafter.start(prompt)
+    out, lengths, bar = [], [], _progress(config)
+    clock = _Clock(device, config.timing)
+    while len(out) < config.max_new_tokens:
+        tree = policy.build(drafter, state.root_token, config.max_new_tokens - len(out) - 1, device)
+        draft_s = clock.lap()
+        result = verify(state, tree)
+        verify_s = clock.lap()
+        new, finished = _truncate_at_eos(result.new_tokens, eos)
+        out += new
+        lengths.append(len(new))
+        if log is not None:
+            log.record(tree, result.target_tokens, result.accepted, new, draft_s, verify_s)
+        if on_step is not None:
+            on_step(len(lengths) - 1, tree, result)
+        if bar is not None:
+            bar.update(len(new))
+        if finished:
+            break
+        drafter.commit(new)
+    if bar is not None:
+        bar.close()
+    return DecodeResult(prompt.tolist(), out, lengths, time.perf_counter() - start, log)
+
+
+def generate_autoregressive(target_model, prompt_ids, config: DecodeConfig = DecodeConfig()) -> DecodeResult:
+    """Plain greedy decoding, one target forward per token, through the same model-call path."""
+    prompt = check_prompt(target_model, prompt_ids, config.max_new_tokens)
+    eos = _eos_ids(target_model) if config.stop_at_eos else set()
+    start = time.perf_counter()
+    state: TargetState = prefill_target(target_model, prompt)
+    out = []
+    while len(out) < config.max_new_tokens:
+        root = torch.tensor([state.root_token], device=prompt.device)
+        logits = forward(target_model, state.cache, root, torch.tensor([state.prefix_len], device=prompt.device)).logits
+        token = int(logits[-1].argmax())
+        out.append(token)
+        state.committed += 1
+        state.root_token = token
+        if token in eos:
+            break
+    return DecodeResult(prompt.tolist(), out, [1] * len(out), time.perf_counter() - start)

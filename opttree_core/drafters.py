@@ -1,0 +1,115 @@
+"""Drafters propose distributions for tree nodes; policies decide which nodes to keep.
+
+The protocol (in the spirit of HF's ``CandidateGenerator``), per decoding step:
+
+    start(prompt_ids)            once, before the first step
+    root_probs()   -> (V,)       q at the root: the distribution of the first drafted token
+    expand(builder, nodes) -> (len(nodes), V)
+                                 q below each given node of the tree being built
+    commit(tokens)               these tokens were appended to the sequence (accepted
+                                 path + bonus); the drafter brings its state up to date
+
+The verification loop never knows which drafter it has.
+"""
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import torch
+from transformers import DynamicCache
+
+from .modelcall import cache_length, forward, keep_positions, model_device
+from .tree import TreeBuilder
+
+
+@runtime_checkable
+class Drafter(Protocol):
+    name: str
+    vocab_size: int
+
+    def start(self, prompt_ids: torch.Tensor) -> None: ...
+
+    def root_probs(self) -> torch.Tensor: ...
+
+    def expand(self, builder: TreeBuilder, nodes: torch.Tensor) -> torch.Tensor: ...
+
+    def commit(self, tokens: list[int]) -> None: ...
+
+
+class DraftLMDrafter:
+    """An independent causal LM on the target's tokenizer (the paper's classic mode).
+
+    It drafts one whole tree layer per forward pass with a tree mask over its own KV
+    cache. Cache layout: ``[committed tokens | tree nodes fed this step]``; the root
+    (the last committed token) is the last committed entry. After verification the
+    cache keeps the committed part plus the fed nodes on the accepted path.
+    """
+
+    def __init__(self, model, name: str = "draft", temperature: float = 1.0):
+        self.model, self.name, self.temperature = model, name, temperature
+        self.vocab_size = model.get_output_embeddings().weight.shape[0]
+        self.device = model_device(model)
+
+    def start(self, prompt_ids: torch.Tensor) -> None:
+        self.cache = DynamicCache(config=self.model.config)
+        self.committed = 0  # cache entries that hold committed tokens
+        self.pending: list[int] = prompt_ids.tolist()  # committed tokens not yet in the cache
+        self.fed: list[int] = []  # builder indices of tree nodes in the cache, in cache order
+        self.builder: TreeBuilder | None = None
+
+    def _probs(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(logits / self.temperature, dim=-1)
+
+    def root_probs(self) -> torch.Tensor:
+        tokens = torch.tensor(self.pending, dtype=torch.long, device=self.device)  # (n_pending,)
+        positions = torch.arange(self.committed, self.committed + len(self.pending), device=self.device)
+        out = forward(self.model, self.cache, tokens, positions)
+        self.committed += len(self.pending)
+        self.pending, self.fed, self.builder = [], [], None
+        return self._probs(out.logits[-1])  # (V,)
+
+    def expand(self, builder: TreeBuilder, nodes: torch.Tensor) -> torch.Tensor:
+        if self.builder is not builder:
+            self.builder, self.fed = builder, []
+        fed = torch.tensor(self.fed, dtype=torch.long, device=builder.device)
+        allowed = torch.cat([
+            torch.ones(len(nodes), self.committed, dtype=torch.bool, device=builder.device),
+            builder.ancestor_mask(nodes, fed),  # (n_nodes, n_fed)
+            torch.eye(len(nodes), dtype=torch.bool, device=builder.device),
+        ], dim=1)  # (n_nodes, committed + n_fed + n_nodes)
+        positions = builder.depth[nodes] + (self.committed - 1)  # the root sits at committed - 1
+        out = forward(self.model, self.cache, builder.tokens[nodes], positions, allowed)
+        self.fed.extend(nodes.tolist())
+        return self._probs(out.logits)  # (n_nodes, V)
+
+    def commit(self, tokens: list[int]) -> None:
+        matched = self._fed_prefix(tokens[:-1])  # the last token stays pending: its logits are the next root's
+        keep = list(range(self.committed)) + [self.committed + self.fed.index(n) for n in matched]
+        keep_positions(self.cache, torch.tensor(keep, dtype=torch.long, device=self.device))
+        self.committed += len(matched)
+        self.pending += tokens[len(matched):]
+        self.fed, self.builder = [], None
+
+    def _fed_prefix(self, tokens: list[int]) -> list[int]:
+        """Builder indices of the fed nodes that spell the longest prefix of ``tokens``."""
+        if not self.fed or self.pending:
+            return []
+        fed_tokens = self.builder.tokens[self.fed].tolist()
+        fed_parents = self.builder.parents[self.fed].tolist()
+        child_of = {(p, t): n for n, p, t in zip(self.fed, fed_parents, fed_tokens)}
+        matched, parent = [], 0
+        for token in tokens:
+            node = child_of.get((parent, token))
+            if node is None:
+                break
+            matched.append(node)
+            parent = node
+        return matched
+
+    def cache_entries(self) -> int:
+        return cache_length(self.cache)
+
+
+def self_drafter(target_model) -> DraftLMDrafter:
+    """The target drafting for itself: the oracle under which every greedy draft is accepted."""
+    return DraftLMDrafter(target_model, name="self")

@@ -1,0 +1,81 @@
+"""The one path through which every model is called: target verification, drafting
+and the autoregressive baseline all use ``forward`` (so comparisons are fair).
+
+Transformers is wrapped through its public inputs only: an additive float 4D mask of
+shape (1, 1, q_len, past_len + q_len), explicit ``position_ids`` and a ``DynamicCache``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache
+
+
+@dataclass(frozen=True)
+class ForwardOut:
+    logits: torch.Tensor  # (q_len, vocab) float32
+    hidden: torch.Tensor | None  # (q_len, hidden) last-layer hidden states, when asked for
+
+
+def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(q, k) bool → (1, 1, q, k) additive mask: 0 where allowed, dtype-min elsewhere."""
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+    mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+    return mask[None, None]
+
+
+def cache_length(cache: DynamicCache) -> int:
+    return cache.get_seq_length()
+
+
+def model_dtype(model) -> torch.dtype:
+    return model.get_input_embeddings().weight.dtype
+
+
+def model_device(model) -> torch.device:
+    return model.get_input_embeddings().weight.device
+
+
+@torch.inference_mode()
+def forward(model, cache: DynamicCache, tokens: torch.Tensor, position_ids: torch.Tensor,
+            allowed: torch.Tensor | None = None, want_hidden: bool = False) -> ForwardOut:
+    """Run ``tokens`` (q,) after the cached prefix; the cache grows by q entries.
+
+    ``allowed`` (q, past + q) bool says which cached and new positions each query may
+    attend to; ``None`` means plain causal attention over the cache.
+    """
+    device = model_device(model)
+    kwargs = dict(
+        input_ids=tokens[None].to(device),  # (1, q)
+        position_ids=position_ids[None].to(device),  # (1, q)
+        past_key_values=cache,
+        use_cache=True,
+        output_hidden_states=want_hidden,
+    )
+    if allowed is not None:
+        kwargs["attention_mask"] = additive_mask(allowed.to(device), model_dtype(model))
+    out = model(**kwargs)
+    hidden = out.hidden_states[-1][0] if want_hidden else None
+    return ForwardOut(logits=out.logits[0].float(), hidden=hidden)
+
+
+def keep_positions(cache: DynamicCache, keep: torch.Tensor) -> None:
+    """Keep only the cache entries at sequence positions ``keep`` (in that order), in place.
+
+    Used to compact the cache to the accepted path after a tree pass: ``crop`` can't
+    select a path and ``reorder_cache`` works on the batch dimension only.
+    """
+    for layer in cache.layers:
+        if not layer.is_initialized:
+            continue
+        index = keep.to(layer.keys.device)
+        layer.keys = layer.keys.index_select(-2, index)  # (1, kv_heads, len(keep), head_dim)
+        layer.values = layer.values.index_select(-2, index)
+
+
+def keep_prefix(cache: DynamicCache, length: int) -> None:
+    """Drop every cache entry at or after ``length``."""
+    excess = cache_length(cache) - length
+    if excess > 0:
+        cache.crop(-excess)

@@ -1,0 +1,138 @@
+"""Tree policies: how the draft tree is shaped at each step.
+
+A policy asks the drafter for distributions layer by layer and returns a DraftTree.
+Every policy honours ``depth_cap`` (the tokens still allowed, minus the bonus), so a
+step never drafts past ``max_new_tokens``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+
+from .drafters import Drafter
+from .errors import OptTreeError
+from .tree import DraftTree, TreeBuilder, expand_layer
+
+
+@runtime_checkable
+class TreePolicy(Protocol):
+    name: str
+
+    @property
+    def max_nodes(self) -> int:
+        """Upper bound on drafted (non-root) nodes in one tree."""
+
+    def build(self, drafter: Drafter, root_token: int, depth_cap: int, device) -> DraftTree: ...
+
+
+def _root_only(root_token: int, device) -> DraftTree:
+    builder = TreeBuilder(root_token, capacity=1, max_depth=0, device=device)
+    return builder.whole_tree()
+
+
+@dataclass(frozen=True)
+class OptTreeConfig:
+    """OPT-Tree (arXiv 2406.17276, Algorithm 1).
+
+    nodes: the node budget n (drafted nodes, root excluded).
+    threshold: δ; stop growing when a new layer raises E_sub(T, n) by at most δ.
+    max_depth: the most layers drafted.
+    """
+
+    nodes: int = 50
+    threshold: float = 0.5
+    max_depth: int = 10
+
+    def __post_init__(self):
+        if not (isinstance(self.nodes, int) and self.nodes >= 1):
+            raise OptTreeError(f"node budget n must be an integer >= 1, got {self.nodes!r}")
+        if not (0.0 <= float(self.threshold) <= 1.0):
+            raise OptTreeError(f"threshold delta must lie in [0, 1], got {self.threshold!r}")
+        if not (isinstance(self.max_depth, int) and self.max_depth >= 1):
+            raise OptTreeError(f"max depth must be an integer >= 1, got {self.max_depth!r}")
+
+
+class OptTreePolicy:
+    """OPT-Tree: the tree that maximises E(A) = Σ p̂ under a node budget, grown adaptively.
+
+    Per layer: every frontier node proposes its top-n tokens; the n candidates of largest
+    p̂ form the next layer. After each layer, E_sub(T, n) = sum of the n largest p̂ in T;
+    growth stops when its gain is <= δ or at ``max_depth``. The result is the global top-n
+    nodes of T (ties go to the shallower node, so it is a connected tree).
+
+    Only layer nodes inside the current top-n of T are fed to the drafter: a child's p̂
+    never exceeds its parent's, so children of the others can't reach the final top-n.
+    This changes no output (up to exact ties in p̂); it only saves draft compute.
+    """
+
+    def __init__(self, config: OptTreeConfig = OptTreeConfig()):
+        self.config, self.name = config, "opt-tree"
+
+    @property
+    def max_nodes(self) -> int:
+        return self.config.nodes
+
+    def build(self, drafter: Drafter, root_token: int, depth_cap: int, device) -> DraftTree:
+        n, max_depth = self.config.nodes, min(self.config.max_depth, depth_cap)
+        if max_depth < 1:
+            return _root_only(root_token, device)
+        builder = TreeBuilder(root_token, capacity=1 + n * max_depth, max_depth=max_depth, device=device)
+        frontier, probs = builder.layers[0], drafter.root_probs()[None]  # probs: (1, V)
+        best = 0.0
+        for depth in range(1, max_depth + 1):
+            layer = expand_layer(builder, frontier, probs, per_node=n, layer_budget=n)
+            top = builder.ranking()[:n]  # (≤ n,)
+            e_sub = float(builder.p_hat[top].sum())
+            if e_sub - best <= self.config.threshold or depth == max_depth:
+                break
+            best = e_sub
+            frontier = layer[torch.isin(layer, top)]
+            probs = drafter.expand(builder, frontier)  # (n_frontier, V)
+        return builder.subtree(builder.ranking()[:n])
+
+
+@dataclass(frozen=True)
+class ChainConfig:
+    """A chain of ``length`` tokens: the draft's greedy continuation (classic speculative decoding)."""
+
+    length: int = 4
+
+    def __post_init__(self):
+        if not (isinstance(self.length, int) and self.length >= 1):
+            raise OptTreeError(f"chain length must be an integer >= 1, got {self.length!r}")
+
+
+class ChainPolicy:
+    """Linear draft of K tokens, each the draft's top-1 below the previous one."""
+
+    def __init__(self, config: ChainConfig = ChainConfig()):
+        self.config, self.name = config, "chain"
+
+    @property
+    def max_nodes(self) -> int:
+        return self.config.length
+
+    def build(self, drafter: Drafter, root_token: int, depth_cap: int, device) -> DraftTree:
+        length = min(self.config.length, depth_cap)
+        if length < 1:
+            return _root_only(root_token, device)
+        builder = TreeBuilder(root_token, capacity=1 + length, max_depth=length, device=device)
+        frontier, probs = builder.layers[0], drafter.root_probs()[None]
+        for depth in range(1, length + 1):
+            frontier = expand_layer(builder, frontier, probs, per_node=1, layer_budget=1)
+            if depth < length:
+                probs = drafter.expand(builder, frontier)
+        return builder.whole_tree()
+
+
+POLICIES = {"opt-tree": (OptTreePolicy, OptTreeConfig), "chain": (ChainPolicy, ChainConfig)}
+
+
+def make_policy(name: str, **params) -> TreePolicy:
+    """A policy by name with its config's fields as keyword arguments."""
+    if name not in POLICIES:
+        raise OptTreeError(f"unknown policy {name!r}: choose one of {', '.join(sorted(POLICIES))}")
+    policy_cls, config_cls = POLICIES[name]
+    return policy_cls(config_cls(**params))

@@ -1,0 +1,98 @@
+"""Tree-attention verification: one target forward pass over the whole tree.
+
+The target's cache holds every committed token except the last one, the *root*,
+which is fed together with the drafted nodes. Each node attends to the cached
+prefix and its own ancestors, at position prefix_len + depth. The logits at a node
+predict the token after that node's path.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache
+
+from .modelcall import ForwardOut, forward, keep_positions, model_device
+from .tree import DraftTree
+
+
+@dataclass
+class TargetState:
+    """The target's side of a decoding: its cache and the committed sequence length."""
+
+    model: object
+    cache: DynamicCache
+    committed: int  # tokens in the sequence; the cache holds committed - 1 of them
+    root_token: int  # the last committed token, not yet in the cache
+
+    @property
+    def prefix_len(self) -> int:
+        return self.committed - 1
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    target_tokens: torch.Tensor  # (N,) the target's choice after each node (argmax when greedy)
+    accepted: torch.Tensor  # (N,) bool, the root and the accepted path
+    path: list[int]  # accepted node indices, root excluded, shallow to deep
+    new_tokens: list[int]  # the path's tokens, then the bonus token
+    hidden: torch.Tensor | None  # (len(path) + 1, hidden) target features of root + path, if asked
+
+    @property
+    def accept_length(self) -> int:
+        """A: tokens this step adds, the bonus included."""
+        return len(self.new_tokens)
+
+
+def prefill_target(model, prompt_ids: torch.Tensor) -> TargetState:
+    """Cache every prompt token but the last, which becomes the first tree's root."""
+    cache = DynamicCache(config=model.config)
+    prefix = prompt_ids[:-1]
+    if prefix.numel():
+        forward(model, cache, prefix, torch.arange(prefix.numel(), device=prefix.device))
+    return TargetState(model, cache, committed=prompt_ids.numel(), root_token=int(prompt_ids[-1]))
+
+
+def tree_attention(tree: DraftTree, prefix_len: int) -> torch.Tensor:
+    """(N, prefix_len + N) bool: every node sees the prefix and its ancestors (and itself)."""
+    prefix = torch.ones(tree.n_nodes, prefix_len, dtype=torch.bool, device=tree.device)
+    return torch.cat([prefix, tree.ancestor_mask], dim=1)
+
+
+def score_tree(state: TargetState, tree: DraftTree, want_hidden: bool = False) -> ForwardOut:
+    """The target's logits at every node, shape (N, V); the cache grows by N entries."""
+    allowed = tree_attention(tree, state.prefix_len)
+    return forward(state.model, state.cache, tree.tokens, tree.position_ids(state.prefix_len), allowed, want_hidden)
+
+
+def greedy_accept(tree: DraftTree, target_tokens: torch.Tensor) -> torch.Tensor:
+    """(N,) bool: nodes whose every ancestor-or-self token equals the target's argmax below its parent.
+
+    Siblings carry distinct tokens, so the accepted nodes form one path from the root.
+    """
+    parent_choice = target_tokens[tree.parents.clamp(min=0)]  # (N,)
+    correct = (tree.tokens == parent_choice) | (tree.depth == 0)  # (N,)
+    return ~(tree.ancestor_mask & ~correct[None, :]).any(dim=1)
+
+
+def commit_path(state: TargetState, accepted: torch.Tensor, n_new: int) -> None:
+    """Keep the cache entries of the prefix, the root and the accepted path; advance the state."""
+    device = model_device(state.model)
+    nodes = accepted.nonzero().squeeze(1).to(device)  # (1 + len(path),) breadth-first = by depth
+    keep = torch.cat([torch.arange(state.prefix_len, device=device), state.prefix_len + nodes])
+    keep_positions(state.cache, keep)
+    state.committed += n_new
+
+
+def verify(state: TargetState, tree: DraftTree, want_hidden: bool = False) -> VerifyResult:
+    """Greedy verification: accept the longest path that matches the target's argmax, plus the bonus."""
+    out = score_tree(state, tree, want_hidden)
+    target_tokens = out.logits.argmax(dim=-1).to(tree.device)  # (N,)
+    accepted = greedy_accept(tree, target_tokens)
+    path_nodes = accepted.nonzero().squeeze(1).tolist()  # the one host sync of a step
+    tokens = tree.tokens.tolist()
+    new_tokens = [tokens[i] for i in path_nodes[1:]] + [int(target_tokens[path_nodes[-1]])]
+    hidden = out.hidden[path_nodes] if want_hidden else None
+    commit_path(state, accepted, len(new_tokens))
+    state.root_token = new_tokens[-1]
+    return VerifyResult(target_tokens, accepted, path_nodes[1:], new_tokens, hidden)

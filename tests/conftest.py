@@ -1,0 +1,87 @@
+"""Shared fixtures: tiny random Llama models (CPU, fp32) and a scripted drafter."""
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, LlamaConfig
+
+VOCAB = 64
+
+
+def tiny_model(seed: int, vocab_size: int = VOCAB, layers: int = 2, init_range: float = 0.3, **overrides):
+    """A tiny random Llama; a large init range makes its greedy choices well separated."""
+    config = LlamaConfig(vocab_size=vocab_size, hidden_size=64, num_hidden_layers=layers, num_attention_heads=4,
+                         num_key_value_heads=2, intermediate_size=128, max_position_embeddings=256,
+                         initializer_range=init_range, bos_token_id=1, eos_token_id=2, pad_token_id=0, **overrides)
+    config._attn_implementation = "sdpa"
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return AutoModelForCausalLM.from_config(config).eval()
+
+
+def perturbed_copy(model, seed: int, noise: float):
+    """A draft that agrees with ``model`` often but not always: its weights plus Gaussian noise."""
+    draft = tiny_model(0, vocab_size=model.config.vocab_size, layers=model.config.num_hidden_layers,
+                       init_range=model.config.initializer_range)
+    draft.load_state_dict(model.state_dict())
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in draft.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * noise * p.std().clamp(min=1e-3))
+    return draft
+
+
+def hf_greedy(model, prompt: torch.Tensor, max_new_tokens: int) -> list[int]:
+    """Reference: transformers' own greedy generate (explicit mask: a prompt may contain the pad id)."""
+    out = model.generate(prompt[None], attention_mask=torch.ones(1, prompt.numel(), dtype=torch.long),
+                         max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=model.config.pad_token_id)
+    return out[0, prompt.numel():].tolist()
+
+
+def random_prompt(seed: int, length: int = 7, vocab_size: int = VOCAB) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(3, vocab_size, (length,), generator=gen)
+
+
+class ScriptedDrafter:
+    """A drafter whose distribution below a path is a fixed function of that path.
+
+    q(path) = softmax(sharpness · z), z ~ N(0, 1) seeded by a hash of the path. It counts its
+    calls so tests can check how many draft forwards a policy spends.
+    """
+
+    name = "scripted"
+
+    def __init__(self, vocab_size: int = 6, sharpness: float = 2.0, salt: str = ""):
+        self.vocab_size, self.sharpness, self.salt = vocab_size, sharpness, salt
+        self.calls = 0
+
+    def probs(self, path: tuple[int, ...]) -> torch.Tensor:
+        digest = hashlib.sha256(f"{self.salt}{path}".encode()).digest()
+        gen = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
+        return torch.softmax(self.sharpness * torch.randn(self.vocab_size, generator=gen), dim=0)
+
+    def start(self, prompt_ids):
+        self.calls = 0
+
+    def root_probs(self):
+        self.calls += 1
+        return self.probs(())
+
+    def expand(self, builder, nodes):
+        self.calls += 1
+        rows = []
+        for node in nodes.tolist():
+            ancestors = [a for a in builder.path[node].tolist() if a > 0]
+            rows.append(self.probs(tuple(builder.tokens[ancestors].tolist())))
+        return torch.stack(rows)
+
+    def commit(self, tokens):
+        pass
+
+
+@pytest.fixture(scope="session")
+def target():
+    return tiny_model(seed=1)

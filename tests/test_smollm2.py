@@ -1,0 +1,40 @@
+"""The embedded SmolLM2-135M: tree decoding equals transformers' greedy generate, token for token."""
+import pytest
+import torch
+
+from opttree_core.api import encode_prompt
+from opttree_core.decoding import DecodeConfig, generate, generate_autoregressive
+from opttree_core.drafters import self_drafter
+from opttree_core.models import load_model
+from opttree_core.policies import ChainConfig, ChainPolicy, OptTreeConfig, OptTreePolicy
+
+pytestmark = pytest.mark.slow
+
+PROMPTS = [
+    "What is the capital of France?",
+    "Write a Python function that returns the n-th Fibonacci number.",
+    "Explain in two sentences why the sky is blue.",
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+    "How many clips did Natalia sell altogether in April and May?",
+    "Summarise: The mitochondrion is an organelle found in most eukaryotic cells. It generates most of the "
+    "cell's supply of adenosine triphosphate, used as a source of chemical energy.",
+]
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    return load_model("smollm2-135m")
+
+
+@pytest.mark.parametrize("index", range(len(PROMPTS)))
+def test_tree_decoding_equals_generate(smollm2, index):
+    model, prompt = smollm2.model, encode_prompt(smollm2.tokenizer, PROMPTS[index], chat=True)
+    with torch.inference_mode():
+        reference = model.generate(prompt[None], attention_mask=torch.ones_like(prompt)[None], max_new_tokens=64,
+                                   do_sample=False)[0, prompt.numel():].tolist()
+    config = DecodeConfig(max_new_tokens=64)
+    policy = OptTreePolicy(OptTreeConfig(nodes=16, threshold=0.0, max_depth=6)) if index % 2 else ChainPolicy(ChainConfig(4))
+    tree = generate(model, self_drafter(model), policy, prompt, config)
+    assert tree.token_ids == reference
+    assert generate_autoregressive(model, prompt, config).token_ids == reference
+    assert tree.mal > 2

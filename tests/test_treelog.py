@@ -1,0 +1,108 @@
+"""TreeLog: on-device recording, Parquet round trip, atomic writes."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from opttree_core.decoding import DecodeConfig, generate
+from opttree_core.drafters import DraftLMDrafter
+from opttree_core.errors import OptTreeError
+from opttree_core.policies import OptTreeConfig, OptTreePolicy
+from opttree_core.treelog import TreeLog
+from conftest import perturbed_copy, random_prompt, tiny_model
+
+
+@pytest.fixture(scope="module")
+def run():
+    target = tiny_model(2)
+    draft = perturbed_copy(target, 2, noise=0.05)
+    policy = OptTreePolicy(OptTreeConfig(nodes=12, threshold=0.0, max_depth=5))
+    log = TreeLog(max_steps=4, max_nodes=13, meta={"target": "tiny", "seed": 0})  # grows past 4 steps
+    trees, results = [], []
+    result = generate(target, DraftLMDrafter(draft), policy, random_prompt(2), DecodeConfig(max_new_tokens=40, stop_at_eos=False),
+                      log=log, on_step=lambda step, tree, res: (trees.append(tree), results.append(res)))
+    return log, result, trees, results
+
+
+def test_round_trip_equals_what_was_recorded(run, tmp_path):
+    log, result, trees, results = run
+    data = TreeLog.load(log.save(tmp_path / "log"))
+    assert len(data.steps) == result.steps == len(trees)
+    assert data.steps["a"].tolist() == result.accept_lengths
+    assert data.meta == {"target": "tiny", "seed": 0}
+    for step, (tree, res) in enumerate(zip(trees, results)):
+        rows = data.nodes[data.nodes.step == step].sort_values("node")
+        assert rows["token"].tolist() == tree.tokens.tolist()
+        assert rows["parent"].tolist() == tree.parents.tolist()
+        assert rows["depth"].tolist() == tree.depth.tolist()
+        assert rows["rank"].tolist() == tree.rank.tolist()
+        np.testing.assert_array_equal(rows["p_hat"].to_numpy(), tree.p_hat.numpy())
+        np.testing.assert_array_equal(rows["q"].to_numpy(), tree.q.numpy())
+        assert rows["target_token"].tolist() == res.target_tokens.tolist()
+        assert rows["accepted"].tolist() == res.accepted.tolist()
+        assert data.steps.loc[step, "ea"] == pytest.approx(tree.p_hat[1:].sum().item(), rel=1e-6)
+        assert data.steps.loc[step, "n_nodes"] == tree.n_nodes
+
+
+def test_accepted_nodes_form_one_root_path_of_length_a_minus_one(run, tmp_path):
+    log = run[0]
+    data = TreeLog.load(log.save(tmp_path / "log"))
+    for step, rows in data.nodes.groupby("step"):
+        accepted = rows[rows.accepted & (rows.depth > 0)].sort_values("depth")
+        a = data.steps.loc[step, "a"]
+        assert len(accepted) == a - 1
+        assert accepted["depth"].tolist() == list(range(1, a))
+        parent_of = dict(zip(rows.node, rows.parent))
+        chain = [0] + accepted["node"].tolist()
+        assert all(parent_of[child] == parent for parent, child in zip(chain, chain[1:]))
+
+
+def test_save_replaces_atomically_and_leaves_no_temp_files(run, tmp_path):
+    log = run[0]
+    path = tmp_path / "log"
+    log.save(path)
+    log.save(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log"]
+    assert json.loads((path / "meta.json").read_text())["seed"] == 0
+
+
+def test_failed_write_keeps_the_previous_log(run, tmp_path, monkeypatch):
+    log = run[0]
+    path = log.save(tmp_path / "log")
+    before = (path / "nodes.parquet").read_bytes()
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("pandas.DataFrame.to_parquet", broken)
+    with pytest.raises(OSError):
+        log.save(path)
+    assert (path / "nodes.parquet").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log"]
+
+
+def test_loading_something_else_is_a_one_line_error(tmp_path):
+    with pytest.raises(OptTreeError, match="not a tree log: missing nodes.parquet"):
+        TreeLog.load(tmp_path)
+
+
+def test_recording_stays_on_device_and_within_budget():
+    log = TreeLog(max_steps=1000, max_nodes=501)
+    assert log.nbytes() < 64 * 2**20
+    assert all(buf.device.type == "cpu" for buf in log.nodes.values())
+
+
+def test_record_makes_no_host_synchronisation(run, monkeypatch):
+    """Every tensor→host conversion raises inside ``record``: it only writes on the device."""
+    log, _, trees, results = run
+    fresh = TreeLog(max_steps=2, max_nodes=13)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("host synchronisation inside TreeLog.record")
+
+    for name in ("item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__", "__index__"):
+        monkeypatch.setattr(torch.Tensor, name, forbidden)
+    fresh.record(trees[0], results[0].target_tokens, results[0].accepted, results[0].new_tokens, 0.1, 0.2)
+    monkeypatch.undo()
+    assert fresh.n_steps == 1 and fresh.nodes["token"][0, : trees[0].n_nodes].tolist() == trees[0].tokens.tolist()
