@@ -29,7 +29,8 @@ $(STAMP): pyproject.toml Makefile
 	touch $@
 
 demo: venv
-	$(BIN)/python -m opttree_core.demo
+	$(BIN)/python -m opttree_core.demo --out out/demo
+	$(BIN)/python -m treeviz html out/demo/chat out/demo/code out/demo/math out/demo/explain --out out/demo/demo.html
 
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

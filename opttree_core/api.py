@@ -13,16 +13,27 @@ from .decoding import DecodeConfig, DecodeResult, generate
 from .drafters import Drafter, DraftLMDrafter, self_drafter
 from .errors import OptTreeError
 from .models import LoadedModel, check_same_tokenizer, load_model
+from .ngram import NGramDrafter
 from .policies import TreePolicy
+from .shipped import load_draft, resolve_manifest
 from .treelog import TreeLog
 
 SELF_DRAFT = "self"
+NGRAM_DRAFT = "ngram"
 
 
 def load_drafter(spec: str, target: LoadedModel, **load_options) -> Drafter:
-    """``"self"`` (the target drafts for itself: the greedy oracle) or any model ``load_model`` takes."""
+    """A drafter by name: ``"self"`` (the target drafts for itself: the greedy oracle), ``"ngram"``
+    (training-free prompt lookup with real distributions), a trained
+    draft shipped with the package (``eagle-smollm2``, ``tiny-smollm2``) or saved by
+    ``opttree_core.train`` (a path to its ``.json``/``.safetensors``), or any model ``load_model`` takes."""
     if spec == SELF_DRAFT:
         return self_drafter(target.model)
+    if spec == NGRAM_DRAFT:
+        return NGramDrafter(target.model.get_output_embeddings().weight.shape[0], device=target.model.device)
+    manifest = resolve_manifest(spec)
+    if manifest is not None:
+        return load_draft(manifest, target, name=str(spec))
     draft = load_model(spec, **load_options)
     check_same_tokenizer(target, draft)
     return DraftLMDrafter(draft.model, name=draft.name)

@@ -18,7 +18,9 @@ from .policies import POLICIES, make_policy
 def _add_generate(sub) -> None:
     p = sub.add_parser("generate", help="decode one prompt with tree speculative decoding")
     p.add_argument("--target", default="smollm2-135m", help="smollm2-135m, a local directory or a hub id")
-    p.add_argument("--draft", default="self", help="'self' (the target drafts for itself) or a model like --target")
+    p.add_argument("--draft", default="eagle-smollm2",
+                   help="eagle-smollm2 or tiny-smollm2 (trained for smollm2-135m), ngram (training-free), "
+                        "self (the target drafts for itself), a trained draft's .json, or a model like --target")
     p.add_argument("--policy", default="opt-tree", choices=sorted(POLICIES))
     p.add_argument("--nodes", type=int, default=50, help="OPT-Tree node budget n")
     p.add_argument("--threshold", type=float, default=0.5, help="OPT-Tree threshold delta in [0, 1]")

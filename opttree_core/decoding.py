@@ -16,7 +16,7 @@ from .metrics import mean_acceptance_length, tokens_per_second
 from .modelcall import forward, model_device
 from .policies import TreePolicy
 from .treelog import TreeLog
-from .verify import TargetState, VerifyResult, prefill_target, verify
+from .verify import VerifyResult, prefill_target, verify
 from .tree import DraftTree
 
 
@@ -117,8 +117,8 @@ def generate(target_model, drafter: Drafter, policy: TreePolicy, prompt_ids, con
     prompt = check_prompt(target_model, prompt_ids, config.max_new_tokens)
     device, eos = model_device(target_model), _eos_ids(target_model) if config.stop_at_eos else set()
     start = time.perf_counter()
-    state = prefill_target(target_model, prompt)
-    drafter.start(prompt)
+    state, features = prefill_target(target_model, prompt)
+    drafter.start(prompt, features)
     out, lengths, bar = [], [], _progress(config)
     clock = _Clock(device, config.timing)
     while len(out) < config.max_new_tokens:
@@ -137,7 +137,7 @@ def generate(target_model, drafter: Drafter, policy: TreePolicy, prompt_ids, con
             bar.update(len(new))
         if finished:
             break
-        drafter.commit(new)
+        drafter.commit(new, result.features)
     if bar is not None:
         bar.close()
     return DecodeResult(prompt.tolist(), out, lengths, time.perf_counter() - start, log)
@@ -148,7 +148,7 @@ def generate_autoregressive(target_model, prompt_ids, config: DecodeConfig = Dec
     prompt = check_prompt(target_model, prompt_ids, config.max_new_tokens)
     eos = _eos_ids(target_model) if config.stop_at_eos else set()
     start = time.perf_counter()
-    state: TargetState = prefill_target(target_model, prompt)
+    state, _ = prefill_target(target_model, prompt)
     out = []
     while len(out) < config.max_new_tokens:
         root = torch.tensor([state.root_token], device=prompt.device)

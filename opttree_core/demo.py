@@ -1,10 +1,9 @@
 """``make demo``: OPT-Tree on the embedded SmolLM2-135M against autoregressive decoding, in one run.
 
-The draft is the *self-draft*: the target drafts for itself. No trained draft for
-SmolLM2 exists in the project yet, and early exit is not a usable draft (it agrees with
-the full model's top-1 only 4–30 % of the time), so the self-draft is the honest choice:
-it shows the acceptance ceiling (every greedy draft is accepted), while its speedup
-stays below 1 because each draft layer costs a full target forward.
+The draft is the trained EAGLE-style head shipped with the package (``eagle-smollm2``);
+``--draft tiny-smollm2`` uses the distilled independent draft LM, ``--draft self`` the
+target itself (the acceptance ceiling: every greedy draft is accepted, but each draft
+layer costs a full target pass). Tree decoding must reproduce the AR tokens exactly.
 """
 from __future__ import annotations
 
@@ -36,6 +35,7 @@ def parse_args(argv):
     p.add_argument("--nodes", type=int, default=8, help="node budget (small trees suit a CPU)")
     p.add_argument("--threshold", type=float, default=0.2)
     p.add_argument("--max-depth", type=int, default=6)
+    p.add_argument("--draft", default="eagle-smollm2", help="eagle-smollm2, tiny-smollm2, ngram or self")
     return p.parse_args(argv)
 
 
@@ -43,16 +43,16 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     transformers.utils.logging.disable_progress_bar()
     target = load_model("smollm2-135m")
-    drafter = load_drafter("self", target)
+    drafter = load_drafter(args.draft, target)
     policy = OptTreePolicy(OptTreeConfig(nodes=args.nodes, threshold=args.threshold, max_depth=args.max_depth))
     config = DecodeConfig(max_new_tokens=args.max_new_tokens)
-    print(f"target: smollm2-135m | draft: self (the target drafts for itself: see `python -m opttree_core.demo -h`)"
+    print(f"target: smollm2-135m | draft: {args.draft} (other drafts: see `python -m opttree_core.demo -h`)"
           f"\npolicy: opt-tree {asdict(policy.config)} | greedy, {config.max_new_tokens} new tokens, chat template\n")
     print(f"{'prompt':<8} {'MAL':>5} {'tree tok/s':>10} {'AR tok/s':>9} {'speedup':>8}  log")
     for name, text in PROMPTS.items():
         prompt_ids = encode_prompt(target.tokenizer, text, chat=True)
         ar = generate_autoregressive(target.model, prompt_ids, config)
-        info = RunInfo(target="smollm2-135m", draft="self", policy=policy.name, policy_config=asdict(policy.config),
+        info = RunInfo(target="smollm2-135m", draft=args.draft, policy=policy.name, policy_config=asdict(policy.config),
                        decode_config=asdict(config), prompt=text, chat=True, seed=0, device="cpu", dtype="float32")
         log_path = Path(args.out) / name
         tree = decode_prompt(target, drafter, policy, prompt_ids, config, info, log_path=log_path)

@@ -2,12 +2,14 @@
 
 The protocol (in the spirit of HF's ``CandidateGenerator``), per decoding step:
 
-    start(prompt_ids)            once, before the first step
+    start(prompt_ids, features)  once, before the first step; features (L - 1, hidden) are the
+                                 target's last-layer features, row j preceding prompt_ids[j + 1]
     root_probs()   -> (V,)       q at the root: the distribution of the first drafted token
     expand(builder, nodes) -> (len(nodes), V)
                                  q below each given node of the tree being built
-    commit(tokens)               these tokens were appended to the sequence (accepted
-                                 path + bonus); the drafter brings its state up to date
+    commit(tokens, features)     these tokens were appended to the sequence (accepted
+                                 path + bonus); features (len(tokens), hidden), row i
+                                 preceding tokens[i]; the drafter brings its state up to date
 
 The verification loop never knows which drafter it has.
 """
@@ -27,13 +29,13 @@ class Drafter(Protocol):
     name: str
     vocab_size: int
 
-    def start(self, prompt_ids: torch.Tensor) -> None: ...
+    def start(self, prompt_ids: torch.Tensor, features: torch.Tensor) -> None: ...
 
     def root_probs(self) -> torch.Tensor: ...
 
     def expand(self, builder: TreeBuilder, nodes: torch.Tensor) -> torch.Tensor: ...
 
-    def commit(self, tokens: list[int]) -> None: ...
+    def commit(self, tokens: list[int], features: torch.Tensor) -> None: ...
 
 
 class DraftLMDrafter:
@@ -50,7 +52,7 @@ class DraftLMDrafter:
         self.vocab_size = model.get_output_embeddings().weight.shape[0]
         self.device = model_device(model)
 
-    def start(self, prompt_ids: torch.Tensor) -> None:
+    def start(self, prompt_ids: torch.Tensor, features: torch.Tensor | None = None) -> None:
         self.cache = DynamicCache(config=self.model.config)
         self.committed = 0  # cache entries that hold committed tokens
         self.pending: list[int] = prompt_ids.tolist()  # committed tokens not yet in the cache
@@ -82,7 +84,7 @@ class DraftLMDrafter:
         self.fed.extend(nodes.tolist())
         return self._probs(out.logits)  # (n_nodes, V)
 
-    def commit(self, tokens: list[int]) -> None:
+    def commit(self, tokens: list[int], features: torch.Tensor | None = None) -> None:
         matched = self._fed_prefix(tokens[:-1])  # the last token stays pending: its logits are the next root's
         keep = list(range(self.committed)) + [self.committed + self.fed.index(n) for n in matched]
         keep_positions(self.cache, torch.tensor(keep, dtype=torch.long, device=self.device))

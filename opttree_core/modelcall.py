@@ -15,7 +15,7 @@ from transformers import DynamicCache
 @dataclass(frozen=True)
 class ForwardOut:
     logits: torch.Tensor  # (q_len, vocab) float32
-    hidden: torch.Tensor | None  # (q_len, hidden) last-layer hidden states, when asked for
+    hidden: torch.Tensor  # (q_len, hidden) last-layer features after the final norm: logits = lm_head(hidden)
 
 
 def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -37,27 +37,32 @@ def model_device(model) -> torch.device:
     return model.get_input_embeddings().weight.device
 
 
-@torch.inference_mode()
-def forward(model, cache: DynamicCache, tokens: torch.Tensor, position_ids: torch.Tensor,
-            allowed: torch.Tensor | None = None, want_hidden: bool = False) -> ForwardOut:
-    """Run ``tokens`` (q,) after the cached prefix; the cache grows by q entries.
+def run_decoder(decoder, cache: DynamicCache, position_ids: torch.Tensor, allowed: torch.Tensor | None,
+                tokens: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+    """One pass of a transformers decoder stack over q new positions; returns (q, hidden).
 
     ``allowed`` (q, past + q) bool says which cached and new positions each query may
     attend to; ``None`` means plain causal attention over the cache.
     """
-    device = model_device(model)
-    kwargs = dict(
-        input_ids=tokens[None].to(device),  # (1, q)
-        position_ids=position_ids[None].to(device),  # (1, q)
-        past_key_values=cache,
-        use_cache=True,
-        output_hidden_states=want_hidden,
-    )
+    embed = decoder.get_input_embeddings() if tokens is not None else None
+    device = (embed.weight if embed is not None else inputs_embeds).device
+    kwargs = dict(position_ids=position_ids[None].to(device), past_key_values=cache, use_cache=True)
+    if tokens is not None:
+        kwargs["input_ids"] = tokens[None].to(device)  # (1, q)
+    else:
+        kwargs["inputs_embeds"] = inputs_embeds[None]  # (1, q, hidden)
     if allowed is not None:
-        kwargs["attention_mask"] = additive_mask(allowed.to(device), model_dtype(model))
-    out = model(**kwargs)
-    hidden = out.hidden_states[-1][0] if want_hidden else None
-    return ForwardOut(logits=out.logits[0].float(), hidden=hidden)
+        dtype = embed.weight.dtype if embed is not None else inputs_embeds.dtype
+        kwargs["attention_mask"] = additive_mask(allowed.to(device), dtype)
+    return decoder(**kwargs).last_hidden_state[0]
+
+
+@torch.inference_mode()
+def forward(model, cache: DynamicCache, tokens: torch.Tensor, position_ids: torch.Tensor,
+            allowed: torch.Tensor | None = None) -> ForwardOut:
+    """Run a causal LM over ``tokens`` (q,) after the cached prefix; the cache grows by q entries."""
+    hidden = run_decoder(model.get_decoder(), cache, position_ids, allowed, tokens=tokens)  # (q, hidden)
+    return ForwardOut(logits=model.get_output_embeddings()(hidden).float(), hidden=hidden)
 
 
 def keep_positions(cache: DynamicCache, keep: torch.Tensor) -> None:

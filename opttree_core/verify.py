@@ -36,7 +36,8 @@ class VerifyResult:
     accepted: torch.Tensor  # (N,) bool, the root and the accepted path
     path: list[int]  # accepted node indices, root excluded, shallow to deep
     new_tokens: list[int]  # the path's tokens, then the bonus token
-    hidden: torch.Tensor | None  # (len(path) + 1, hidden) target features of root + path, if asked
+    features: torch.Tensor  # (len(path) + 1, hidden) the target's features at the root and the path nodes:
+    #                         row i precedes new_tokens[i] (what EAGLE-style drafters consume)
 
     @property
     def accept_length(self) -> int:
@@ -44,13 +45,18 @@ class VerifyResult:
         return len(self.new_tokens)
 
 
-def prefill_target(model, prompt_ids: torch.Tensor) -> TargetState:
-    """Cache every prompt token but the last, which becomes the first tree's root."""
+def prefill_target(model, prompt_ids: torch.Tensor) -> tuple[TargetState, torch.Tensor]:
+    """Cache every prompt token but the last, which becomes the first tree's root.
+
+    Returns the state and the prefix's features, shape (L - 1, hidden): row j precedes prompt_ids[j + 1].
+    """
     cache = DynamicCache(config=model.config)
     prefix = prompt_ids[:-1]
+    features = torch.zeros(0, model.config.hidden_size, device=model_device(model))
     if prefix.numel():
-        forward(model, cache, prefix, torch.arange(prefix.numel(), device=prefix.device))
-    return TargetState(model, cache, committed=prompt_ids.numel(), root_token=int(prompt_ids[-1]))
+        features = forward(model, cache, prefix, torch.arange(prefix.numel(), device=prefix.device)).hidden
+    state = TargetState(model, cache, committed=prompt_ids.numel(), root_token=int(prompt_ids[-1]))
+    return state, features
 
 
 def tree_attention(tree: DraftTree, prefix_len: int) -> torch.Tensor:
@@ -59,10 +65,10 @@ def tree_attention(tree: DraftTree, prefix_len: int) -> torch.Tensor:
     return torch.cat([prefix, tree.ancestor_mask], dim=1)
 
 
-def score_tree(state: TargetState, tree: DraftTree, want_hidden: bool = False) -> ForwardOut:
-    """The target's logits at every node, shape (N, V); the cache grows by N entries."""
+def score_tree(state: TargetState, tree: DraftTree) -> ForwardOut:
+    """The target's logits (N, V) and features (N, hidden) at every node; the cache grows by N entries."""
     allowed = tree_attention(tree, state.prefix_len)
-    return forward(state.model, state.cache, tree.tokens, tree.position_ids(state.prefix_len), allowed, want_hidden)
+    return forward(state.model, state.cache, tree.tokens, tree.position_ids(state.prefix_len), allowed)
 
 
 def greedy_accept(tree: DraftTree, target_tokens: torch.Tensor) -> torch.Tensor:
@@ -84,15 +90,15 @@ def commit_path(state: TargetState, accepted: torch.Tensor, n_new: int) -> None:
     state.committed += n_new
 
 
-def verify(state: TargetState, tree: DraftTree, want_hidden: bool = False) -> VerifyResult:
+def verify(state: TargetState, tree: DraftTree) -> VerifyResult:
     """Greedy verification: accept the longest path that matches the target's argmax, plus the bonus."""
-    out = score_tree(state, tree, want_hidden)
+    out = score_tree(state, tree)
     target_tokens = out.logits.argmax(dim=-1).to(tree.device)  # (N,)
     accepted = greedy_accept(tree, target_tokens)
     path_nodes = accepted.nonzero().squeeze(1).tolist()  # the one host sync of a step
     tokens = tree.tokens.tolist()
     new_tokens = [tokens[i] for i in path_nodes[1:]] + [int(target_tokens[path_nodes[-1]])]
-    hidden = out.hidden[path_nodes] if want_hidden else None
+    features = out.hidden[path_nodes]  # (1 + len(path), hidden)
     commit_path(state, accepted, len(new_tokens))
     state.root_token = new_tokens[-1]
-    return VerifyResult(target_tokens, accepted, path_nodes[1:], new_tokens, hidden)
+    return VerifyResult(target_tokens, accepted, path_nodes[1:], new_tokens, features)

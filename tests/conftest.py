@@ -63,7 +63,7 @@ class ScriptedDrafter:
         gen = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
         return torch.softmax(self.sharpness * torch.randn(self.vocab_size, generator=gen), dim=0)
 
-    def start(self, prompt_ids):
+    def start(self, prompt_ids, features=None):
         self.calls = 0
 
     def root_probs(self):
@@ -78,7 +78,7 @@ class ScriptedDrafter:
             rows.append(self.probs(tuple(builder.tokens[ancestors].tolist())))
         return torch.stack(rows)
 
-    def commit(self, tokens):
+    def commit(self, tokens, features=None):
         pass
 
 

@@ -83,7 +83,7 @@ def test_every_node_logit_equals_sequential_decoding_of_its_path(target):
     tree = DraftTree.from_paths(20, paths)
     assert tree.max_depth >= 4 and (tree.parents == 0).sum() == 3
     prompt = random_prompt(3, length=9)
-    state = prefill_target(target, torch.cat([prompt, torch.tensor([20])]))
+    state, _ = prefill_target(target, torch.cat([prompt, torch.tensor([20])]))
     logits = score_tree(state, tree).logits  # (N, V)
     tokens = tree.tokens.tolist()
     for node in range(tree.n_nodes):

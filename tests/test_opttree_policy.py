@@ -2,7 +2,6 @@
 import itertools
 
 import pytest
-import torch
 
 from opttree_core.errors import OptTreeError
 from opttree_core.policies import ChainConfig, ChainPolicy, OptTreeConfig, OptTreePolicy, make_policy

@@ -1,0 +1,111 @@
+"""An EAGLE-style feature drafter (Li et al., arXiv 2401.15077), drafting whole tree layers.
+
+Notation: f_j = the target's last-layer feature (after the final norm) at position j, so
+the target's logits there are lm_head(f_j) and predict token x_{j+1}.
+
+The head reads the pair (f_{j-1}, x_j) at position j (f_{-1} = 0): fc([emb(x_j) ‖ f_{j-1}])
+→ one Llama decoder layer → f̂_j; the target's own frozen LM head turns f̂_j into q(x_{j+1}).
+So the head's position j is the target's position j. Inside the tree a node's pair is
+(f̂ of its parent, its own token), at the node's position root_pos + depth. After
+verification the tree entries are dropped from the head's cache and the accepted tokens
+are fed again with the target's *true* features, which ``verify`` returns at no extra cost.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import DynamicCache, LlamaConfig, LlamaModel
+
+from .modelcall import keep_prefix, run_decoder
+from .tree import TreeBuilder
+
+
+def head_config(target_config, num_layers: int = 1) -> LlamaConfig:
+    """The head's decoder: the target's layer shape, ``num_layers`` layers, a 1-token dummy vocab."""
+    keys = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "head_dim",
+            "rms_norm_eps", "rope_parameters", "max_position_embeddings", "hidden_act", "attention_bias", "mlp_bias")
+    params = {k: getattr(target_config, k) for k in keys if getattr(target_config, k, None) is not None}
+    config = LlamaConfig(vocab_size=1, num_hidden_layers=num_layers, tie_word_embeddings=False,
+                         bos_token_id=None, eos_token_id=None, pad_token_id=None, **params)
+    config._attn_implementation = "sdpa"
+    return config
+
+
+class EagleHead(nn.Module):
+    """fc([emb ‖ feature]) → decoder layer(s) → predicted next feature (no final norm)."""
+
+    def __init__(self, config: LlamaConfig):
+        super().__init__()
+        self.config = config
+        hidden = config.hidden_size
+        self.fc = nn.Linear(2 * hidden, hidden, bias=True)
+        self.decoder = LlamaModel(config)
+        self.decoder.norm = nn.Identity()  # the features it predicts are already post-norm
+
+    def forward(self, embeds: torch.Tensor, features: torch.Tensor, position_ids: torch.Tensor,
+                cache: DynamicCache, allowed: torch.Tensor | None = None) -> torch.Tensor:
+        """embeds, features: (q, hidden) → predicted next features (q, hidden)."""
+        x = self.fc(torch.cat([embeds, features.to(embeds.dtype)], dim=-1))  # (q, hidden)
+        return run_decoder(self.decoder, cache, position_ids, allowed, inputs_embeds=x)
+
+    def own_state_dict(self) -> dict[str, torch.Tensor]:
+        """The trained parameters only (the dummy 1-row embedding is left out)."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("decoder.embed_tokens")}
+
+
+class EagleDrafter:
+    """Drafts with an EagleHead over the target's embeddings and LM head (both frozen)."""
+
+    def __init__(self, head: EagleHead, target_model, name: str = "eagle", temperature: float = 1.0):
+        self.head, self.name, self.temperature = head.eval(), name, temperature
+        self.embed = target_model.get_input_embeddings()
+        self.lm_head = target_model.get_output_embeddings()
+        self.vocab_size = self.lm_head.weight.shape[0]
+        self.device = self.lm_head.weight.device
+
+    def start(self, prompt_ids: torch.Tensor, features: torch.Tensor) -> None:
+        self.cache = DynamicCache(config=self.head.config)
+        self.committed = 0  # head cache entries holding pairs with true features
+        self.pending_tokens: list[int] = prompt_ids.tolist()
+        # (n_pending, hidden), row i precedes pending_tokens[i]; nothing precedes the first token
+        self.pending_features = torch.cat([features.new_zeros(1, features.shape[1]), features])
+        self.tree_features: torch.Tensor | None = None  # (capacity, hidden) f̂ per builder node
+
+    def _probs(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.lm_head(features).float() / self.temperature, dim=-1)
+
+    @torch.inference_mode()
+    def root_probs(self) -> torch.Tensor:
+        keep_prefix(self.cache, self.committed)
+        tokens = torch.tensor(self.pending_tokens, dtype=torch.long, device=self.device)  # (n_pending,)
+        positions = torch.arange(self.committed, self.committed + tokens.numel(), device=self.device)
+        predicted = self.head(self.embed(tokens), self.pending_features, positions, self.cache)
+        self.committed += tokens.numel()
+        self.pending_tokens, self.pending_features = [], self.pending_features[:0]
+        self.root_feature, self.fed, self.builder = predicted[-1], [], None
+        return self._probs(predicted[-1])  # (V,)
+
+    @torch.inference_mode()
+    def expand(self, builder: TreeBuilder, nodes: torch.Tensor) -> torch.Tensor:
+        if self.builder is not builder:
+            self.builder, self.fed = builder, []
+            self.tree_features = self.root_feature.new_zeros(builder.capacity, self.root_feature.shape[0])
+            self.tree_features[0] = self.root_feature
+        fed = torch.tensor(self.fed, dtype=torch.long, device=builder.device)
+        allowed = torch.cat([
+            torch.ones(len(nodes), self.committed, dtype=torch.bool, device=builder.device),
+            builder.ancestor_mask(nodes, fed),  # (n_nodes, n_fed)
+            torch.eye(len(nodes), dtype=torch.bool, device=builder.device),
+        ], dim=1)
+        positions = builder.depth[nodes] + (self.committed - 1)
+        parent_features = self.tree_features[builder.parents[nodes]]  # (n_nodes, hidden)
+        predicted = self.head(self.embed(builder.tokens[nodes]), parent_features, positions, self.cache, allowed)
+        self.tree_features[nodes] = predicted
+        self.fed.extend(nodes.tolist())
+        return self._probs(predicted)  # (n_nodes, V)
+
+    def commit(self, tokens: list[int], features: torch.Tensor) -> None:
+        """Forget the tree; the accepted tokens come back next step with the target's true features."""
+        self.pending_tokens = self.pending_tokens + list(tokens)
+        self.pending_features = torch.cat([self.pending_features, features.to(self.pending_features.dtype)])
+        self.fed, self.builder = [], None

@@ -1,0 +1,102 @@
+"""Trained drafts stored as fp16 safetensors of their own parameters plus a JSON manifest.
+
+A manifest ``NAME.json`` beside ``NAME.safetensors`` records the draft's kind ("eagle" or
+"draft-lm"), its architecture config, the target it was trained for (name and a config
+signature), the file's sha256 and the training card. The target's embeddings and LM head
+are borrowed at load time, so they are not stored.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import LlamaConfig
+
+from .draft_lm import build_draft_lm
+from .drafters import DraftLMDrafter
+from .eagle import EagleDrafter, EagleHead
+from .errors import OptTreeError
+from .models import LoadedModel
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+SIGNATURE_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                  "intermediate_size", "vocab_size")
+
+
+def target_signature(config) -> dict:
+    return {k: getattr(config, k, None) for k in SIGNATURE_KEYS}
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def shipped_names(directory: Path = WEIGHTS_DIR) -> list[str]:
+    return sorted(p.stem for p in directory.glob("*.json")) if directory.is_dir() else []
+
+
+def save_draft(path: Path, kind: str, own_state: dict[str, torch.Tensor], config: LlamaConfig, target_name: str,
+               target_config, card: dict) -> Path:
+    """Write ``path.safetensors`` (fp16) and ``path.json``; returns the manifest path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    weights, manifest = path.with_suffix(".safetensors"), path.with_suffix(".json")
+    tensors = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in own_state.items()}
+    save_file(tensors, str(weights), metadata={"kind": kind, "target": target_name})
+    record = {"kind": kind, "config": config.to_dict(), "target": target_name,
+              "target_signature": target_signature(target_config), "sha256": sha256(weights), "card": card}
+    tmp = manifest.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2, default=str))
+    os.replace(tmp, manifest)
+    return manifest
+
+
+def resolve_manifest(spec: str | os.PathLike) -> Path | None:
+    """The manifest for a shipped name, a manifest/weights path, or None when ``spec`` is neither."""
+    if isinstance(spec, str) and spec in shipped_names():
+        return WEIGHTS_DIR / f"{spec}.json"
+    path = Path(spec)
+    if path.suffix in (".json", ".safetensors") and path.with_suffix(".json").is_file():
+        return path.with_suffix(".json")
+    return None
+
+
+def load_draft(manifest: Path, target: LoadedModel, name: str | None = None):
+    """A drafter from a manifest, checked against its checksum and the target it was trained for."""
+    record = json.loads(manifest.read_text())
+    name = name or manifest.stem
+    weights = manifest.with_suffix(".safetensors")
+    if not weights.is_file():
+        raise OptTreeError(f"draft '{name}': weights file {weights} is missing")
+    if sha256(weights) != record["sha256"]:
+        raise OptTreeError(f"draft '{name}': {weights.name} does not match its recorded sha256 (corrupt or replaced)")
+    expected, actual = record["target_signature"], target_signature(target.model.config)
+    if expected != actual:
+        diff = ", ".join(f"{k} {expected[k]} vs {actual[k]}" for k in expected if expected[k] != actual.get(k))
+        raise OptTreeError(f"draft '{name}' was trained for target '{record['target']}', not '{target.name}': {diff}")
+    config = LlamaConfig.from_dict(record["config"])
+    config._attn_implementation = "sdpa"
+    state = load_file(str(weights))
+    model = target.model
+    if record["kind"] == "eagle":
+        head = EagleHead(config).to(device=model.device, dtype=model.dtype)
+        _load_own(head, state, name)
+        return EagleDrafter(head, model, name=name)
+    if record["kind"] == "draft-lm":
+        draft = build_draft_lm(model, config, init_from_target=False).eval()
+        _load_own(draft, state, name)
+        return DraftLMDrafter(draft, name=name)
+    raise OptTreeError(f"draft '{name}': unknown kind {record['kind']!r} in {manifest}")
+
+
+def _load_own(module: torch.nn.Module, state: dict[str, torch.Tensor], name: str) -> None:
+    dtype = next(module.parameters()).dtype
+    missing, unexpected = module.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=False)
+    own_missing = [k for k in missing if not k.startswith(("decoder.embed_tokens", "model.embed_tokens", "lm_head"))]
+    if own_missing or unexpected:
+        raise OptTreeError(f"draft '{name}': weights do not fit the architecture "
+                           f"(missing {own_missing[:3]}, unexpected {unexpected[:3]})")
+    module.requires_grad_(False)

@@ -1,0 +1,37 @@
+"""The model card written next to trained weights."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def write_card(path: Path, card: dict) -> None:
+    data, held = card["data"], card["heldout"]
+    lines = [
+        f"# {card['name']}",
+        "",
+        f"A {card['kind']} draft for `{card['target']}`, trained by self-distillation: the target's own greedy "
+        "answers to training prompts, with the target's features as the teacher signal.",
+        "",
+        "## Data",
+        f"- prompts: {data['prompts']} ({', '.join(f'{k} {v}' for k, v in sorted(data['by_source'].items()))})",
+        f"- sequences: {data['train_sequences']} for training, {data['heldout_sequences']} held out",
+        f"- tokens: {data['prompt_tokens']} prompt + {data['response_tokens']} response",
+        "",
+        "## Training",
+        f"- steps: {card['steps']}; config: `{json.dumps(card['train'])}`",
+        f"- final loss: {card['final_loss']:.4f}" if card["final_loss"] is not None else "- final loss: n/a",
+        f"- wall time: {', '.join(f'{k} {v:.0f} s' for k, v in card['wall_time'].items())} on {card['device']}",
+        f"- command: `{card['command']}`",
+        "",
+        "## Held-out results",
+        f"- first-step agreement with the target: top-1 {held['top1']:.3f}, top-4 {held['top4']:.3f} "
+        f"({held['positions']} positions)",
+        "",
+        "| epoch | training tokens | top-1 | top-4 | MAL (OPT-Tree defaults) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for p in card["learning_curve"]:
+        mal = f"{p['mal']:.2f}" if "mal" in p else "-"
+        lines.append(f"| {p['epoch']} | {p['tokens']} | {p['top1']:.3f} | {p['top4']:.3f} | {mal} |")
+    path.write_text("\n".join(lines) + "\n")

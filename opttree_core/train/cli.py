@@ -1,0 +1,150 @@
+"""``python -m opttree_core.train {eagle,draft-lm} --target smollm2-135m ...``
+
+Self-distillation data (the target's own greedy answers) → cached features → training
+with resumable checkpoints → fp16 weights + manifest + model card, with held-out
+agreement and MAL after every epoch (the learning curve).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import transformers
+
+from ..errors import OptTreeError
+from ..models import load_model
+from ..shipped import load_draft, save_draft
+from .card import write_card
+from .data import compute_features, self_distill
+from .evaluate import heldout_agreement, heldout_mal
+from .loop import TrainConfig, train
+from .prompts import training_prompts
+from .recipes import DraftLMRecipe, EagleRecipe
+
+DEFAULT_GSM8K = Path(__file__).resolve().parents[3] / "shared" / "data" / "gsm8k" / "train.jsonl"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m opttree_core.train", description=__doc__.split("\n")[0])
+    p.add_argument("kind", choices=["eagle", "draft-lm", "data"],
+                   help="what to train; 'data' only builds the shared self-distillation cache")
+    p.add_argument("--target", default="smollm2-135m")
+    p.add_argument("--name", default=None, help="name of the trained draft (default: KIND-TARGET)")
+    p.add_argument("--out", default=None, help="run directory (default: out/train/NAME)")
+    p.add_argument("--data", default=None, help="directory for the shared self-distillation cache")
+    p.add_argument("--gsm8k", default=str(DEFAULT_GSM8K))
+    p.add_argument("--n-gsm8k", type=int, default=150, help="GSM8K prompts (-1: all)")
+    p.add_argument("--n-humaneval", type=int, default=40, help="HumanEval prompts (-1: all)")
+    p.add_argument("--n-own", type=int, default=150, help="prompts of our own styles (-1: all)")
+    p.add_argument("--max-new-tokens", type=int, default=96, help="length cap of the target's answers")
+    p.add_argument("--gen-batch", type=int, default=16)
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--layers", type=int, default=None, help="decoder layers (eagle 1, draft-lm 2)")
+    p.add_argument("--intermediate", type=int, default=1024, help="draft-lm MLP width")
+    p.add_argument("--holdout", type=float, default=0.05, help="share of sequences held out")
+    p.add_argument("--eval-prompts", type=int, default=6, help="held-out prompts decoded for MAL each epoch")
+    p.add_argument("--eval-tokens", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (tests)")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def _limit(n: int) -> int | None:
+    return None if n < 0 else n
+
+
+def _recipe(args, target):
+    if args.kind == "eagle":
+        return EagleRecipe(target.model, num_layers=args.layers or 1)
+    return DraftLMRecipe(target.model, num_layers=args.layers or 2, intermediate_size=args.intermediate)
+
+
+def run(args) -> dict:
+    torch.manual_seed(args.seed)
+    name = args.name or f"{args.kind}-{args.target}"
+    out = Path(args.out or f"out/train/{name}")
+    data_dir = Path(args.data or f"out/train-data/{args.target}")
+    target = load_model(args.target, device=args.device)
+    progress, clock = not args.no_progress, {}
+    prompts = training_prompts(args.gsm8k, _limit(args.n_gsm8k), _limit(args.n_humaneval), _limit(args.n_own), args.seed)
+    start = time.time()
+    sequences = self_distill(target, prompts, data_dir / "sequences.jsonl", args.max_new_tokens, args.gen_batch, progress)
+    clock["self_distillation_s"] = time.time() - start
+    start = time.time()
+    features = compute_features(target, sequences, data_dir / "features.pt", progress=progress)
+    clock["features_s"] = time.time() - start
+    if args.kind == "data":
+        return {"name": "data", "steps": 0, "final_loss": None, "heldout": {}, "wall_time": clock}
+    order = list(range(len(sequences)))
+    random.Random(args.seed).shuffle(order)
+    n_held = max(1, int(len(order) * args.holdout))
+    held, kept = order[:n_held], order[n_held:]
+    train_seqs, train_feats = [sequences[i] for i in kept], [features[i] for i in kept]
+    held_seqs, held_feats = [sequences[i] for i in held], [features[i] for i in held]
+    recipe = _recipe(args, target)
+    out.mkdir(parents=True, exist_ok=True)
+    config = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
+                         max_steps=args.max_steps)
+    curve = []
+
+    def on_epoch(epoch, history):
+        point = {"epoch": epoch + 1, "tokens": history[-1]["tokens"], "step": history[-1]["step"],
+                 **heldout_agreement(recipe, held_seqs, held_feats)}
+        if args.eval_prompts > 0:
+            point["mal"] = heldout_mal(target.model, lambda: _drafter(recipe, target.model), held_seqs[: args.eval_prompts],
+                                       args.eval_tokens)
+        curve.append(point)
+        recipe.model.train()
+
+    start = time.time()
+    history = train(recipe, train_seqs, train_feats, config, out / "checkpoint.pt", progress, on_epoch)
+    clock["train_s"] = time.time() - start
+    card = {"name": name, "kind": args.kind, "target": args.target, "command": " ".join(sys.argv),
+            "data": _data_summary(prompts, sequences, kept, held), "train": asdict(config), "steps": len(history),
+            "final_loss": history[-1]["loss"] if history else None, "learning_curve": curve, "wall_time": clock,
+            "heldout": heldout_agreement(recipe, held_seqs, held_feats), "device": args.device,
+            "versions": {"torch": torch.__version__, "transformers": transformers.__version__}}
+    manifest = save_draft(out / name, args.kind, recipe.own_state(), recipe.config, args.target, target.model.config, card)
+    load_draft(manifest, target)  # the saved files load back and pass their own checks
+    write_card(out / "MODEL_CARD.md", card)
+    (out / "history.json").write_text(json.dumps(history))
+    return card
+
+
+def _drafter(recipe, target_model):
+    from ..drafters import DraftLMDrafter
+    from ..eagle import EagleDrafter
+
+    recipe.model.eval()
+    return EagleDrafter(recipe.model, target_model) if recipe.kind == "eagle" else DraftLMDrafter(recipe.model)
+
+
+def _data_summary(prompts, sequences, kept, held) -> dict:
+    by_source: dict[str, int] = {}
+    for p in prompts:
+        by_source[p.source] = by_source.get(p.source, 0) + 1
+    response = sum(len(s.ids) - s.n_prompt for s in sequences)
+    return {"prompts": len(prompts), "by_source": by_source, "train_sequences": len(kept), "heldout_sequences": len(held),
+            "prompt_tokens": sum(s.n_prompt for s in sequences), "response_tokens": response}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        card = run(args)
+    except OptTreeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: card[k] for k in ("name", "steps", "final_loss", "heldout", "wall_time")}, indent=1))
+    return 0

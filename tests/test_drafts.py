@@ -1,0 +1,138 @@
+"""Trained drafts: the EAGLE head and the distilled draft LM, their training, and the shipped weights."""
+import json
+
+import pytest
+import torch
+
+from opttree_core.api import load_drafter
+from opttree_core.decoding import DecodeConfig, generate
+from opttree_core.draft_lm import build_draft_lm, draft_lm_config
+from opttree_core.eagle import EagleDrafter, EagleHead, head_config
+from opttree_core.errors import OptTreeError
+from opttree_core.models import LoadedModel, load_model, tiny_llama_config
+from opttree_core.policies import OptTreeConfig, OptTreePolicy
+from opttree_core.shipped import WEIGHTS_DIR, load_draft, save_draft, sha256
+from opttree_core.train.data import Sequence
+from opttree_core.train.evaluate import heldout_agreement, heldout_mal
+from opttree_core.train.loop import TrainConfig, train
+from opttree_core.train.recipes import DraftLMRecipe, EagleRecipe
+from conftest import hf_greedy, random_prompt, tiny_model
+
+POLICY = OptTreePolicy(OptTreeConfig(nodes=10, threshold=0.0, max_depth=4))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_eagle_and_draft_lm_decoding_equals_greedy(seed):
+    target = tiny_model(seed, layers=3)
+    torch.manual_seed(seed)
+    drafters = [EagleDrafter(EagleHead(head_config(target.config)), target),
+                load_drafter_from(build_draft_lm(target, draft_lm_config(target.config, 1, 64)))]
+    prompt = random_prompt(seed)
+    expected = hf_greedy(target, prompt, 30)
+    for drafter in drafters:
+        assert generate(target, drafter, POLICY, prompt, DecodeConfig(max_new_tokens=30)).token_ids == expected
+
+
+def load_drafter_from(model):
+    from opttree_core.drafters import DraftLMDrafter
+
+    return DraftLMDrafter(model)
+
+
+def greedy_sequences(target, n, length=40, prompt_len=6):
+    """The target's own greedy continuations: self-distillation data for a tiny model."""
+    sequences, features = [], []
+    for i in range(n):
+        prompt = random_prompt(1000 + i, length=prompt_len)
+        ids = prompt.tolist() + hf_greedy(target, prompt, length)
+        with torch.no_grad():
+            feats = target.get_decoder()(torch.tensor([ids])).last_hidden_state[0]
+        sequences.append(Sequence(ids, prompt_len, "test"))
+        features.append(feats)
+    return sequences, features
+
+
+@pytest.fixture(scope="module")
+def distill_data():
+    target = tiny_model(5, layers=3, init_range=0.5)
+    target.requires_grad_(False)
+    train_seqs, train_feats = greedy_sequences(target, 24)
+    held_seqs, held_feats = greedy_sequences(target, 4)
+    held_seqs = [Sequence(s.ids, s.n_prompt, s.source) for s in held_seqs]
+    return target, train_seqs, train_feats, held_seqs, held_feats
+
+
+@pytest.mark.parametrize("kind", ["eagle", "draft-lm"])
+def test_training_lowers_loss_and_raises_acceptance(distill_data, kind):
+    target, train_seqs, train_feats, held_seqs, held_feats = distill_data
+    torch.manual_seed(0)
+    recipe = EagleRecipe(target) if kind == "eagle" else DraftLMRecipe(target, num_layers=1, intermediate_size=64)
+    make = (lambda: EagleDrafter(recipe.model, target)) if kind == "eagle" else (lambda: load_drafter_from(recipe.model))
+    before = heldout_agreement(recipe, held_seqs, held_feats)
+    mal_before = heldout_mal(target, make, held_seqs[:2], max_new_tokens=24, policy=POLICY)
+    history = train(recipe, train_seqs, train_feats, TrainConfig(epochs=12, lr=3e-3, batch_size=4, warmup_steps=5),
+                    progress=False)
+    after = heldout_agreement(recipe, held_seqs, held_feats)
+    mal_after = heldout_mal(target, make, held_seqs[:2], max_new_tokens=24, policy=POLICY)
+    first, last = sum(h["loss"] for h in history[:6]) / 6, sum(h["loss"] for h in history[-6:]) / 6
+    assert last < 0.7 * first
+    assert after["top1"] > before["top1"] + 0.2
+    assert mal_after > mal_before
+
+
+def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(distill_data, tmp_path):
+    target, train_seqs, train_feats, _, _ = distill_data
+    config = TrainConfig(epochs=2, lr=1e-3, batch_size=4, warmup_steps=2, checkpoint_every=3)
+
+    def run(max_steps, checkpoint):
+        torch.manual_seed(0)
+        recipe = EagleRecipe(target)
+        cfg = TrainConfig(**{**config.__dict__, "max_steps": max_steps})
+        train(recipe, train_seqs, train_feats, cfg, checkpoint, progress=False)
+        return recipe
+
+    full = run(None, None).own_state()
+    run(7, tmp_path / "ckpt.pt")  # interrupted after 7 of 12 steps (checkpoint at 6 and at 7)
+    resumed = run(None, tmp_path / "ckpt.pt").own_state()
+    for key in full:
+        torch.testing.assert_close(resumed[key], full[key], rtol=0, atol=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_target():
+    return load_model(tiny_llama_config(initializer_range=0.3))
+
+
+def test_saved_draft_round_trips_and_checks_its_target(tiny_target, tmp_path):
+    torch.manual_seed(0)
+    recipe = EagleRecipe(tiny_target.model)
+    manifest = save_draft(tmp_path / "my-eagle", "eagle", recipe.own_state(), recipe.config, tiny_target.name,
+                          tiny_target.model.config, {"note": "test"})
+    drafter = load_drafter(str(manifest), tiny_target)
+    assert isinstance(drafter, EagleDrafter)
+    for key, value in recipe.own_state().items():
+        torch.testing.assert_close(drafter.head.state_dict()[key], value.half().float())
+    other = LoadedModel(tiny_model(0), None, "other-target")
+    with pytest.raises(OptTreeError) as err:
+        load_draft(manifest, other)
+    assert "was trained for target" in str(err.value) and "\n" not in str(err.value)
+    weights = manifest.with_suffix(".safetensors")
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(OptTreeError, match="does not match its recorded sha256"):
+        load_draft(manifest, tiny_target)
+
+
+@pytest.mark.parametrize("name", ["eagle-smollm2", "tiny-smollm2"])
+def test_shipped_weights_are_small_and_match_their_checksums(name):
+    manifest = json.loads((WEIGHTS_DIR / f"{name}.json").read_text())
+    weights = WEIGHTS_DIR / f"{name}.safetensors"
+    assert weights.stat().st_size <= 12 * 2**20
+    assert sha256(weights) == manifest["sha256"]
+    assert manifest["target"] == "smollm2-135m" and manifest["target_signature"]["vocab_size"] == 49152
+
+
+@pytest.mark.parametrize("name", ["eagle-smollm2", "tiny-smollm2"])
+def test_shipped_weights_refuse_a_wrong_target(tiny_target, name):
+    with pytest.raises(OptTreeError) as err:
+        load_drafter(name, tiny_target)
+    assert f"'{name}' was trained for target 'smollm2-135m'" in str(err.value) and "\n" not in str(err.value)

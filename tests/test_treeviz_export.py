@@ -1,0 +1,77 @@
+"""treeviz HTML export: one self-contained page with every step; opened in headless Chromium,
+it draws something and logs no JavaScript error."""
+import json
+import re
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+from treeviz.browser import distinct_colours, find_chromium, open_page
+from treeviz.export import export_html
+from treeviz.logs import load_log
+
+DATA = Path(__file__).parent / "data" / "treeviz"
+needs_chromium = pytest.mark.skipif(find_chromium() is None, reason="chromium is not installed (CI installs it)")
+
+
+@pytest.fixture(scope="module")
+def logs():
+    return {name: load_log(DATA / name) for name in ("smollm2-chat", "tiny-close-opt-tree-12")}
+
+
+@pytest.fixture(scope="module")
+def page(logs, tmp_path_factory):
+    return export_html(logs, tmp_path_factory.mktemp("html") / "run.html", title="test page")
+
+
+def runs_in(path: Path) -> list:
+    text = path.read_text(encoding="utf-8")
+    return json.loads(re.search(r"const RUNS = (.*?);\n", text).group(1))
+
+
+def test_page_is_standalone_with_every_step(page, logs):
+    text = page.read_text(encoding="utf-8")
+    assert not re.search(r"<script[^>]+src=", text)  # nothing to fetch: it opens offline
+    assert "Plotly" in text and len(text) > 3_000_000  # plotly.js inline
+    runs = runs_in(page)
+    assert [len(r["steps"]) for r in runs] == [len(d.steps) for d in logs.values()]
+    first = runs[0]["steps"][0]
+    assert [t["name"] for t in first["tree"]["data"]][:2] == ["rejected edges", "accepted path"]
+    assert [s["a"] for s in runs[0]["steps"]] == logs["smollm2-chat"].steps["a"].tolist()
+    assert text.count('class="tv-run"') == 2 and 'id="tv-run-menu"' in text
+    assert "Regular" in text  # the token stream
+
+
+def test_page_escapes_script_endings(tmp_path, logs):
+    data = logs["tiny-close-opt-tree-12"]
+    nodes = data.nodes.copy()
+    nodes.loc[nodes.index[1], "token_text"] = "</script><b>"
+    path = export_html(type(data)(nodes=nodes, steps=data.steps, meta=data.meta), tmp_path / "x.html")
+    text = path.read_text(encoding="utf-8")
+    assert "</script><b>" not in text and runs_in(path)
+
+
+def test_max_steps_caps_what_is_browsable_and_says_so(tmp_path, logs):
+    path = export_html(logs["tiny-close-opt-tree-12"], tmp_path / "x.html", max_steps=3)
+    assert len(runs_in(path)[0]["steps"]) == 3 and "first 3 steps browsable" in path.read_text(encoding="utf-8")
+
+
+@needs_chromium
+def test_chromium_renders_the_page_without_javascript_errors(page, tmp_path):
+    check = open_page(page, tmp_path / "shot.png", width=1400, height=1100)
+    assert check.errors == [], f"JavaScript errors: {check.errors}"
+    assert distinct_colours(check.png) > 200, "the screenshot looks blank"
+    pixels = matplotlib.image.imread(str(check.png))[..., :3]
+    top_of_colour_bar = np.all(np.abs(pixels - np.array([253, 231, 37]) / 255) < 0.03, axis=-1)
+    assert top_of_colour_bar.sum() > 50, "plotly drew no p̂ colour bar: the figures did not render"
+
+
+@needs_chromium
+def test_the_browser_check_catches_errors_and_blank_pages(tmp_path):
+    broken = tmp_path / "broken.html"
+    broken.write_text("<html><body><script>notAFunction();</script></body></html>")
+    check = open_page(broken, tmp_path / "broken.png", width=400, height=300)
+    assert any("Uncaught ReferenceError" in e for e in check.errors)
+    assert distinct_colours(check.png) <= 2

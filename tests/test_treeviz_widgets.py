@@ -1,0 +1,131 @@
+"""treeviz widgets without a browser: sliders change the figures, Run decodes (self-draft on a
+tiny model), live mode draws each step as it is verified, engine errors become a status line."""
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from opttree_core.models import load_model
+from opttree_core.policies import POLICIES
+from treeviz.logs import load_log, load_logs
+from treeviz.plotly_tree import TREE_TRACES
+from treeviz.widgets import AnalysisDashboard, CompareExplorer, TreeExplorer
+
+DATA = Path(__file__).parent / "data" / "treeviz"
+NODES = TREE_TRACES.index("nodes")
+
+
+@pytest.fixture(scope="module")
+def target():
+    return load_model("tiny-random")
+
+
+@pytest.fixture(scope="module")
+def log():
+    return load_log(DATA / "tiny-close-opt-tree-24")
+
+
+def node_xs(explorer) -> list:
+    return list(explorer.browser.tree.figure.data[NODES].x)
+
+
+def test_moving_the_slider_changes_the_figure(log):
+    explorer = TreeExplorer(log)
+    assert explorer.browser.slider.max == len(log.steps) - 1 == explorer.browser.play.max
+    before = explorer.browser.tree.figure.data[NODES].customdata
+    explorer.browser.slider.value = 5
+    after = explorer.browser.tree.figure.data[NODES].customdata
+    assert len(after) == log.steps.iloc[5]["n_nodes"]
+    assert [row[1] for row in after] != [row[1] for row in before]
+    assert "step 5" in explorer.browser.facts.value
+    assert 'tv-current" data-step="5"' in explorer.browser.stream.value
+    assert [t.type for t in explorer.browser.side.figure.data] == ["heatmap", "icicle"]
+
+
+def test_policy_menu_comes_from_the_engine_and_disables_unused_controls(log):
+    explorer = TreeExplorer(log)
+    assert list(explorer.policy.policy.options) == sorted(POLICIES)
+    explorer.policy.policy.value = "chain"
+    assert explorer.policy.threshold.disabled and explorer.policy.nodes.disabled
+    assert not explorer.policy.depth.disabled
+    assert explorer.decode.run.disabled  # no model given: nothing to decode with
+
+
+def test_run_with_the_self_draft_makes_a_new_log_and_figure(log, target):
+    explorer = TreeExplorer(log, target=target, prompt="t5 t9 t20 t7", max_new_tokens=10, live=False)
+    explorer.policy.nodes.value, explorer.policy.depth.value = 6, 3
+    before = explorer.browser.tree.figure.data[NODES].customdata
+    new = explorer.run()
+    assert new is not None and new is explorer.data and new is not log
+    assert new.meta["draft"] == "self" and new.meta["policy_config"]["nodes"] == 6
+    assert new.steps["a"].sum() == len(new.meta["token_ids"]) == 10
+    assert (new.steps["a"].to_numpy() <= new.nodes.groupby("step")["accepted"].sum().to_numpy()).all()
+    after = explorer.browser.tree.figure.data[NODES].customdata
+    assert len(after) == new.steps.iloc[0]["n_nodes"] and after != before
+    assert "MAL" in explorer.decode.status.value
+
+
+def test_live_run_draws_each_step_as_it_is_verified(target):
+    explorer = TreeExplorer(target=target, prompt="t5 t9 t20 t7", max_new_tokens=8, nodes=5, depth=3, live=True)
+    seen = []
+    show = explorer.browser.show
+    explorer.browser.show = lambda step: (seen.append((step, len(explorer.data.steps))), show(step))
+    final = explorer.run()
+    live = [(step, n) for step, n in seen if n == step + 1]  # the newest step, as soon as it exists
+    assert [step for step, _ in live][: len(final.steps)] == list(range(len(final.steps)))
+    assert seen[-1] == (0, len(final.steps))  # then the whole log, from its first step
+
+
+def test_live_frames_equal_the_saved_log(target):
+    from treeviz.rerun import Rerunner, RunRequest
+
+    frames = []
+    final = Rerunner(target).run(RunRequest(prompt="t5 t9 t20", nodes=5, depth=3, max_new_tokens=6),
+                                 on_step=frames.append)
+    live = frames[-1]
+    columns = ["step", "node", "token", "parent", "depth", "rank", "target_token", "accepted", "token_text"]
+    pd.testing.assert_frame_equal(live.nodes[columns], final.nodes[columns], check_dtype=False)
+    np.testing.assert_allclose(live.nodes["p_hat"], final.nodes["p_hat"], rtol=1e-6)
+    assert live.steps["a"].tolist() == final.steps["a"].tolist()
+
+
+def test_engine_errors_show_in_the_widget_instead_of_raising(target):
+    explorer = TreeExplorer(target=target, prompt="t5 t9", max_new_tokens=4)
+    explorer.decode.temperature.value = 0.8
+    assert explorer.run() is None
+    assert "error: temperature 0.8 is not supported" in explorer.decode.status.value
+    explorer.decode.temperature.value = 0.0
+    explorer.decode.prompt.value = "   "
+    assert explorer.run() is None and "prompt is empty" in explorer.decode.status.value
+    assert not explorer.decode.run.disabled
+
+
+def test_compare_explorer_shows_two_policies_on_the_same_step(target):
+    compare = CompareExplorer(target=target, prompt="t5 t9 t20 t7")
+    compare.decode.max_new_tokens.value = 8
+    left, right = compare.run()
+    assert (left.meta["policy"], right.meta["policy"]) == ("opt-tree", "chain")
+    assert left.meta["prompt_ids"] == right.meta["prompt_ids"]
+    compare.slider.value = 1
+    for side, data in zip(compare.sides, (left, right)):
+        step = min(1, len(data.steps) - 1)
+        assert len(side.tree.figure.data[NODES].x) == data.steps.iloc[step]["n_nodes"]
+
+
+def test_dashboard_updates_heatmap_r_and_curves_in_place():
+    logs = load_logs(sorted(DATA.glob("tiny-*")))
+    dashboard = AnalysisDashboard(logs)
+    heatmap, curves = dashboard.heatmap.figure, dashboard.curves.figure
+    assert len(heatmap.data) == 2 and len(curves.data) == 4
+    assert dashboard.stats.value.count("Pearson r") == 2
+    dashboard.groups.value = (dashboard.groups.options[0],)
+    assert dashboard.heatmap.figure is heatmap and len(heatmap.data) == 1
+    assert dashboard.stats.value.count("Pearson r") == 1
+    dashboard.policies.value = ("opt-tree",)
+    assert [t.name for t in curves.data] == ["opt-tree"] and list(curves.data[0].x) == [4, 12, 24]
+    total = sum(int(heatmap.data[0].z[i][j]) for i in range(len(heatmap.data[0].y))
+                for j in range(len(heatmap.data[0].x)))
+    assert total == sum(len(logs[r].steps) for r in dashboard.selected())
+    dashboard.runs.value = ()
+    assert "no run selected" in dashboard.stats.value

@@ -1,0 +1,146 @@
+"""Tidy tables for the analysis figures, from a list (or dict) of loaded logs.
+
+Every function returns a plain DataFrame; ``analysis_plots`` (plotly) and ``paper``
+(matplotlib) draw them. Runs are described by their ``meta.json``: target, draft, policy
+and ``policy_config`` (``nodes``, or a chain's ``length``, is the node budget).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from .logs import as_named, budget_of, group_name
+
+SUMMARY_COLUMNS = ["run", "group", "target", "draft", "policy", "nodes", "prompt", "steps", "tokens", "mal",
+                   "mean_ea", "tokens_per_s", "seconds"]
+
+
+@dataclass(frozen=True)
+class Correlation:
+    pearson: float
+    spearman: float
+    n: int
+
+    def __str__(self) -> str:
+        return f"Pearson r = {self.pearson:.3f} · Spearman ρ = {self.spearman:.3f} · n = {self.n}"
+
+
+def _run_columns(name: str, meta: dict) -> dict:
+    return {"run": name, "group": group_name(meta), "target": meta.get("target", "?"),
+            "draft": meta.get("draft", "?"), "policy": meta.get("policy", "?"), "nodes": budget_of(meta)}
+
+
+def summarize_logs(logs) -> pd.DataFrame:
+    """One row per run: who drafted for whom, the policy and its budget, MAL, mean E(A), tokens/s."""
+    rows = []
+    for name, data in as_named(logs).items():
+        a = data.steps["a"].to_numpy()
+        rows.append({**_run_columns(name, data.meta), "prompt": data.meta.get("prompt"), "steps": len(a),
+                     "tokens": int(a.sum()), "mal": float(a.mean()) if len(a) else float("nan"),
+                     "mean_ea": float(data.steps["ea"].mean()) if len(a) else float("nan"),
+                     "tokens_per_s": float(data.meta.get("tokens_per_s", float("nan"))),
+                     "seconds": float(data.meta.get("seconds", float("nan")))})
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def ea_a_frame(logs) -> pd.DataFrame:
+    """One row per step of every run: E(A), A and E(A) rounded to the nearest integer (``ea_bin``)."""
+    parts = []
+    for name, data in as_named(logs).items():
+        part = data.steps[["step", "ea", "a"]].copy()
+        for key, value in _run_columns(name, data.meta).items():
+            part[key] = value
+        parts.append(part)
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["step", "ea", "a", "run", "group"])
+    frame["ea_bin"] = np.rint(frame["ea"].astype(float)).astype(int)
+    return frame
+
+
+def ea_a_counts(frame: pd.DataFrame) -> pd.DataFrame:
+    """Count of steps per (A, rounded E(A)): rows A ascending, columns E(A) ascending, zeros filled."""
+    if frame.empty:
+        return pd.DataFrame()
+    counts = pd.crosstab(frame["a"], frame["ea_bin"])
+    rows = range(int(frame["a"].min()), int(frame["a"].max()) + 1)
+    cols = range(int(frame["ea_bin"].min()), int(frame["ea_bin"].max()) + 1)
+    return counts.reindex(index=rows, columns=cols, fill_value=0)
+
+
+def correlation(frame: pd.DataFrame) -> Correlation:
+    """Pearson and Spearman correlation of E(A) with A over the frame's steps (NaN below 2 steps
+    or when either is constant)."""
+    ea, a = frame["ea"].to_numpy(float), frame["a"].to_numpy(float)
+    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(ea) == 0:
+        return Correlation(float("nan"), float("nan"), len(a))
+    return Correlation(float(stats.pearsonr(ea, a).statistic), float(stats.spearmanr(ea, a).statistic), len(a))
+
+
+def mal_by_budget(summary: pd.DataFrame) -> pd.DataFrame:
+    """Mean MAL (and its spread over runs) per group, policy and node budget."""
+    keys = ["group", "policy", "nodes"]
+    out = summary.dropna(subset=["nodes"]).groupby(keys, sort=True)["mal"].agg(["mean", "std", "count"])
+    return out.rename(columns={"mean": "mal", "std": "mal_std", "count": "runs"}).reset_index()
+
+
+def speedups(frame: pd.DataFrame, baseline: str, method: str = "method", value: str = "tokens_per_s",
+             on: str = "prompt") -> pd.DataFrame:
+    """Per-item speedup over ``baseline``: each method's ``value`` / the baseline's on the same ``on``.
+
+    Use throughputs measured in the same process (ARCHITECTURE.md §4, trap 9)."""
+    base = frame[frame[method] == baseline].set_index(on)[value]
+    if base.empty:
+        raise ValueError(f"no baseline rows ({method} == {baseline!r}) to compare against")
+    out = frame[frame[method] != baseline].copy()
+    out["speedup"] = out[value].to_numpy() / base.reindex(out[on]).to_numpy()
+    return out
+
+
+def speedup_stats(frame: pd.DataFrame, by: str | list[str] = "method", value: str = "speedup") -> pd.DataFrame:
+    """Mean, standard deviation and count of ``value`` per ``by`` (the bars and error bars)."""
+    keys = [by] if isinstance(by, str) else list(by)
+    out = frame.groupby(keys, sort=False)[value].agg(["mean", "std", "count"]).reset_index()
+    out["std"] = out["std"].fillna(0.0)
+    return out
+
+
+def _nodes_with_parent_state(data) -> pd.DataFrame:
+    nodes = data.nodes[["step", "node", "parent", "depth", "rank", "accepted"]]
+    parents = nodes[["step", "node", "accepted"]].rename(columns={"node": "parent", "accepted": "parent_accepted"})
+    drafted = nodes[nodes["depth"] > 0]
+    return drafted.merge(parents, on=["step", "parent"], how="left")
+
+
+def _acceptance_by(logs, key: str) -> pd.DataFrame:
+    parts = []
+    for data in as_named(logs).values():
+        part = _nodes_with_parent_state(data)
+        part["group"] = group_name(data.meta)
+        part["policy"] = data.meta.get("policy", "?")
+        parts.append(part)
+    nodes = pd.concat(parts, ignore_index=True)
+    grouped = nodes.groupby(["group", "policy", key], sort=True)
+    out = pd.DataFrame({"nodes": grouped.size(), "accepted": grouped["accepted"].sum(),
+                        "reached": grouped["parent_accepted"].sum()}).reset_index()
+    out["rate"] = out["accepted"] / out["nodes"]
+    out["conditional"] = out["accepted"] / out["reached"].where(out["reached"] > 0)
+    return out
+
+
+def acceptance_by_depth(logs) -> pd.DataFrame:
+    """Per depth: drafted nodes, accepted ones, ``rate`` = accepted / nodes, and ``conditional`` =
+    accepted / nodes whose parent was accepted (``reached``)."""
+    return _acceptance_by(logs, "depth")
+
+
+def acceptance_by_rank(logs) -> pd.DataFrame:
+    """The same per sibling rank (0 = the draft's top-1 child)."""
+    return _acceptance_by(logs, "rank")
+
+
+def timeline_frame(data) -> pd.DataFrame:
+    """Per-step seconds: draft, tree building (only when the log has ``build_s``), verify."""
+    cols = ["step", "draft_s"] + (["build_s"] if "build_s" in data.steps.columns else []) + ["verify_s"]
+    return data.steps[cols + ["a"]].copy()

@@ -1,0 +1,171 @@
+"""Reading tree logs: one step's nodes and numbers, token texts, run and group names.
+
+A log is anything with ``nodes`` and ``steps`` DataFrames and a ``meta`` dict, as
+``opttree_core.TreeLog.load`` returns (``TreeLogData``). Node 0 of each step is the
+root (the last committed token); the accepted non-root nodes form one path of length
+A − 1; the bonus token (``steps.bonus_token``) is the target's own token after the last
+accepted node and is not a node of the tree.
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+WHITESPACE = {" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"}
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """The numbers of one decoding step (``build_s`` only when the log has that column)."""
+
+    step: int
+    n_nodes: int
+    a: int
+    ea: float
+    bonus_token: int
+    draft_s: float
+    verify_s: float
+    build_s: float | None = None
+
+
+def load_log(path: str | os.PathLike):
+    """A saved tree log (the engine's own reader: ``opttree_core.TreeLog.load``)."""
+    from opttree_core.treelog import TreeLog  # imported here: it pulls in torch
+
+    return TreeLog.load(path)
+
+
+def load_logs(paths: Iterable[str | os.PathLike]) -> dict[str, object]:
+    """Several logs, keyed by their directory names."""
+    return {os.path.basename(os.path.normpath(os.fspath(p))): load_log(p) for p in paths}
+
+
+def as_named(logs) -> dict[str, object]:
+    """A dict ``name → log`` from a dict, a list of logs or one log (names from meta, then index)."""
+    if isinstance(logs, Mapping):
+        return dict(logs)
+    if hasattr(logs, "nodes"):
+        logs = [logs]
+    named: dict[str, object] = {}
+    for i, data in enumerate(logs):
+        name = run_name(data.meta, f"run{i}")
+        named[name if name not in named else f"{name} #{i}"] = data
+    return named
+
+
+def n_steps(data) -> int:
+    return len(data.steps)
+
+
+def check_step(data, step: int) -> int:
+    step = int(step)
+    if not 0 <= step < n_steps(data):
+        raise IndexError(f"step {step} is out of range: this log has {n_steps(data)} steps (0 … {n_steps(data) - 1})")
+    return step
+
+
+def step_nodes(data, step: int) -> pd.DataFrame:
+    """The nodes of one step, ordered by node index (index reset)."""
+    step = check_step(data, step)
+    rows = data.nodes[data.nodes["step"] == step].sort_values("node")
+    return rows.reset_index(drop=True)
+
+
+def step_info(data, step: int) -> StepInfo:
+    row = data.steps.iloc[check_step(data, step)]
+    build = float(row["build_s"]) if "build_s" in data.steps.columns else None
+    return StepInfo(step=int(row["step"]), n_nodes=int(row["n_nodes"]), a=int(row["a"]), ea=float(row["ea"]),
+                    bonus_token=int(row["bonus_token"]), draft_s=float(row["draft_s"]),
+                    verify_s=float(row["verify_s"]), build_s=build)
+
+
+def token_text_map(data, tokenizer=None) -> dict[int, str]:
+    """Token id → text, from the log's ``token_text`` column and, when given, a tokenizer."""
+    texts: dict[int, str] = {}
+    if "token_text" in data.nodes.columns:
+        pairs = data.nodes[["token", "token_text"]].drop_duplicates("token")
+        texts.update(zip(pairs["token"].astype(int), pairs["token_text"].astype(str)))
+    if tokenizer is not None:
+        ids = set(data.nodes["token"].astype(int)) | set(data.steps["bonus_token"].astype(int))
+        ids |= set(data.nodes["target_token"].astype(int))
+        texts.update({t: tokenizer.decode([t]) for t in sorted(ids - texts.keys())})
+    return texts
+
+
+def token_text(token: int, texts: Mapping[int, str]) -> str:
+    """The token's text, or ``⟨id⟩`` when the log has no text for it."""
+    return texts.get(int(token), f"⟨{int(token)}⟩")
+
+
+def visible(text: str, max_len: int | None = None) -> str:
+    """Whitespace made visible (␣ ↵ ⇥), other control characters escaped; ∅ for empty text."""
+    out = "".join(WHITESPACE.get(c, c if c.isprintable() else f"\\x{ord(c):02x}") for c in text) or "∅"
+    if max_len is not None and len(out) > max_len:
+        out = out[: max(1, max_len - 1)] + "…"
+    return out
+
+
+def run_name(meta: Mapping, fallback: str = "run") -> str:
+    """A short name for a run: ``policy n=… · prompt…`` from meta, else ``fallback``."""
+    policy = meta.get("policy")
+    if not policy:
+        return fallback
+    budget = budget_of(meta)
+    prompt = str(meta.get("prompt") or "")
+    head = f"{policy} n={budget}" if budget is not None else str(policy)
+    return f"{head} · {prompt[:24]}" if prompt else head
+
+
+def group_name(meta: Mapping) -> str:
+    """The draft/target pair a run belongs to, e.g. ``self → smollm2-135m``."""
+    return f"{meta.get('draft', '?')} → {meta.get('target', '?')}"
+
+
+def budget_of(meta: Mapping) -> int | None:
+    """The node budget of a run: ``policy_config.nodes`` (or a chain's ``length``)."""
+    config = meta.get("policy_config") or {}
+    for key in ("nodes", "length"):
+        if key in config:
+            return int(config[key])
+    return None
+
+
+def safe_log(x: float) -> float:
+    return math.log(x) if x > 0 else float("-inf")
+
+
+def frames_from_step(step: int, tree, result, tokenizer=None, meta: Mapping | None = None):
+    """A one-step log from the engine's per-step callback values (``DraftTree``, ``VerifyResult``).
+
+    Used to follow a decoding live. Times are not passed to the callback, so they are NaN.
+    """
+    from opttree_core.treelog import TreeLogData, token_texts
+
+    columns = {"token": tree.tokens, "parent": tree.parents, "depth": tree.depth, "p_hat": tree.p_hat,
+               "q": tree.q, "rank": tree.rank, "target_token": result.target_tokens, "accepted": result.accepted}
+    n = tree.n_nodes
+    nodes = pd.DataFrame({"step": np.full(n, step, dtype=np.int32), "node": np.arange(n, dtype=np.int32)})
+    for key, value in columns.items():
+        nodes[key] = value.detach().cpu().numpy()
+    if tokenizer is not None:
+        nodes["token_text"] = token_texts(tokenizer, nodes["token"].to_numpy())
+    p_hat = nodes["p_hat"].to_numpy()
+    steps = pd.DataFrame({"step": [step], "n_nodes": [n], "a": [len(result.new_tokens)],
+                          "bonus_token": [int(result.new_tokens[-1])], "draft_s": [np.nan], "verify_s": [np.nan],
+                          "ea": [float(p_hat[nodes["depth"].to_numpy() > 0].sum())]})
+    return TreeLogData(nodes=nodes, steps=steps, meta=dict(meta or {}))
+
+
+def append_steps(first, second):
+    """Two logs of one run, one after the other (for live following)."""
+    from opttree_core.treelog import TreeLogData
+
+    if first is None:
+        return second
+    return TreeLogData(nodes=pd.concat([first.nodes, second.nodes], ignore_index=True),
+                       steps=pd.concat([first.steps, second.steps], ignore_index=True), meta=dict(first.meta))

@@ -1,0 +1,87 @@
+"""The tree of one step in matplotlib: the same scene as the plotly figure, for papers."""
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.collections import LineCollection
+from matplotlib.colors import Normalize
+
+from . import style
+from .graph import ACCEPTED, BONUS, REJECTED, ROOT
+from .scene import TreeScene, tree_scene
+from .static import new_figure, paper_style
+
+PX_PER_IN = 100.0
+
+
+def draw_scene(ax, scene: TreeScene, colorbar: bool = True, fontsize: float = 6.5):
+    """Draw ``scene`` on ``ax``; returns the node PathCollection (colour = p̂)."""
+    with paper_style():
+        _draw_edges(ax, scene)
+        nodes = scene.nodes[scene.nodes["kind"] != BONUS]
+        on_path = nodes["kind"].isin([ROOT, ACCEPTED]).to_numpy()
+        size = (scene.marker_px * 0.7) ** 2
+        points = None
+        for mask, alpha in ((~on_path, style.REJECTED_OPACITY), (on_path, 1.0)):
+            part = nodes[mask]
+            if alpha < 1:  # white discs under faded nodes, so edges don't show through
+                ax.scatter(part["x"], part["y"], s=size, c="white", linewidths=0, zorder=2)
+            points = ax.scatter(part["x"], part["y"], c=part["p_hat"], cmap="viridis", norm=Normalize(0, 1),
+                                s=np.where(part["kind"] == ROOT, size * 1.6, size * (1.5 if alpha == 1 else 1)),
+                                marker="o", alpha=alpha, zorder=3 if alpha == 1 else 2.5,
+                                edgecolors=style.ACCEPTED if alpha == 1 else style.OUTLINE,
+                                linewidths=1.4 if alpha == 1 else 0.3)
+        bonus = scene.nodes[scene.nodes["kind"] == BONUS]
+        ax.scatter(bonus["x"], bonus["y"], marker="D", s=size * 1.4, c=style.TARGET, edgecolors=style.ACCEPTED,
+                   linewidths=1.2, zorder=4, label="bonus token (target)")
+        _draw_labels(ax, scene, fontsize)
+        if colorbar and points is not None:
+            _colour_bar(ax, points)
+        ax.set_axis_off()
+        xs, ys = scene.nodes["x"], scene.nodes["y"]
+        right = 1.3 if scene.orientation == "lr" else 0.6  # room for labels on the right
+        ax.set_xlim(xs.min() - 0.6, xs.max() + right)
+        ax.set_ylim(ys.min() - 0.6, ys.max() + 0.6)
+    return points
+
+
+def _colour_bar(ax, points) -> None:
+    """A colour bar of about 2 inches at the top right, whatever the figure's height."""
+    height_in = ax.figure.get_figheight()
+    h = min(0.6, 2.0 / height_in)
+    cax = ax.inset_axes((1.01, 1 - h, 0.02 * 6 / max(6, ax.figure.get_figwidth()) * 2, h))
+    ax.figure.colorbar(points, cax=cax, label="p̂")
+
+
+def _draw_edges(ax, scene: TreeScene) -> None:
+    looks = {REJECTED: {"colors": style.REJECTED_EDGE, "linewidths": 0.6, "zorder": 1},
+             ACCEPTED: {"colors": style.ACCEPTED, "linewidths": 2.0, "zorder": 2},
+             BONUS: {"colors": style.TARGET, "linewidths": 1.5, "linestyles": (0, (1.5, 1.5)), "zorder": 2}}
+    for kind, look in looks.items():
+        edges = scene.edges[scene.edges["kind"] == kind]
+        segments = [[(r.x0, r.y0), (r.x1, r.y1)] for r in edges.itertuples(index=False)]
+        if segments:
+            ax.add_collection(LineCollection(segments, **look))
+
+
+def _draw_labels(ax, scene: TreeScene, fontsize: float) -> None:
+    shown = scene.nodes[scene.nodes["show_label"]]
+    td = scene.orientation == "td"
+    dy = 0.22 if td else 0.0
+    dx = 0.0 if td else 0.12
+    for row in shown.itertuples(index=False):
+        colour = style.ACCEPTED if row.kind == BONUS else "#202020"
+        ax.text(row.x + dx, row.y + dy, row.label, fontsize=fontsize, color=colour, zorder=5,
+                ha="center" if td else "left", va="bottom" if td else "center", parse_math=False)
+
+
+def tree_figure_mpl(data, step: int, width_in: float | None = None, height_in: float | None = None,
+                    **scene_options):
+    """A matplotlib Figure of the tree of ``step`` (size from the scene unless given)."""
+    scene = tree_scene(data, step, **scene_options)
+    width_in = width_in or scene.width / PX_PER_IN
+    height_in = height_in or scene.height / PX_PER_IN
+    fig, axes = new_figure(width_in, height_in)
+    draw_scene(axes[0, 0], scene)
+    with paper_style():
+        axes[0, 0].set_title(scene.title.replace("<br>", ", "), loc="left")
+    return fig

@@ -1,0 +1,127 @@
+"""Paper-ready static figures in matplotlib (colour-blind palette, Type 42 fonts, reproducible bytes).
+
+The same tables as the plotly figures (``analysis``), drawn for print: E(A)-vs-A count
+heatmaps (Fig. 4), MAL against node budget (Fig. 5), speedup bars, acceptance by depth
+and rank. ``save_paper_figures`` writes them all, with one step's tree, as PDF and PNG.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.ticker import FixedLocator, FormatStrFormatter, MaxNLocator, NullLocator
+
+from . import style
+from .analysis import (
+    acceptance_by_depth,
+    acceptance_by_rank,
+    correlation,
+    ea_a_counts,
+    ea_a_frame,
+    mal_by_budget,
+    speedup_stats,
+    summarize_logs,
+)
+from .logs import as_named
+from .mpl_tree import tree_figure_mpl
+from .static import COLUMN_WIDTH_IN, PAGE_WIDTH_IN, new_figure, paper_style, save_figure
+
+
+def ea_heatmap_mpl(logs_or_frame, groups: list[str] | None = None):
+    """Fig. 4: steps per (E(A) rounded, A), a panel per draft/target group, r in each title."""
+    frame = logs_or_frame if isinstance(logs_or_frame, pd.DataFrame) else ea_a_frame(logs_or_frame)
+    groups = groups if groups is not None else sorted(frame["group"].unique())
+    fig, axes = new_figure(min(PAGE_WIDTH_IN, 2.3 * max(1, len(groups)) + 0.4), 2.5, ncols=max(1, len(groups)))
+    with paper_style():
+        for ax, group in zip(axes[0], groups):
+            part = frame[frame["group"] == group]
+            counts = ea_a_counts(part)
+            ax.imshow(counts.to_numpy(), origin="lower", cmap="Blues", aspect="auto",
+                      extent=(counts.columns[0] - 0.5, counts.columns[-1] + 0.5, counts.index[0] - 0.5,
+                              counts.index[-1] + 0.5))
+            for (a, ea), n in np.ndenumerate(counts.to_numpy()):
+                if n:
+                    colour = "white" if n > counts.to_numpy().max() * 0.6 else "black"
+                    ax.text(counts.columns[ea], counts.index[a], str(n), ha="center", va="center", fontsize=6,
+                            color=colour)
+            r = correlation(part)
+            ax.set_title(f"{group}\nr = {r.pearson:.2f}, ρ = {r.spearman:.2f} (n = {r.n})", fontsize=7)
+            ax.set_xlabel("E(A) (rounded)")
+            ax.set_xticks(list(counts.columns))
+            ax.set_yticks(list(counts.index))
+        axes[0, 0].set_ylabel("acceptance length A")
+    return fig
+
+
+def mal_budget_mpl(logs_or_summary):
+    """Fig. 5: MAL against node budget, a line per policy, a panel per group."""
+    summary = logs_or_summary if isinstance(logs_or_summary, pd.DataFrame) else summarize_logs(logs_or_summary)
+    table = mal_by_budget(summary)
+    groups = sorted(table["group"].unique())
+    colours = style.policy_colours(table["policy"].unique())
+    fig, axes = new_figure(min(PAGE_WIDTH_IN, 2.3 * max(1, len(groups)) + 0.4), 2.2, ncols=max(1, len(groups)),
+                           sharey=True)
+    with paper_style():
+        for ax, group in zip(axes[0], groups):
+            for policy, rows in table[table["group"] == group].groupby("policy", sort=True):
+                rows = rows.sort_values("nodes")
+                ax.errorbar(rows["nodes"], rows["mal"], yerr=rows["mal_std"].fillna(0), marker="o", ms=3,
+                            capsize=2, lw=1.2, color=colours[policy], label=policy)
+            ax.set_xscale("log")
+            budgets = sorted(table.loc[table["group"] == group, "nodes"].unique())
+            ax.xaxis.set_major_locator(FixedLocator(budgets))
+            ax.xaxis.set_major_formatter(FormatStrFormatter("%d"))
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.set_title(group, fontsize=7)
+            ax.set_xlabel("node budget n")
+        axes[0, 0].set_ylabel("mean acceptance length")
+        axes[0, 0].legend(frameon=False)
+    return fig
+
+
+def speedup_mpl(frame: pd.DataFrame, by: str = "method", value: str = "speedup"):
+    """Bars of mean ``value`` per ``by`` with ±1 sd error bars, and a line at 1."""
+    table = speedup_stats(frame, by, value)
+    fig, axes = new_figure(COLUMN_WIDTH_IN, 2.0)
+    ax = axes[0, 0]
+    with paper_style():
+        colours = [style.OKABE_ITO[i % len(style.OKABE_ITO)] for i in range(len(table))]
+        ax.bar(table[by].astype(str), table["mean"], yerr=table["std"], color=colours, capsize=3, width=0.6)
+        ax.axhline(1.0, color="#555", lw=0.8, ls=":")
+        ax.set_ylabel(f"{value} (mean ± sd)")
+    return fig
+
+
+def acceptance_mpl(logs):
+    """Acceptance rate (given the parent was accepted) by depth and by sibling rank."""
+    fig, axes = new_figure(PAGE_WIDTH_IN, 2.2, ncols=2, sharey=True)
+    tables = ((acceptance_by_depth(logs), "depth"), (acceptance_by_rank(logs), "rank"))
+    with paper_style():
+        names = sorted({f"{g} · {p}" for g, p in zip(tables[0][0]["group"], tables[0][0]["policy"])})
+        colours = style.policy_colours(names)
+        for ax, (table, key) in zip(axes[0], tables):
+            for (group, policy), rows in table.groupby(["group", "policy"], sort=True):
+                name = f"{group} · {policy}"
+                ax.plot(rows[key], rows["conditional"], marker="o", ms=2.5, lw=1, color=colours[name], label=name)
+            ax.set_xlabel(f"sibling {key}" if key == "rank" else key)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_ylim(0, 1.05)
+        axes[0, 0].set_ylabel("accepted / reached")
+        axes[0, 1].legend(frameon=False, fontsize=5.5)
+    return fig
+
+
+def save_paper_figures(logs, out_dir: str | os.PathLike, step: int = 0,
+                       formats: tuple[str, ...] = ("pdf", "png")) -> list[Path]:
+    """Write every static figure for ``logs`` under ``out_dir`` (tree of ``step`` from the first run)."""
+    named = as_named(logs)
+    out = Path(out_dir)
+    first = next(iter(named.values()))
+    figures = {f"tree_step{step}": tree_figure_mpl(first, step), "ea_vs_a": ea_heatmap_mpl(named),
+               "mal_vs_budget": mal_budget_mpl(named), "acceptance": acceptance_mpl(named)}
+    paths = []
+    for name, fig in figures.items():
+        paths += save_figure(fig, out / name, formats)
+    return paths

@@ -1,0 +1,325 @@
+"""ipywidgets explorers (the only treeviz module that imports ipywidgets).
+
+- ``TreeExplorer``: a step slider and play button over a log, and controls (policy, n, δ,
+  depth, temperature, …) with a Run button that re-decodes a prompt and updates the
+  figures in place; with "live" ticked, each step's tree appears as it is verified.
+- ``CompareExplorer``: two policies side by side on the same prompt and step.
+- ``AnalysisDashboard``: pick runs, groups and policies; the E(A)-vs-A heatmap with its r
+  and the MAL-vs-budget curves update in place.
+
+Figures are plotly ``FigureWidget``s when ``anywidget`` is installed (plotly ≥ 6 needs it);
+without it they redraw inside an ``Output`` widget, and the explorers say so in one line.
+"""
+from __future__ import annotations
+
+import html
+import importlib.util
+
+import ipywidgets as widgets
+import plotly.graph_objects as go
+from IPython import get_ipython
+from IPython.display import clear_output, display
+
+from . import analysis, analysis_plots
+from .logs import as_named, budget_of, group_name, run_name, token_text_map
+from .plotly_tree import side_spec, tree_spec
+from .rerun import Rerunner, RunRequest, policy_controls, policy_names
+from .scene import tree_scene
+from .stream import stream_html, token_stream
+
+HAS_ANYWIDGET = importlib.util.find_spec("anywidget") is not None
+NO_ANYWIDGET = ("anywidget is not installed, so figures redraw in an Output widget instead of updating a "
+                "plotly FigureWidget in place (pip install anywidget)")
+
+
+def _wrapping() -> widgets.Layout:
+    """A row that wraps when its figures don't fit side by side."""
+    return widgets.Layout(display="flex", flex_flow="row wrap", align_items="flex-start")
+
+
+def _parts(figure) -> tuple[list, object]:
+    """Traces and layout of a ``go.Figure`` (as objects: no array encoding) or of a spec dict."""
+    if isinstance(figure, go.Figure):
+        return list(figure.data), figure.layout
+    return list(figure.get("data", [])), figure.get("layout", {})
+
+
+def _type(trace) -> str:
+    return trace.get("type", "scatter") if isinstance(trace, dict) else trace.type
+
+
+class FigureView:
+    """A plotly figure shown in a widget and updated in place (``update(spec_or_figure)``)."""
+
+    def __init__(self, figure=None):
+        data, layout = _parts(figure) if figure is not None else ([], {})
+        if HAS_ANYWIDGET:
+            self.figure = go.FigureWidget(data=data, layout=layout)
+            self.widget = self.figure
+        else:
+            self.figure = go.Figure(data=data, layout=layout)
+            self.widget = widgets.Output()
+            self._redraw()
+
+    def update(self, figure) -> None:
+        new, layout = _parts(figure)
+        fig = self.figure
+        same = len(fig.data) == len(new) and all(t.type == _type(n) for t, n in zip(fig.data, new))
+        with fig.batch_update():
+            if same:
+                for trace, data in zip(fig.data, new):
+                    trace.update(data, overwrite=True)
+                fig.update_layout(layout, overwrite=True)
+            else:
+                fig.data = []
+                fig.layout = layout
+                fig.add_traces(new)
+        if not HAS_ANYWIDGET:
+            self._redraw()
+
+    def _redraw(self) -> None:
+        if get_ipython() is None:  # no notebook: nothing to draw into
+            return
+        with self.widget:
+            clear_output(wait=True)
+            display(self.figure)
+
+
+class StepBrowser:
+    """A step slider with a play button over one log, drawing its tree, mask/icicle and stream."""
+
+    def __init__(self, data=None, tokenizer=None, side: bool = True, description: str = "step"):
+        self.data, self.tokenizer, self.texts, self.tokens = None, tokenizer, {}, []
+        self.slider = widgets.IntSlider(value=0, min=0, max=0, description=description, continuous_update=False)
+        self.play = widgets.Play(value=0, min=0, max=0, interval=900, description="play")
+        widgets.jslink((self.play, "value"), (self.slider, "value"))
+        self.tree = FigureView()
+        self.side = FigureView() if side else None
+        self.facts = widgets.HTML()
+        self.stream = widgets.HTML()
+        self.slider.observe(lambda change: self.show(change["new"]), names="value")
+        if data is not None:
+            self.set_data(data)
+
+    def set_data(self, data, step: int = 0) -> None:
+        self.data, self.texts = data, token_text_map(data, self.tokenizer)
+        self.tokens = token_stream(data, texts=self.texts)
+        last = max(0, len(data.steps) - 1)
+        self.play.max = self.slider.max = last
+        step = min(max(step, 0), last)
+        if self.slider.value != step:
+            self.slider.value = step  # the observer draws it
+        else:
+            self.show(step)
+
+    def show(self, step: int) -> None:
+        if self.data is None or not len(self.data.steps):
+            return
+        self.tree.update(tree_spec(tree_scene(self.data, step, texts=self.texts)))
+        if self.side is not None:
+            self.side.update(side_spec(self.data, step, texts=self.texts))
+        steps = self.data.steps
+        a = steps["a"].to_numpy()
+        self.facts.value = (f"<b>{html.escape(run_name(self.data.meta, 'log'))}</b> · step {step} of {len(a)} · "
+                            f"A = {a[step]} · E(A) = {steps['ea'].iloc[step]:.2f} · MAL so far {a.mean():.2f}")
+        self.stream.value = stream_html(self.tokens, current=step)
+
+    def controls(self) -> widgets.Widget:
+        return widgets.HBox([self.play, self.slider])
+
+
+class PolicyControls:
+    """Policy dropdown (from ``opttree_core.policies.POLICIES``) and its n, δ and depth."""
+
+    def __init__(self, policy: str = "opt-tree", nodes: int = 16, threshold: float = 0.2, depth: int = 6):
+        names = policy_names()
+        self.policy = widgets.Dropdown(options=names, value=policy if policy in names else names[0],
+                                       description="policy")
+        self.nodes = widgets.BoundedIntText(value=nodes, min=1, max=4096, description="n (nodes)")
+        self.threshold = widgets.FloatSlider(value=threshold, min=0.0, max=1.0, step=0.01, description="δ")
+        self.depth = widgets.IntSlider(value=depth, min=1, max=32, description="depth")
+        self.policy.observe(lambda _: self._enable(), names="value")
+        self._enable()
+
+    def _enable(self) -> None:
+        used = policy_controls(self.policy.value)
+        for name in ("nodes", "threshold", "depth"):
+            getattr(self, name).disabled = name not in used
+
+    def values(self) -> dict:
+        return {"policy": self.policy.value, "nodes": self.nodes.value, "threshold": self.threshold.value,
+                "depth": self.depth.value}
+
+    def box(self) -> widgets.Widget:
+        return widgets.VBox([self.policy, self.nodes, self.threshold, self.depth])
+
+
+class DecodeControls:
+    """Prompt, temperature, max new tokens, chat, live and the Run button."""
+
+    def __init__(self, prompt: str = "", max_new_tokens: int = 32, chat: bool = False, live: bool = True):
+        self.prompt = widgets.Textarea(value=prompt, description="prompt", layout=widgets.Layout(width="480px"))
+        self.temperature = widgets.FloatSlider(value=0.0, min=0.0, max=2.0, step=0.05, description="temperature")
+        self.max_new_tokens = widgets.IntSlider(value=max_new_tokens, min=1, max=512, description="new tokens")
+        self.chat = widgets.Checkbox(value=chat, description="chat template")
+        self.live = widgets.Checkbox(value=live, description="live (draw each step as it is verified)")
+        self.run = widgets.Button(description="Run", button_style="primary", icon="play")
+        self.status = widgets.HTML()
+
+    def request(self, **policy) -> RunRequest:
+        return RunRequest(prompt=self.prompt.value, temperature=self.temperature.value,
+                          max_new_tokens=self.max_new_tokens.value, chat=self.chat.value, **policy)
+
+    def say(self, text: str, error: bool = False) -> None:
+        colour = "#B00020" if error else "#333"
+        self.status.value = f'<span style="color:{colour}">{html.escape(text)}</span>'
+
+    def box(self) -> widgets.Widget:
+        return widgets.VBox([self.prompt, self.temperature, self.max_new_tokens, self.chat, self.live,
+                             widgets.HBox([self.run, self.status])])
+
+
+def _run_safely(controls: DecodeControls, action):
+    """Run ``action()``; an engine error (OptTreeError) becomes the status line instead of a crash."""
+    from opttree_core.errors import OptTreeError
+
+    controls.run.disabled = True
+    controls.say("decoding …")
+    try:
+        return action()
+    except OptTreeError as err:
+        controls.say(f"error: {err}", error=True)
+        return None
+    finally:
+        controls.run.disabled = False
+
+
+class TreeExplorer:
+    """Browse a log step by step, or decode a prompt (``target``/``drafter``) and browse that.
+
+    ``target``: a ``LoadedModel`` or a model spec (loaded on the first Run), ``drafter``: a
+    ``Drafter`` or a spec (default ``"self"``). ``run()`` is what the Run button does."""
+
+    def __init__(self, data=None, target=None, drafter="self", prompt: str = "", tokenizer=None, *,
+                 policy: str = "opt-tree", nodes: int = 16, threshold: float = 0.2, depth: int = 6,
+                 max_new_tokens: int = 32, chat: bool = False, live: bool = True):
+        self.rerunner = Rerunner(target, drafter) if target is not None else None
+        self.browser = StepBrowser(data, tokenizer or getattr(target, "tokenizer", None))
+        self.policy = PolicyControls(policy, nodes, threshold, depth)
+        self.decode = DecodeControls(prompt, max_new_tokens, chat, live)
+        self.decode.run.on_click(lambda _: self.run())
+        self.decode.run.disabled = self.rerunner is None
+        notes = [] if self.rerunner else ["give TreeExplorer a target model to decode prompts"]
+        self.decode.say(" · ".join(notes + ([] if HAS_ANYWIDGET else [NO_ANYWIDGET])))
+        figures = widgets.Box([self.browser.tree.widget, self.browser.side.widget], layout=_wrapping())
+        self.widget = widgets.VBox([widgets.HBox([self.policy.box(), self.decode.box()]), self.browser.controls(),
+                                    self.browser.facts, figures, self.browser.stream])
+
+    @property
+    def data(self):
+        return self.browser.data
+
+    def run(self):
+        """Decode the prompt with the controls' settings; returns the new log (None on an error)."""
+        if self.rerunner is None:
+            return None
+        request = self.decode.request(**self.policy.values())
+        live = self.decode.live.value
+        on_step = (lambda so_far: self.browser.set_data(so_far, step=len(so_far.steps) - 1)) if live else None
+        data = _run_safely(self.decode, lambda: self.rerunner.run(request, on_step=on_step))
+        if data is not None:
+            self.browser.set_data(data, step=0)
+            self.decode.say(f"{len(data.steps)} steps, MAL {data.steps['a'].mean():.2f}")
+        return data
+
+    def _ipython_display_(self):
+        display(self.widget)
+
+
+class CompareExplorer:
+    """Two policies side by side on the same prompt and step (logs given, or decoded by Run)."""
+
+    def __init__(self, left=None, right=None, target=None, drafter="self", prompt: str = "", tokenizer=None):
+        self.rerunner = Rerunner(target, drafter) if target is not None else None
+        tokenizer = tokenizer or getattr(target, "tokenizer", None)
+        self.sides = [StepBrowser(left, tokenizer, side=False), StepBrowser(right, tokenizer, side=False)]
+        self.policies = [PolicyControls("opt-tree"), PolicyControls("chain", depth=4)]
+        self.decode = DecodeControls(prompt, live=False)
+        self.slider = widgets.IntSlider(value=0, min=0, max=self._last(), description="step", continuous_update=False)
+        self.play = widgets.Play(value=0, min=0, max=self._last(), interval=900)
+        widgets.jslink((self.play, "value"), (self.slider, "value"))
+        self.slider.observe(lambda change: self.show(change["new"]), names="value")
+        self.decode.run.on_click(lambda _: self.run())
+        self.decode.run.disabled = self.rerunner is None
+        if not HAS_ANYWIDGET:
+            self.decode.say(NO_ANYWIDGET)
+        columns = [widgets.VBox([p.box(), s.facts, s.tree.widget, s.stream]) for p, s in zip(self.policies, self.sides)]
+        self.widget = widgets.VBox([self.decode.box(), widgets.HBox([self.play, self.slider]),
+                                    widgets.Box(columns, layout=_wrapping())])
+
+    def _last(self) -> int:
+        return max([len(s.data.steps) - 1 for s in self.sides if s.data is not None] + [0])
+
+    def show(self, step: int) -> None:
+        for side in self.sides:
+            if side.data is not None and len(side.data.steps):
+                side.show(min(step, len(side.data.steps) - 1))
+
+    def run(self):
+        """Decode the prompt with both policies; returns the two logs (None on an error)."""
+        if self.rerunner is None:
+            return None
+        requests = [self.decode.request(**p.values()) for p in self.policies]
+        logs = _run_safely(self.decode, lambda: [self.rerunner.run(r) for r in requests])
+        if logs is None:
+            return None
+        for side, data in zip(self.sides, logs):
+            side.set_data(data)
+        self.play.max = self.slider.max = self._last()
+        self.show(self.slider.value)
+        self.decode.say(" vs ".join(f"{d.meta.get('policy')}: MAL {d.steps['a'].mean():.2f}" for d in logs))
+        return logs
+
+    def _ipython_display_(self):
+        display(self.widget)
+
+
+class AnalysisDashboard:
+    """Pick runs, groups and policies; the E(A)-vs-A heatmap (with r) and MAL-vs-budget curves update."""
+
+    def __init__(self, logs):
+        self.logs = as_named(logs)
+        metas = {name: data.meta for name, data in self.logs.items()}
+        self.runs = widgets.SelectMultiple(options=list(self.logs), value=list(self.logs), description="runs", rows=8)
+        self.groups = widgets.SelectMultiple(options=sorted({group_name(m) for m in metas.values()}),
+                                             description="groups", rows=4)
+        self.groups.value = self.groups.options
+        self.policies = widgets.SelectMultiple(options=sorted({str(m.get("policy", "?")) for m in metas.values()}),
+                                               description="policies", rows=4)
+        self.policies.value = self.policies.options
+        self.heatmap, self.curves = FigureView(), FigureView()
+        self.stats = widgets.HTML()
+        for control in (self.runs, self.groups, self.policies):
+            control.observe(lambda _: self.refresh(), names="value")
+        self.widget = widgets.VBox([widgets.HBox([self.runs, self.groups, self.policies]), self.stats,
+                                    self.heatmap.widget, self.curves.widget])
+        self.refresh()
+
+    def selected(self) -> dict:
+        groups, policies = set(self.groups.value), set(self.policies.value)
+        return {name: data for name, data in self.logs.items() if name in self.runs.value
+                and group_name(data.meta) in groups and str(data.meta.get("policy", "?")) in policies}
+
+    def refresh(self) -> None:
+        chosen = self.selected()
+        frame = analysis.ea_a_frame(chosen)
+        groups = sorted(frame["group"].unique()) if len(frame) else []
+        self.heatmap.update(analysis_plots.ea_heatmap_figure(frame, groups))
+        self.curves.update(analysis_plots.mal_budget_figure(analysis.summarize_logs(chosen), groups))
+        lines = [f"<b>{html.escape(g)}</b>: {analysis.correlation(frame[frame['group'] == g])}" for g in groups]
+        budgets = sorted({b for d in chosen.values() if (b := budget_of(d.meta)) is not None})
+        self.stats.value = (f"{len(chosen)} runs, {len(frame)} steps, budgets {budgets}<br>" + "<br>".join(lines)
+                            if chosen else "no run selected") + ("" if HAS_ANYWIDGET else f"<br><i>{NO_ANYWIDGET}</i>")
+
+    def _ipython_display_(self):
+        display(self.widget)
