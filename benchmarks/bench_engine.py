@@ -1,10 +1,12 @@
-"""Engine benchmark: AR vs OPT-Tree (with and without TreeLog), interleaved in one run.
+"""Engine benchmark: AR vs OPT-Tree at several node budgets (one with and without TreeLog),
+interleaved over the same prompts in one run.
 
-Prints tokens/s of each method and their ratios, MAL, the cost of logging, the size
+Prints tokens/s of each method and their ratios to AR, MAL, the cost of logging, the size
 of a 1000-step × 500-node TreeLog, and peak resident memory (this process and a
 `make demo` run). Ratios only compare numbers measured here, in this process.
 
-    .venv/bin/python benchmarks/bench_engine.py [--prompts N] [--max-new-tokens N] [--repeats N]
+    .venv/bin/python benchmarks/bench_engine.py [--draft eagle-smollm2] [--budgets 4 8 16]
+        [--max-new-tokens N] [--repeats N]
 """
 from __future__ import annotations
 
@@ -13,7 +15,6 @@ import resource
 import subprocess
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -33,7 +34,8 @@ def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3, help="interleaved rounds over the prompts")
-    p.add_argument("--nodes", type=int, default=8)
+    p.add_argument("--draft", default="eagle-smollm2")
+    p.add_argument("--budgets", type=int, nargs="+", default=[4, 8, 16], help="node budgets n to compare")
     p.add_argument("--threshold", type=float, default=0.2)
     p.add_argument("--max-depth", type=int, default=6)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -41,20 +43,24 @@ def parse_args():
     return p.parse_args()
 
 
-def interleaved_runs(target, drafter, policy, prompts, config, repeats):
-    """Seconds and tokens per method, summed over the same prompts, methods interleaved per prompt."""
-    totals = {m: {"seconds": 0.0, "tokens": 0, "lengths": []} for m in ("ar", "tree", "tree+log")}
+def interleaved_runs(target, drafter, policies: dict, prompts, config, repeats):
+    """Seconds, tokens and step lengths per method, methods interleaved prompt by prompt.
+
+    ``policies`` maps a method name to a policy; the first one also runs with a TreeLog.
+    """
     device = target.model.get_input_embeddings().weight.device
+    first = next(iter(policies))
+    runs = {"ar": lambda prompt: generate_autoregressive(target.model, prompt, config)}
+    for name, policy in policies.items():
+        runs[name] = lambda prompt, policy=policy: generate(target.model, drafter, policy, prompt, config)
+    runs[f"{first}+log"] = lambda prompt: generate(
+        target.model, drafter, policies[first], prompt, config,
+        log=TreeLog(config.max_new_tokens, policies[first].max_nodes + 1, device))
+    totals = {m: {"seconds": 0.0, "tokens": 0, "lengths": []} for m in runs}
     for _ in range(repeats):
         for prompt in prompts:
-            runs = {
-                "ar": lambda: generate_autoregressive(target.model, prompt, config),
-                "tree": lambda: generate(target.model, drafter, policy, prompt, config),
-                "tree+log": lambda: generate(target.model, drafter, policy, prompt, config,
-                                             log=TreeLog(config.max_new_tokens, policy.max_nodes + 1, device)),
-            }
             for method, run in runs.items():
-                result = run()
+                result = run(prompt)
                 totals[method]["seconds"] += result.seconds
                 totals[method]["tokens"] += len(result.token_ids)
                 totals[method]["lengths"] += result.accept_lengths
@@ -103,19 +109,22 @@ def main() -> int:
     transformers.utils.logging.disable_progress_bar()
     device = torch.device(args.device)
     target = load_model("smollm2-135m", device=device)
-    drafter = load_drafter("self", target)
-    policy = OptTreePolicy(OptTreeConfig(nodes=args.nodes, threshold=args.threshold, max_depth=args.max_depth))
+    drafter = load_drafter(args.draft, target)
+    policies = {f"n={n}": OptTreePolicy(OptTreeConfig(nodes=n, threshold=args.threshold, max_depth=args.max_depth))
+                for n in args.budgets}
     config = DecodeConfig(max_new_tokens=args.max_new_tokens, timing=False)
     prompts = [encode_prompt(target.tokenizer, text, chat=True).to(device) for text in PROMPTS.values()]
-    generate(target.model, drafter, policy, prompts[0], DecodeConfig(max_new_tokens=8))  # warm-up
-    totals = interleaved_runs(target, drafter, policy, prompts, config, args.repeats)
+    generate(target.model, drafter, next(iter(policies.values())), prompts[0], DecodeConfig(max_new_tokens=8))  # warm-up
+    totals = interleaved_runs(target, drafter, policies, prompts, config, args.repeats)
     tps = {m: t["tokens"] / t["seconds"] for m, t in totals.items()}
-    print(f"device {device} | target smollm2-135m | draft self | opt-tree {asdict(policy.config)} | "
-          f"{len(prompts)} prompts x {args.repeats} rounds x {args.max_new_tokens} tokens, interleaved")
+    print(f"device {device} | target smollm2-135m | draft {args.draft} | opt-tree delta {args.threshold}, "
+          f"depth {args.max_depth} | {len(prompts)} prompts x {args.repeats} rounds x {args.max_new_tokens} tokens, "
+          f"interleaved")
     for method in totals:
-        print(f"  {method:<9} {tps[method]:8.2f} tok/s   MAL {mean_acceptance_length(totals[method]['lengths']):.2f}")
-    print(f"speedup tree / AR            {speedup(tps['tree'], tps['ar']):.3f}x")
-    print(f"logging cost (tree / tree+log) {tps['tree'] / tps['tree+log']:.3f}x  (goal <= 1.03)")
+        print(f"  {method:<9} {tps[method]:8.2f} tok/s   MAL {mean_acceptance_length(totals[method]['lengths']):.2f}"
+              f"   speedup over AR {speedup(tps[method], tps['ar']):.3f}x")
+    first = next(iter(policies))
+    print(f"logging cost ({first} / {first}+log) {tps[first] / tps[first + '+log']:.3f}x  (goal <= 1.03)")
     footprint = treelog_footprint(device)
     print(f"TreeLog 1000 steps x 500 nodes: {footprint['device_mb']:.1f} MB on device (goal < 64), "
           f"{footprint['record_us']:.0f} us/step to record, Parquet {footprint['parquet_mb']:.1f} MB "
