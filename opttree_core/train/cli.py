@@ -104,6 +104,7 @@ def run(args) -> dict:
             point["mal"] = heldout_mal(target.model, lambda: _drafter(recipe, target.model), held_seqs[: args.eval_prompts],
                                        args.eval_tokens)
         curve.append(point)
+        (out / "learning_curve.json").write_text(json.dumps(curve, indent=1))  # survives an interrupted run
         recipe.model.train()
 
     start = time.time()
