@@ -16,17 +16,23 @@ from .metrics import mean_acceptance_length, tokens_per_second
 from .modelcall import forward, model_device
 from .policies import TreePolicy
 from .treelog import TreeLog
-from .verify import VerifyResult, prefill_target, verify
+from .sampling import target_probs
+from .verify import Sampling, VerifyResult, prefill_target, verify
 from .tree import DraftTree
 
 
 @dataclass(frozen=True)
 class DecodeConfig:
-    """max_new_tokens: hard cap on generated tokens. timing: synchronise the device around
-    each phase so per-phase times are exact (off: no added host synchronisation)."""
+    """max_new_tokens: hard cap on generated tokens. temperature 0 is greedy; above 0 the target's
+    distribution (after top-k and top-p) is sampled, losslessly, with ``seed``. timing:
+    synchronise the device around each phase so per-phase times are exact (off: no added
+    host synchronisation)."""
 
     max_new_tokens: int = 128
     temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int = 0
     stop_at_eos: bool = True
     timing: bool = False
     progress: bool = False
@@ -34,9 +40,19 @@ class DecodeConfig:
     def __post_init__(self):
         if not (isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1):
             raise OptTreeError(f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}")
-        if self.temperature != 0:
-            raise OptTreeError(
-                f"temperature {self.temperature} is not supported yet: verification is greedy (use 0)")
+        if not self.temperature >= 0:
+            raise OptTreeError(f"temperature must be >= 0, got {self.temperature!r}")
+        if not (isinstance(self.top_k, int) and self.top_k >= 0):
+            raise OptTreeError(f"top_k must be an integer >= 0 (0: off), got {self.top_k!r}")
+        if not 0 < self.top_p <= 1:
+            raise OptTreeError(f"top_p must lie in (0, 1], got {self.top_p!r}")
+
+    def sampling(self, device) -> Sampling | None:
+        """The verifier's sampling settings with a fresh seeded generator (None when greedy)."""
+        if self.temperature == 0:
+            return None
+        generator = torch.Generator(device=device).manual_seed(self.seed)
+        return Sampling(self.temperature, self.top_k, self.top_p, generator)
 
 
 @dataclass(frozen=True)
@@ -103,6 +119,11 @@ def _truncate_at_eos(tokens: list[int], eos: set[int]) -> tuple[list[int], bool]
     return tokens, False
 
 
+def _sample(logits: torch.Tensor, sampling: Sampling) -> int:
+    probs = target_probs(logits, sampling.temperature, sampling.top_k, sampling.top_p)[0]  # (V,)
+    return int(torch.multinomial(probs, 1, generator=sampling.generator))
+
+
 def _progress(config: DecodeConfig):
     if not config.progress:
         return None
@@ -120,11 +141,12 @@ def generate(target_model, drafter: Drafter, policy: TreePolicy, prompt_ids, con
     state, features = prefill_target(target_model, prompt)
     drafter.start(prompt, features)
     out, lengths, bar = [], [], _progress(config)
+    sampling = config.sampling(device)
     clock = _Clock(device, config.timing)
     while len(out) < config.max_new_tokens:
         tree = policy.build(drafter, state.root_token, config.max_new_tokens - len(out) - 1, device)
         draft_s = clock.lap()
-        result = verify(state, tree)
+        result = verify(state, tree, sampling)
         verify_s = clock.lap()
         new, finished = _truncate_at_eos(result.new_tokens, eos)
         out += new
@@ -144,16 +166,18 @@ def generate(target_model, drafter: Drafter, policy: TreePolicy, prompt_ids, con
 
 
 def generate_autoregressive(target_model, prompt_ids, config: DecodeConfig = DecodeConfig()) -> DecodeResult:
-    """Plain greedy decoding, one target forward per token, through the same model-call path."""
+    """Plain decoding, one target forward per token, through the same model-call path
+    (greedy, or sampled from the same processed distribution as tree decoding)."""
     prompt = check_prompt(target_model, prompt_ids, config.max_new_tokens)
     eos = _eos_ids(target_model) if config.stop_at_eos else set()
+    sampling = config.sampling(prompt.device)
     start = time.perf_counter()
     state, _ = prefill_target(target_model, prompt)
     out = []
     while len(out) < config.max_new_tokens:
         root = torch.tensor([state.root_token], device=prompt.device)
         logits = forward(target_model, state.cache, root, torch.tensor([state.prefix_len], device=prompt.device)).logits
-        token = int(logits[-1].argmax())
+        token = int(logits[-1].argmax()) if sampling is None else _sample(logits[-1:], sampling)
         out.append(token)
         state.committed += 1
         state.root_token = token

@@ -13,6 +13,7 @@ import torch
 from transformers import DynamicCache
 
 from .modelcall import ForwardOut, forward, keep_positions, model_device
+from .sampling import sample_path, target_probs
 from .tree import DraftTree
 
 
@@ -90,12 +91,40 @@ def commit_path(state: TargetState, accepted: torch.Tensor, n_new: int) -> None:
     state.committed += n_new
 
 
-def verify(state: TargetState, tree: DraftTree) -> VerifyResult:
-    """Greedy verification: accept the longest path that matches the target's argmax, plus the bonus."""
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling settings for verification; ``None`` in place of one means greedy."""
+
+    temperature: float
+    top_k: int
+    top_p: float
+    generator: torch.Generator
+
+
+def _sampled_choice(tree: DraftTree, logits: torch.Tensor, sampling: Sampling):
+    """Recursive rejection down the tree: (target_tokens, accepted mask, path nodes with the root)."""
+    probs = target_probs(logits, sampling.temperature, sampling.top_k, sampling.top_p)  # (N, V)
+    path, bonus = sample_path(tree, probs, sampling.generator)
+    target_tokens = probs.argmax(dim=-1).to(tree.device)  # (N,) off the path: the most likely token
+    nodes = [0] + path
+    for node, nxt in zip(nodes, path):
+        target_tokens[node] = tree.tokens[nxt]
+    target_tokens[nodes[-1]] = bonus
+    accepted = torch.zeros(tree.n_nodes, dtype=torch.bool, device=tree.device)
+    accepted[nodes] = True
+    return target_tokens, accepted, nodes
+
+
+def verify(state: TargetState, tree: DraftTree, sampling: Sampling | None = None) -> VerifyResult:
+    """Accept the longest path the target agrees with, plus the bonus token: greedy (argmax
+    matching) without ``sampling``, recursive rejection sampling (lossless) with it."""
     out = score_tree(state, tree)
-    target_tokens = out.logits.argmax(dim=-1).to(tree.device)  # (N,)
-    accepted = greedy_accept(tree, target_tokens)
-    path_nodes = accepted.nonzero().squeeze(1).tolist()  # the one host sync of a step
+    if sampling is None:
+        target_tokens = out.logits.argmax(dim=-1).to(tree.device)  # (N,)
+        accepted = greedy_accept(tree, target_tokens)
+        path_nodes = accepted.nonzero().squeeze(1).tolist()  # the one host sync of a step
+    else:
+        target_tokens, accepted, path_nodes = _sampled_choice(tree, out.logits, sampling)
     tokens = tree.tokens.tolist()
     new_tokens = [tokens[i] for i in path_nodes[1:]] + [int(target_tokens[path_nodes[-1]])]
     features = out.hidden[path_nodes]  # (1 + len(path), hidden)

@@ -49,7 +49,15 @@ def test_self_draft_and_chain_policy(dirs, capsys):
     assert code == 0 and json.loads(out)["mal"] > 1
 
 
+def test_sampling_run_is_reproducible(dirs, capsys):
+    args = ("--target", dirs["target"], "--draft", dirs["draft"], "--max-new-tokens", "10", "--prompt", "t9 t10",
+            "--temperature", "0.9", "--top-p", "0.95", "--seed", "3", "--json")
+    first, second = (json.loads(run(capsys, *args)[1])["token_ids"] for _ in range(2))
+    assert first == second and len(first) >= 1
+
+
 BAD = [
+    (["--temperature", "-1"], "temperature"),
     (["--nodes", "0"], "node budget"),
     (["--threshold", "1.5"], "threshold"),
     (["--threshold", "-0.2"], "threshold"),

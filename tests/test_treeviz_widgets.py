@@ -90,11 +90,11 @@ def test_live_frames_equal_the_saved_log(target):
     assert live.steps["a"].tolist() == final.steps["a"].tolist()
 
 
-def test_engine_errors_show_in_the_widget_instead_of_raising(target):
+def test_sampling_runs_and_engine_errors_show_in_the_widget_instead_of_raising(target):
     explorer = TreeExplorer(target=target, prompt="t5 t9", max_new_tokens=4)
     explorer.decode.temperature.value = 0.8
-    assert explorer.run() is None
-    assert "error: temperature 0.8 is not supported" in explorer.decode.status.value
+    sampled = explorer.run()
+    assert sampled is not None and sampled.meta["decode_config"]["temperature"] == 0.8
     explorer.decode.temperature.value = 0.0
     explorer.decode.prompt.value = "   "
     assert explorer.run() is None and "prompt is empty" in explorer.decode.status.value
