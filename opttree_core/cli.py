@@ -27,6 +27,7 @@ def _add_generate(sub) -> None:
     p.add_argument("--max-depth", type=int, default=10, help="OPT-Tree max depth")
     p.add_argument("--chain-length", type=int, default=4, help="chain policy: tokens per draft")
     p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--max-time", type=float, default=None, help="wall-clock budget in seconds")
     p.add_argument("--temperature", type=float, default=0.0, help="0: greedy; > 0: lossless sampling")
     p.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0: off)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1: off)")
@@ -55,7 +56,8 @@ def _policy_params(args) -> dict:
 def run_generate(args) -> dict:
     """Validate everything cheap first, then load, decode and (only at the end) write the log."""
     policy = make_policy(args.policy, **_policy_params(args))
-    config = DecodeConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+    config = DecodeConfig(max_new_tokens=args.max_new_tokens, max_time=args.max_time,
+                          temperature=args.temperature, top_k=args.top_k,
                           top_p=args.top_p, seed=args.seed, progress=not (args.no_progress or args.json))
     if not args.prompt.strip():
         raise OptTreeError("the prompt is empty: give some text to continue")

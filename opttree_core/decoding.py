@@ -29,6 +29,7 @@ class DecodeConfig:
     host synchronisation)."""
 
     max_new_tokens: int = 128
+    max_time: float | None = None  # wall-clock budget in seconds, checked after every step (as HF generate)
     temperature: float = 0.0
     top_k: int = 0
     top_p: float = 1.0
@@ -40,6 +41,8 @@ class DecodeConfig:
     def __post_init__(self):
         if not (isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1):
             raise OptTreeError(f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}")
+        if self.max_time is not None and not self.max_time > 0:
+            raise OptTreeError(f"max_time must be > 0 seconds, got {self.max_time!r}")
         if not self.temperature >= 0:
             raise OptTreeError(f"temperature must be >= 0, got {self.temperature!r}")
         if not (isinstance(self.top_k, int) and self.top_k >= 0):
@@ -119,6 +122,10 @@ def _truncate_at_eos(tokens: list[int], eos: set[int]) -> tuple[list[int], bool]
     return tokens, False
 
 
+def _out_of_time(config: DecodeConfig, start: float) -> bool:
+    return config.max_time is not None and time.perf_counter() - start >= config.max_time
+
+
 def _sample(logits: torch.Tensor, sampling: Sampling) -> int:
     probs = target_probs(logits, sampling.temperature, sampling.top_k, sampling.top_p)[0]  # (V,)
     return int(torch.multinomial(probs, 1, generator=sampling.generator))
@@ -157,7 +164,7 @@ def generate(target_model, drafter: Drafter, policy: TreePolicy, prompt_ids, con
             on_step(len(lengths) - 1, tree, result)
         if bar is not None:
             bar.update(len(new))
-        if finished:
+        if finished or _out_of_time(config, start):
             break
         drafter.commit(new, result.features)
     if bar is not None:
@@ -181,6 +188,6 @@ def generate_autoregressive(target_model, prompt_ids, config: DecodeConfig = Dec
         out.append(token)
         state.committed += 1
         state.root_token = token
-        if token in eos:
+        if token in eos or _out_of_time(config, start):
             break
     return DecodeResult(prompt.tolist(), out, [1] * len(out), time.perf_counter() - start)

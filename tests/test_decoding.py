@@ -127,3 +127,13 @@ def test_eos_inside_the_accepted_path_ends_generation():
     finally:
         target.generation_config.eos_token_id = 2
     assert result.token_ids == free[: free.index(eos) + 1]
+
+
+def test_max_time_stops_after_the_step_that_ran_out(models):
+    target, draft = models[3]
+    policy = OptTreePolicy(OptTreeConfig(nodes=8, threshold=0.0, max_depth=4))
+    config = DecodeConfig(max_new_tokens=40, max_time=1e-9, stop_at_eos=False)
+    tree = generate(target, DraftLMDrafter(draft), policy, random_prompt(9), config)
+    assert tree.steps == 1 and 1 <= len(tree.token_ids) <= 5
+    assert tree.token_ids == hf_greedy(target, random_prompt(9), 40)[: len(tree.token_ids)]
+    assert len(generate_autoregressive(target, random_prompt(9), config).token_ids) == 1
