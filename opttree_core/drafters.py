@@ -20,7 +20,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from transformers import DynamicCache
 
-from .modelcall import cache_length, forward, keep_positions, model_device
+from .modelcall import forward, keep_positions, model_device
 from .tree import TreeBuilder
 
 
@@ -36,6 +36,23 @@ class Drafter(Protocol):
     def expand(self, builder: TreeBuilder, nodes: torch.Tensor) -> torch.Tensor: ...
 
     def commit(self, tokens: list[int], features: torch.Tensor) -> None: ...
+
+
+def tree_layer_inputs(builder: TreeBuilder, nodes: torch.Tensor, fed: list[int],
+                      committed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention and positions for feeding one tree layer to a drafter whose cache holds
+    ``[committed entries | fed tree nodes, in order]``; the root is the last committed entry.
+
+    Returns allowed (n_nodes, committed + n_fed + n_nodes) bool, built afresh from the
+    ancestor paths (never reused across layers), and positions (n_nodes,) by depth.
+    """
+    device = builder.device
+    allowed = torch.cat([
+        torch.ones(len(nodes), committed, dtype=torch.bool, device=device),
+        builder.ancestor_mask(nodes, torch.tensor(fed, dtype=torch.long, device=device)),  # (n_nodes, n_fed)
+        torch.eye(len(nodes), dtype=torch.bool, device=device),
+    ], dim=1)
+    return allowed, builder.depth[nodes] + (committed - 1)
 
 
 class DraftLMDrafter:
@@ -73,13 +90,7 @@ class DraftLMDrafter:
     def expand(self, builder: TreeBuilder, nodes: torch.Tensor) -> torch.Tensor:
         if self.builder is not builder:
             self.builder, self.fed = builder, []
-        fed = torch.tensor(self.fed, dtype=torch.long, device=builder.device)
-        allowed = torch.cat([
-            torch.ones(len(nodes), self.committed, dtype=torch.bool, device=builder.device),
-            builder.ancestor_mask(nodes, fed),  # (n_nodes, n_fed)
-            torch.eye(len(nodes), dtype=torch.bool, device=builder.device),
-        ], dim=1)  # (n_nodes, committed + n_fed + n_nodes)
-        positions = builder.depth[nodes] + (self.committed - 1)  # the root sits at committed - 1
+        allowed, positions = tree_layer_inputs(builder, nodes, self.fed, self.committed)
         out = forward(self.model, self.cache, builder.tokens[nodes], positions, allowed)
         self.fed.extend(nodes.tolist())
         return self._probs(out.logits)  # (n_nodes, V)
@@ -107,9 +118,6 @@ class DraftLMDrafter:
             matched.append(node)
             parent = node
         return matched
-
-    def cache_entries(self) -> int:
-        return cache_length(self.cache)
 
 
 def self_drafter(target_model) -> DraftLMDrafter:

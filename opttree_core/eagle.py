@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from transformers import DynamicCache, LlamaConfig, LlamaModel
 
+from .drafters import tree_layer_inputs
 from .modelcall import keep_prefix, run_decoder
 from .tree import TreeBuilder
 
@@ -91,13 +92,7 @@ class EagleDrafter:
             self.builder, self.fed = builder, []
             self.tree_features = self.root_feature.new_zeros(builder.capacity, self.root_feature.shape[0])
             self.tree_features[0] = self.root_feature
-        fed = torch.tensor(self.fed, dtype=torch.long, device=builder.device)
-        allowed = torch.cat([
-            torch.ones(len(nodes), self.committed, dtype=torch.bool, device=builder.device),
-            builder.ancestor_mask(nodes, fed),  # (n_nodes, n_fed)
-            torch.eye(len(nodes), dtype=torch.bool, device=builder.device),
-        ], dim=1)
-        positions = builder.depth[nodes] + (self.committed - 1)
+        allowed, positions = tree_layer_inputs(builder, nodes, self.fed, self.committed)
         parent_features = self.tree_features[builder.parents[nodes]]  # (n_nodes, hidden)
         predicted = self.head(self.embed(builder.tokens[nodes]), parent_features, positions, self.cache, allowed)
         self.tree_features[nodes] = predicted

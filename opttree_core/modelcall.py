@@ -29,10 +29,6 @@ def cache_length(cache: DynamicCache) -> int:
     return cache.get_seq_length()
 
 
-def model_dtype(model) -> torch.dtype:
-    return model.get_input_embeddings().weight.dtype
-
-
 def model_device(model) -> torch.device:
     return model.get_input_embeddings().weight.device
 
