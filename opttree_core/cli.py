@@ -10,7 +10,7 @@ import transformers
 
 from .api import RunInfo, decode_prompt, encode_prompt, load_drafter
 from .decoding import DecodeConfig, check_prompt
-from .errors import OptTreeError
+from .errors import OptTreeError, report_errors
 from .models import load_model
 from .policies import POLICIES, make_policy
 
@@ -78,10 +78,8 @@ def run_generate(args) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     transformers.utils.logging.disable_progress_bar()
-    try:
-        out = run_generate(args)
-    except OptTreeError as err:
-        print(f"error: {err}", file=sys.stderr)
+    out = report_errors(run_generate, args)
+    if out is None:
         return 2
     if args.json:
         print(json.dumps(out))

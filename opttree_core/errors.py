@@ -1,4 +1,5 @@
 """The one exception type users see: a one-line message that names the problem."""
+import sys
 
 
 class OptTreeError(ValueError):
@@ -6,3 +7,15 @@ class OptTreeError(ValueError):
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))
+
+
+def report_errors(run, *args):
+    """Call ``run(*args)``; an OptTreeError becomes one ``error: ...`` line on stderr and None.
+
+    The command lines use it as their one error boundary (exit code 2 on None).
+    """
+    try:
+        return run(*args)
+    except OptTreeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return None

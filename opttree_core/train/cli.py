@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import transformers
 
-from ..errors import OptTreeError
+from ..errors import report_errors
 from ..models import load_model
 from ..shipped import load_draft, save_draft
 from .card import write_card
@@ -142,10 +142,8 @@ def _data_summary(prompts, sequences, kept, held) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     transformers.utils.logging.disable_progress_bar()
-    try:
-        card = run(args)
-    except OptTreeError as err:
-        print(f"error: {err}", file=sys.stderr)
+    card = report_errors(run, args)
+    if card is None:
         return 2
     print(json.dumps({k: card[k] for k in ("name", "steps", "final_loss", "heldout", "wall_time")}, indent=1))
     return 0

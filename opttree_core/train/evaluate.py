@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..decoding import DecodeConfig, generate
+from ..metrics import mean_acceptance_length
 from ..policies import OptTreeConfig, OptTreePolicy
 from .data import Sequence
 from .loop import make_batch
@@ -37,4 +38,4 @@ def heldout_mal(target_model, make_drafter, sequences: list[Sequence], max_new_t
         prompt = torch.tensor(seq.ids[: seq.n_prompt], device=target_model.device)
         lengths += generate(target_model, make_drafter(), policy, prompt,
                             DecodeConfig(max_new_tokens=max_new_tokens)).accept_lengths
-    return sum(lengths) / max(len(lengths), 1)
+    return mean_acceptance_length(lengths)
