@@ -110,10 +110,13 @@ def run(args) -> dict:
     start = time.time()
     history = train(recipe, train_seqs, train_feats, config, out / "checkpoint.pt", progress, on_epoch)
     clock["train_s"] = time.time() - start
+    last_epoch_is_final = curve and history and curve[-1]["step"] == history[-1]["step"]
+    heldout = ({k: curve[-1][k] for k in ("top1", "top4", "positions")} if last_epoch_is_final
+               else heldout_agreement(recipe, held_seqs, held_feats))
     card = {"name": name, "kind": args.kind, "target": args.target, "command": " ".join(sys.argv),
             "data": _data_summary(prompts, sequences, kept, held), "train": asdict(config), "steps": len(history),
             "final_loss": history[-1]["loss"] if history else None, "learning_curve": curve, "wall_time": clock,
-            "heldout": heldout_agreement(recipe, held_seqs, held_feats), "device": args.device,
+            "heldout": heldout, "device": args.device,
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__}}
     manifest = save_draft(out / name, args.kind, recipe.own_state(), recipe.config, args.target, target.model.config, card)
     load_draft(manifest, target)  # the saved files load back and pass their own checks
