@@ -150,6 +150,7 @@ def generate(target_model, drafter: Drafter, policy: TreePolicy, prompt_ids, con
     out, lengths, bar = [], [], _progress(config)
     sampling = config.sampling(device)
     clock = _Clock(device, config.timing)
+    policy.reset()
     while len(out) < config.max_new_tokens:
         tree = policy.build(drafter, state.root_token, config.max_new_tokens - len(out) - 1, device)
         draft_s = clock.lap()
@@ -158,6 +159,7 @@ def generate(target_model, drafter: Drafter, policy: TreePolicy, prompt_ids, con
         new, finished = _truncate_at_eos(result.new_tokens, eos)
         out += new
         lengths.append(len(new))
+        policy.observe(tree, len(new))
         if log is not None:
             log.record(tree, result.target_tokens, result.accepted, new, draft_s, verify_s)
         if on_step is not None:

@@ -13,18 +13,38 @@ import torch
 
 from .drafters import Drafter
 from .errors import OptTreeError
-from .tree import DraftTree, TreeBuilder, expand_layer
+from .tree import ChildSampling, DraftTree, TreeBuilder, expand_layer
 
 
 @runtime_checkable
 class TreePolicy(Protocol):
+    """``build`` shapes one step's tree. ``children`` (None: the draft's top-k) is passed on to
+    every ``TreeBuilder`` the policy makes, which then draws children by sampling instead.
+    ``reset`` is called once before each prompt and ``observe`` after every verified step, so
+    policies that adapt to the acceptance history (DynaTree) can; the others do nothing."""
+
     name: str
 
     @property
     def max_nodes(self) -> int:
         """Upper bound on drafted (non-root) nodes in one tree."""
 
-    def build(self, drafter: Drafter, root_token: int, depth_cap: int, device) -> DraftTree: ...
+    def build(self, drafter: Drafter, root_token: int, depth_cap: int, device,
+              children: ChildSampling | None = None) -> DraftTree: ...
+
+    def reset(self) -> None: ...
+
+    def observe(self, tree: DraftTree, accept_length: int) -> None: ...
+
+
+class StatelessPolicy:
+    """Base for policies that keep no history across steps."""
+
+    def reset(self) -> None:
+        pass
+
+    def observe(self, tree: DraftTree, accept_length: int) -> None:
+        pass
 
 
 def _root_only(root_token: int, device) -> DraftTree:
@@ -54,7 +74,7 @@ class OptTreeConfig:
             raise OptTreeError(f"max depth must be an integer >= 1, got {self.max_depth!r}")
 
 
-class OptTreePolicy:
+class OptTreePolicy(StatelessPolicy):
     """OPT-Tree: the tree that maximises E(A) = Σ p̂ under a node budget, grown adaptively.
 
     Per layer: every frontier node proposes its top-n tokens; the n candidates of largest
@@ -74,11 +94,13 @@ class OptTreePolicy:
     def max_nodes(self) -> int:
         return self.config.nodes
 
-    def build(self, drafter: Drafter, root_token: int, depth_cap: int, device) -> DraftTree:
+    def build(self, drafter: Drafter, root_token: int, depth_cap: int, device,
+              children: ChildSampling | None = None) -> DraftTree:
         n, max_depth = self.config.nodes, min(self.config.max_depth, depth_cap)
         if max_depth < 1:
             return _root_only(root_token, device)
-        builder = TreeBuilder(root_token, capacity=1 + n * max_depth, max_depth=max_depth, device=device)
+        builder = TreeBuilder(root_token, capacity=1 + n * max_depth, max_depth=max_depth, device=device,
+                              children=children)
         frontier, probs = builder.layers[0], drafter.root_probs()[None]  # probs: (1, V)
         best = 0.0
         for depth in range(1, max_depth + 1):
@@ -104,7 +126,7 @@ class ChainConfig:
             raise OptTreeError(f"chain length must be an integer >= 1, got {self.length!r}")
 
 
-class ChainPolicy:
+class ChainPolicy(StatelessPolicy):
     """Linear draft of K tokens, each the draft's top-1 below the previous one."""
 
     def __init__(self, config: ChainConfig = ChainConfig()):
@@ -114,11 +136,12 @@ class ChainPolicy:
     def max_nodes(self) -> int:
         return self.config.length
 
-    def build(self, drafter: Drafter, root_token: int, depth_cap: int, device) -> DraftTree:
+    def build(self, drafter: Drafter, root_token: int, depth_cap: int, device,
+              children: ChildSampling | None = None) -> DraftTree:
         length = min(self.config.length, depth_cap)
         if length < 1:
             return _root_only(root_token, device)
-        builder = TreeBuilder(root_token, capacity=1 + length, max_depth=length, device=device)
+        builder = TreeBuilder(root_token, capacity=1 + length, max_depth=length, device=device, children=children)
         frontier, probs = builder.layers[0], drafter.root_probs()[None]
         for depth in range(1, length + 1):
             frontier = expand_layer(builder, frontier, probs, per_node=1, layer_budget=1)

@@ -101,6 +101,14 @@ class DraftTree:
         return cls(as_long(tokens), as_long(parents), as_long(depth), ones, ones.clone(), as_long(rank))
 
 
+@dataclass(frozen=True)
+class ChildSampling:
+    """Draw each node's children by sampling the draft distribution (without replacement)
+    instead of taking its top-k, with ``generator`` (SpecInfer-style sampled children)."""
+
+    generator: torch.Generator
+
+
 class TreeBuilder:
     """Grows a tree layer by layer from draft distributions (layer-wise top-k expansion).
 
@@ -110,8 +118,9 @@ class TreeBuilder:
     (ARCHITECTURE.md §4, trap 3).
     """
 
-    def __init__(self, root_token: int, capacity: int, max_depth: int, device):
-        self.device = torch.device(device)
+    def __init__(self, root_token: int, capacity: int, max_depth: int, device,
+                 children: ChildSampling | None = None):
+        self.device, self.children = torch.device(device), children
         self.capacity, self.max_depth, self.size = capacity, max_depth, 1
         long = dict(dtype=torch.long, device=self.device)
         self.tokens = torch.zeros(capacity, **long)
