@@ -9,7 +9,8 @@ from .eagle import EagleDrafter
 from .errors import OptTreeError
 from .models import LoadedModel, check_same_tokenizer, load_model
 from .ngram import NGramConfig, NGramDrafter
-from .policies import ChainConfig, ChainPolicy, OptTreeConfig, OptTreePolicy, TreePolicy, make_policy
+from .policies import ChainConfig, ChainPolicy, OptTreeConfig, OptTreePolicy, TreePolicy
+from .registry import make_policy, policy_for_budget
 from .tree import DraftTree, TreeBuilder
 from .treelog import TreeLog, TreeLogData
 from .verify import VerifyResult, verify
@@ -18,5 +19,5 @@ __all__ = [
     "ChainConfig", "ChainPolicy", "DecodeConfig", "DecodeResult", "DraftLMDrafter", "DraftTree", "Drafter",
     "EagleDrafter", "LoadedModel", "NGramConfig", "NGramDrafter", "OptTreeConfig", "OptTreeError", "OptTreePolicy", "RunInfo", "TreeBuilder", "TreeLog",
     "TreeLogData", "TreePolicy", "VerifyResult", "check_same_tokenizer", "decode_prompt", "encode_prompt",
-    "generate", "generate_autoregressive", "load_drafter", "load_model", "make_policy", "self_drafter", "verify",
+    "generate", "generate_autoregressive", "load_drafter", "load_model", "make_policy", "policy_for_budget", "self_drafter", "verify",
 ]

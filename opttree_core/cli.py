@@ -12,7 +12,7 @@ from .api import RunInfo, decode_prompt, encode_prompt, load_drafter
 from .decoding import DecodeConfig, check_prompt
 from .errors import OptTreeError, report_errors
 from .models import load_model
-from .policies import POLICIES, make_policy
+from .registry import POLICIES, make_policy
 
 
 def _add_generate(sub) -> None:

@@ -65,6 +65,10 @@ class OptTreeConfig:
     threshold: float = 0.5
     max_depth: int = 10
 
+    @classmethod
+    def for_budget(cls, nodes: int) -> OptTreeConfig:
+        return cls(nodes=nodes)
+
     def __post_init__(self):
         if not (isinstance(self.nodes, int) and self.nodes >= 1):
             raise OptTreeError(f"node budget n must be an integer >= 1, got {self.nodes!r}")
@@ -121,6 +125,10 @@ class ChainConfig:
 
     length: int = 4
 
+    @classmethod
+    def for_budget(cls, nodes: int) -> ChainConfig:
+        return cls(length=nodes)
+
     def __post_init__(self):
         if not (isinstance(self.length, int) and self.length >= 1):
             raise OptTreeError(f"chain length must be an integer >= 1, got {self.length!r}")
@@ -148,14 +156,3 @@ class ChainPolicy(StatelessPolicy):
             if depth < length:
                 probs = drafter.expand(builder, frontier)
         return builder.whole_tree()
-
-
-POLICIES = {"opt-tree": (OptTreePolicy, OptTreeConfig), "chain": (ChainPolicy, ChainConfig)}
-
-
-def make_policy(name: str, **params) -> TreePolicy:
-    """A policy by name with its config's fields as keyword arguments."""
-    if name not in POLICIES:
-        raise OptTreeError(f"unknown policy {name!r}: choose one of {', '.join(sorted(POLICIES))}")
-    policy_cls, config_cls = POLICIES[name]
-    return policy_cls(config_cls(**params))

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from opttree_core.models import load_model
-from opttree_core.policies import POLICIES
+from opttree_core.registry import POLICIES
 from treeviz.logs import load_log, load_logs
 from treeviz.plotly_tree import TREE_TRACES
 from treeviz.widgets import AnalysisDashboard, CompareExplorer, TreeExplorer

@@ -2,7 +2,7 @@
 through ``opttree_core``'s public API (``make_policy``, ``decode_prompt``).
 
 Widget controls map onto each registered policy's config fields by name (``CONTROL_OF``),
-so a policy registered later in ``opttree_core.policies.POLICIES`` gets the controls whose
+so a policy registered later in ``opttree_core.registry.POLICIES`` gets the controls whose
 names its config shares, and defaults for the rest.
 """
 from __future__ import annotations
@@ -33,14 +33,14 @@ class RunRequest:
 
 
 def policy_names() -> list[str]:
-    from opttree_core.policies import POLICIES
+    from opttree_core.registry import POLICIES
 
     return sorted(POLICIES)
 
 
 def policy_controls(name: str) -> set[str]:
     """The controls that the policy ``name`` uses."""
-    from opttree_core.policies import POLICIES
+    from opttree_core.registry import POLICIES
 
     config_cls = POLICIES[name][1]
     return {CONTROL_OF[f.name] for f in dataclasses.fields(config_cls) if f.name in CONTROL_OF}
@@ -48,7 +48,7 @@ def policy_controls(name: str) -> set[str]:
 
 def policy_params(request: RunRequest) -> dict:
     """Keyword arguments for ``make_policy(request.policy, ...)``."""
-    from opttree_core.policies import POLICIES
+    from opttree_core.registry import POLICIES
 
     config_cls = POLICIES[request.policy][1] if request.policy in POLICIES else None
     fields = [f.name for f in dataclasses.fields(config_cls)] if config_cls else []

@@ -129,7 +129,7 @@ class StepBrowser:
 
 
 class PolicyControls:
-    """Policy dropdown (from ``opttree_core.policies.POLICIES``) and its n, δ and depth."""
+    """Policy dropdown (from ``opttree_core.registry.POLICIES``) and its n, δ and depth."""
 
     def __init__(self, policy: str = "opt-tree", nodes: int = 16, threshold: float = 0.2, depth: int = 6):
         names = policy_names()
