@@ -14,17 +14,22 @@ from .drafters import Drafter
 from .errors import OptTreeError
 from .metrics import mean_acceptance_length, tokens_per_second
 from .modelcall import forward, model_device
-from .policies import TreePolicy
+from .policies import HardwareAware, TreePolicy
 from .treelog import TreeLog
 from .sampling import target_probs
 from .verify import Sampling, VerifyResult, prefill_target, verify
-from .tree import DraftTree
+from .tree import ChildSampling, DraftTree
+
+
+CHILDREN = ("top-k", "sampled")
 
 
 @dataclass(frozen=True)
 class DecodeConfig:
     """max_new_tokens: hard cap on generated tokens. temperature 0 is greedy; above 0 the target's
-    distribution (after top-k and top-p) is sampled, losslessly, with ``seed``. timing:
+    distribution (after top-k and top-p) is sampled, losslessly, with ``seed``. children:
+    "top-k" (each node's children are the draft's most likely tokens) or "sampled" (drawn from
+    the draft without replacement, verified with the draft's q: see ``sampling``). timing:
     synchronise the device around each phase so per-phase times are exact (off: no added
     host synchronisation)."""
 
@@ -34,6 +39,7 @@ class DecodeConfig:
     top_k: int = 0
     top_p: float = 1.0
     seed: int = 0
+    children: str = "top-k"  # how children are chosen: the draft's top-k, or "sampled" from it
     stop_at_eos: bool = True
     timing: bool = False
     progress: bool = False
@@ -49,6 +55,8 @@ class DecodeConfig:
             raise OptTreeError(f"top_k must be an integer >= 0 (0: off), got {self.top_k!r}")
         if not 0 < self.top_p <= 1:
             raise OptTreeError(f"top_p must lie in (0, 1], got {self.top_p!r}")
+        if self.children not in CHILDREN:
+            raise OptTreeError(f"children must be one of {', '.join(CHILDREN)}, got {self.children!r}")
 
     def sampling(self, device) -> Sampling | None:
         """The verifier's sampling settings with a fresh seeded generator (None when greedy)."""
@@ -56,6 +64,12 @@ class DecodeConfig:
             return None
         generator = torch.Generator(device=device).manual_seed(self.seed)
         return Sampling(self.temperature, self.top_k, self.top_p, generator)
+
+    def child_sampling(self, device) -> ChildSampling | None:
+        """What policies pass to their TreeBuilders: None (top-k children) or a seeded child sampler."""
+        if self.children == "top-k":
+            return None
+        return ChildSampling(torch.Generator(device=device).manual_seed(self.seed + 1))
 
 
 @dataclass(frozen=True)
@@ -110,6 +124,42 @@ class _Clock:
         return elapsed
 
 
+class _TimedDrafter:
+    """The drafter behind a stopwatch: its ``root_probs``/``expand``/``commit`` calls add up
+    seconds, so a step's tree-building phase splits into drafting and the policy's own work.
+    Synchronises the device around each call only when ``sync`` (``DecodeConfig.timing``)."""
+
+    def __init__(self, drafter: Drafter, sync: bool):
+        self.drafter, self.sync, self.seconds = drafter, sync, 0.0
+
+    def __getattr__(self, name):  # name, vocab_size, ...: whatever the drafter has
+        return getattr(self.drafter, name)
+
+    def _timed(self, call, *args):
+        if self.sync:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        out = call(*args)
+        if self.sync:
+            torch.cuda.synchronize()
+        self.seconds += time.perf_counter() - start
+        return out
+
+    def root_probs(self) -> torch.Tensor:
+        return self._timed(self.drafter.root_probs)
+
+    def expand(self, builder, nodes: torch.Tensor) -> torch.Tensor:
+        return self._timed(self.drafter.expand, builder, nodes)
+
+    def commit(self, tokens: list[int], features: torch.Tensor) -> None:
+        self._timed(self.drafter.commit, tokens, features)
+
+    def take(self) -> float:
+        """Seconds spent in the drafter since the last ``take``."""
+        seconds, self.seconds = self.seconds, 0.0
+        return seconds
+
+
 def _eos_ids(model) -> set[int]:
     eos = getattr(model.generation_config, "eos_token_id", None) or getattr(model.config, "eos_token_id", None)
     return set(eos if isinstance(eos, list) else [] if eos is None else [eos])
@@ -144,16 +194,21 @@ def generate(target_model, drafter: Drafter, policy: TreePolicy, prompt_ids, con
     """Tree speculative decoding of one prompt (greedy: output equals plain greedy decoding)."""
     prompt = check_prompt(target_model, prompt_ids, config.max_new_tokens)
     device, eos = model_device(target_model), _eos_ids(target_model) if config.stop_at_eos else set()
+    if isinstance(policy, HardwareAware):  # measures (or reads) its cost profile outside the timed run
+        policy.calibrate(target_model, drafter)
     start = time.perf_counter()
     state, features = prefill_target(target_model, prompt)
     drafter.start(prompt, features)
     out, lengths, bar = [], [], _progress(config)
-    sampling = config.sampling(device)
+    sampling, children = config.sampling(device), config.child_sampling(device)
     clock = _Clock(device, config.timing)
+    drafter = _TimedDrafter(drafter, clock.sync)  # build phase = drafter calls + the policy's own work
     policy.reset()
     while len(out) < config.max_new_tokens:
-        tree = policy.build(drafter, state.root_token, config.max_new_tokens - len(out) - 1, device)
-        draft_s = clock.lap()
+        tree = policy.build(drafter, state.root_token, config.max_new_tokens - len(out) - 1, device, children=children)
+        build_s = clock.lap()
+        draft_s = drafter.take()  # includes the previous step's commit
+        build_s = max(build_s - draft_s, 0.0)
         result = verify(state, tree, sampling)
         verify_s = clock.lap()
         new, finished = _truncate_at_eos(result.new_tokens, eos)
@@ -161,7 +216,7 @@ def generate(target_model, drafter: Drafter, policy: TreePolicy, prompt_ids, con
         lengths.append(len(new))
         policy.observe(tree, len(new))
         if log is not None:
-            log.record(tree, result.target_tokens, result.accepted, new, draft_s, verify_s)
+            log.record(tree, result.target_tokens, result.accepted, new, draft_s, verify_s, build_s)
         if on_step is not None:
             on_step(len(lengths) - 1, tree, result)
         if bar is not None:

@@ -29,3 +29,16 @@ def tokens_per_second(n_tokens: int, seconds: float) -> float:
 def speedup(method_tokens_per_s: float, baseline_tokens_per_s: float) -> float:
     """Ratio of throughputs measured in the same run (never across separate runs)."""
     return method_tokens_per_s / baseline_tokens_per_s if baseline_tokens_per_s > 0 else float("nan")
+
+
+def pooled_mal(new_tokens: int, steps: int) -> float:
+    """MAL of several runs together: total tokens / total steps (= the mean A over all their steps).
+    For peers without a tree, a step is one target forward call (HF assisted: tokens / target calls)."""
+    return new_tokens / steps if steps > 0 else float("nan")
+
+
+def mean_expected_acceptance(ea_per_step: Sequence[float], weights: Sequence[float] | None = None) -> float:
+    """Mean E(A) per step (optionally weighted, e.g. per-run means weighted by their step counts)."""
+    weights = [1.0] * len(ea_per_step) if weights is None else list(weights)
+    total = float(sum(weights))
+    return float(sum(e * w for e, w in zip(ea_per_step, weights))) / total if total > 0 else float("nan")

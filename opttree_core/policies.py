@@ -6,6 +6,7 @@ step never drafts past ``max_new_tokens``.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -35,6 +36,14 @@ class TreePolicy(Protocol):
     def reset(self) -> None: ...
 
     def observe(self, tree: DraftTree, accept_length: int) -> None: ...
+
+
+@runtime_checkable
+class HardwareAware(Protocol):
+    """A policy that needs the target itself, not only the drafter (OPT-Tree auto measures their
+    latencies): ``generate`` calls ``calibrate`` once per prompt, before its timed run."""
+
+    def calibrate(self, target_model, drafter: Drafter) -> None: ...
 
 
 class StatelessPolicy:
@@ -105,18 +114,38 @@ class OptTreePolicy(StatelessPolicy):
             return _root_only(root_token, device)
         builder = TreeBuilder(root_token, capacity=1 + n * max_depth, max_depth=max_depth, device=device,
                               children=children)
-        frontier, probs = builder.layers[0], drafter.root_probs()[None]  # probs: (1, V)
-        best = 0.0
-        for depth in range(1, max_depth + 1):
-            layer = expand_layer(builder, frontier, probs, per_node=n, layer_budget=n)
-            top = builder.ranking()[:n]  # (≤ n,)
-            e_sub = float(builder.p_hat[top].sum())
-            if e_sub - best <= self.config.threshold or depth == max_depth:
-                break
-            best = e_sub
-            frontier = layer[torch.isin(layer, top)]
-            probs = drafter.expand(builder, frontier)  # (n_frontier, V)
+        grow_opt_tree(drafter, builder, n, max_depth, _GainAbove(n, self.config.threshold))
         return builder.subtree(builder.ranking()[:n])
+
+
+class _GainAbove:
+    """OPT-Tree's stop rule: keep growing while a layer raises E_sub(T, n) by more than δ."""
+
+    def __init__(self, n: int, threshold: float):
+        self.n, self.threshold, self.best = n, threshold, 0.0
+
+    def __call__(self, builder: TreeBuilder, frontier: torch.Tensor) -> bool:
+        e_sub = float(builder.top_n_sum(self.n))
+        gain, self.best = e_sub - self.best, e_sub
+        return gain > self.threshold
+
+
+def grow_opt_tree(drafter: Drafter, builder: TreeBuilder, n: int, max_depth: int,
+                  keep_growing: Callable[[TreeBuilder, torch.Tensor], bool]) -> None:
+    """OPT-Tree's layer loop (arXiv 2406.17276, Algorithm 1) into ``builder``: every frontier node
+    proposes its top-n tokens and the n candidates of largest p̂ form the next layer.
+
+    After each layer but the last, ``keep_growing(builder, frontier)`` decides whether to draft
+    the next one; frontier (n_frontier,) = the layer's nodes inside the current top-n, the only
+    nodes whose children can still reach the top-n (a child's p̂ never exceeds its parent's).
+    """
+    frontier, probs = builder.layers[0], drafter.root_probs()[None]  # probs: (1, V)
+    for depth in range(1, max_depth + 1):
+        layer = expand_layer(builder, frontier, probs, per_node=n, layer_budget=n)
+        frontier = layer[torch.isin(layer, builder.ranking()[:n])]  # (n_frontier,)
+        if depth == max_depth or not keep_growing(builder, frontier):
+            return
+        probs = drafter.expand(builder, frontier)  # (n_frontier, V)
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,21 @@ from dataclasses import fields
 
 from .errors import OptTreeError
 from .policies import ChainConfig, ChainPolicy, OptTreeConfig, OptTreePolicy, TreePolicy
+from .sequoia import SequoiaConfig, SequoiaPolicy
+from .auto import OptTreeAutoConfig, OptTreeAutoPolicy
+from . import zoo
 
 POLICIES = {
     "opt-tree": (OptTreePolicy, OptTreeConfig),
     "chain": (ChainPolicy, ChainConfig),
+    "sequoia": (SequoiaPolicy, SequoiaConfig),
+    "opt-tree-auto": (OptTreeAutoPolicy, OptTreeAutoConfig),
+    "k-ary": (zoo.KAryPolicy, zoo.KAryConfig),
+    "binary": (zoo.BinaryTreePolicy, zoo.BinaryTreeConfig),
+    "eagle-static": (zoo.EagleStaticPolicy, zoo.EagleStaticConfig),
+    "eagle2": (zoo.Eagle2Policy, zoo.Eagle2Config),
+    "dynatree": (zoo.DynaTreePolicy, zoo.DynaTreeConfig),
+    "cum-logprob": (zoo.CumLogProbPolicy, zoo.CumLogProbConfig),
 }
 
 

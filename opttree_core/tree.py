@@ -28,12 +28,25 @@ class DraftTree:
     p_hat: torch.Tensor  # (N,) float32, p_hat[0] = 1
     q: torch.Tensor  # (N,) float32, draft probability of the node's token given its parent
     rank: torch.Tensor  # (N,) int64, rank among the draft's candidates under the parent (0 = top-1)
+    # Trees of sampled children only (else None): every draw a node made, in draw order, kept
+    # in the tree or not (-1 pads; a node that drew nothing has a row of -1), and the draft
+    # distribution it drew them from. Verification walks all draws (``sampling.sample_path``).
+    draws: torch.Tensor | None = None  # (N, K) int64
+    draft_probs: torch.Tensor | None = None  # (N, V) float32
 
     def __post_init__(self):
         n = self.tokens.shape[0]
         for name in ("parents", "depth", "p_hat", "q", "rank"):
             if getattr(self, name).shape != (n,):
                 raise ValueError(f"DraftTree.{name} must have shape ({n},)")
+        if (self.draws is None) != (self.draft_probs is None):
+            raise ValueError("DraftTree.draws and DraftTree.draft_probs go together")
+        if self.draws is not None and (self.draws.shape[0] != n or self.draft_probs.shape[0] != n):
+            raise ValueError(f"DraftTree.draws and draft_probs need {n} rows")
+
+    @property
+    def sampled_children(self) -> bool:
+        return self.draws is not None
 
     @property
     def n_nodes(self) -> int:
@@ -108,6 +121,16 @@ class ChildSampling:
 
     generator: torch.Generator
 
+    def draw(self, probs: torch.Tensor, k: int) -> torch.Tensor:
+        """(n, k) tokens drawn without replacement from each row of ``probs`` (n, V), in draw
+        order (Gumbel-top-k: the order of perturbed log-probs is sequential sampling's order).
+        Zero-probability tokens are never drawn: they come back as -1."""
+        uniform = torch.rand(probs.shape, generator=self.generator, device=self.generator.device).to(probs.device)
+        gumbel = -torch.log(-torch.log(uniform.clamp(min=1e-20)))  # (n, V)
+        keys = torch.log(probs.float()) + gumbel  # -inf where q = 0
+        values, tokens = keys.topk(k, dim=1)  # (n, k), descending keys = draw order
+        return torch.where(torch.isfinite(values), tokens, torch.full_like(tokens, -1))
+
 
 class TreeBuilder:
     """Grows a tree layer by layer from draft distributions (layer-wise top-k expansion).
@@ -133,6 +156,11 @@ class TreeBuilder:
         self.path[0, 0] = 0
         self.tokens[0] = root_token
         self.layers: list[torch.Tensor] = [torch.zeros(1, **long)]
+        self.expansions: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # sampled: (nodes, draws, probs)
+
+    def record_draws(self, nodes: torch.Tensor, draws: torch.Tensor, probs: torch.Tensor) -> None:
+        """Sampled children: remember what ``nodes`` (n,) drew, ``draws`` (n, K), and from which ``probs`` (n, V)."""
+        self.expansions.append((nodes, draws, probs))
 
     def add_layer(self, parents: torch.Tensor, tokens: torch.Tensor, q: torch.Tensor, rank: torch.Tensor) -> torch.Tensor:
         """Append one layer of children; returns their node indices, shape (n_new,)."""
@@ -171,10 +199,22 @@ class TreeBuilder:
         new_index[keep] = torch.arange(keep.shape[0], device=self.device)
         parents = self.parents[keep]
         parents = torch.where(parents >= 0, new_index[parents.clamp(min=0)], parents)
+        draws, draft_probs = self._draws_of(keep) if self.children is not None else (None, None)
         return DraftTree(
             tokens=self.tokens[keep], parents=parents, depth=self.depth[keep],
-            p_hat=self.p_hat[keep], q=self.q[keep], rank=self.rank[keep],
+            p_hat=self.p_hat[keep], q=self.q[keep], rank=self.rank[keep], draws=draws, draft_probs=draft_probs,
         )
+
+    def _draws_of(self, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(k, K) draws and (k, V) draft distributions of the nodes ``keep`` (-1 / 0 where none)."""
+        width = max((d.shape[1] for _, d, _ in self.expansions), default=1)
+        vocab = self.expansions[0][2].shape[1] if self.expansions else 1
+        draws = torch.full((self.size, width), -1, dtype=torch.long, device=self.device)
+        probs = torch.zeros(self.size, vocab, dtype=torch.float32, device=self.device)
+        for nodes, node_draws, node_probs in self.expansions:
+            draws[nodes, : node_draws.shape[1]] = node_draws
+            probs[nodes] = node_probs.float()
+        return draws[keep], probs[keep]
 
     def whole_tree(self) -> DraftTree:
         return self.subtree(torch.arange(1, self.size, device=self.device))
@@ -183,15 +223,45 @@ class TreeBuilder:
 def expand_layer(builder: TreeBuilder, frontier: torch.Tensor, probs: torch.Tensor,
                  per_node: int, layer_budget: int) -> torch.Tensor:
     """Layer-wise top-k expansion: each frontier node proposes its ``per_node`` most
-    probable tokens; the ``layer_budget`` candidates of largest p̂ join the tree.
+    probable tokens (or, when the builder samples children, ``per_node`` draws from its
+    distribution, in draw order); the ``layer_budget`` candidates of largest p̂ join the tree.
 
     ``probs`` has shape (n_frontier, vocab). Returns the new node indices.
     """
     k = min(per_node, probs.shape[1])
-    top_q, top_tok = probs.topk(k, dim=1)  # (n_frontier, k)
+    top_q, top_tok = _candidates(builder, frontier, probs, k)  # (n_frontier, k) each
     cand_p_hat = builder.p_hat[frontier][:, None] * top_q  # (n_frontier, k)
-    m = min(layer_budget, cand_p_hat.numel())
+    cand_p_hat = cand_p_hat.masked_fill(top_tok < 0, -1.0)  # a draw that could not be made
+    m = min(layer_budget, int((top_tok >= 0).sum()) if builder.children is not None else cand_p_hat.numel())
     chosen = torch.sort(cand_p_hat.flatten(), descending=True, stable=True).indices[:m]  # (m,)
     chosen = chosen.sort().values  # keep parent order: breadth-first, siblings by rank
     rows, cols = chosen // k, chosen % k
     return builder.add_layer(frontier[rows], top_tok.flatten()[chosen], top_q.flatten()[chosen], cols)
+
+
+def expand_ranks(builder: TreeBuilder, frontier: torch.Tensor, probs: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Add exactly the chosen children: ``keep`` (n_frontier, k) bool marks, for each frontier node,
+    which of its first k candidates join the tree. Candidates come from the same rule as in
+    ``expand_layer`` (the draft's top-k, or draws when the builder samples children), so "the
+    rank-r child" means one thing for every policy; a candidate that could not be drawn is skipped.
+
+    ``probs`` has shape (n_frontier, vocab). Returns the new node indices (parent order, then rank).
+    """
+    k = min(keep.shape[1], probs.shape[1])
+    top_q, top_tok = _candidates(builder, frontier, probs, k)  # (n_frontier, k) each
+    rows, cols = (keep[:, :k] & (top_tok >= 0)).nonzero(as_tuple=True)  # row-major: breadth-first, siblings by rank
+    return builder.add_layer(frontier[rows], top_tok[rows, cols], top_q[rows, cols], cols)
+
+
+def _candidates(builder: TreeBuilder, frontier: torch.Tensor, probs: torch.Tensor, k: int):
+    """Each frontier node's k candidates, as (q, tokens), each (n_frontier, k): the draft's top-k,
+    or, when the builder samples children, k draws without replacement in draw order (recorded on
+    the builder so verification can walk them). A draw that could not be made (fewer than k
+    tokens with q > 0) is token -1 with q = 0: never add it. This is the one place children are
+    chosen, so "the rank-r child" means one thing for every policy."""
+    if builder.children is None:
+        return probs.topk(k, dim=1)
+    draws = builder.children.draw(probs, k)  # (n_frontier, k)
+    builder.record_draws(frontier, draws, probs)
+    q = probs.gather(1, draws.clamp(min=0)).masked_fill(draws < 0, 0.0)
+    return q, draws

@@ -5,7 +5,9 @@ no host synchronisation to the decoding loop. Export (off the hot path) writes, 
 one directory, atomically:
 
     nodes.parquet   long form: one row per node per step (the root included, depth 0)
-    steps.parquet   one row per step: n_nodes, E(A), A, bonus token, draft/verify seconds
+    steps.parquet   one row per step: n_nodes, E(A), A, bonus token, and seconds: draft_s (in the
+                    drafter's calls), build_s (the policy's own tree building), verify_s (target);
+                    logs written before build_s existed lack that column and load all the same
     meta.json       models, policy and config, prompt, seed, package versions, ...
 """
 from __future__ import annotations
@@ -48,7 +50,7 @@ class TreeLog:
         self.ea = torch.zeros(max_steps, dtype=torch.float32, device=self.device)
         self.host = {k: np.zeros(max_steps, dtype=t) for k, t in
                      (("n_nodes", np.int32), ("a", np.int32), ("bonus_token", np.int64),
-                      ("draft_s", np.float64), ("verify_s", np.float64))}
+                      ("draft_s", np.float64), ("verify_s", np.float64), ("build_s", np.float64))}
 
     @property
     def capacity(self) -> int:
@@ -60,7 +62,7 @@ class TreeLog:
         self.host = {k: np.concatenate([v, np.zeros_like(v)]) for k, v in self.host.items()}
 
     def record(self, tree: DraftTree, target_tokens: torch.Tensor, accepted: torch.Tensor,
-               new_tokens: list[int], draft_s: float, verify_s: float) -> None:
+               new_tokens: list[int], draft_s: float, verify_s: float, build_s: float = 0.0) -> None:
         """Append one step. Tensors stay on the device; only host-known values go to the host arrays."""
         n, step = tree.n_nodes, self.n_steps
         if n > self.max_nodes:
@@ -73,7 +75,7 @@ class TreeLog:
             self.nodes[key][step, :n] = value.to(self.device, non_blocking=True)
         self.ea[step] = expected_acceptance(tree.p_hat, tree.depth).to(self.device)
         for key, value in (("n_nodes", n), ("a", len(new_tokens)), ("bonus_token", new_tokens[-1]),
-                           ("draft_s", draft_s), ("verify_s", verify_s)):
+                           ("draft_s", draft_s), ("verify_s", verify_s), ("build_s", build_s)):
             self.host[key][step] = value
         self.n_steps += 1
 
