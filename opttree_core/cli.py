@@ -1,18 +1,22 @@
-"""``python -m opttree_core generate ...``: decode a prompt with a draft tree and log every tree."""
+"""``python -m opttree_core generate ...``: decode a prompt with a draft tree and log every tree.
+``python -m opttree_core bench --config C [--out RUN]``: the benchmark harness (``bench.py``);
+``python -m opttree_core bench-table RUN``: its summary as a Markdown table."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from dataclasses import asdict
+import typing
+from dataclasses import asdict, fields
+from pathlib import Path
 
 import transformers
 
 from .api import RunInfo, decode_prompt, encode_prompt, load_drafter
-from .decoding import DecodeConfig, check_prompt
+from .decoding import CHILDREN, DecodeConfig, check_prompt
 from .errors import OptTreeError, report_errors
 from .models import load_model
-from .registry import POLICIES, make_policy
+from .registry import POLICIES, policy_for_budget
 
 
 def _add_generate(sub) -> None:
@@ -22,15 +26,20 @@ def _add_generate(sub) -> None:
                    help="eagle-smollm2 or tiny-smollm2 (trained for smollm2-135m), ngram (training-free), "
                         "self (the target drafts for itself), a trained draft's .json, or a model like --target")
     p.add_argument("--policy", default="opt-tree", choices=sorted(POLICIES))
-    p.add_argument("--nodes", type=int, default=50, help="OPT-Tree node budget n")
-    p.add_argument("--threshold", type=float, default=0.5, help="OPT-Tree threshold delta in [0, 1]")
-    p.add_argument("--max-depth", type=int, default=10, help="OPT-Tree max depth")
+    p.add_argument("--nodes", type=int, default=None,
+                   help="node budget n: the policy's own configuration at n nodes (default 50; chain: --chain-length)")
+    p.add_argument("--threshold", type=float, default=None, help="OPT-Tree threshold delta in [0, 1] (default 0.5)")
+    p.add_argument("--max-depth", type=int, default=None, help="OPT-Tree max depth (default 10)")
     p.add_argument("--chain-length", type=int, default=4, help="chain policy: tokens per draft")
+    p.add_argument("--policy-param", action="append", default=[], metavar="KEY=VALUE",
+                   help="any field of the policy's config, typed from it (repeatable; wins over the flags above)")
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--max-time", type=float, default=None, help="wall-clock budget in seconds")
     p.add_argument("--temperature", type=float, default=0.0, help="0: greedy; > 0: lossless sampling")
     p.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0: off)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1: off)")
+    p.add_argument("--children", default="top-k", choices=CHILDREN,
+                   help="each node's children: the draft's top-k, or sampled from it (verified with the draft's q)")
     p.add_argument("--prompt", required=True)
     p.add_argument("--chat", action="store_true", help="apply the target's chat template")
     p.add_argument("--log", default=None, help="directory to write the tree log to (Parquet + meta.json)")
@@ -41,24 +50,71 @@ def _add_generate(sub) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
+def _add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="run (or resume) a benchmark grid from a TOML config")
+    p.add_argument("--config", required=True, help="a TOML file (keys: opttree_core/bench_config.py)")
+    p.add_argument("--out", default=None, help="run folder (default out/bench/<config name>); resumes if it exists")
+    p.add_argument("--table", action="store_true", help="print the summary as a Markdown table at the end")
+    p.add_argument("--no-progress", action="store_true")
+    t = sub.add_parser("bench-table", help="print a bench run's summary as a Markdown table")
+    t.add_argument("run", help="a bench run folder")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m opttree_core", description=__doc__)
-    _add_generate(parser.add_subparsers(dest="command", required=True))
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_generate(sub)
+    _add_bench(sub)
     return parser
 
 
-def _policy_params(args) -> dict:
-    if args.policy == "chain":
-        return {"length": args.chain_length}
-    return {"nodes": args.nodes, "threshold": args.threshold, "max_depth": args.max_depth}
+def _typed(value: str, kind, key: str):
+    """``value`` as the field type ``kind`` (int, float, bool, str, or one of them | None)."""
+    options = typing.get_args(kind) or (kind,)
+    if type(None) in options and value.lower() == "none":
+        return None
+    kind = next(k for k in options if k is not type(None))
+    try:
+        if kind is bool:
+            return {"true": True, "1": True, "false": False, "0": False}[value.lower()]
+        return kind(value) if kind in (int, float, str) else json.loads(value)
+    except (ValueError, KeyError, TypeError) as err:
+        raise OptTreeError(f"--policy-param {key}={value}: not a valid {getattr(kind, '__name__', kind)}") from err
+
+
+def parse_policy_params(name: str, items: list[str]) -> dict:
+    """``KEY=VALUE`` strings → the policy config's fields, typed from its dataclass."""
+    config_cls = POLICIES[name][1] if name in POLICIES else None
+    if config_cls is None:
+        return {}
+    hints, names = typing.get_type_hints(config_cls), [f.name for f in fields(config_cls)]
+    params = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in names:
+            raise OptTreeError(f"--policy-param {item!r}: policy {name!r} takes KEY=VALUE with KEY one of "
+                               f"{', '.join(names)}")
+        params[key] = _typed(value, hints[key], key)
+    return params
+
+
+def make_cli_policy(args):
+    """The policy from --policy, --nodes (its for_budget), the legacy flags and --policy-param."""
+    name = args.policy
+    nodes = args.nodes if args.nodes is not None else (args.chain_length if name == "chain" else 50)
+    legacy = {"threshold": args.threshold, "max_depth": args.max_depth,
+              "length": args.chain_length if name == "chain" and args.nodes is None else None}
+    names = {f.name for f in fields(POLICIES[name][1])}
+    overrides = {k: v for k, v in legacy.items() if v is not None and k in names}
+    return policy_for_budget(name, nodes, **{**overrides, **parse_policy_params(name, args.policy_param)})
 
 
 def run_generate(args) -> dict:
     """Validate everything cheap first, then load, decode and (only at the end) write the log."""
-    policy = make_policy(args.policy, **_policy_params(args))
+    policy = make_cli_policy(args)
     config = DecodeConfig(max_new_tokens=args.max_new_tokens, max_time=args.max_time,
                           temperature=args.temperature, top_k=args.top_k,
-                          top_p=args.top_p, seed=args.seed, progress=not (args.no_progress or args.json))
+                          top_p=args.top_p, seed=args.seed, children=args.children, progress=not (args.no_progress or args.json))
     if not args.prompt.strip():
         raise OptTreeError("the prompt is empty: give some text to continue")
     load_options = {"device": args.device, "dtype": args.dtype}
@@ -75,9 +131,38 @@ def run_generate(args) -> dict:
             "tokens_per_s": result.tokens_per_s, "seconds": result.seconds, "log": args.log}
 
 
+def run_bench_command(args) -> str:
+    from .bench import markdown_table, run_bench
+
+    out = args.out or str(Path("out") / "bench" / Path(args.config).stem)
+    result = run_bench(args.config, out, progress=not args.no_progress)
+    print(f"[{result.ran} pairs run, {result.resumed} resumed; results in {out}]", file=sys.stderr)
+    return markdown_table(result.summary) if args.table else ""
+
+
+def run_bench_table(args) -> str:
+    from .bench import markdown_table, summarize
+
+    return markdown_table(summarize(args.run))
+
+
+def _run_text(run, args) -> int:
+    out = report_errors(run, args)
+    if out is None:
+        return 2
+    if out:
+        print(out)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     transformers.utils.logging.disable_progress_bar()
+    if args.command == "bench":
+        transformers.utils.logging.set_verbosity_error()
+        return _run_text(run_bench_command, args)
+    if args.command == "bench-table":
+        return _run_text(run_bench_table, args)
     out = report_errors(run_generate, args)
     if out is None:
         return 2

@@ -49,9 +49,10 @@ def test_self_draft_and_chain_policy(dirs, capsys):
     assert code == 0 and json.loads(out)["mal"] > 1
 
 
-def test_sampling_run_is_reproducible(dirs, capsys):
+@pytest.mark.parametrize("children", ["top-k", "sampled"])
+def test_sampling_run_is_reproducible(dirs, capsys, children):
     args = ("--target", dirs["target"], "--draft", dirs["draft"], "--max-new-tokens", "10", "--prompt", "t9 t10",
-            "--temperature", "0.9", "--top-p", "0.95", "--seed", "3", "--json")
+            "--temperature", "0.9", "--top-p", "0.95", "--seed", "3", "--children", children, "--json")
     first, second = (json.loads(run(capsys, *args)[1])["token_ids"] for _ in range(2))
     assert first == second and len(first) >= 1
 

@@ -1,0 +1,225 @@
+"""The bench harness on tiny random models: metrics that recompute from the logs, resume after an
+interruption, greedy outputs equal to AR (HF assisted included), and one-line config errors."""
+import json
+
+import pandas as pd
+import pytest
+
+from opttree_core.bench import (
+    RESULT_COLUMNS,
+    SUMMARY_COLUMNS,
+    markdown_table,
+    run_bench,
+    summarize,
+)
+from opttree_core.bench_config import load_config
+from opttree_core.cli import main
+from opttree_core.errors import OptTreeError
+from opttree_core.models import load_model, tiny_llama_config, tiny_tokenizer
+from opttree_core.treelog import TreeLog
+
+TIMINGS = ["seconds", "tokens_per_s", "draft_s", "verify_s", "build_s"]
+
+
+def save_tiny(path, layers, seed_range=0.5):
+    loaded = load_model(tiny_llama_config(vocab_size=128, num_hidden_layers=layers, initializer_range=seed_range))
+    loaded.model.save_pretrained(path)
+    tiny_tokenizer(128).save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench-models")
+    return {"target": save_tiny(root / "target", 2), "draft": save_tiny(root / "draft", 1)}
+
+
+def config_dict(models, prompts_file, **extra):
+    return {"target": models["target"], "drafters": [models["draft"]], "policies": ["opt-tree", "chain"],
+            "budgets": [4], "temperatures": [0.0], "max_new_tokens": 8, "chat": False,
+            "peers": ["ar", "hf-assisted"], "datasets": [{"kind": "prompts", "path": str(prompts_file)}], **extra}
+
+
+@pytest.fixture(scope="module")
+def prompts_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bench-prompts") / "prompts.txt"
+    path.write_text("t5 t6 t7 t8\n\nt20 t21 t9\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def full_run(models, prompts_file, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench-run") / "run"
+    return run_bench(config_dict(models, prompts_file), out, progress=False)
+
+
+def test_results_schema_and_grid(full_run):
+    results = full_run.results
+    assert list(results.columns) == RESULT_COLUMNS and list(full_run.summary.columns) == SUMMARY_COLUMNS
+    # 2 prompts × (AR + 2 policies + HF assisted with the draft LM)
+    assert len(results) == 2 * 4 and results["prompt_id"].nunique() == 2
+    assert set(results["kind"]) == {"ar", "tree", "hf-assisted"} and full_run.skipped == []
+    on_disk = pd.read_parquet(full_run.out_dir / "results.parquet")
+    pd.testing.assert_frame_equal(on_disk, results)
+    assert json.loads((full_run.out_dir / "config.json").read_text())["config"]["budgets"] == [4]
+
+
+def test_tree_metrics_recompute_from_logs(full_run):
+    trees = full_run.results[full_run.results["kind"] == "tree"]
+    assert len(trees) == 4
+    for row in trees.itertuples():
+        log = TreeLog.load(full_run.out_dir / row.log_dir)
+        steps = log.steps
+        assert row.new_tokens == steps["a"].sum() == len(log.meta["token_ids"])
+        assert row.steps == len(steps) and row.mal == pytest.approx(steps["a"].mean())
+        assert row.expected_acceptance == pytest.approx(steps["ea"].mean())
+        for column in ("draft_s", "verify_s", "build_s"):
+            assert getattr(row, column) == pytest.approx(steps[column].sum())
+            assert (steps[column] >= 0).all()
+        assert row.draft_s + row.verify_s + row.build_s <= row.seconds
+
+
+def test_greedy_outputs_equal_ar(full_run):
+    results = full_run.results
+    assert results["output_matches_ar"].all()  # every tree method and HF assisted, on both prompts
+    hf = results[results["kind"] == "hf-assisted"]
+    assert len(hf) == 2 and (hf["steps"] >= 1).all()
+    assert (hf["mal"] == hf["new_tokens"] / hf["steps"]).all()
+
+
+def test_summary_speedup_is_a_ratio_of_pooled_throughputs(full_run):
+    results, summary = full_run.results, summarize(full_run.out_dir)
+    pd.testing.assert_frame_equal(summary, full_run.summary)
+    ar = results[results["kind"] == "ar"]
+    ar_tps = ar["new_tokens"].sum() / ar["seconds"].sum()
+    for row in summary.itertuples():
+        rows = results[results["method"] == row.method]
+        assert row.n_prompts == 2 and row.new_tokens == rows["new_tokens"].sum()
+        assert row.speedup == pytest.approx(rows["new_tokens"].sum() / rows["seconds"].sum() / ar_tps)
+        assert row.mal == pytest.approx(rows["new_tokens"].sum() / rows["steps"].sum())
+    assert summary.loc[summary["kind"] == "ar", "speedup"].item() == pytest.approx(1.0)
+    table = markdown_table(summary)
+    assert "| n=4 |" in table and "hf-assisted" in table and table.count("\n| ") >= 6
+
+
+def test_resume_after_interruption_redoes_nothing(models, prompts_file, full_run, tmp_path):
+    out, seen = tmp_path / "run", []
+
+    def interrupt(prompt_id, method):
+        seen.append((prompt_id, method))
+        if len(seen) == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_bench(config_dict(models, prompts_file), out, progress=False, on_pair=interrupt)
+    assert len(pd.read_parquet(out / "results.parquet")) == 5  # what finished is kept
+    again = []
+    resumed = run_bench(config_dict(models, prompts_file), out, progress=False,
+                        on_pair=lambda p, m: again.append((p, m)))
+    assert resumed.resumed == 5 and resumed.ran == 3 and not set(again) & set(seen)
+    key = ["prompt_id", "method"]
+    a = resumed.results.drop(columns=TIMINGS).sort_values(key).reset_index(drop=True)
+    b = full_run.results.drop(columns=TIMINGS).sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_drafts_that_are_not_causal_lms_are_skipped_as_hf_assistants(models, prompts_file):
+    from opttree_core.bench import build_methods
+    from opttree_core.bench_config import parse_config
+    from opttree_core.ngram import NGramDrafter
+
+    config = parse_config(config_dict(models, prompts_file, drafters=["ngram"]), prompts_file.parent)
+    methods, skipped = build_methods(config, {"ngram": NGramDrafter(128)})
+    assert [m.kind for m in methods] == ["ar", "tree", "tree"]
+    assert len(skipped) == 1 and "'ngram'" in skipped[0] and "not a full causal LM" in skipped[0]
+
+
+def test_changed_config_on_resume_is_one_line_error(models, prompts_file, full_run):
+    with pytest.raises(OptTreeError, match="another config \\(changed: budgets\\)"):
+        run_bench(config_dict(models, prompts_file, budgets=[5]), full_run.out_dir, progress=False)
+
+
+BAD = [  # (TOML line replacing the base key it names, message)
+    ('policies = ["opt-tree", "no-such"]', "unknown policy 'no-such'"),
+    ("budgets = [0]", "budgets must be >= 1"),
+    ("temperatures = []", "'temperatures' must be a non-empty list"),
+    ("colour = 3", "key 'colour' is unknown"),
+    ("policy_params = { opt-tree = { width = 2 } }", "policy 'opt-tree' has no parameter 'width'"),
+    ('peers = ["hf-assisted"]', "peers must include 'ar'"),
+]
+
+
+@pytest.mark.parametrize("line,needle", BAD)
+def test_bad_config_is_one_line_error(models, tmp_path, capsys, line, needle):
+    (tmp_path / "prompts.txt").write_text("t5 t6\n")
+    base = {"target": models["target"], "drafters": ["ngram"], "policies": ["opt-tree"], "budgets": [4],
+            "temperatures": [0.0]}
+    key = line.split(" = ")[0]
+    text = "".join(f"{k} = {json.dumps(v)}\n" for k, v in base.items() if k != key) + line + "\n"
+    config = tmp_path / "c.toml"
+    config.write_text(text + '[[datasets]]\nkind = "prompts"\npath = "prompts.txt"\n')
+    code = main(["bench", "--config", str(config), "--out", str(tmp_path / "run"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and needle in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_dataset_file_is_one_line_error(models, tmp_path, capsys):
+    config = tmp_path / "c.toml"
+    config.write_text(f'target = "{models["target"]}"\ndrafters = ["ngram"]\npolicies = ["opt-tree"]\nbudgets = [4]\n'
+                      'temperatures = [0.0]\n[[datasets]]\nkind = "gsm8k"\npath = "nowhere/test.jsonl"\n')
+    code = main(["bench", "--config", str(config), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and f"dataset file not found: {tmp_path}/nowhere/test.jsonl" in err
+
+
+def test_dataset_sources_and_turns(tmp_path):
+    spec = tmp_path / "question.jsonl"
+    spec.write_text("\n".join(json.dumps(r) for r in [
+        {"question_id": 81, "category": "writing", "turns": ["Write a poem.", "Now shorter."]},
+        {"question_id": 82, "category": "writing", "turns": ["Write a letter.", "Now longer."]},
+        {"question_id": 200, "category": "qa", "turns": ["Why is the sky blue?"]},
+    ]) + "\n")
+    gsm = tmp_path / "gsm.jsonl"
+    gsm.write_text(json.dumps({"question": "1 + 1?", "answer": "#### 2"}) + "\n")
+    config = tmp_path / "c.toml"
+    config.write_text('target = "tiny-random"\ndrafters = ["ngram"]\npolicies = ["opt-tree"]\nbudgets = [4]\n'
+                      'temperatures = [0.0]\n'
+                      '[[datasets]]\nkind = "spec_bench"\npath = "question.jsonl"\nmt_bench_per_category = 1\n'
+                      'per_category = 5\nturns = "all"\n'
+                      '[[datasets]]\nkind = "humaneval"\nlimit = 2\nchat = false\n'
+                      '[[datasets]]\nkind = "gsm8k"\npath = "gsm.jsonl"\n')
+    from opttree_core.bench_config import load_prompts
+
+    prompts = load_prompts(load_config(config))
+    ids = [p.prompt_id for p in prompts]
+    assert ids == ["spec_bench-81", "spec_bench-81-turn2", "spec_bench-200", "humaneval-0", "humaneval-1", "gsm8k-0"]
+    assert prompts[1].text == "Now shorter." and prompts[1].previous_id == "spec_bench-81"
+    assert prompts[3].text.startswith("\n\ndef ") or "def " in prompts[3].text
+    assert [p.chat for p in prompts] == [True, True, True, False, False, True]
+
+
+def test_generate_policy_params_are_typed_from_the_config(models, tmp_path, capsys):
+    log = tmp_path / "log"
+    code = main(["generate", "--target", models["target"], "--draft", models["draft"], "--nodes", "5",
+                 "--policy-param", "threshold=0.25", "--policy-param", "max_depth=2", "--max-new-tokens", "6",
+                 "--prompt", "t5 t6", "--log", str(log), "--json"])
+    assert code == 0, capsys.readouterr().err
+    assert TreeLog.load(log).meta["policy_config"] == {"nodes": 5, "threshold": 0.25, "max_depth": 2}
+    code = main(["generate", "--target", models["target"], "--prompt", "t5", "--policy-param", "depth=2"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "takes KEY=VALUE with KEY one of nodes, threshold, max_depth" in err
+    code = main(["generate", "--target", models["target"], "--prompt", "t5", "--policy-param", "max_depth=two"])
+    assert code == 2 and "max_depth=two: not a valid int" in capsys.readouterr().err
+
+
+def test_every_registered_policy_is_reachable_from_the_cli():
+    from opttree_core.cli import build_parser, make_cli_policy
+    from opttree_core.registry import POLICIES
+
+    for name in POLICIES:
+        args = build_parser().parse_args(["generate", "--prompt", "x", "--policy", name, "--nodes", "6"])
+        try:  # for_budget(6), and no flag forced on a policy that lacks the field
+            assert make_cli_policy(args).max_nodes >= 1, name
+        except OptTreeError as err:  # a policy may need data of its own (sequoia: a measured acceptance file)
+            assert "has no parameter" not in str(err), err
