@@ -14,7 +14,9 @@ from opttree_core.policies import OptTreeConfig, OptTreePolicy
 from opttree_core.shipped import WEIGHTS_DIR, load_draft, save_draft, sha256
 from opttree_core.train.data import Sequence
 from opttree_core.train.evaluate import heldout_agreement, heldout_mal
-from opttree_core.train.loop import TrainConfig, train
+from opttree_core.datasets import DEFAULT_SPEC_BENCH
+from opttree_core.train.loop import TrainConfig, planned_steps, train
+from opttree_core.train.prompts import TOPICS, context_prompts, own_prompts
 from opttree_core.train.recipes import DraftLMRecipe, EagleRecipe
 from conftest import hf_greedy, random_prompt, tiny_model
 
@@ -136,3 +138,47 @@ def test_shipped_weights_refuse_a_wrong_target(tiny_target, name):
     with pytest.raises(OptTreeError) as err:
         load_drafter(name, tiny_target)
     assert f"'{name}' was trained for target 'smollm2-135m'" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_wall_clock_guard_stops_cleanly_and_the_rerun_finishes_the_same_schedule(distill_data, tmp_path):
+    target, train_seqs, train_feats, _, _ = distill_data
+    config = TrainConfig(epochs=2, lr=1e-3, batch_size=4, warmup_steps=2, checkpoint_every=100)
+
+    def run(max_seconds, checkpoint):
+        torch.manual_seed(0)
+        recipe = EagleRecipe(target)
+        cfg = TrainConfig(**{**config.__dict__, "max_seconds": max_seconds})
+        return recipe, train(recipe, train_seqs, train_feats, cfg, checkpoint, progress=False)
+
+    full, _ = run(None, None)
+    _, cut = run(0.0, tmp_path / "ckpt.pt")  # the guard is already passed after the first step
+    assert [h["step"] for h in cut] == [1] and torch.load(tmp_path / "ckpt.pt", weights_only=False)["step"] == 1
+    resumed, history = run(None, tmp_path / "ckpt.pt")
+    assert history[-1]["step"] == planned_steps(len(train_seqs), config) == 12
+    assert history[-1]["seconds"] >= cut[-1]["seconds"]  # training time adds up over the calls
+    for key, value in full.own_state().items():
+        torch.testing.assert_close(resumed.own_state()[key], value, rtol=0, atol=0)
+
+
+def test_own_prompts_cover_the_mt_bench_styles_over_many_topics_and_skip_spec_bench():
+    prompts = own_prompts()
+    assert len(TOPICS) == len(set(TOPICS)) >= 150
+    styles = {p.source for p in prompts}
+    assert {"writing", "roleplay", "reasoning", "stem", "humanities", "code", "foreign"} <= styles
+    templated = [p.text for p in prompts if p.source != "reasoning"]  # random puzzles may repeat (11 of 300)
+    assert len(set(templated)) == len(templated)
+    if DEFAULT_SPEC_BENCH.is_file():
+        turns = {t for line in DEFAULT_SPEC_BENCH.read_text().splitlines() if line.strip()
+                 for t in json.loads(line)["turns"]}
+        assert not turns & {p.text for p in prompts}
+
+
+def test_context_prompts_wrap_the_targets_own_answers():
+    answer = "Volcanoes form where magma rises through the crust. " * 4
+    texts = [("explanation", answer), ("foreign", "Les volcans sont des montagnes qui crachent du feu.")]
+    prompts = context_prompts(texts, 40, seed=1)
+    assert len(prompts) == 40 and sum(p.source == "translation" and "Les volcans" in p.text for p in prompts) == 1
+    assert {"summarisation", "qa", "extraction", "rag"} <= {p.source for p in prompts}
+    assert all(answer.strip() in p.text or p.source in ("translation", "rag") for p in prompts)
+    with pytest.raises(OptTreeError, match="no first-stage answers"):
+        context_prompts([("gsm8k", answer)], 5)

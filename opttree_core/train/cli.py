@@ -23,8 +23,8 @@ from ..shipped import load_draft, save_draft
 from .card import write_card
 from .data import compute_features, self_distill
 from .evaluate import heldout_agreement, heldout_mal
-from .loop import TrainConfig, train
-from .prompts import training_prompts
+from .loop import TrainConfig, planned_steps, train
+from .prompts import context_prompts, training_prompts
 from .recipes import DraftLMRecipe, EagleRecipe
 
 DEFAULT_GSM8K = Path(__file__).resolve().parents[3] / "shared" / "data" / "gsm8k" / "train.jsonl"
@@ -42,8 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-gsm8k", type=int, default=150, help="GSM8K prompts (-1: all)")
     p.add_argument("--n-humaneval", type=int, default=40, help="HumanEval prompts (-1: all)")
     p.add_argument("--n-own", type=int, default=150, help="prompts of our own styles (-1: all)")
+    p.add_argument("--n-context", type=int, default=0,
+                   help="second-stage prompts whose contexts are the target's own first-stage answers")
     p.add_argument("--max-new-tokens", type=int, default=96, help="length cap of the target's answers")
     p.add_argument("--gen-batch", type=int, default=16)
+    p.add_argument("--feature-batch", type=int, default=8, help="sequences per forward pass when caching features")
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--lr", type=float, default=5e-4)
@@ -55,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (tests)")
+    p.add_argument("--max-seconds", type=float, default=None,
+                   help="wall-clock guard: stop cleanly after this many seconds of training, save, and record the cut")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -71,6 +76,7 @@ def _recipe(args, target):
 
 def run(args) -> dict:
     torch.manual_seed(args.seed)
+    torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls on GPUs that have them; CPU runs are unchanged
     name = args.name or f"{args.kind}-{args.target}"
     out = Path(args.out or f"out/train/{name}")
     data_dir = Path(args.data or f"out/train-data/{args.target}")
@@ -79,10 +85,21 @@ def run(args) -> dict:
     prompts = training_prompts(args.gsm8k, _limit(args.n_gsm8k), _limit(args.n_humaneval), _limit(args.n_own), args.seed)
     start = time.time()
     sequences = self_distill(target, prompts, data_dir / "sequences.jsonl", args.max_new_tokens, args.gen_batch, progress)
+    if args.n_context > 0:
+        texts = [(s.source, target.tokenizer.decode(s.ids[s.n_prompt:], skip_special_tokens=True)) for s in sequences]
+        second = context_prompts(texts, args.n_context, args.seed)
+        prompts += second
+        sequences += self_distill(target, second, data_dir / "sequences_context.jsonl", args.max_new_tokens,
+                                  args.gen_batch, progress)
     clock["self_distillation_s"] = time.time() - start
     start = time.time()
-    features = compute_features(target, sequences, data_dir / "features.pt", progress=progress)
+    features = compute_features(target, sequences, data_dir / "features.pt", args.feature_batch, progress)
     clock["features_s"] = time.time() - start
+    clock_file = data_dir / "wall_time.json"  # the data's build times, kept for the cards of later training calls
+    if clock_file.is_file():
+        clock.update(json.loads(clock_file.read_text()))
+    else:
+        clock_file.write_text(json.dumps(clock))
     if args.kind == "data":
         return {"name": "data", "steps": 0, "final_loss": None, "heldout": {}, "wall_time": clock}
     order = list(range(len(sequences)))
@@ -94,12 +111,11 @@ def run(args) -> dict:
     recipe = _recipe(args, target)
     out.mkdir(parents=True, exist_ok=True)
     config = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
-                         max_steps=args.max_steps)
-    curve = []
+                         max_steps=args.max_steps, max_seconds=args.max_seconds)
+    curve = _resumed_curve(out)
 
-    def on_epoch(epoch, history):
-        point = {"epoch": epoch + 1, "tokens": history[-1]["tokens"], "step": history[-1]["step"],
-                 **heldout_agreement(recipe, held_seqs, held_feats)}
+    def measure(point):
+        point.update(heldout_agreement(recipe, held_seqs, held_feats))
         if args.eval_prompts > 0:
             point["mal"] = heldout_mal(target.model, lambda: _drafter(recipe, target.model), held_seqs[: args.eval_prompts],
                                        args.eval_tokens)
@@ -107,14 +123,21 @@ def run(args) -> dict:
         (out / "learning_curve.json").write_text(json.dumps(curve, indent=1))  # survives an interrupted run
         recipe.model.train()
 
-    start = time.time()
+    def on_epoch(epoch, history):
+        measure({"epoch": epoch + 1, "tokens": history[-1]["tokens"], "step": history[-1]["step"]})
+
+    if not (out / "checkpoint.pt").is_file():
+        curve.clear()
+        measure({"epoch": 0, "tokens": 0, "step": 0})  # the draft before training (random head / copied layers)
     history = train(recipe, train_seqs, train_feats, config, out / "checkpoint.pt", progress, on_epoch)
-    clock["train_s"] = time.time() - start
+    clock["train_s"] = history[-1]["seconds"] if history else 0.0  # summed over resumed calls
+    planned = planned_steps(len(train_seqs), config)
     last_epoch_is_final = curve and history and curve[-1]["step"] == history[-1]["step"]
     heldout = ({k: curve[-1][k] for k in ("top1", "top4", "positions")} if last_epoch_is_final
                else heldout_agreement(recipe, held_seqs, held_feats))
     card = {"name": name, "kind": args.kind, "target": args.target, "command": " ".join(sys.argv),
             "data": _data_summary(prompts, sequences, kept, held), "train": asdict(config), "steps": len(history),
+            "planned_steps": planned, **_cut_note(history, planned, config),
             "final_loss": history[-1]["loss"] if history else None, "learning_curve": curve, "wall_time": clock,
             "heldout": heldout, "device": args.device,
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__}}
@@ -123,6 +146,23 @@ def run(args) -> dict:
     write_card(out / "MODEL_CARD.md", card)
     (out / "history.json").write_text(json.dumps(history))
     return card
+
+
+def _resumed_curve(out: Path) -> list[dict]:
+    """Learning-curve points already measured by an earlier call of a resumed run."""
+    path = out / "learning_curve.json"
+    return json.loads(path.read_text()) if (out / "checkpoint.pt").is_file() and path.is_file() else []
+
+
+def _cut_note(history: list[dict], planned: int, config: TrainConfig) -> dict:
+    """The card's record of a run stopped before the end of its schedule (empty when it finished)."""
+    done = history[-1]["step"] if history else 0
+    if done >= planned:
+        return {}
+    why = (f"--max-steps {config.max_steps}" if config.max_steps is not None and done >= config.max_steps
+           else f"the --max-seconds {config.max_seconds:g} wall-clock guard")
+    rerun = "rerun without --max-steps" if why.startswith("--max-steps") else "rerun the same command"
+    return {"stopped_early": f"schedule cut at step {done} of {planned} by {why}; {rerun} to resume from checkpoint.pt"}
 
 
 def _drafter(recipe, target_model):

@@ -2,7 +2,9 @@
 
 The batch order of epoch e is a permutation seeded by (seed, e); the noise generator's
 state, the optimiser state and the step are checkpointed, so resuming from a checkpoint
-reaches the same weights as an uninterrupted run of the same length.
+reaches the same weights as an uninterrupted run of the same length. A wall-clock guard
+(``max_seconds``) stops cleanly after the step in flight and saves a checkpoint, so a run
+with a hard time limit never loses its work; the schedule still spans all epochs.
 """
 from __future__ import annotations
 
@@ -30,6 +32,12 @@ class TrainConfig:
     checkpoint_every: int = 100
     max_len: int = 512
     max_steps: int | None = None  # stop after this many steps; the schedule still spans all epochs
+    max_seconds: float | None = None  # stop after the step that passes this many seconds of this call
+
+
+def planned_steps(n_sequences: int, config: TrainConfig) -> int:
+    """Length of the learning-rate schedule: ceil(n / batch_size) steps per epoch × epochs."""
+    return math.ceil(n_sequences / config.batch_size) * config.epochs
 
 
 def make_batch(sequences: list[Sequence], features: list[torch.Tensor], index: list[int], max_len: int,
@@ -68,13 +76,18 @@ def _save_checkpoint(path: Path, recipe, optimizer, gen, step: int, history: lis
 
 def train(recipe, sequences: list[Sequence], features: list[torch.Tensor], config: TrainConfig,
           checkpoint: Path | None = None, progress: bool = True, on_epoch=None) -> list[dict]:
-    """Train ``recipe.model``; returns the per-step history (step, epoch, loss, tokens, metrics)."""
+    """Train ``recipe.model``; returns the per-step history (step, epoch, loss, tokens, seconds, metrics).
+
+    ``seconds`` is the training time summed over all calls (resumes) up to that step. The run
+    stops early at ``config.max_steps`` or after the step that passes ``config.max_seconds``;
+    the returned history then ends before ``planned_steps``.
+    """
     device = next(recipe.model.parameters()).device
     params = trainable_parameters(recipe.model)
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
-    gen = torch.Generator(device="cpu").manual_seed(config.seed)
+    gen = torch.Generator(device=device).manual_seed(config.seed)  # noise drawn where the batch lives
     per_epoch = math.ceil(len(sequences) / config.batch_size)
-    total = per_epoch * config.epochs  # the learning-rate schedule's length
+    total = planned_steps(len(sequences), config)  # the learning-rate schedule's length
     stop = total if config.max_steps is None else min(config.max_steps, total)
     step, history = 0, []
     if checkpoint is not None and checkpoint.is_file():
@@ -86,6 +99,7 @@ def train(recipe, sequences: list[Sequence], features: list[torch.Tensor], confi
     recipe.model.train()
     bar = tqdm(total=stop, initial=step, desc=f"train {recipe.kind}", disable=not progress)
     tokens = history[-1]["tokens"] if history else 0
+    before, start = (history[-1].get("seconds", 0.0) if history else 0.0), time.monotonic()
     while step < stop:
         epoch, within = divmod(step, per_epoch)
         index = epoch_batches(len(sequences), config, epoch)[within]
@@ -99,14 +113,18 @@ def train(recipe, sequences: list[Sequence], features: list[torch.Tensor], confi
         optimizer.step()
         step += 1
         tokens += int(batch.mask.sum())
+        elapsed = time.monotonic() - start
         history.append({"step": step, "epoch": epoch, "loss": loss.item(), "tokens": tokens,
-                        "time": time.time(), **metrics})
+                        "time": time.time(), "seconds": before + elapsed, **metrics})
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}", top1=f"{metrics.get('top1', 0):.2f}")
-        if checkpoint is not None and (step % config.checkpoint_every == 0 or step == stop):
+        out_of_time = config.max_seconds is not None and elapsed >= config.max_seconds
+        if checkpoint is not None and (step % config.checkpoint_every == 0 or step == stop or out_of_time):
             _save_checkpoint(checkpoint, recipe, optimizer, gen, step, history)
         if on_epoch is not None and step % per_epoch == 0:
             on_epoch(epoch, history)
+        if out_of_time:
+            break
     bar.close()
     recipe.model.eval()
     return history

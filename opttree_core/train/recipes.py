@@ -58,7 +58,7 @@ class EagleRecipe:
         features = batch.features.float()
         previous = torch.cat([torch.zeros_like(features[:, :1]), features[:, :-1]], dim=1)  # f_{j-1}, (B, T, H)
         if gen is not None and self.noise > 0:
-            noise = torch.rand(previous.shape, generator=gen).to(previous.device)
+            noise = torch.rand(previous.shape, generator=gen, device=gen.device).to(previous.device)
             previous = previous + (noise - 0.5) * self.noise * features.std()
         with torch.no_grad():
             embeds = self.embed(batch.ids)  # (B, T, H)
