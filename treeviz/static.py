@@ -48,8 +48,10 @@ def new_figure(width_in: float = COLUMN_WIDTH_IN, height_in: float = 2.4, ncols:
     return fig, axes
 
 
-def save_figure(fig, path: str | os.PathLike, formats: tuple[str, ...] | None = None) -> list[Path]:
-    """Save ``fig`` reproducibly to ``path`` (its suffix), or to ``path`` with each of ``formats``."""
+def save_figure(fig, path: str | os.PathLike, formats: tuple[str, ...] | None = None,
+                dpi: float | None = None) -> list[Path]:
+    """Save ``fig`` reproducibly to ``path`` (its suffix), or to ``path`` with each of ``formats``;
+    ``dpi`` overrides the paper style's 300 for raster formats (smaller PNGs for a web gallery)."""
     path = Path(path)
     targets = [path.with_suffix(f if f.startswith(".") else f".{f}") for f in formats] if formats else [path]
     for target in targets:
@@ -57,5 +59,5 @@ def save_figure(fig, path: str | os.PathLike, formats: tuple[str, ...] | None = 
             raise ValueError(f"unsupported format {target.suffix!r}: use one of {', '.join(NO_METADATA)}")
         target.parent.mkdir(parents=True, exist_ok=True)
         with paper_style():
-            fig.savefig(target, metadata=NO_METADATA[target.suffix])
+            fig.savefig(target, metadata=NO_METADATA[target.suffix], **({"dpi": dpi} if dpi else {}))
     return targets

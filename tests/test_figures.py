@@ -1,0 +1,197 @@
+"""figures/make_figures.py: every file written, same bytes twice, no model code imported, and each
+figure and table holding the numbers it claims (recomputed from results.parquet and the logs)."""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the figures/ scripts live beside the packages
+
+from figures.make_figures import EXPECTED_FILES, make_figures, shootout_markdown
+from treeviz.figures_lib import budget_curves, case_tree, ea_heatmaps, speedup_bars
+from treeviz.runs import RESULT_COLUMNS, load_run, read_log_dir, shootout_table
+
+LOGS = ROOT / "tests" / "data" / "treeviz"
+COMMITTED = ROOT / "figures" / "data" / "small"
+AR_SECONDS = 4.0  # the fixture's autoregressive time for its 40 tokens
+
+
+def _tree_row(name: str, prompt_id: str, data) -> dict:
+    meta, steps = data.meta, data.steps
+    budget = meta["policy_config"].get("nodes", meta["policy_config"].get("length"))
+    method = f"{meta['policy']}-{budget}@{meta['draft']}"
+    tokens = len(meta["token_ids"])
+    return {"method": method, "kind": "tree", "policy": meta["policy"], "budget": budget, "drafter": meta["draft"],
+            "temperature": 0.0, "dataset": "tiny", "category": "tiny", "prompt_id": prompt_id,
+            "new_tokens": tokens, "steps": len(steps), "mal": tokens / len(steps), "seconds": meta["seconds"],
+            "tokens_per_s": tokens / meta["seconds"], "draft_s": steps["draft_s"].sum(),
+            "verify_s": steps["verify_s"].sum(), "build_s": np.nan, "expected_acceptance": steps["ea"].mean(),
+            "log_dir": f"logs/{method.replace('@', '--')}/{prompt_id}", "output_matches_ar": True}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    """A run folder in the bench schema around the real tiny logs of tests/data/treeviz
+    (two drafts × OPT-Tree 4/12/24 and a chain; each log stands for two prompts)."""
+    run = tmp_path_factory.mktemp("runs") / "tiny"
+    rows = []
+    for prompt_id in ("p0", "p1"):
+        rows.append({c: None for c in RESULT_COLUMNS} | {
+            "method": "ar", "kind": "ar", "temperature": 0.0, "dataset": "tiny", "category": "tiny",
+            "prompt_id": prompt_id, "new_tokens": 40, "steps": 40, "mal": 1.0, "seconds": AR_SECONDS,
+            "tokens_per_s": 40 / AR_SECONDS, "output_matches_ar": True})
+        for log in sorted(LOGS.glob("tiny-*")):
+            row = _tree_row(log.name, prompt_id, read_log_dir(log))
+            shutil.copytree(log, run / row["log_dir"])
+            rows.append(row)
+    results = pd.DataFrame(rows, columns=RESULT_COLUMNS).astype({"budget": "Int64"})
+    results.to_parquet(run / "results.parquet", index=False)
+    (run / "config.json").write_text(json.dumps({"fixture": "tests/data/treeviz"}))
+    return run
+
+
+@pytest.fixture(scope="module")
+def written(tiny_run, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("figs")
+    make_figures(tiny_run, out)
+    return out
+
+
+def test_every_expected_file_is_written(written):
+    assert sorted(p.name for p in written.iterdir()) == EXPECTED_FILES
+    for name in EXPECTED_FILES:
+        assert (written / name).stat().st_size > 0
+
+
+def test_shootout_numbers_recompute_from_results(tiny_run, written):
+    results = pd.read_parquet(tiny_run / "results.parquet")
+    table = pd.read_csv(written / "shootout.csv")
+    assert len(table) == results["method"].nunique() and table["method"].iloc[0] == "ar"
+    ar_rate = results.loc[results["kind"] == "ar", "new_tokens"].sum() / (2 * AR_SECONDS)
+    for row in table.itertuples(index=False):
+        part = results[results["method"] == row.method]
+        assert row.mal == pytest.approx(part["new_tokens"].sum() / part["steps"].sum(), rel=1e-5)
+        rate = part["new_tokens"].sum() / part["seconds"].sum()
+        assert row.tokens_per_s == pytest.approx(rate, rel=1e-5)
+        assert row.speedup == pytest.approx(rate / ar_rate, rel=1e-5)
+        assert row.n_prompts == 2
+    markdown = (written / "shootout.md").read_text()
+    assert markdown.count("\n| ") == len(table) + 1  # header + one line per method
+    assert "| opt-tree-24@tiny-close | tiny-close | opt-tree | 24 | 0.00 | 2 |" in markdown
+
+
+def test_heatmap_counts_sum_to_the_steps_of_each_panel(tiny_run):
+    run = load_run(tiny_run)
+    fig, table = ea_heatmaps(run)
+    steps = {}
+    for row in run.tree_rows().itertuples(index=False):
+        key = f"{row.drafter} · {row.policy}"
+        steps[key] = steps.get(key, 0) + len(run.log(row.log_dir).steps)
+    assert table.groupby("group")["steps"].sum().to_dict() == steps
+    panels = [ax for ax in fig.axes if ax.images]
+    assert len(panels) == len(steps) == 4
+    for ax, group in zip(panels, sorted(steps)):
+        assert ax.images[0].get_array().sum() == steps[group]  # the pixels' counts, not just the table
+        assert ax.get_title().startswith(group) and "r = " in ax.get_title()
+
+
+def test_budget_curves_plot_mean_mal_per_budget(tiny_run):
+    run = load_run(tiny_run)
+    fig, table = budget_curves(run)
+    mal_axes = fig.axes[0]
+    assert mal_axes.get_title() == "tiny-close"
+    results = run.results[(run.results["drafter"] == "tiny-close") & (run.results["policy"] == "opt-tree")]
+    expected = results.groupby("budget")["mal"].mean()
+    line = next(c for c in mal_axes.containers if c.get_label() == "opt-tree").lines[0]
+    np.testing.assert_allclose(np.asarray(line.get_xdata(), float), expected.index.to_numpy(float))
+    np.testing.assert_allclose(np.asarray(line.get_ydata(), float), expected.to_numpy(float))
+    ar = table[table["policy"] == "ar"]
+    assert ar["tokens_per_s"].tolist() == [pytest.approx(40 / AR_SECONDS)]
+
+
+def test_speedup_bars_are_per_prompt_ratios(tiny_run):
+    run = load_run(tiny_run)
+    fig, table = speedup_bars(run)
+    tree = run.results[run.results["kind"] == "tree"]
+    expected = (tree["tokens_per_s"] / (40 / AR_SECONDS)).groupby([tree["drafter"], tree["policy"],
+                                                                    tree["budget"]]).mean()
+    got = table.set_index(["group", "policy", "budget"])["mean"]
+    np.testing.assert_allclose(got.sort_index().to_numpy(), expected.sort_index().to_numpy())
+    heights = sorted(p.get_height() for ax in fig.axes for p in ax.patches)
+    np.testing.assert_allclose(heights, sorted(expected.to_numpy()))
+
+
+def test_case_tree_highlights_the_logged_accepted_path(tiny_run):
+    run = load_run(tiny_run)
+    fig, table = case_tree(run)
+    method, prompt_id, step = table["method"].iloc[0], table["prompt_id"].iloc[0], int(table["step"].iloc[0])
+    assert method == "opt-tree-24@tiny-close"  # largest budget, the better draft
+    data = read_log_dir(tiny_run / "logs" / "opt-tree-24--tiny-close" / prompt_id)
+    branched = data.steps[data.steps["n_nodes"] - data.steps["a"] >= 2]  # >= 2 drafted nodes rejected
+    assert step == int(branched["step"].iloc[int(np.argmax(branched["a"].to_numpy()))])
+    nodes = data.nodes[data.nodes["step"] == step].sort_values("node")
+    drafted = table[table["kind"] != "bonus"].sort_values("node")
+    assert drafted["token"].tolist() == nodes["token"].tolist()
+    assert drafted["accepted"].tolist() == nodes["accepted"].tolist()
+    assert table["on_path"].sum() == data.steps["a"].iloc[step] + 1  # root + accepted + bonus
+    assert f"A = {data.steps['a'].iloc[step]}" in fig.axes[0].get_title(loc="left")
+
+
+def test_bad_run_folders_are_one_line_errors(tiny_run, tmp_path):
+    with pytest.raises(ValueError, match="no bench run folders"):
+        make_figures(tmp_path, tmp_path / "out")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    pd.read_parquet(tiny_run / "results.parquet").drop(columns=["mal"]).to_parquet(broken / "results.parquet")
+    with pytest.raises(ValueError, match="lacks column"):
+        load_run(broken)
+    no_ar = tmp_path / "no_ar"
+    no_ar.mkdir()
+    results = pd.read_parquet(tiny_run / "results.parquet")
+    results[results["kind"] != "ar"].to_parquet(no_ar / "results.parquet")
+    with pytest.raises(ValueError, match="no autoregressive"):
+        load_run(no_ar)
+    assert "–" in shootout_markdown(shootout_table(results), "x")  # AR has no budget
+
+
+def test_command_runs_without_model_code_and_repeats_its_bytes(tiny_run, written, tmp_path):
+    """The script imports neither torch, transformers nor opttree_core (they are made unimportable),
+    and a second run over the same logs, in a fresh process, writes byte-identical files."""
+    blocker = ("import sys\n"
+               "class Block:\n"
+               "    def find_spec(self, name, path=None, target=None):\n"
+               "        if name.split('.')[0] in ('torch', 'transformers', 'opttree_core'):\n"
+               "            raise ImportError(f'figures must not import {name}')\n"
+               "sys.meta_path.insert(0, Block())\n"
+               "sys.argv = ['make_figures', '--data', sys.argv[1], '--out', sys.argv[2]]\n"
+               "import runpy\n"
+               "runpy.run_path('figures/make_figures.py', run_name='__main__')\n")
+    done = subprocess.run([sys.executable, "-c", blocker, str(tiny_run), str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == EXPECTED_FILES
+    for name in EXPECTED_FILES:
+        assert (tmp_path / name).read_bytes() == (written / name).read_bytes(), name
+
+
+@pytest.mark.skipif(not COMMITTED.is_dir(), reason="figures/data/small is not in this checkout")
+def test_committed_run_matches_its_summary_and_gallery(tmp_path):
+    """The committed small run: shoot-out = the run's own summary, and figures/out is up to date."""
+    run = load_run(COMMITTED)
+    table = shootout_table(run.results).set_index("method")
+    summary = pd.read_parquet(COMMITTED / "summary.parquet").set_index("method")
+    for column in ("mal", "tokens_per_s", "speedup"):
+        np.testing.assert_allclose(table.loc[summary.index, column], summary[column], rtol=1e-6)
+    assert table["matches_ar"].all()  # greedy tree decoding reproduced AR's tokens
+    make_figures(COMMITTED, tmp_path)
+    gallery = ROOT / "figures" / "out" / "small"
+    for name in EXPECTED_FILES:
+        assert (tmp_path / name).read_bytes() == (gallery / name).read_bytes(), f"figures/out/small/{name} is stale"
+        if name.endswith(".png"):
+            assert (gallery / name).stat().st_size <= 200_000, f"{name} is too big for the gallery"

@@ -1,0 +1,203 @@
+"""The paper's figures drawn from one bench run folder (``treeviz.runs``), in matplotlib for print.
+
+OPT-Tree (arXiv 2406.17276): Fig. 4 is the count of steps per (E(A), A) for each draft, with
+Pearson's r; Fig. 5 is the mean acceptance length against the node budget. Beside them: tokens/s
+against the budget, speedup bars over autoregressive decoding, and a case-study tree (one step,
+its accepted path highlighted and every token written out, like the paper's case figure).
+
+Each function returns ``(figure, table)``: the table holds exactly the numbers drawn, so a
+caller can save it beside the figure and a test can check the figure against the logs.
+Panels are ``drafter · policy`` (heatmaps) or ``drafter`` (curves, bars), with ``· T=…``
+added when a run mixes temperatures.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullLocator
+
+from . import style
+from .analysis import correlation, ea_a_counts, speedup_stats
+from .graph import accepted_path, step_graph
+from .logs import visible
+from .mpl_tree import tree_figure_mpl
+from .paper import ea_heatmap_mpl
+from .runs import (
+    AR_KIND,
+    BenchRun,
+    multi_temperature,
+    panel_name,
+    per_prompt_speedups,
+    step_frame,
+)
+from .static import PAGE_WIDTH_IN, new_figure, paper_style
+
+MIN_REJECTED = 2  # a case-study step has at least this many drafted nodes off the accepted path
+CURVE_VALUES = {"mal": "mean acceptance length", "tokens_per_s": "tokens / s"}
+
+
+def ea_heatmaps(run: BenchRun):
+    """Fig. 4: steps per (rounded E(A), A), one panel per drafter · policy, Pearson r and Spearman ρ
+    (on the unrounded E(A)) in each title. Table: group, a, ea_bin, steps (zeros left out)."""
+    frame = step_frame(run)
+    groups = sorted(frame["group"].unique())
+    fig = ea_heatmap_mpl(frame, groups)
+    with paper_style():
+        fig.suptitle("Acceptance length A against expected acceptance E(A), per step", fontsize=8)
+    parts = []
+    for group in groups:
+        counts = ea_a_counts(frame[frame["group"] == group]).stack().rename("steps").reset_index()
+        parts.append(counts[counts["steps"] > 0].assign(group=group))
+    table = pd.concat(parts, ignore_index=True)[["group", "a", "ea_bin", "steps"]]
+    return fig, table
+
+
+def correlation_table(run: BenchRun) -> pd.DataFrame:
+    """Pearson r and Spearman ρ of E(A) with A per panel of Fig. 4 (n = steps)."""
+    frame = step_frame(run)
+    rows = []
+    for group, part in frame.groupby("group", sort=True):
+        r = correlation(part)
+        rows.append({"group": group, "pearson": r.pearson, "spearman": r.spearman, "n": r.n,
+                     "mean_ea": float(part["ea"].mean()), "mean_a": float(part["a"].mean())})
+    return pd.DataFrame(rows)
+
+
+def budget_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Mean and sd over prompts of MAL and tokens/s per panel (drafter), policy and node budget;
+    AR's tokens/s per temperature comes as rows with ``policy == "ar"`` and no budget."""
+    with_t = multi_temperature(results)
+    tree = results[results["kind"] == "tree"].assign(
+        group=lambda f: [panel_name(d, None, t, with_t) for d, t in zip(f["drafter"], f["temperature"])])
+    keys = ["group", "policy", "budget", "temperature"]
+    stats = tree.groupby(keys, sort=True).agg(
+        mal=("mal", "mean"), mal_std=("mal", "std"), tokens_per_s=("tokens_per_s", "mean"),
+        tokens_per_s_std=("tokens_per_s", "std"), n_prompts=("prompt_id", "nunique")).reset_index()
+    ar = results[results["kind"] == AR_KIND].groupby("temperature", sort=True).agg(
+        tokens_per_s=("tokens_per_s", "mean"), tokens_per_s_std=("tokens_per_s", "std"),
+        n_prompts=("prompt_id", "nunique")).reset_index().assign(policy=AR_KIND, group="")
+    table = pd.concat([stats, ar], ignore_index=True)
+    table["budget"] = table["budget"].astype("Int64")
+    return table[keys + ["n_prompts", "mal", "mal_std", "tokens_per_s", "tokens_per_s_std"]]
+
+
+def _budget_panel(ax, rows: pd.DataFrame, value: str, colours: dict) -> None:
+    for policy, line in rows.groupby("policy", sort=True):
+        line = line.sort_values("budget")
+        ax.errorbar(line["budget"].astype(float), line[value], yerr=line[f"{value}_std"].fillna(0), marker="o",
+                    ms=3, capsize=2, lw=1.2, color=colours[policy], label=policy)
+    budgets = sorted(rows["budget"].astype(int).unique())
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_locator(FixedLocator(budgets))
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%d"))
+    ax.xaxis.set_minor_locator(NullLocator())
+
+
+def budget_curves(run: BenchRun):
+    """Fig. 5: MAL (top row) and tokens/s (bottom row) against the node budget, a line per policy,
+    a column per drafter; AR's tokens/s as a dotted line. Points: mean ± sd over prompts."""
+    table = budget_table(run.results)
+    tree = table[table["policy"] != AR_KIND]
+    groups = sorted(tree["group"].unique())
+    colours = style.policy_colours(tree["policy"].unique())
+    fig, axes = new_figure(min(PAGE_WIDTH_IN, 2.6 * len(groups) + 0.6), 3.9, ncols=len(groups), nrows=2,
+                           sharex="col", sharey="row")
+    with paper_style():
+        for col, group in enumerate(groups):
+            rows = tree[tree["group"] == group]
+            for row, value in enumerate(CURVE_VALUES):
+                _budget_panel(axes[row, col], rows, value, colours)
+            for t in rows["temperature"].unique():
+                ar = table[(table["policy"] == AR_KIND) & (table["temperature"] == t)]
+                axes[1, col].axhline(float(ar["tokens_per_s"].iloc[0]), color="#555", lw=0.9, ls=":",
+                                     label="autoregressive")
+            axes[0, col].set_title(group, fontsize=8)
+            axes[1, col].set_xlabel("node budget n")
+        for row, label in enumerate(CURVE_VALUES.values()):
+            axes[row, 0].set_ylabel(label)
+        axes[1, 0].legend(frameon=False, fontsize=6.5)
+        fig.suptitle("Mean acceptance length and throughput against the node budget (mean ± sd over prompts)",
+                     fontsize=8)
+    return fig, table
+
+
+def speedup_bars(run: BenchRun):
+    """Speedup over AR on the same prompt: bars per node budget and policy, a panel per drafter;
+    bar = mean of per-prompt speedups, whisker = sd. Table: group, policy, budget, mean, std, count."""
+    per_prompt = per_prompt_speedups(run.results)
+    with_t = multi_temperature(run.results)
+    per_prompt["group"] = [panel_name(d, None, t, with_t) for d, t in
+                           zip(per_prompt["drafter"], per_prompt["temperature"])]
+    table = speedup_stats(per_prompt, ["group", "policy", "budget"]).sort_values(["group", "policy", "budget"])
+    table = table.reset_index(drop=True)
+    groups = sorted(table["group"].unique())
+    policies = sorted(table["policy"].unique())
+    colours = style.policy_colours(policies)
+    fig, axes = new_figure(min(PAGE_WIDTH_IN, 2.6 * len(groups) + 0.6), 2.3, ncols=len(groups), sharey=True)
+    width = 0.8 / len(policies)
+    with paper_style():
+        for ax, group in zip(axes[0], groups):
+            rows = table[table["group"] == group]
+            budgets = sorted(rows["budget"].astype(int).unique())
+            for i, policy in enumerate(policies):
+                bars = rows[rows["policy"] == policy]
+                x = np.searchsorted(budgets, bars["budget"].astype(int)) + (i - (len(policies) - 1) / 2) * width
+                ax.bar(x, bars["mean"], width=width * 0.92, yerr=bars["std"], capsize=2, color=colours[policy],
+                       label=policy, error_kw={"lw": 0.8})
+            ax.axhline(1.0, color="#555", lw=0.8, ls=":")
+            ax.set_xticks(np.arange(len(budgets)), [str(b) for b in budgets])
+            ax.set_xlabel("node budget n")
+            ax.set_title(group, fontsize=8)
+        axes[0, 0].set_ylabel("speedup over AR (mean ± sd)")
+        axes[0, 0].legend(frameon=False, fontsize=6.5)
+    return fig, table
+
+
+def pick_case(run: BenchRun, method: str | None = None) -> tuple[pd.Series, int]:
+    """The case-study step: in ``method``'s logs (default: the OPT-Tree method with the largest
+    budget and, among those, the highest pooled MAL), the step with the longest acceptance among
+    those with at least ``MIN_REJECTED`` rejected nodes, so the picture shows a tree rather than a
+    lucky chain (ties: the lowest prompt id, then the earliest step). Returns (results row, step)."""
+    rows = run.tree_rows()
+    if method is None:
+        trees = rows[rows["policy"] == "opt-tree"] if (rows["policy"] == "opt-tree").any() else rows
+        top = trees[trees["budget"] == trees["budget"].max()]
+        pooled = top.groupby("method")[["new_tokens", "steps"]].sum()
+        method = str((pooled["new_tokens"] / pooled["steps"]).sort_index().idxmax())
+    chosen = rows[rows["method"] == method].sort_values("prompt_id")
+    if chosen.empty:
+        raise ValueError(f"no logged tree method {method!r} in {run.path}")
+    best = None
+    for _, row in chosen.iterrows():
+        steps = run.log(row["log_dir"]).steps
+        rejected = steps["n_nodes"].to_numpy() - steps["a"].to_numpy()  # drafted nodes off the path
+        score = np.where(rejected >= MIN_REJECTED, steps["a"].to_numpy(), -1)
+        if score.max() < 0:  # no branched step at all: take the longest acceptance anyway
+            score = steps["a"].to_numpy()
+        i = int(np.argmax(score))  # the first of the best
+        if best is None or int(score[i]) > best[2]:
+            best = (row, i, int(score[i]))
+    return best[0], best[1]
+
+
+def case_tree(run: BenchRun, method: str | None = None):
+    """One step's draft tree (``pick_case``): accepted path highlighted, tokens as text, p̂ as colour.
+    Table: the step's nodes (node, parent, depth, token, text, p_hat, accepted, on_path)."""
+    row, step = pick_case(run, method)
+    data = run.log(row["log_dir"])
+    graph = step_graph(data, step)
+    fig = tree_figure_mpl(data, step)  # the scene's own size: edges stop clear of the labels
+    path = accepted_path(graph)
+    bonus = graph.graph["bonus_node"]
+    accepted_text = "".join(graph.nodes[n]["text"] for n in path[1:] + ([bonus] if bonus is not None else []))
+    with paper_style():
+        ax = fig.axes[0]
+        ax.set_title(f"{row['method']} · prompt {row['prompt_id']} · step {step}: {graph.graph['n_nodes'] - 1} "
+                     f"drafted nodes, E(A) = {graph.graph['ea']:.2f}, A = {graph.graph['a']}\n"
+                     f"accepted: “{visible(accepted_text, 60)}” (root “{visible(graph.nodes[0]['text'])}”)",
+                     loc="left", fontsize=7)
+    nodes = [{"node": n, "parent": next(iter(graph.predecessors(n)), -1), "depth": a["depth"], "token": a["token"],
+              "text": a["text"], "p_hat": a["p_hat"], "accepted": a["accepted"], "kind": a["kind"],
+              "on_path": n in path or n == bonus} for n, a in sorted(graph.nodes(data=True))]
+    table = pd.DataFrame(nodes).assign(method=row["method"], prompt_id=row["prompt_id"], step=step)
+    return fig, table

@@ -1,0 +1,176 @@
+"""Benchmark run folders (``python -m opttree_core bench``), read without the engine, and their tables.
+
+A run folder holds ``config.json``, ``results.parquet`` (one row per method × prompt, columns
+``RESULT_COLUMNS``), ``summary.parquet`` and ``logs/<method-slug>/<prompt_id>/`` tree logs.
+Everything here reads Parquet/JSON with pandas only (no torch, no transformers), so figure
+scripts never pull in model code.
+
+Pooled metrics (the bench summary's definitions, ``opttree_core.metrics``): over a method's
+prompts, MAL = Σ new tokens / Σ steps and tokens/s = Σ new tokens / Σ seconds; speedup = the
+method's pooled tokens/s / autoregressive decoding's (``kind == "ar"``) at the same temperature,
+measured in the same run (ARCHITECTURE.md §4, trap 9).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .analysis import ea_a_frame
+
+RESULT_COLUMNS = ["method", "kind", "policy", "budget", "drafter", "temperature", "dataset", "category", "prompt_id",
+                  "new_tokens", "steps", "mal", "seconds", "tokens_per_s", "draft_s", "verify_s", "build_s",
+                  "expected_acceptance", "log_dir", "output_matches_ar"]
+SHOOTOUT_COLUMNS = ["method", "kind", "drafter", "policy", "budget", "temperature", "n_prompts", "new_tokens",
+                    "steps", "seconds", "mal", "tokens_per_s", "speedup", "matches_ar"]
+AR_KIND = "ar"
+LOG_FILES = ("nodes.parquet", "steps.parquet", "meta.json")
+
+
+@dataclass(frozen=True)
+class LogData:
+    """One tree log (the fields of ``opttree_core.treelog.TreeLogData``), read with pandas."""
+
+    nodes: pd.DataFrame
+    steps: pd.DataFrame
+    meta: dict
+
+
+def read_log_dir(path: str | os.PathLike) -> LogData:
+    """A TreeLog directory (nodes.parquet, steps.parquet, meta.json) without importing the engine."""
+    path = Path(path)
+    missing = [f for f in LOG_FILES if not (path / f).is_file()]
+    if missing:
+        raise ValueError(f"{path} is not a tree log: missing {', '.join(missing)}")
+    return LogData(nodes=pd.read_parquet(path / "nodes.parquet"), steps=pd.read_parquet(path / "steps.parquet"),
+                   meta=json.loads((path / "meta.json").read_text()))
+
+
+@dataclass(frozen=True)
+class BenchRun:
+    """A loaded run folder: its config, its per-(method, prompt) results, where its logs are."""
+
+    path: Path
+    config: dict
+    results: pd.DataFrame  # (methods × prompts, RESULT_COLUMNS)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def tree_rows(self) -> pd.DataFrame:
+        """Rows of tree-decoding methods that have a log, in results order."""
+        rows = self.results[(self.results["kind"] == "tree") & self.results["log_dir"].notna()]
+        return rows.reset_index(drop=True)
+
+    def log(self, log_dir: str) -> LogData:
+        return read_log_dir(self.path / log_dir)
+
+
+def is_run_dir(path: str | os.PathLike) -> bool:
+    return (Path(path) / "results.parquet").is_file()
+
+
+def load_run(path: str | os.PathLike) -> BenchRun:
+    """Read a run folder; a missing file or results column is a one-line ValueError."""
+    path = Path(path)
+    if not is_run_dir(path):
+        raise ValueError(f"{path} is not a bench run folder: no results.parquet")
+    results = pd.read_parquet(path / "results.parquet")
+    missing = [c for c in RESULT_COLUMNS if c not in results.columns]
+    if missing:
+        raise ValueError(f"{path / 'results.parquet'} lacks column(s) {', '.join(missing)}")
+    if not (results["kind"] == AR_KIND).any():
+        raise ValueError(f"{path / 'results.parquet'} has no autoregressive ('ar') rows to take speedups against")
+    config_path = path / "config.json"
+    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    return BenchRun(path=path, config=config, results=results)
+
+
+def find_runs(data_dir: str | os.PathLike) -> list[Path]:
+    """``data_dir`` itself when it is a run folder, else its run-folder children (sorted by name; hidden
+    ones, such as ``make experiments``' unfinished ``.NAME.new``, left out)."""
+    data_dir = Path(data_dir)
+    if is_run_dir(data_dir):
+        return [data_dir]
+    runs = sorted(p for p in data_dir.iterdir() if p.is_dir() and not p.name.startswith(".") and is_run_dir(p)
+                  ) if data_dir.is_dir() else []
+    if not runs:
+        raise ValueError(f"no bench run folders (with results.parquet) in {data_dir}")
+    return runs
+
+
+def multi_temperature(results: pd.DataFrame) -> bool:
+    return results["temperature"].nunique() > 1
+
+
+def panel_name(drafter, policy=None, temperature=None, with_temperature: bool = False) -> str:
+    """``drafter · policy`` (and ``· T=…`` when a run mixes temperatures): one figure panel."""
+    parts = [str(drafter)] + ([str(policy)] if policy is not None else [])
+    if with_temperature:
+        parts.append(f"T={float(temperature):g}")
+    return " · ".join(parts)
+
+
+def _all_or_na(flags: pd.Series):
+    """True when every known flag is true; NA when none is known (sampled runs are not compared)."""
+    known = flags.dropna()
+    return bool(known.astype(bool).all()) if len(known) else pd.NA
+
+
+def shootout_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Pooled MAL, tokens/s and speedup per method and temperature (``SHOOTOUT_COLUMNS``), AR first,
+    then by drafter, policy and budget."""
+    keys = ["method", "temperature"]
+    grouped = results.groupby(keys, sort=False, dropna=False)
+    table = grouped.agg(kind=("kind", "first"), drafter=("drafter", "first"), policy=("policy", "first"),
+                        budget=("budget", "first"), n_prompts=("prompt_id", "nunique"),
+                        new_tokens=("new_tokens", "sum"), steps=("steps", "sum"), seconds=("seconds", "sum"),
+                        matches_ar=("output_matches_ar", _all_or_na)).reset_index()
+    table["mal"] = table["new_tokens"] / table["steps"]
+    table["tokens_per_s"] = table["new_tokens"] / table["seconds"]
+    ar = table[table["kind"] == AR_KIND].set_index("temperature")["tokens_per_s"]
+    if ar.index.duplicated().any():
+        raise ValueError("more than one autoregressive method per temperature: which is the baseline is ambiguous")
+    lacking = sorted(set(table["temperature"]) - set(ar.index))
+    if lacking:
+        raise ValueError(f"no autoregressive baseline at temperature {lacking[0]:g}")
+    table["speedup"] = table["tokens_per_s"] / ar.reindex(table["temperature"]).to_numpy()
+    table["budget"] = table["budget"].astype("Int64")
+    order = table.assign(_ar=table["kind"] != AR_KIND).sort_values(
+        ["temperature", "_ar", "drafter", "policy", "budget", "method"], na_position="first", kind="stable")
+    return order[SHOOTOUT_COLUMNS].reset_index(drop=True)
+
+
+def per_prompt_speedups(results: pd.DataFrame) -> pd.DataFrame:
+    """Each tree method's tokens/s over AR's on the same prompt and temperature (column ``speedup``)."""
+    ar = results[results["kind"] == AR_KIND].set_index(["temperature", "prompt_id"])["tokens_per_s"]
+    if ar.index.duplicated().any():
+        raise ValueError("more than one autoregressive row per (temperature, prompt)")
+    out = results[results["kind"] == "tree"].copy()
+    base = ar.reindex(pd.MultiIndex.from_frame(out[["temperature", "prompt_id"]])).to_numpy()
+    if np.isnan(base).any():
+        raise ValueError("some tree runs have no autoregressive run on the same prompt and temperature")
+    out["speedup"] = out["tokens_per_s"].to_numpy() / base
+    return out
+
+
+def step_frame(run: BenchRun) -> pd.DataFrame:
+    """Every step of every tree log: E(A), A and rounded E(A) (``treeviz.analysis.ea_a_frame``),
+    with the method, drafter, policy, budget, temperature, prompt and panel ``group``."""
+    rows = run.tree_rows()
+    with_t = multi_temperature(rows) if len(rows) else False
+    parts = []
+    for row in rows.itertuples(index=False):
+        part = ea_a_frame({row.log_dir: run.log(row.log_dir)})[["step", "ea", "a", "ea_bin"]]
+        part = part.assign(method=row.method, drafter=row.drafter, policy=row.policy, budget=row.budget,
+                           temperature=row.temperature, prompt_id=row.prompt_id,
+                           group=panel_name(row.drafter, row.policy, row.temperature, with_t))
+        parts.append(part)
+    if not parts:
+        raise ValueError(f"{run.path} has no tree runs with logs")
+    return pd.concat(parts, ignore_index=True)
