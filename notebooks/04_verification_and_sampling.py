@@ -1,0 +1,129 @@
+# ---
+# jupyter:
+#   jupytext:
+#     notebook_metadata_filter: kernelspec,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 4 · Verification: greedy acceptance and lossless sampling
+#
+# **Greedy** (temperature 0): a drafted node is accepted when its token equals the target's
+# argmax below its parent, and all its ancestors are accepted. The output equals plain greedy
+# decoding (notebook 1).
+#
+# **Sampling** (temperature > 0) must keep the output distributed *exactly* as the target's:
+# speculative decoding is **lossless**. With p = the target's distribution at a node (after
+# temperature, top-k, top-p) and the draft's children x₁, x₂, … picked deterministically (its
+# top-k), the engine walks the tree by **recursive rejection** (SpecInfer; ARCHITECTURE.md §4,
+# trap 7):
+#
+# 1. accept child xᵢ with probability p(xᵢ) / Σ p;
+# 2. on rejection set p(xᵢ) = 0, renormalise and try the next child;
+# 3. if no child is accepted, sample the bonus token from what is left of p.
+#
+# Each emitted token is then distributed as p, *whatever the draft* — a bad draft only costs
+# speed. "Lossless" is a claim about distributions, so we test it like one: decode the same
+# prompt with many seeds and compare the first generated token's frequencies with the target's
+# distribution by a χ² goodness-of-fit test. The models are tiny random Llamas (vocabulary 128;
+# the draft a noisy copy of the target), where thousands of decodes take seconds.
+
+# %% tags=["parameters"]
+from treeviz.teaching import fast_mode, offline_plotly, pick
+
+TEMPERATURE = 1.0
+SAMPLES = pick(400, 3000)  # decodes with different seeds
+NODES = 6
+NOISE = 0.1  # the draft's weights = the target's + NOISE × std × Gaussian noise
+print(f"fast mode: {fast_mode()} · renderer: {offline_plotly()}")
+
+# %%
+import copy
+
+import torch
+
+import opttree_core as oc
+
+torch.set_num_threads(1)  # tiny models: thread start-up costs more than it saves (and the CPU may be shared)
+from opttree_core.models import tiny_llama_config
+from opttree_core.sampling import target_probs
+
+# a wide initialisation makes the tiny target's distributions peaked, like a trained model's
+target = oc.load_model(tiny_llama_config(initializer_range=0.3, num_hidden_layers=3))
+# the draft: a noisy copy of the target, so it agrees often but not always
+draft = copy.deepcopy(target.model)
+torch.manual_seed(0)
+with torch.no_grad():
+    for weight in draft.parameters():
+        weight.add_(NOISE * weight.std() * torch.randn_like(weight))
+drafter = oc.DraftLMDrafter(draft, name="noisy-copy")
+policy = oc.make_policy("opt-tree", nodes=NODES, threshold=0.0, max_depth=3)
+prompt_ids = torch.tensor([1, 17, 42, 99, 5, 63])
+
+# %% [markdown]
+# ## Greedy acceptance
+# The log records, for every node, the target's own choice below it; a node is accepted
+# exactly when its path agrees with those choices.
+
+# %%
+log = oc.TreeLog(max_steps=24, max_nodes=NODES + 1)
+greedy = oc.generate(target.model, drafter, policy, prompt_ids, oc.DecodeConfig(max_new_tokens=24), log=log)
+ar = oc.generate_autoregressive(target.model, prompt_ids, oc.DecodeConfig(max_new_tokens=24))
+assert greedy.token_ids == ar.token_ids
+data = log.to_frames()
+print(f"greedy: MAL {greedy.mal:.2f}; accept lengths {greedy.accept_lengths}")
+
+from treeviz import tree_figure
+
+tree_figure(data, int(data.steps["a"].idxmax())).show()
+
+# %% [markdown]
+# ## Lossless sampling: the first token's distribution
+# `DecodeConfig(temperature=..., seed=...)` samples; each seed is one draw. The target's own
+# distribution at the end of the prompt is computed directly from its logits.
+
+# %%
+first = []
+for seed in range(SAMPLES):
+    config = oc.DecodeConfig(max_new_tokens=3, temperature=TEMPERATURE, seed=seed, stop_at_eos=False)
+    first.append(oc.generate(target.model, drafter, policy, prompt_ids, config).token_ids[0])
+with torch.inference_mode():
+    logits = target.model(input_ids=prompt_ids[None]).logits[0, -1:]  # (1, V)
+p = target_probs(logits, TEMPERATURE)[0]  # (V,)
+
+# %%
+from treeviz.teaching import chi_square
+
+test = chi_square(first, p.numpy())
+print("speculative sampling vs the target:", test)
+assert test.p_value > 0.001, f"the first token does not follow the target's distribution: {test}"
+
+# %% [markdown]
+# The test has teeth: the same samples against the **draft's** distribution (what a lossy method
+# would produce) are judged very differently whenever the two models disagree.
+
+# %%
+with torch.inference_mode():
+    q = torch.softmax(draft(input_ids=prompt_ids[None]).logits[0, -1] / TEMPERATURE, dim=-1)
+print("the same samples vs the draft:   ", chi_square(first, q.numpy()))
+print(f"total variation distance between target and draft here: {0.5 * float((p - q).abs().sum()):.3f}")
+
+# %%
+import numpy as np
+import plotly.graph_objects as go
+
+top = np.argsort(-p.numpy())[:15]
+counts = np.bincount(first, minlength=len(p))[top] / len(first)
+fig = go.Figure([go.Bar(x=[f"t{t}" for t in top], y=p.numpy()[top], name="target p"),
+                 go.Bar(x=[f"t{t}" for t in top], y=counts, name=f"speculative sampling ({SAMPLES} seeds)"),
+                 go.Bar(x=[f"t{t}" for t in top], y=q.numpy()[top], name="draft q")])
+fig.update_layout(barmode="group", title="first generated token: frequency vs probability", width=820,
+                  height=380, template="none", yaxis_title="probability")
+fig.show()

@@ -1,0 +1,123 @@
+# ---
+# jupyter:
+#   jupytext:
+#     notebook_metadata_filter: kernelspec,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 6 · Budget, threshold and hardware (paper Figure 5)
+#
+# Two knobs shape an OPT-Tree: the **node budget n** and the **stop threshold δ**.
+#
+# * A larger n raises the mean acceptance length (MAL): more candidates, more chances to match
+#   the target. The paper's Figure 5 shows MAL rising with n and flattening — and OPT-Tree's
+#   curve above the fixed shapes at every budget, because it spends each node where p̂ is largest.
+# * But a tree pass is not free. On this project's CPU a target pass over 64 nodes costs ~5× a
+#   pass over one (ARCHITECTURE.md §3), so past some n the extra accepted tokens no longer pay
+#   for the slower verification. **The best n depends on the machine.**
+# * δ trades draft passes for E(A): a layer is drafted only if it adds more than δ to E_sub.
+#
+# `opt-tree-auto` (`opttree_core/auto.py`) closes the loop: it measures the target's verify time
+# per tree size and the draft's time per layer once per machine, then at every step keeps the
+# n* of the grown tree that maximises modelled tokens per second, (E_sub(T, n) + 1) / (t_verify +
+# t_draft), and stops drafting when another layer can't raise it.
+
+# %% tags=["parameters"]
+from treeviz.teaching import fast_mode, offline_plotly, pick
+
+POLICIES = pick(["opt-tree", "chain"], ["opt-tree", "chain", "sequoia", "eagle-static"])
+BUDGETS = pick([2, 4, 8], [2, 4, 8, 16, 32, 64])
+DELTAS = pick([0.0, 0.3], [0.0, 0.05, 0.1, 0.2, 0.4])
+N_PROMPTS = pick(1, 8)  # fast: the demo's prompts; full: Spec-Bench
+MAX_NEW_TOKENS = pick(24, 96)
+PROFILE_SIZES = pick((1, 4, 16), (1, 2, 4, 8, 16, 32, 64))
+DRAFT = "eagle-smollm2"
+print(f"fast mode: {fast_mode()} · renderer: {offline_plotly()}")
+
+# %%
+from dataclasses import asdict
+
+import pandas as pd
+from IPython.display import display
+
+import opttree_core as oc
+from opttree_core.datasets import spec_bench
+from opttree_core.demo import PROMPTS
+
+texts = (list(PROMPTS.values()) if fast_mode() else [p.text for p in spec_bench(per_task=1, per_category=1)])[:N_PROMPTS]
+target = oc.load_model("smollm2-135m")
+drafter = oc.load_drafter(DRAFT, target)
+config = oc.DecodeConfig(max_new_tokens=MAX_NEW_TOKENS)
+
+
+def logged_run(policy, text, budget):
+    """Decode ``text`` with ``policy``; the log's meta records the node budget as ``nodes``."""
+    info = oc.RunInfo(target=target.name, draft=DRAFT, policy=policy.name,
+                      policy_config={**asdict(policy.config), "nodes": budget}, decode_config=asdict(config),
+                      prompt=text, chat=True, seed=0, device="cpu", dtype="float32")
+    ids = oc.encode_prompt(target.tokenizer, text, chat=True)
+    return oc.decode_prompt(target, drafter, policy, ids, config, info).log.to_frames(target.tokenizer)
+
+# %% [markdown]
+# ## MAL against the node budget
+# Every policy at every budget through `registry.policy_for_budget`, so "n" means the same
+# drafted-node count for all of them.
+
+# %%
+from treeviz import mal_budget_figure, summarize_logs
+from treeviz.analysis import mal_by_budget
+
+logs = {f"{name} n={n} #{i}": logged_run(oc.policy_for_budget(name, n), text, n)
+        for name in POLICIES for n in BUDGETS for i, text in enumerate(texts)}
+summary = summarize_logs(logs)
+mal_budget_figure(summary).show()
+table = mal_by_budget(summary).pivot(index="policy", columns="nodes", values="mal").round(2)
+display(table)
+assert table.loc["opt-tree"].iloc[-1] > table.loc["opt-tree"].iloc[0], "MAL should grow with the budget"
+assert table.loc["opt-tree"].mean() >= table.loc["chain"].mean() - 0.1, "OPT-Tree should not trail a chain"
+
+# %% [markdown]
+# ## δ: draft less, accept (almost) as much
+# Measured on the largest budget: MAL, mean tree depth and seconds per generated token.
+
+# %%
+rows = []
+for delta in DELTAS:
+    n = BUDGETS[-1]
+    for text in texts:
+        run = logged_run(oc.make_policy("opt-tree", nodes=n, threshold=delta), text, n)
+        depth = run.nodes.groupby("step")["depth"].max().mean()
+        rows.append({"δ": delta, "MAL": run.steps["a"].mean(), "mean depth": depth,
+                     "draft s/step": run.steps["draft_s"].mean()})
+deltas = pd.DataFrame(rows).groupby("δ").mean().round(3)
+display(deltas)
+assert deltas["mean depth"].iloc[0] > deltas["mean depth"].iloc[-1], "a larger δ should draft shallower trees"
+
+# %% [markdown]
+# ## What opt-tree-auto picks on this machine
+# `profile_hardware` times a target tree pass per size and a draft layer per width (medians);
+# the policy then chooses n* per step. `last_choice` holds the latest step's choice.
+
+# %%
+from opttree_core.auto import OptTreeAutoConfig, OptTreeAutoPolicy, profile_hardware
+
+profile = profile_hardware(target.model, drafter, sizes=PROFILE_SIZES, repeats=pick(2, 5))
+print(profile.table())
+auto = OptTreeAutoPolicy(OptTreeAutoConfig(max_nodes=max(BUDGETS), sizes=PROFILE_SIZES), profile=profile)
+ids = oc.encode_prompt(target.tokenizer, texts[0], chat=True)
+result = oc.generate(target.model, drafter, auto, ids, config)
+picked = pd.DataFrame([asdict(c) | {"tokens/s (modelled)": c.tokens_per_s} for c in auto.choices])
+display(picked.describe().loc[["mean", "min", "max"]].round(3))
+print(f"auto: last step chose n* = {auto.last_choice.nodes} over {auto.last_choice.layers} layers; "
+      f"MAL {result.mal:.2f}, {result.tokens_per_s:.1f} tokens/s measured")
+assert auto.last_choice is not None and len(auto.choices) == result.steps
+assert all(0 <= c.nodes <= max(BUDGETS) for c in auto.choices)
+assert result.token_ids == oc.generate_autoregressive(target.model, ids, config).token_ids

@@ -1,0 +1,92 @@
+# ---
+# jupyter:
+#   jupytext:
+#     notebook_metadata_filter: kernelspec,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 8 · Interactive explorer
+#
+# `treeviz.widgets.TreeExplorer` puts everything of the earlier notebooks behind controls:
+#
+# * **policy** (every policy registered in `opttree_core.registry.POLICIES`) and its knobs: the
+#   node budget n, δ, the depth;
+# * the **prompt**, temperature, new tokens, the chat template;
+# * **Run** decodes the prompt (with "live" ticked each tree appears as soon as it is verified);
+# * the **step slider** and ▶ walk through the logged trees: the tree (accepted path outlined,
+#   bonus token as a diamond), its tree-attention mask and p̂ icicle, and the token stream with
+#   the current step outlined.
+#
+# `CompareExplorer` shows two policies side by side on the same prompt and step. In a live
+# JupyterLab every control works; in the exported HTML (`make html`) the widget needs a kernel,
+# so its current figures are shown statically below it.
+
+# %% tags=["parameters"]
+from treeviz.teaching import fast_mode, offline_plotly, pick
+
+PROMPT = "What are three good habits for staying healthy?"
+POLICY = "opt-tree"
+NODES = pick(8, 16)
+MAX_NEW_TOKENS = pick(24, 64)
+DRAFT = "eagle-smollm2"
+print(f"fast mode: {fast_mode()} · renderer: {offline_plotly()}")
+
+# %%
+import opttree_core as oc
+from treeviz.plotly_tree import TREE_TRACES
+from treeviz.teaching import show_widget
+from treeviz.widgets import CompareExplorer, TreeExplorer
+
+target = oc.load_model("smollm2-135m")
+explorer = TreeExplorer(target=target, drafter=DRAFT, prompt=PROMPT, policy=POLICY, nodes=NODES, threshold=0.1,
+                        depth=6, max_new_tokens=MAX_NEW_TOKENS, chat=True, live=False)
+data = explorer.run()  # what the Run button does
+assert data is not None and data.steps["a"].sum() == len(data.meta["token_ids"]) and len(data.steps) > 1
+print(f"{len(data.steps)} steps, MAL {data.steps['a'].mean():.2f}")
+
+# %% [markdown]
+# Moving the slider redraws the tree in place (the figure is a plotly `FigureWidget`): we move
+# it to the step with the longest acceptance and check the figure now shows that step's nodes.
+
+# %%
+NODES_TRACE = TREE_TRACES.index("nodes")
+before = [row[1] for row in explorer.browser.tree.figure.data[NODES_TRACE].customdata]
+step = int(data.steps["a"].iloc[1:].idxmax())  # a step other than the one shown (step 0)
+explorer.browser.slider.value = step
+after = [row[1] for row in explorer.browser.tree.figure.data[NODES_TRACE].customdata]
+nodes_of_step = data.nodes[data.nodes["step"] == step]["token"].tolist()
+assert after == nodes_of_step and after != before
+assert f"step {step}" in explorer.browser.facts.value
+show_widget(explorer)
+
+# %% [markdown]
+# Changing a control and pressing Run re-decodes: here the node budget is cut to 2, which must
+# change the trees (and usually the MAL).
+
+# %%
+explorer.policy.nodes.value = 2
+smaller = explorer.run()
+assert smaller.steps["n_nodes"].max() <= 3 < data.steps["n_nodes"].max()
+assert explorer.browser.tree.figure.data[NODES_TRACE].customdata is not None
+print(f"n = {NODES}: MAL {data.steps['a'].mean():.2f} · n = 2: MAL {smaller.steps['a'].mean():.2f}")
+
+# %% [markdown]
+# ## Two policies side by side
+# OPT-Tree against a chain of 4, same prompt, same step.
+
+# %%
+compare = CompareExplorer(target=target, drafter=DRAFT, prompt=PROMPT)
+compare.decode.max_new_tokens.value = MAX_NEW_TOKENS
+compare.decode.chat.value = True
+left, right = compare.run()
+assert left.meta["policy"] == "opt-tree" and right.meta["policy"] == "chain"
+assert left.meta["token_ids"] == right.meta["token_ids"]  # greedy: same text, different trees
+show_widget(compare)

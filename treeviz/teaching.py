@@ -1,0 +1,273 @@
+"""Helpers the notebooks share, so each notebook stays a few calls to the two packages.
+
+- ``fast_mode`` / ``pick``: the notebooks' fast mode (``OPTTREE_FAST=1``: fewer prompts, tiny
+  budgets, as CI runs them).
+- ``offline_plotly``: plotly figures that carry plotly.js inside the notebook, so an exported
+  HTML page draws them without a network; ``show_widget`` shows an explorer and, in an HTML
+  build (``OPTTREE_HTML=1``), a static copy of its figures (widget JavaScript can't be
+  inlined offline).
+- ``step_table``: one row per decoding step of a log: what was drafted, accepted, and the
+  bonus token (notebook 1).
+- ``opt_tree_trace`` / ``trace_table`` / ``trace_figure``: OPT-Tree's construction (arXiv
+  2406.17276, Algorithm 1) run through the engine's own layer loop (``grow_opt_tree``) with
+  a δ rule that snapshots every layer: E_sub(T, n), its gain, where δ stops; the notebook
+  checks the result equals ``OptTreePolicy.build``.
+- ``chi_square``: a Pearson χ² goodness-of-fit test of sampled tokens against a
+  distribution, pooling rare tokens (notebook 4).
+
+Like the rest of treeviz, nothing here loads or runs a model: the trace asks a drafter the
+notebook passes in for its distributions, exactly as a policy does.
+"""
+from __future__ import annotations
+
+import html
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import plotly.io as pio
+from plotly.io.base_renderers import NotebookRenderer
+
+from . import style
+from .layout import tidy_positions
+from .logs import token_text, token_text_map, visible
+from .stream import DRAFTED, step_tokens
+
+FAST_ENV, HTML_ENV = "OPTTREE_FAST", "OPTTREE_HTML"
+EXPLORER_KEY = "treeviz_explorer"  # display metadata marking an explorer's widget output
+OFFLINE_RENDERER = "offline_notebook"
+
+
+class OfflineNotebookRenderer(NotebookRenderer):
+    """plotly's "notebook" renderer (plotly.js inlined once, at activation) without its
+    per-figure MathJax CDN ``<script>``: exported pages then load nothing from the network."""
+
+    def to_mimebundle(self, fig_dict):
+        html_text = pio.to_html(fig_dict, config=self.config, auto_play=self.auto_play, include_plotlyjs=False,
+                                include_mathjax=False, full_html=False, animation_opts=self.animation_opts,
+                                default_width="100%", default_height=525, validate=False)
+        return {"text/html": html_text}
+
+
+def fast_mode() -> bool:
+    """True when the environment asks for the fast (CI) mode: ``OPTTREE_FAST=1``."""
+    return os.environ.get(FAST_ENV, "") == "1"
+
+
+def pick(fast, full):
+    """``fast`` in fast mode, else ``full`` (for the notebooks' parameter cells)."""
+    return fast if fast_mode() else full
+
+
+def html_build() -> bool:
+    """True while ``make html`` executes the notebooks (``OPTTREE_HTML=1``)."""
+    return os.environ.get(HTML_ENV, "") == "1"
+
+
+def offline_plotly() -> str:
+    """Show plotly figures as JupyterLab's plotly mime type plus HTML that needs no network:
+    plotly.js is embedded once per notebook and no MathJax CDN script is added (plotly's own
+    "notebook" renderer adds one per figure). Returns the default renderer's name."""
+    pio.renderers[OFFLINE_RENDERER] = OfflineNotebookRenderer()
+    pio.renderers.default = f"plotly_mimetype+{OFFLINE_RENDERER}"
+    return pio.renderers.default
+
+
+def show_widget(explorer) -> None:
+    """Display an explorer; in an HTML build (``OPTTREE_HTML=1``) also its current figures as static
+    plotly figures, since widget JavaScript can't be embedded offline (``make html`` replaces the
+    widget itself by a note saying so)."""
+    from IPython.display import display
+
+    display(explorer.widget, metadata={EXPLORER_KEY: type(explorer).__name__})  # tagged for the HTML build
+    if not html_build():
+        return
+    for view in _figure_views(explorer):  # the HTML build puts its note in the widget's place
+        go.Figure(view.figure).show()
+
+
+def _figure_views(explorer) -> list:
+    """The ``FigureView``s of a TreeExplorer, CompareExplorer or AnalysisDashboard."""
+    if hasattr(explorer, "browser"):
+        return [v for v in (explorer.browser.tree, explorer.browser.side) if v is not None]
+    if hasattr(explorer, "sides"):
+        return [side.tree for side in explorer.sides]
+    return [explorer.heatmap, explorer.curves]
+
+
+def step_table(data, tokenizer=None) -> pd.DataFrame:
+    """Per step: drafted nodes, the accepted drafted tokens, the bonus token, A and E(A)."""
+    texts = token_text_map(data, tokenizer)
+    rows = []
+    for step in range(len(data.steps)):
+        tokens = step_tokens(data, step)
+        drafted = [visible(token_text(t, texts)) for t, source in tokens if source == DRAFTED]
+        bonus = [visible(token_text(t, texts)) for t, source in tokens if source != DRAFTED]
+        row = data.steps.iloc[step]
+        rows.append({"step": step, "drafted nodes": int(row["n_nodes"]) - 1, "accepted drafts": " ".join(drafted),
+                     "bonus (target)": " ".join(bonus), "A": int(row["a"]), "E(A)": round(float(row["ea"]), 3)})
+    return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class LayerState:
+    """The tree after one layer of OPT-Tree's growth.
+
+    ``tree``: every node grown so far (node i of the tree is node i of the builder);
+    ``top``: the n nodes of largest p̂ (the current best tree); ``e_sub`` = Σ p̂ over them;
+    ``gain``: its increase over the previous layer; ``stop``: the δ rule (or the depth cap)
+    ended the growth here."""
+
+    depth: int
+    tree: object  # DraftTree
+    layer: list[int]
+    top: list[int]
+    e_sub: float
+    gain: float
+    stop: bool
+
+
+@dataclass(frozen=True)
+class OptTreeTrace:
+    layers: list[LayerState]
+    final: object  # DraftTree: the global top-n of the last layer's tree, as OptTreePolicy returns it
+
+
+class _DeltaRecorder:
+    """OPT-Tree's δ rule as a ``keep_growing`` callback that also snapshots each layer."""
+
+    def __init__(self, n: int, threshold: float):
+        self.n, self.threshold, self.best, self.layers = n, threshold, 0.0, []
+
+    def record(self, builder, stop_anyway: bool) -> bool:
+        top = builder.ranking()[: self.n]  # (≤ n,)
+        e_sub = float(builder.p_hat[top].sum())
+        gain, self.best = e_sub - self.best, e_sub
+        stop = stop_anyway or gain <= self.threshold
+        self.layers.append(LayerState(len(builder.layers) - 1, builder.whole_tree(), builder.layers[-1].tolist(),
+                                      sorted(top.tolist()), e_sub, gain, stop))
+        return stop
+
+    def __call__(self, builder, frontier) -> bool:
+        return not self.record(builder, stop_anyway=False)
+
+
+def opt_tree_trace(drafter, root_token: int, config, device="cpu") -> OptTreeTrace:
+    """OPT-Tree's construction (Algorithm 1 of arXiv 2406.17276) with a snapshot per layer.
+
+    ``config``: an ``OptTreeConfig`` (n = ``nodes``, δ = ``threshold``, ``max_depth``). The tree
+    is grown by the engine's own layer loop (``opttree_core.policies.grow_opt_tree``) with the
+    δ rule as its stop callback, recording each layer; the drafter must be ``start``-ed."""
+    from opttree_core.policies import grow_opt_tree
+    from opttree_core.tree import TreeBuilder
+
+    n, max_depth = config.nodes, config.max_depth
+    builder = TreeBuilder(root_token, capacity=1 + n * max_depth, max_depth=max_depth, device=device)
+    recorder = _DeltaRecorder(n, config.threshold)
+    grow_opt_tree(drafter, builder, n, max_depth, recorder)
+    if len(recorder.layers) < len(builder.layers) - 1:  # the depth cap ended it: no callback after the last layer
+        recorder.record(builder, stop_anyway=True)
+    return OptTreeTrace(recorder.layers, builder.subtree(builder.ranking()[:n]))
+
+
+def trace_table(trace: OptTreeTrace, threshold: float) -> pd.DataFrame:
+    """One row per layer: nodes grown, E_sub(T, n), its gain, and the δ decision."""
+    return pd.DataFrame([{"layer": s.depth, "new nodes": len(s.layer), "nodes in T": s.tree.n_nodes - 1,
+                          "E_sub(T, n)": round(s.e_sub, 4), "gain": round(s.gain, 4),
+                          "decision": ("stop: gain ≤ δ" if s.gain <= threshold else "stop: depth cap") if s.stop
+                          else "grow"} for s in trace.layers])
+
+
+def _frame_traces(tree, chosen: set[int], new: set[int], pos: Mapping[int, tuple[float, float]],
+                  texts: Mapping[int, str], only_chosen: bool = False) -> list[go.Scatter]:
+    """Edges, then nodes coloured by p̂: the chosen (top-n) nodes opaque, the others faded (left
+    out with ``only_chosen``), the newest layer outlined."""
+    parents, tokens, p_hat = tree.parents.tolist(), tree.tokens.tolist(), tree.p_hat.tolist()
+    nodes = [v for v in range(tree.n_nodes) if not only_chosen or v == 0 or v in chosen]
+    xs, ys = [], []
+    for v in nodes[1:]:
+        (x0, y0), (x1, y1) = pos[parents[v]], pos[v]
+        xs += [x0, x1, None]
+        ys += [y0, y1, None]
+    in_top = [v == 0 or v in chosen for v in nodes]
+    labels = [visible(token_text(tokens[v], texts), 8) for v in nodes]
+    marker = {"size": 16, "color": [p_hat[v] for v in nodes], "opacity": [1.0 if k else 0.25 for k in in_top],
+              "colorscale": style.P_HAT_SCALE, "cmin": 0.0, "cmax": 1.0,
+              "line": {"width": [3 if v in new else 0.5 for v in nodes],
+                       "color": [style.ACCEPTED if v in new else style.OUTLINE for v in nodes]},
+              "colorbar": {"title": {"text": "p̂"}, "thickness": 12}}
+    hover = [f"{html.escape(lab)}<br>p̂ = {p:.4f}<br>{'in the top-n' if keep else 'outside the top-n'}"
+             for lab, p, keep in zip(labels, [p_hat[v] for v in nodes], in_top)]
+    return [go.Scatter(x=xs, y=ys, mode="lines", line={"color": style.REJECTED_EDGE, "width": 1}, hoverinfo="skip",
+                       name="edges"),
+            go.Scatter(x=[pos[v][0] for v in nodes], y=[pos[v][1] for v in nodes], mode="markers+text",
+                       text=[html.escape(lab) for lab in labels], textposition="top center", marker=marker,
+                       hovertext=hover, hoverinfo="text", name="nodes (colour = p̂; faded: outside the top-n)")]
+
+
+def trace_figure(trace: OptTreeTrace, texts: Mapping[int, str] | None = None, width: int = 900,
+                 height: int = 480) -> go.Figure:
+    """An animation of the trace: one frame per layer (new layer outlined, top-n in colour,
+    E_sub in the title), then the final top-n tree. Play button and slider included."""
+    texts = texts or {}
+    last = trace.layers[-1].tree
+    pos = tidy_positions(dict(enumerate(last.parents.tolist())))
+    frames = []
+    for s in trace.layers:
+        title = (f"layer {s.depth}: E_sub(T, n) = {s.e_sub:.3f} (gain {s.gain:+.3f})"
+                 + (" → stop" if s.stop else " → grow"))
+        frames.append(go.Frame(name=f"layer {s.depth}", data=_frame_traces(s.tree, set(s.top), set(s.layer), pos, texts),
+                               layout={"title": {"text": title}}))
+    kept = set(trace.layers[-1].top)
+    final_title = f"final tree: the top-{len(kept)} nodes, E(A) = {trace.layers[-1].e_sub:.3f}"
+    frames.append(go.Frame(name="final top-n", data=_frame_traces(last, kept, set(), pos, texts, only_chosen=True),
+                           layout={"title": {"text": final_title}}))
+    fig = go.Figure(data=frames[0].data, frames=frames)
+    steps = [{"method": "animate", "label": f.name, "args": [[f.name], {"mode": "immediate",
+              "frame": {"duration": 0, "redraw": True}}]} for f in frames]
+    axis = {"showgrid": False, "zeroline": False, "showticklabels": False}
+    fig.update_layout(**style.PLOTLY_BASE, width=width, height=height, title=frames[0].layout.title,
+                      xaxis=axis, yaxis={**axis, "range": [min(y for _, y in pos.values()) - 0.6, 0.6]},
+                      showlegend=False, margin={"l": 20, "r": 20, "t": 60, "b": 90},
+                      sliders=[{"steps": steps, "currentvalue": {"prefix": ""}, "y": -0.05}],
+                      updatemenus=[{"type": "buttons", "x": 0, "y": 1.12, "xanchor": "left", "buttons": [
+                          {"label": "▶ play", "method": "animate",
+                           "args": [None, {"frame": {"duration": 1200, "redraw": True}, "fromcurrent": True}]}]}])
+    return fig
+
+
+@dataclass(frozen=True)
+class ChiSquare:
+    statistic: float
+    dof: int
+    p_value: float
+    samples: int
+    bins: int
+
+    def __str__(self) -> str:
+        return f"χ² = {self.statistic:.2f}, dof = {self.dof}, p = {self.p_value:.3g} ({self.samples} samples)"
+
+
+def chi_square(samples: Sequence[int], probs, min_expected: float = 5.0) -> ChiSquare:
+    """Pearson's χ² test that ``samples`` (token ids) were drawn from ``probs`` (shape (V,)).
+
+    Tokens expected fewer than ``min_expected`` times are pooled into one bin (the usual
+    validity rule for the χ² approximation)."""
+    from scipy import stats
+
+    probs = np.asarray(probs, dtype=np.float64)
+    probs = probs / probs.sum()
+    counts = np.bincount(np.asarray(samples, dtype=np.int64), minlength=len(probs)).astype(np.float64)
+    expected = probs * len(samples)
+    big = expected >= min_expected
+    observed, wanted = list(counts[big]), list(expected[big])
+    if (~big).any() and expected[~big].sum() > 0:
+        observed.append(counts[~big].sum())
+        wanted.append(expected[~big].sum())
+    if len(wanted) < 2:
+        raise ValueError("too few samples for a χ² test: fewer than two bins reach the expected count")
+    result = stats.chisquare(observed, wanted)
+    return ChiSquare(float(result.statistic), len(wanted) - 1, float(result.pvalue), len(samples), len(wanted))
