@@ -41,11 +41,11 @@ def load_drafter_from(model):
     return DraftLMDrafter(model)
 
 
-def greedy_sequences(target, n, length=40, prompt_len=6):
+def greedy_sequences(target, n, length=40, prompt_len=6, first_seed=1000):
     """The target's own greedy continuations: self-distillation data for a tiny model."""
     sequences, features = [], []
     for i in range(n):
-        prompt = random_prompt(1000 + i, length=prompt_len)
+        prompt = random_prompt(first_seed + i, length=prompt_len)
         ids = prompt.tolist() + hf_greedy(target, prompt, length)
         with torch.no_grad():
             feats = target.get_decoder()(torch.tensor([ids])).last_hidden_state[0]
@@ -56,11 +56,14 @@ def greedy_sequences(target, n, length=40, prompt_len=6):
 
 @pytest.fixture(scope="module")
 def distill_data():
-    target = tiny_model(5, layers=3, init_range=0.5)
+    """A random *bigram* target (one layer, attention output off), so what a draft learns from 24
+    sequences carries over to held-out prompts that training never saw."""
+    target = tiny_model(5, layers=1, init_range=0.5)
+    target.model.layers[0].self_attn.o_proj.weight.data.zero_()
     target.requires_grad_(False)
     train_seqs, train_feats = greedy_sequences(target, 24)
-    held_seqs, held_feats = greedy_sequences(target, 4)
-    held_seqs = [Sequence(s.ids, s.n_prompt, s.source) for s in held_seqs]
+    held_seqs, held_feats = greedy_sequences(target, 4, first_seed=2000)
+    assert not {tuple(s.ids) for s in held_seqs} & {tuple(s.ids) for s in train_seqs}
     return target, train_seqs, train_feats, held_seqs, held_feats
 
 
