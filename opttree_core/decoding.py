@@ -13,7 +13,7 @@ import torch
 from .drafters import Drafter
 from .errors import OptTreeError
 from .metrics import mean_acceptance_length, tokens_per_second
-from .modelcall import forward, model_device
+from .modelcall import forward, model_device, timed_call
 from .policies import HardwareAware, TreePolicy
 from .treelog import TreeLog
 from .sampling import target_probs
@@ -136,13 +136,8 @@ class _TimedDrafter:
         return getattr(self.drafter, name)
 
     def _timed(self, call, *args):
-        if self.sync:
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        out = call(*args)
-        if self.sync:
-            torch.cuda.synchronize()
-        self.seconds += time.perf_counter() - start
+        seconds, out = timed_call(self.sync, call, *args)
+        self.seconds += seconds
         return out
 
     def root_probs(self) -> torch.Tensor:

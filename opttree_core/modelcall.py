@@ -6,6 +6,8 @@ shape (1, 1, q_len, past_len + q_len), explicit ``position_ids`` and a ``Dynamic
 """
 from __future__ import annotations
 
+import time
+
 from dataclasses import dataclass
 
 import torch
@@ -80,3 +82,15 @@ def keep_prefix(cache: DynamicCache, length: int) -> None:
     excess = cache_length(cache) - length
     if excess > 0:
         cache.crop(-excess)
+
+
+def timed_call(sync: bool, call, *args):
+    """(seconds, result) of ``call(*args)``; with ``sync`` the CUDA device is synchronised before and
+    after, so the seconds include the device's work and not only the kernel launches."""
+    if sync:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    out = call(*args)
+    if sync:
+        torch.cuda.synchronize()
+    return time.perf_counter() - start, out

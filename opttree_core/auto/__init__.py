@@ -24,7 +24,6 @@ import json
 import os
 import platform
 import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -33,7 +32,7 @@ import torch
 
 from ..drafters import Drafter
 from ..errors import OptTreeError
-from ..modelcall import keep_prefix, model_device
+from ..modelcall import keep_prefix, model_device, timed_call
 from ..models import _cache_root
 from ..policies import StatelessPolicy, grow_opt_tree
 from ..shipped import target_signature
@@ -148,13 +147,7 @@ class _Stopwatch:
 
     def __call__(self, call, *args):
         """(seconds, result) of one call, synchronising the device around it."""
-        if self.sync:
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        out = call(*args)
-        if self.sync:
-            torch.cuda.synchronize()
-        return time.perf_counter() - start, out
+        return timed_call(self.sync, call, *args)
 
 
 def _time_verify(state: TargetState, sizes, repeats: int, gen: torch.Generator, vocab: int,
