@@ -85,16 +85,22 @@ def test_training_lowers_loss_and_raises_acceptance(distill_data, kind):
     assert mal_after > mal_before
 
 
-def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(distill_data, tmp_path):
-    target, train_seqs, train_feats, _, _ = distill_data
-    config = TrainConfig(epochs=2, lr=1e-3, batch_size=4, warmup_steps=2, checkpoint_every=3)
+RESUME_CONFIG = TrainConfig(epochs=2, lr=1e-3, batch_size=4, warmup_steps=2)
 
+
+def train_eagle(distill_data, checkpoint, **overrides):
+    """A fresh EAGLE head trained (seeded) on the distillation data with RESUME_CONFIG + overrides:
+    (recipe, history)."""
+    target, train_seqs, train_feats, _, _ = distill_data
+    torch.manual_seed(0)
+    recipe = EagleRecipe(target)
+    config = TrainConfig(**{**RESUME_CONFIG.__dict__, **overrides})
+    return recipe, train(recipe, train_seqs, train_feats, config, checkpoint, progress=False)
+
+
+def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(distill_data, tmp_path):
     def run(max_steps, checkpoint):
-        torch.manual_seed(0)
-        recipe = EagleRecipe(target)
-        cfg = TrainConfig(**{**config.__dict__, "max_steps": max_steps})
-        train(recipe, train_seqs, train_feats, cfg, checkpoint, progress=False)
-        return recipe
+        return train_eagle(distill_data, checkpoint, checkpoint_every=3, max_steps=max_steps)[0]
 
     full = run(None, None).own_state()
     run(7, tmp_path / "ckpt.pt")  # interrupted after 7 of 12 steps (checkpoint at 6 and at 7)
@@ -144,20 +150,16 @@ def test_shipped_weights_refuse_a_wrong_target(tiny_target, name):
 
 
 def test_wall_clock_guard_stops_cleanly_and_the_rerun_finishes_the_same_schedule(distill_data, tmp_path):
-    target, train_seqs, train_feats, _, _ = distill_data
-    config = TrainConfig(epochs=2, lr=1e-3, batch_size=4, warmup_steps=2, checkpoint_every=100)
+    train_seqs = distill_data[1]
 
     def run(max_seconds, checkpoint):
-        torch.manual_seed(0)
-        recipe = EagleRecipe(target)
-        cfg = TrainConfig(**{**config.__dict__, "max_seconds": max_seconds})
-        return recipe, train(recipe, train_seqs, train_feats, cfg, checkpoint, progress=False)
+        return train_eagle(distill_data, checkpoint, checkpoint_every=100, max_seconds=max_seconds)
 
     full, _ = run(None, None)
     _, cut = run(0.0, tmp_path / "ckpt.pt")  # the guard is already passed after the first step
     assert [h["step"] for h in cut] == [1] and torch.load(tmp_path / "ckpt.pt", weights_only=False)["step"] == 1
     resumed, history = run(None, tmp_path / "ckpt.pt")
-    assert history[-1]["step"] == planned_steps(len(train_seqs), config) == 12
+    assert history[-1]["step"] == planned_steps(len(train_seqs), RESUME_CONFIG) == 12
     assert history[-1]["seconds"] >= cut[-1]["seconds"]  # training time adds up over the calls
     for key, value in full.own_state().items():
         torch.testing.assert_close(resumed.own_state()[key], value, rtol=0, atol=0)
