@@ -13,8 +13,7 @@ PROMPTS = [
     "What is the capital of France?",
     "Write a Python function that returns the n-th Fibonacci number.",
     "Explain in two sentences why the sky is blue.",
-    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
-    "How many clips did Natalia sell altogether in April and May?",
+    "A shop sells pencils at 3 for $1. How much do 12 pencils cost? Explain step by step.",
     "Summarise: The mitochondrion is an organelle found in most eukaryotic cells. It generates most of the "
     "cell's supply of adenosine triphosphate, used as a source of chemical energy.",
 ]
