@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from opttree_core.api import encode_prompt, load_drafter
 from opttree_core.datasets import DEFAULT_SPEC_BENCH, spec_bench
 from opttree_core.decoding import DecodeConfig, generate, generate_autoregressive
+from opttree_core.draft_vocab import draft_vocab_size
 from opttree_core.metrics import mean_acceptance_length, speedup
 from opttree_core.models import load_model
 from opttree_core.policies import OptTreeConfig, OptTreePolicy
@@ -38,6 +39,7 @@ def parse_args():
     p.add_argument("--per-task", type=int, default=20)
     p.add_argument("--mt-bench-per-category", type=int, default=10, help="MT-Bench prompts per category (10 = all)")
     p.add_argument("--nodes", type=int, default=50)
+    p.add_argument("--draft-vocab", type=int, default=None, help="draft vocabulary size K (0: all; default: the draft's)")
     p.add_argument("--threshold", type=float, default=OptTreeConfig.threshold)
     p.add_argument("--max-depth", type=int, default=OptTreeConfig.max_depth)
     p.add_argument("--max-new-tokens", type=int, default=128)
@@ -51,7 +53,7 @@ def parse_args():
 
 def evaluate(args) -> dict:
     target = load_model(args.target, device=args.device)
-    drafters = {name: load_drafter(name, target) for name in args.drafts}
+    drafters = {name: load_drafter(name, target, draft_vocab=args.draft_vocab) for name in args.drafts}
     policy = OptTreePolicy(OptTreeConfig(nodes=args.nodes, threshold=args.threshold, max_depth=args.max_depth))
     config = DecodeConfig(max_new_tokens=args.max_new_tokens)
     index, count = map(int, args.shard.split("/"))
@@ -71,6 +73,7 @@ def evaluate(args) -> dict:
             totals[name]["tokens"] += len(result.token_ids)
             totals[name]["seconds"] += result.seconds
     report = {"target": args.target, "policy": policy.name, "policy_config": asdict(policy.config),
+              "draft_vocab": {name: draft_vocab_size(d) for name, d in drafters.items()},
               "prompts": len(prompts), "max_new_tokens": args.max_new_tokens, "device": args.device,
               "raw": {"lengths": {n: dict(v) for n, v in lengths.items()}, "totals": dict(totals)}}
     return summarise(report)

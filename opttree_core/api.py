@@ -10,6 +10,7 @@ from importlib import metadata
 import torch
 
 from .decoding import DecodeConfig, DecodeResult, generate
+from .draft_vocab import draft_vocab_size
 from .drafters import Drafter, DraftLMDrafter, self_drafter
 from .errors import OptTreeError
 from .models import LoadedModel, check_same_tokenizer, load_model
@@ -22,18 +23,23 @@ SELF_DRAFT = "self"
 NGRAM_DRAFT = "ngram"
 
 
-def load_drafter(spec: str, target: LoadedModel, **load_options) -> Drafter:
+def load_drafter(spec: str, target: LoadedModel, draft_vocab: int | None = None, **load_options) -> Drafter:
     """A drafter by name: ``"self"`` (the target drafts for itself: the greedy oracle), ``"ngram"``
     (training-free prompt lookup with real distributions), a trained
     draft shipped with the package (``eagle-smollm2``, ``tiny-smollm2``) or saved by
-    ``opttree_core.train`` (a path to its ``.json``/``.safetensors``), or any model ``load_model`` takes."""
+    ``opttree_core.train`` (a path to its ``.json``/``.safetensors``), or any model ``load_model`` takes.
+
+    ``draft_vocab`` (trained drafts only): propose only the K most frequent tokens (0: all; None: the
+    draft's default, see ``draft_vocab.py``)."""
+    manifest = resolve_manifest(spec)
+    if draft_vocab and manifest is None:
+        raise OptTreeError(f"a draft vocabulary needs a trained draft with token counts, and '{spec}' is not one")
     if spec == SELF_DRAFT:
         return self_drafter(target.model)
     if spec == NGRAM_DRAFT:
         return NGramDrafter(target.model.get_output_embeddings().weight.shape[0], device=target.model.device)
-    manifest = resolve_manifest(spec)
     if manifest is not None:
-        return load_draft(manifest, target, name=str(spec))
+        return load_draft(manifest, target, name=str(spec), draft_vocab=draft_vocab)
     draft = load_model(spec, **load_options)
     check_same_tokenizer(target, draft)
     return DraftLMDrafter(draft.model, name=draft.name)
@@ -95,7 +101,7 @@ def decode_prompt(target: LoadedModel, drafter: Drafter, policy: TreePolicy, pro
     device = target.model.get_input_embeddings().weight.device
     log = TreeLog(max_steps=config.max_new_tokens, max_nodes=policy.max_nodes + 1, device=device)
     result = generate(target.model, drafter, policy, prompt_ids, config, log=log, on_step=on_step)
-    log.meta.update(info.to_meta(prompt_ids.tolist(), result, target.tokenizer))
+    log.meta.update(info.to_meta(prompt_ids.tolist(), result, target.tokenizer), draft_vocab=draft_vocab_size(drafter))
     if log_path is not None:
         log.save(log_path, tokenizer=target.tokenizer)
     return result

@@ -49,6 +49,7 @@ from .errors import OptTreeError
 from .metrics import mean_expected_acceptance, pooled_mal, speedup, tokens_per_second
 from .models import LoadedModel, load_model
 from .registry import policy_for_budget
+from .shipped import resolve_manifest
 
 ID_COLUMNS = ["method", "kind", "policy", "budget", "drafter", "temperature"]
 RESULT_COLUMNS = ID_COLUMNS + ["dataset", "category", "prompt_id", "new_tokens", "steps", "mal", "seconds",
@@ -344,7 +345,8 @@ def run_bench(config: BenchConfig | str | os.PathLike | dict, out_dir: str | os.
     config, out_dir = _as_config(config), Path(out_dir)
     prompts = load_prompts(config)
     target = load_model(config.target, device=config.device, dtype=config.dtype)
-    drafters = {name: load_drafter(name, target, device=config.device, dtype=config.dtype) for name in config.drafters}
+    drafters = {name: load_drafter(name, target, draft_vocab=config.draft_vocab if resolve_manifest(name) else None,
+                                   device=config.device, dtype=config.dtype) for name in config.drafters}
     methods, skipped = build_methods(config, drafters)
     _check_or_write_config(out_dir, config, methods, skipped, len(prompts))
     for reason in skipped:

@@ -4,6 +4,8 @@ Every key (paths are relative to the config file, or absolute)::
 
     target = "smollm2-135m"                  # any spec models.load_model takes
     drafters = ["eagle-smollm2", "tiny-smollm2"]   # any spec api.load_drafter takes
+    draft_vocab = 8192                       # optional: trained drafts propose only the K most frequent
+                                             # tokens (0: all; default: each draft's own default)
     policies = ["opt-tree", "chain"]         # names in registry.POLICIES (unknown → error)
     budgets = [8, 16, 32, 64]                # node budgets n: registry.policy_for_budget(name, n)
     temperatures = [0.0, 1.0]                # 0: greedy; > 0: lossless sampling (top-k/top-p off)
@@ -56,8 +58,8 @@ from .registry import POLICIES, policy_params
 
 PEERS = ("ar", "hf-assisted", "hf-prompt-lookup")
 DATASET_KINDS = ("spec_bench", "humaneval", "gsm8k", "prompts")
-TOP_KEYS = {"target", "drafters", "policies", "budgets", "temperatures", "seed", "max_new_tokens", "max_time",
-            "device", "dtype", "chat", "peers", "prompt_lookup_num_tokens", "policy_params", "datasets"}
+TOP_KEYS = {"target", "drafters", "draft_vocab", "policies", "budgets", "temperatures", "seed", "max_new_tokens",
+            "max_time", "device", "dtype", "chat", "peers", "prompt_lookup_num_tokens", "policy_params", "datasets"}
 DATASET_KEYS = {"kind", "path", "mt_bench_per_category", "per_category", "turns", "limit", "chat"}
 
 
@@ -89,6 +91,7 @@ class BenchConfig:
     peers: tuple[str, ...] = PEERS
     prompt_lookup_num_tokens: int = 10
     policy_params: dict = field(default_factory=dict)  # policy name → {field: value}
+    draft_vocab: int | None = None
 
     def to_dict(self) -> dict:
         """JSON-ready, and equal for equal configs (what a resumed run compares)."""
@@ -195,7 +198,7 @@ def parse_config(raw: dict, base: Path) -> BenchConfig:
     if not isinstance(datasets, list) or not datasets:
         raise OptTreeError("bench config: no [[datasets]] table: name at least one prompt source")
     scalars = {k: raw[k] for k in ("seed", "max_new_tokens", "max_time", "device", "dtype", "chat",
-                                   "prompt_lookup_num_tokens") if k in raw}
+                                   "prompt_lookup_num_tokens", "draft_vocab") if k in raw}
     return BenchConfig(target=str(raw["target"]), drafters=_list(raw, "drafters", str), policies=policies,
                        budgets=budgets, temperatures=temperatures,
                        datasets=tuple(_dataset(d, base) for d in datasets), peers=peers,

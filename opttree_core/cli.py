@@ -25,6 +25,9 @@ def _add_generate(sub) -> None:
     p.add_argument("--draft", default="eagle-smollm2",
                    help="eagle-smollm2 or tiny-smollm2 (trained for smollm2-135m), ngram (training-free), "
                         "self (the target drafts for itself), a trained draft's .json, or a model like --target")
+    p.add_argument("--draft-vocab", type=int, default=None, metavar="K",
+                   help="trained drafts: propose only the K tokens the target emits most "
+                        "(0: all; default: the draft's)")
     p.add_argument("--policy", default="opt-tree", choices=sorted(POLICIES))
     p.add_argument("--nodes", type=int, default=None,
                    help="node budget n: the policy's own configuration at n nodes (default 50; chain: --chain-length)")
@@ -119,7 +122,7 @@ def run_generate(args) -> dict:
         raise OptTreeError("the prompt is empty: give some text to continue")
     load_options = {"device": args.device, "dtype": args.dtype}
     target = load_model(args.target, **load_options)
-    drafter = load_drafter(args.draft, target, **load_options)
+    drafter = load_drafter(args.draft, target, draft_vocab=args.draft_vocab, **load_options)
     prompt_ids = encode_prompt(target.tokenizer, args.prompt, chat=args.chat)
     check_prompt(target.model, prompt_ids, config.max_new_tokens)
     info = RunInfo(target=target.name, draft=args.draft, policy=policy.name,

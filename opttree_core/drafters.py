@@ -20,7 +20,8 @@ from typing import Protocol, runtime_checkable
 import torch
 from transformers import DynamicCache
 
-from .modelcall import forward, keep_positions, model_device
+from .draft_vocab import DraftVocab, VocabHead
+from .modelcall import keep_positions, model_device, run_decoder
 from .tree import TreeBuilder
 
 
@@ -64,9 +65,10 @@ class DraftLMDrafter:
     cache keeps the committed part plus the fed nodes on the accepted path.
     """
 
-    def __init__(self, model, name: str = "draft", temperature: float = 1.0):
+    def __init__(self, model, name: str = "draft", temperature: float = 1.0, vocab: DraftVocab | None = None):
         self.model, self.name, self.temperature = model, name, temperature
-        self.vocab_size = model.get_output_embeddings().weight.shape[0]
+        self.out = VocabHead(model.get_output_embeddings(), vocab)
+        self.vocab_size = self.out.vocab_size
         self.device = model_device(model)
 
     def start(self, prompt_ids: torch.Tensor, features: torch.Tensor | None = None) -> None:
@@ -76,29 +78,28 @@ class DraftLMDrafter:
         self.fed: list[int] = []  # builder indices of tree nodes in the cache, in cache order
         self.builder: TreeBuilder | None = None
 
-    def _probs(self, logits: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(logits / self.temperature, dim=-1)
-
+    @torch.inference_mode()
     def root_probs(self) -> torch.Tensor:
         tokens = torch.tensor(self.pending, dtype=torch.long, device=self.device)  # (n_pending,)
         positions = torch.arange(self.committed, self.committed + len(self.pending), device=self.device)
-        out = forward(self.model, self.cache, tokens, positions)
+        hidden = run_decoder(self.model.get_decoder(), self.cache, positions, None, tokens=tokens)
         self.committed += len(self.pending)
         self.pending, self.fed, self.builder = [], [], None
-        return self._probs(out.logits[-1])  # (V,)
+        return self.out.probs(hidden[-1], self.temperature)  # (V,)
 
+    @torch.inference_mode()
     def expand(self, builder: TreeBuilder, nodes: torch.Tensor) -> torch.Tensor:
         if self.builder is not builder:
             self.builder, self.fed = builder, []
         allowed, positions = tree_layer_inputs(builder, nodes, self.fed, self.committed)
-        out = forward(self.model, self.cache, builder.tokens[nodes], positions, allowed)
+        hidden = run_decoder(self.model.get_decoder(), self.cache, positions, allowed, tokens=builder.tokens[nodes])
         self.fed.extend(nodes.tolist())
-        return self._probs(out.logits)  # (n_nodes, V)
+        return self.out.probs(hidden, self.temperature)  # (n_nodes, V)
 
     def commit(self, tokens: list[int], features: torch.Tensor | None = None) -> None:
         matched = self._fed_prefix(tokens[:-1])  # the last token stays pending: its logits are the next root's
-        keep = list(range(self.committed)) + [self.committed + self.fed.index(n) for n in matched]
-        keep_positions(self.cache, torch.tensor(keep, dtype=torch.long, device=self.device))
+        tail = [self.committed + self.fed.index(n) for n in matched]
+        keep_positions(self.cache, self.committed, torch.tensor(tail, dtype=torch.long, device=self.device))
         self.committed += len(matched)
         self.pending += tokens[len(matched):]
         self.fed, self.builder = [], None

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from transformers import DynamicCache, LlamaConfig, LlamaModel
 
+from .draft_vocab import DraftVocab, VocabHead
 from .drafters import tree_layer_inputs
 from .modelcall import keep_prefix, run_decoder
 from .tree import TreeBuilder
@@ -57,12 +58,13 @@ class EagleHead(nn.Module):
 class EagleDrafter:
     """Drafts with an EagleHead over the target's embeddings and LM head (both frozen)."""
 
-    def __init__(self, head: EagleHead, target_model, name: str = "eagle", temperature: float = 1.0):
+    def __init__(self, head: EagleHead, target_model, name: str = "eagle", temperature: float = 1.0,
+                 vocab: DraftVocab | None = None):
         self.head, self.name, self.temperature = head.eval(), name, temperature
         self.embed = target_model.get_input_embeddings()
-        self.lm_head = target_model.get_output_embeddings()
-        self.vocab_size = self.lm_head.weight.shape[0]
-        self.device = self.lm_head.weight.device
+        self.out = VocabHead(target_model.get_output_embeddings(), vocab)
+        self.vocab_size = self.out.vocab_size
+        self.device = self.embed.weight.device
 
     def start(self, prompt_ids: torch.Tensor, features: torch.Tensor) -> None:
         self.cache = DynamicCache(config=self.head.config)
@@ -73,7 +75,7 @@ class EagleDrafter:
         self.tree_features: torch.Tensor | None = None  # (capacity, hidden) f̂ per builder node
 
     def _probs(self, features: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.lm_head(features).float() / self.temperature, dim=-1)
+        return self.out.probs(features, self.temperature)
 
     @torch.inference_mode()
     def root_probs(self) -> torch.Tensor:

@@ -63,18 +63,24 @@ def forward(model, cache: DynamicCache, tokens: torch.Tensor, position_ids: torc
     return ForwardOut(logits=model.get_output_embeddings()(hidden).float(), hidden=hidden)
 
 
-def keep_positions(cache: DynamicCache, keep: torch.Tensor) -> None:
-    """Keep only the cache entries at sequence positions ``keep`` (in that order), in place.
+@torch.inference_mode()
+def keep_positions(cache: DynamicCache, prefix_len: int, tail: torch.Tensor) -> None:
+    """Keep the first ``prefix_len`` cache entries followed by the entries at positions ``tail``
+    (ascending, each >= ``prefix_len``), in place.
 
-    Used to compact the cache to the accepted path after a tree pass: ``crop`` can't
-    select a path and ``reorder_cache`` works on the batch dimension only.
+    Used to compact the cache to the accepted path after a tree pass: ``crop`` can't select a
+    path and ``reorder_cache`` works on the batch dimension only. Only the tail moves: the
+    prefix stays where it is, so a step copies a few entries instead of the whole cache.
     """
+    end = prefix_len + tail.numel()
     for layer in cache.layers:
         if not layer.is_initialized:
             continue
-        index = keep.to(layer.keys.device)
-        layer.keys = layer.keys.index_select(-2, index)  # (1, kv_heads, len(keep), head_dim)
-        layer.values = layer.values.index_select(-2, index)
+        index = tail.to(layer.keys.device)
+        for name in ("keys", "values"):
+            tensor = getattr(layer, name)  # (1, kv_heads, length, head_dim)
+            tensor[..., prefix_len:end, :] = tensor.index_select(-2, index)
+            setattr(layer, name, tensor[..., :end, :])
 
 
 def keep_prefix(cache: DynamicCache, length: int) -> None:

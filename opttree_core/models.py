@@ -23,6 +23,7 @@ from tokenizers.pre_tokenizers import Whitespace
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedTokenizerFast
 
 from opttree_core.errors import OptTreeError
+from opttree_core.skinny import use_skinny_matmul
 
 SMOLLM2 = "smollm2-135m"
 TINY_RANDOM = "tiny-random"
@@ -52,6 +53,7 @@ class _Options:
     dtype: torch.dtype
     device_map: str | dict | None
     attn_implementation: str
+    skinny_matmul: bool = True
 
 
 def load_model(
@@ -61,12 +63,14 @@ def load_model(
     dtype: torch.dtype | str = torch.float32,
     device_map: str | dict | None = None,
     attn_implementation: str = "sdpa",
+    skinny_matmul: bool = True,
 ) -> LoadedModel:
     """Load `spec`: "smollm2-135m", "tiny-random", a config, a local HF directory or a hub id.
 
     `device_map` (e.g. "auto") is passed to `from_pretrained` and replaces `device`.
+    `skinny_matmul` gives a CPU model's linear layers the faster few-row kernel of `skinny.py`.
     """
-    opts = _options(device, dtype, device_map, attn_implementation)
+    opts = _options(device, dtype, device_map, attn_implementation, skinny_matmul)
     if isinstance(spec, transformers.PretrainedConfig):
         return _random_model(spec, f"random-{spec.model_type}", opts)
     if spec == TINY_RANDOM:
@@ -146,7 +150,7 @@ def _cache_root() -> Path:
 
 
 def _options(device: str | torch.device, dtype: torch.dtype | str, device_map: str | dict | None,
-             attn_implementation: str) -> _Options:
+             attn_implementation: str, skinny_matmul: bool = True) -> _Options:
     """Validate the load options; every problem is a one-line OptTreeError."""
     if attn_implementation not in _ATTENTION:
         raise OptTreeError(f"attn_implementation '{attn_implementation}' is not supported: the engine passes "
@@ -163,12 +167,14 @@ def _options(device: str | torch.device, dtype: torch.dtype | str, device_map: s
         raise OptTreeError(f"bad device {device!r}: {e}") from e
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise OptTreeError(f"device '{dev}' requested but CUDA is not available")
-    return _Options(dev, dtype, device_map, attn_implementation)
+    return _Options(dev, dtype, device_map, attn_implementation, skinny_matmul)
 
 
-def _finish(model: transformers.PreTrainedModel, tokenizer: Tok | None, name: str) -> LoadedModel:
+def _finish(model: transformers.PreTrainedModel, tokenizer: Tok | None, name: str, opts: _Options) -> LoadedModel:
     model.eval()
     model.requires_grad_(False)
+    if opts.skinny_matmul:
+        use_skinny_matmul(model)
     return LoadedModel(model=model, tokenizer=tokenizer, name=name)
 
 
@@ -186,7 +192,7 @@ def _random_model(config: transformers.PretrainedConfig, name: str, opts: _Optio
             raise OptTreeError(f"cannot build a model from config '{name}': {e}") from e
     model.to(opts.device)
     vocab = config.get_text_config().vocab_size
-    return _finish(model, tiny_tokenizer(vocab) if vocab >= 8 else None, name)
+    return _finish(model, tiny_tokenizer(vocab) if vocab >= 8 else None, name, opts)
 
 
 def _load_pretrained(source: str, opts: _Options, *, local: bool, name: str | None = None) -> LoadedModel:
@@ -205,7 +211,7 @@ def _load_pretrained(source: str, opts: _Options, *, local: bool, name: str | No
     holes = sorted(info["missing_keys"]) + sorted(str(k[0]) for k in info["mismatched_keys"])
     if holes:
         raise OptTreeError(f"model '{name}' checkpoint lacks or mismatches {len(holes)} tensors, e.g. {holes[0]}")
-    return _finish(model, tokenizer, name)
+    return _finish(model, tokenizer, name, opts)
 
 
 def _load_smollm2(opts: _Options) -> LoadedModel:
@@ -285,7 +291,7 @@ def _write_cache(tmp: Path, model: transformers.PreTrainedModel, tok: Tok, sourc
 
 def _verify_cache(tmp: Path, model: transformers.PreTrainedModel, tokenizer: Tok) -> None:
     """The cached copy must give bit-identical logits and the same tokenizer as the GGUF load."""
-    opts = _Options(torch.device("cpu"), torch.float32, None, "sdpa")
+    opts = _Options(torch.device("cpu"), torch.float32, None, "sdpa", skinny_matmul=False)  # the GGUF load's kernels
     cached = _load_pretrained(str(tmp), opts, local=True, name=f"{SMOLLM2} cache")
     probe = torch.tensor([[1, 2, 3, 400, 5000]])
     with torch.no_grad():

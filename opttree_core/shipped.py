@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -17,10 +18,12 @@ from safetensors.torch import load_file, save_file
 from transformers import LlamaConfig
 
 from .draft_lm import build_draft_lm
+from .draft_vocab import DraftVocab, load_counts
 from .drafters import DraftLMDrafter
 from .eagle import EagleDrafter, EagleHead
 from .errors import OptTreeError
 from .models import LoadedModel
+from .skinny import use_skinny_matmul, uses_skinny_matmul
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 SIGNATURE_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
@@ -40,14 +43,22 @@ def shipped_names(directory: Path = WEIGHTS_DIR) -> list[str]:
 
 
 def save_draft(path: Path, kind: str, own_state: dict[str, torch.Tensor], config: LlamaConfig, target_name: str,
-               target_config, card: dict) -> Path:
-    """Write ``path.safetensors`` (fp16) and ``path.json``; returns the manifest path."""
+               target_config, card: dict, token_counts: Path | None = None, draft_vocab: int = 0) -> Path:
+    """Write ``path.safetensors`` (fp16) and ``path.json``; returns the manifest path.
+
+    ``token_counts`` (a ``draft_vocab.save_counts`` file) is copied beside them, and ``draft_vocab``
+    (0: the full vocabulary) becomes the draft vocabulary size the draft loads with by default.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     weights, manifest = path.with_suffix(".safetensors"), path.with_suffix(".json")
     tensors = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in own_state.items()}
     save_file(tensors, str(weights), metadata={"kind": kind, "target": target_name})
     record = {"kind": kind, "config": config.to_dict(), "target": target_name,
               "target_signature": target_signature(target_config), "sha256": sha256(weights), "card": card}
+    if token_counts is not None:
+        counts_file = path.with_name(f"{path.name}.token-counts.safetensors")
+        shutil.copyfile(token_counts, counts_file)
+        record.update(token_counts=counts_file.name, draft_vocab=draft_vocab)
     tmp = manifest.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=2, default=str))
     os.replace(tmp, manifest)
@@ -64,8 +75,12 @@ def resolve_manifest(spec: str | os.PathLike) -> Path | None:
     return None
 
 
-def load_draft(manifest: Path, target: LoadedModel, name: str | None = None):
-    """A drafter from a manifest, checked against its checksum and the target it was trained for."""
+def load_draft(manifest: Path, target: LoadedModel, name: str | None = None, draft_vocab: int | None = None):
+    """A drafter from a manifest, checked against its checksum and the target it was trained for.
+
+    ``draft_vocab``: how many of the most frequent tokens the drafter may propose (``draft_vocab.py``);
+    0 means the full vocabulary, ``None`` the manifest's default.
+    """
     record = json.loads(manifest.read_text())
     name = name or manifest.stem
     weights = manifest.with_suffix(".safetensors")
@@ -81,15 +96,38 @@ def load_draft(manifest: Path, target: LoadedModel, name: str | None = None):
     config._attn_implementation = "sdpa"
     state = load_file(str(weights))
     model = target.model
+    vocab = _draft_vocab(manifest, record, name, draft_vocab, expected["vocab_size"])
     if record["kind"] == "eagle":
         head = EagleHead(config).to(device=model.device, dtype=model.dtype)
         _load_own(head, state, name)
-        return EagleDrafter(head, model, name=name)
+        _like_target(head, model)
+        return EagleDrafter(head, model, name=name, vocab=vocab)
     if record["kind"] == "draft-lm":
         draft = build_draft_lm(model, config, init_from_target=False).eval()
         _load_own(draft, state, name)
-        return DraftLMDrafter(draft, name=name)
+        _like_target(draft, model)
+        return DraftLMDrafter(draft, name=name, vocab=vocab)
     raise OptTreeError(f"draft '{name}': unknown kind {record['kind']!r} in {manifest}")
+
+
+def _draft_vocab(manifest: Path, record: dict, name: str, size: int | None, vocab_size: int) -> DraftVocab | None:
+    size = record.get("draft_vocab", 0) if size is None else size
+    if size < 0:
+        raise OptTreeError(f"draft vocabulary size must be 0 (full vocabulary) or positive, got {size}")
+    if size == 0 or size >= vocab_size:
+        return None
+    if "token_counts" not in record:
+        raise OptTreeError(f"draft '{name}' has no token counts, so it cannot draft from the {size} most frequent "
+                           "tokens: use draft vocabulary 0 (the full vocabulary)")
+    counts, _ = load_counts(manifest.parent / record["token_counts"])
+    if counts.numel() != vocab_size:
+        raise OptTreeError(f"draft '{name}': token counts cover {counts.numel()} tokens, the target has {vocab_size}")
+    return DraftVocab.most_frequent(counts, size)
+
+
+def _like_target(draft: torch.nn.Module, target_model: torch.nn.Module) -> None:
+    """The draft's linear layers take the target's kernels (``skinny.py``), so both sides of a comparison match."""
+    use_skinny_matmul(draft, on=uses_skinny_matmul(target_model))
 
 
 def _load_own(module: torch.nn.Module, state: dict[str, torch.Tensor], name: str) -> None:

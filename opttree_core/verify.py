@@ -86,8 +86,7 @@ def commit_path(state: TargetState, accepted: torch.Tensor, n_new: int) -> None:
     """Keep the cache entries of the prefix, the root and the accepted path; advance the state."""
     device = model_device(state.model)
     nodes = accepted.nonzero().squeeze(1).to(device)  # (1 + len(path),) breadth-first = by depth
-    keep = torch.cat([torch.arange(state.prefix_len, device=device), state.prefix_len + nodes])
-    keep_positions(state.cache, keep)
+    keep_positions(state.cache, state.prefix_len, state.prefix_len + nodes)
     state.committed += n_new
 
 

@@ -7,6 +7,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig
 
+from opttree_core.skinny import use_skinny_matmul
+
 VOCAB = 64
 
 
@@ -18,7 +20,9 @@ def tiny_model(seed: int, vocab_size: int = VOCAB, layers: int = 2, init_range: 
     config._attn_implementation = "sdpa"
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        return AutoModelForCausalLM.from_config(config).eval()
+        model = AutoModelForCausalLM.from_config(config).eval()
+    use_skinny_matmul(model)  # the kernels load_model gives CPU models
+    return model
 
 
 def perturbed_copy(model, seed: int, noise: float):

@@ -4,6 +4,7 @@ import torch
 from scipy.stats import chi2_contingency, chisquare
 
 from opttree_core.decoding import DecodeConfig, generate, generate_autoregressive
+from opttree_core.draft_vocab import DraftVocab
 from opttree_core.drafters import DraftLMDrafter
 from opttree_core.errors import OptTreeError
 from opttree_core.policies import OptTreeConfig, OptTreePolicy
@@ -139,11 +140,14 @@ def test_top_k_and_top_p_processing():
     torch.testing.assert_close(target_probs(logits, 1.0, top_p=0.7), torch.tensor([[0.625, 0.375, 0.0, 0.0]]))
 
 
+@pytest.mark.parametrize("draft_vocab", [None, (0, 2, 3, 5, 6)], ids=["full-vocab", "draft-vocab"])
 @pytest.mark.parametrize("children", ["top-k", "sampled"])
-def test_tree_sampling_matches_plain_sampling_end_to_end(children):
-    """First two generated tokens of a tiny model: tree sampling vs plain sampling, 2-sample chi-square."""
+def test_tree_sampling_matches_plain_sampling_end_to_end(children, draft_vocab):
+    """First two generated tokens of a tiny model: tree sampling vs plain sampling, 2-sample chi-square.
+    With a draft vocabulary the drafter cannot propose tokens 1, 4, 7, which must still come out as often."""
     target = tiny_model(3, vocab_size=8, init_range=0.4)
-    drafter = DraftLMDrafter(perturbed_copy(target, 3, noise=0.3))
+    vocab = None if draft_vocab is None else DraftVocab(torch.tensor(draft_vocab), 8)
+    drafter = DraftLMDrafter(perturbed_copy(target, 3, noise=0.3), vocab=vocab)
     policy = OptTreePolicy(OptTreeConfig(nodes=4, threshold=0.0, max_depth=3))
     prompt = random_prompt(3, length=4, vocab_size=8)
     counts = torch.zeros(2, 64)

@@ -4,6 +4,7 @@ import torch
 
 from opttree_core.api import encode_prompt, load_drafter
 from opttree_core.decoding import DecodeConfig, generate, generate_autoregressive
+from opttree_core.draft_vocab import draft_vocab_size
 from opttree_core.models import load_model
 from opttree_core.policies import ChainConfig, ChainPolicy, OptTreeConfig, OptTreePolicy
 
@@ -25,6 +26,7 @@ def smollm2():
 
 
 DRAFTS = ["eagle-smollm2", "tiny-smollm2", "ngram", "self", "eagle-smollm2"]
+DRAFT_VOCABS = [None, None, None, None, 0]  # None: the shipped default (8192 tokens); 0: the full vocabulary
 
 
 @pytest.mark.parametrize("index", range(len(PROMPTS)))
@@ -35,7 +37,10 @@ def test_tree_decoding_equals_generate(smollm2, index):
                                    do_sample=False)[0, prompt.numel():].tolist()
     config = DecodeConfig(max_new_tokens=64)
     policy = OptTreePolicy(OptTreeConfig(nodes=16, threshold=0.0, max_depth=6)) if index % 2 else ChainPolicy(ChainConfig(4))
-    tree = generate(model, load_drafter(DRAFTS[index], smollm2), policy, prompt, config)
+    drafter = load_drafter(DRAFTS[index], smollm2, draft_vocab=DRAFT_VOCABS[index])
+    if DRAFTS[index].endswith("-smollm2"):
+        assert draft_vocab_size(drafter) == (8192 if DRAFT_VOCABS[index] is None else None)
+    tree = generate(model, drafter, policy, prompt, config)
     assert tree.token_ids == reference
     assert generate_autoregressive(model, prompt, config).token_ids == reference
     assert tree.mal > (1.1 if DRAFTS[index] == "ngram" else 1.2)  # drafts are really accepted

@@ -30,12 +30,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..draft_vocab import draft_vocab_size
 from ..drafters import Drafter
 from ..errors import OptTreeError
 from ..modelcall import keep_prefix, model_device, timed_call
 from ..models import _cache_root
 from ..policies import StatelessPolicy, grow_opt_tree
 from ..shipped import target_signature
+from ..skinny import uses_skinny_matmul
 from ..tree import ChildSampling, DraftTree, TreeBuilder
 from ..verify import TargetState, prefill_target, score_tree
 
@@ -119,11 +121,12 @@ def device_name(device: torch.device) -> str:
 
 
 def profile_key(target_model, drafter: Drafter, sizes, repeats: int, context_len: int) -> dict:
-    """What a profile depends on: machine, target (config signature and dtype), torch, drafter, probe."""
+    """What a profile depends on: machine, target (config signature, dtype, kernels), torch, drafter, probe."""
     device = model_device(target_model)
     return {"device": device_name(device), "device_type": device.type, "threads": torch.get_num_threads(),
             "target": target_signature(target_model.config), "dtype": str(target_model.dtype).removeprefix("torch."),
-            "torch": torch.__version__, "drafter": f"{type(drafter).__name__}:{drafter.name}",
+            "skinny_matmul": uses_skinny_matmul(target_model), "torch": torch.__version__,
+            "drafter": f"{type(drafter).__name__}:{drafter.name}", "draft_vocab": draft_vocab_size(drafter),
             "sizes": list(sizes), "repeats": repeats, "context_len": context_len}
 
 

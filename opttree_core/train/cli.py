@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 import transformers
 
+from ..draft_vocab import DEFAULT_DRAFT_VOCAB, count_tokens, save_counts
 from ..errors import report_errors
 from ..models import load_model
 from ..shipped import load_draft, save_draft
@@ -60,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (tests)")
     p.add_argument("--max-seconds", type=float, default=None,
                    help="wall-clock guard: stop cleanly after this many seconds of training, save, and record the cut")
+    p.add_argument("--draft-vocab", type=int, default=DEFAULT_DRAFT_VOCAB,
+                   help="tokens the draft may propose by default: the most frequent in the data (0: all)")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -95,6 +98,8 @@ def run(args) -> dict:
     start = time.time()
     features = compute_features(target, sequences, data_dir / "features.pt", args.feature_batch, progress)
     clock["features_s"] = time.time() - start
+    counts = count_tokens((s.ids for s in sequences), target.model.config.vocab_size)
+    save_counts(data_dir / "token_counts.safetensors", counts, {"target": args.target, "sequences": len(sequences)})
     clock_file = data_dir / "wall_time.json"  # the data's build times, kept for the cards of later training calls
     if clock_file.is_file():
         clock.update(json.loads(clock_file.read_text()))
@@ -141,7 +146,8 @@ def run(args) -> dict:
             "final_loss": history[-1]["loss"] if history else None, "learning_curve": curve, "wall_time": clock,
             "heldout": heldout, "device": args.device,
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__}}
-    manifest = save_draft(out / name, args.kind, recipe.own_state(), recipe.config, args.target, target.model.config, card)
+    manifest = save_draft(out / name, args.kind, recipe.own_state(), recipe.config, args.target, target.model.config, card,
+                          token_counts=data_dir / "token_counts.safetensors", draft_vocab=args.draft_vocab)
     load_draft(manifest, target)  # the saved files load back and pass their own checks
     write_card(out / "MODEL_CARD.md", card)
     (out / "history.json").write_text(json.dumps(history))

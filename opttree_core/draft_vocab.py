@@ -1,0 +1,115 @@
+"""A drafter's output vocabulary: the K tokens the target emits most often (as in EAGLE-3).
+
+A drafter reads tokens through an LM head over the whole vocabulary; for SmolLM2-135M
+that is a 49152 × 576 matrix (113 MB in fp32) read once per drafted tree layer, which
+on a 2-core CPU costs more than the draft layer itself. Restricted to the K most frequent
+tokens of the target's own answers, the head is a slice that stays in cache.
+
+The drafter's q is then a distribution over those K tokens (zero elsewhere). Verification
+is unchanged and stays lossless: greedy acceptance compares tokens, and rejection
+sampling takes any q, so a token outside the draft vocabulary is still produced by the
+target's residual; it just cannot be drafted.
+
+Token counts come from the training pipeline's self-distillation data (the target's
+answers and the prompts they answer), saved as ``token_counts.safetensors``; the
+ranking is count descending, then token id.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .errors import OptTreeError
+from .skinny import skinny_linear
+
+COUNTS_KEY = "token_counts"
+DEFAULT_DRAFT_VOCAB = 8192
+
+
+class DraftVocab:
+    """The token ids (K,) a drafter may propose, out of a vocabulary of ``vocab_size``."""
+
+    def __init__(self, ids: torch.Tensor, vocab_size: int):
+        if ids.ndim != 1 or not 0 < ids.numel() <= vocab_size:
+            raise OptTreeError(f"a draft vocabulary needs 1 to {vocab_size} token ids, got shape {tuple(ids.shape)}")
+        if int(ids.min()) < 0 or int(ids.max()) >= vocab_size or ids.unique().numel() != ids.numel():
+            raise OptTreeError(f"draft vocabulary ids must be distinct and within [0, {vocab_size})")
+        self.ids, self.vocab_size = ids.long(), vocab_size
+
+    @classmethod
+    def most_frequent(cls, counts: torch.Tensor, size: int) -> DraftVocab:
+        """The ``size`` most counted tokens (ties broken by the lower id)."""
+        vocab_size = counts.numel()
+        if not 0 < size <= vocab_size:
+            raise OptTreeError(f"draft vocabulary size {size} is outside 1..{vocab_size}")
+        order = torch.sort(-counts.long(), stable=True).indices  # stable: equal counts keep id order
+        return cls(order[:size].clone(), vocab_size)
+
+    def coverage(self, counts: torch.Tensor) -> float:
+        """The share of the counted tokens that lie inside this vocabulary."""
+        total = int(counts.sum())
+        return float(counts[self.ids].sum()) / total if total else 0.0
+
+    def __len__(self) -> int:
+        return self.ids.numel()
+
+
+class VocabHead:
+    """Draft probabilities through an LM head, over the full vocabulary or a ``DraftVocab``."""
+
+    def __init__(self, lm_head: torch.nn.Module, vocab: DraftVocab | None = None):
+        weight, bias = lm_head.weight, getattr(lm_head, "bias", None)
+        self.vocab_size = weight.shape[0]
+        if vocab is not None and vocab.vocab_size != self.vocab_size:
+            raise OptTreeError(f"draft vocabulary is for {vocab.vocab_size} tokens, the LM head has {self.vocab_size}")
+        self.vocab = vocab
+        self.lm_head = lm_head
+        if vocab is not None:
+            ids = vocab.ids.to(weight.device)
+            self.ids = ids
+            self.weight = weight.detach()[ids].contiguous()  # (K, hidden)
+            self.bias = bias.detach()[ids] if bias is not None else None
+
+    def probs(self, hidden: torch.Tensor, temperature: float) -> torch.Tensor:
+        """hidden (..., hidden) → q (..., V), float32."""
+        if self.vocab is None:
+            return torch.softmax(self.lm_head(hidden).float() / temperature, dim=-1)
+        sub = torch.softmax(skinny_linear(hidden, self.weight, self.bias).float() / temperature, dim=-1)
+        full = sub.new_zeros(*sub.shape[:-1], self.vocab_size)
+        full[..., self.ids] = sub
+        return full
+
+
+def draft_vocab_size(drafter) -> int | None:
+    """How many tokens ``drafter`` may propose when it drafts from a ``DraftVocab``; None: any token."""
+    head = getattr(drafter, "out", None)
+    return len(head.vocab) if isinstance(head, VocabHead) and head.vocab is not None else None
+
+
+def count_tokens(sequences: Iterable[list[int]], vocab_size: int) -> torch.Tensor:
+    """How often each token id occurs in ``sequences`` (int64, shape (vocab_size,))."""
+    counts = torch.zeros(vocab_size, dtype=torch.long)
+    for ids in sequences:
+        counts += torch.bincount(torch.as_tensor(ids, dtype=torch.long), minlength=vocab_size)[:vocab_size]
+    return counts
+
+
+def save_counts(path: Path, counts: torch.Tensor, meta: dict) -> None:
+    """Write counts atomically, with ``meta`` (sources, target) as string metadata."""
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({COUNTS_KEY: counts.to(torch.int64).contiguous()}, str(tmp),
+              metadata={k: json.dumps(v) for k, v in meta.items()})
+    tmp.replace(path)
+
+
+def load_counts(path: Path) -> tuple[torch.Tensor, dict]:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return f.get_tensor(COUNTS_KEY), {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+    except (OSError, KeyError, ValueError) as e:
+        raise OptTreeError(f"cannot read token counts from {path}: {e}") from e
