@@ -75,3 +75,11 @@ def test_the_browser_check_catches_errors_and_blank_pages(tmp_path):
     check = open_page(broken, tmp_path / "broken.png", width=400, height=300)
     assert any("Uncaught ReferenceError" in e for e in check.errors)
     assert distinct_colours(check.png) <= 2
+
+
+def test_page_names_the_draft_vocabulary(tmp_path, logs):
+    data = logs["tiny-close-opt-tree-12"]
+    full = export_html(data, tmp_path / "full.html").read_text(encoding="utf-8")
+    subset = type(data)(nodes=data.nodes, steps=data.steps, meta={**data.meta, "draft_vocab": 8192})
+    text = export_html(subset, tmp_path / "subset.html").read_text(encoding="utf-8")
+    assert "draft vocabulary" not in full and "(8192-token draft vocabulary)" in text

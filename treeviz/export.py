@@ -55,7 +55,9 @@ def _facts(name: str, data, shown: int) -> str:
     row = summarize_logs({name: data}).iloc[0]
     meta = data.meta
     config = ", ".join(f"{k}={v}" for k, v in (meta.get("policy_config") or {}).items())
-    facts = [f"target <b>{html.escape(str(row['target']))}</b>", f"draft <b>{html.escape(str(row['draft']))}</b>",
+    vocab = f" ({meta['draft_vocab']}-token draft vocabulary)" if meta.get("draft_vocab") else ""
+    facts = [f"target <b>{html.escape(str(row['target']))}</b>",
+             f"draft <b>{html.escape(str(row['draft']))}</b>{vocab}",
              f"policy <b>{html.escape(str(row['policy']))}</b> ({html.escape(config)})",
              f"{row['steps']} steps, {row['tokens']} tokens", f"MAL {row['mal']:.2f}",
              f"{row['tokens_per_s']:.1f} tokens/s"]
