@@ -59,6 +59,7 @@ def evaluate(args) -> dict:
     index, count = map(int, args.shard.split("/"))
     prompts = spec_bench(args.spec_bench, args.per_task, args.mt_bench_per_category)[index::count]
     lengths = {name: defaultdict(list) for name in drafters}
+    depths = {name: defaultdict(list) for name in drafters}  # per step: the drafted tree's depth
     totals = defaultdict(lambda: {"tokens": 0, "seconds": 0.0})
     for prompt in tqdm(prompts, desc="spec-bench", unit="prompt"):
         ids = encode_prompt(target.tokenizer, prompt.text, chat=True).to(target.model.device)
@@ -68,24 +69,30 @@ def evaluate(args) -> dict:
             totals["ar"]["tokens"] += len(ar.token_ids)
             totals["ar"]["seconds"] += ar.seconds
         for name, drafter in drafters.items():
-            result = generate(target.model, drafter, policy, ids, config)
+            step_depths = []
+            result = generate(target.model, drafter, policy, ids, config,
+                              on_step=lambda step, tree, verified: step_depths.append(tree.max_depth))
             lengths[name][group] += result.accept_lengths
+            depths[name][group] += step_depths
             totals[name]["tokens"] += len(result.token_ids)
             totals[name]["seconds"] += result.seconds
     report = {"target": args.target, "policy": policy.name, "policy_config": asdict(policy.config),
               "draft_vocab": {name: draft_vocab_size(d) for name, d in drafters.items()},
               "prompts": len(prompts), "max_new_tokens": args.max_new_tokens, "device": args.device,
-              "raw": {"lengths": {n: dict(v) for n, v in lengths.items()}, "totals": dict(totals)}}
+              "raw": {"lengths": {n: dict(v) for n, v in lengths.items()}, "depths": {n: dict(v) for n, v in depths.items()},
+                     "totals": dict(totals)}}
     return summarise(report)
 
 
 def summarise(report: dict) -> dict:
-    """MAL overall and per group, tokens/s and speedup, from the raw per-step lengths and totals."""
+    """MAL overall and per group, tree depth, tokens/s and speedup, from the raw per-step lengths,
+    depths and totals."""
     lengths, totals = report["raw"]["lengths"], report["raw"]["totals"]
     report["drafts"] = {}
     for name, groups in lengths.items():
         entry = {"mal": mean_acceptance_length([a for group in groups.values() for a in group]),
                  "mal_by_group": {g: mean_acceptance_length(v) for g, v in sorted(groups.items())},
+                 **depth_summary(report["raw"].get("depths", {}).get(name), groups),
                  "tokens_per_s": totals[name]["tokens"] / totals[name]["seconds"]}
         if "ar" in totals:
             entry["speedup"] = speedup(entry["tokens_per_s"], totals["ar"]["tokens"] / totals["ar"]["seconds"])
@@ -95,21 +102,34 @@ def summarise(report: dict) -> dict:
     return report
 
 
+def depth_summary(depths: dict[str, list[int]] | None, lengths: dict[str, list[int]]) -> dict:
+    """Mean drafted tree depth, and the share of steps whose accepted path ran to the tree's deepest
+    layer (A = depth + 1: only there could a deeper tree have given more). Both by group, step by step."""
+    if not depths:
+        return {}
+    pairs = [(a, d) for group, accepted in lengths.items() for a, d in zip(accepted, depths[group], strict=True)]
+    return {"mean_tree_depth": sum(d for _, d in pairs) / len(pairs),
+            "deepest_path_accepted": sum(a == d + 1 for a, d in pairs) / len(pairs)}
+
+
 def merge(paths: list[str]) -> dict:
     """One report from the reports of prompt shards (processes run side by side share the device,
     so merged tokens/s are per process; MAL is exact)."""
     parts = [json.loads(Path(p).read_text()) for p in paths]
     merged = {k: v for k, v in parts[0].items() if k not in ("raw", "drafts", "prompts")}
     merged["prompts"] = sum(p["prompts"] for p in parts)
-    lengths, totals = defaultdict(lambda: defaultdict(list)), defaultdict(lambda: {"tokens": 0, "seconds": 0.0})
+    lengths, depths = defaultdict(lambda: defaultdict(list)), defaultdict(lambda: defaultdict(list))
+    totals = defaultdict(lambda: {"tokens": 0, "seconds": 0.0})
     for part in parts:
-        for name, groups in part["raw"]["lengths"].items():
-            for group, values in groups.items():
-                lengths[name][group] += values
+        for merged_kind, kind in ((lengths, "lengths"), (depths, "depths")):
+            for name, groups in part["raw"].get(kind, {}).items():
+                for group, values in groups.items():
+                    merged_kind[name][group] += values
         for name, t in part["raw"]["totals"].items():
             totals[name]["tokens"] += t["tokens"]
             totals[name]["seconds"] += t["seconds"]
-    merged["raw"] = {"lengths": {n: dict(v) for n, v in lengths.items()}, "totals": dict(totals)}
+    merged["raw"] = {"lengths": {n: dict(v) for n, v in lengths.items()},
+                     "depths": {n: dict(v) for n, v in depths.items()}, "totals": dict(totals)}
     return summarise(merged)
 
 
