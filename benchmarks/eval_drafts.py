@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections import defaultdict
@@ -139,8 +140,11 @@ def main() -> int:
     start = time.time()
     report = merge(args.merge) if args.merge else evaluate(args)
     report["wall_s"] = time.time() - start
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=1))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=1))
+    os.replace(tmp, out)  # a reader never sees half a report
     print(json.dumps({k: v for k, v in report.items() if k != "raw"}, indent=1))
     return 0
 
