@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections import defaultdict
@@ -24,6 +23,7 @@ import transformers
 from tqdm.auto import tqdm
 
 from opttree_core.api import encode_prompt, load_drafter
+from opttree_core.atomic import write_atomic
 from opttree_core.datasets import DEFAULT_SPEC_BENCH, spec_bench
 from opttree_core.decoding import DecodeConfig, generate, generate_autoregressive
 from opttree_core.draft_vocab import draft_vocab_size
@@ -140,11 +140,8 @@ def main() -> int:
     start = time.time()
     report = merge(args.merge) if args.merge else evaluate(args)
     report["wall_s"] = time.time() - start
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=1))
-    os.replace(tmp, out)  # a reader never sees half a report
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(args.out, lambda tmp: tmp.write_text(json.dumps(report, indent=1)))
     print(json.dumps({k: v for k, v in report.items() if k != "raw"}, indent=1))
     return 0
 

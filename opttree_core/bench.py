@@ -35,6 +35,7 @@ import pandas as pd
 import torch
 
 from .api import RunInfo, decode_prompt, encode_prompt, load_drafter, package_versions
+from .atomic import write_atomic
 from .bench_config import (
     BenchConfig,
     BenchPrompt,
@@ -287,15 +288,9 @@ def results_frame(records: dict) -> pd.DataFrame:
     return frame
 
 
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def _write_results(out_dir: Path, records: dict) -> pd.DataFrame:
     frame = results_frame(records)
-    _write_atomic(out_dir / "results.parquet", lambda p: frame.to_parquet(p, index=False))
+    write_atomic(out_dir / "results.parquet", lambda p: frame.to_parquet(p, index=False))
     return frame
 
 
@@ -316,7 +311,7 @@ def _check_or_write_config(out_dir: Path, config: BenchConfig, methods: list[Met
                     "cuda") else config.device, "start_time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "versions": package_versions()}
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path, lambda p: p.write_text(json.dumps(meta, indent=2)))
+    write_atomic(path, lambda p: p.write_text(json.dumps(meta, indent=2)))
 
 
 # --- the run ----------------------------------------------------------------------------------
@@ -425,9 +420,9 @@ def summary_frame(results: pd.DataFrame) -> pd.DataFrame:
 
 def write_summary(run_dir: Path, results: pd.DataFrame) -> pd.DataFrame:
     summary = summary_frame(results)
-    _write_atomic(run_dir / "summary.parquet", lambda p: summary.to_parquet(p, index=False))
+    write_atomic(run_dir / "summary.parquet", lambda p: summary.to_parquet(p, index=False))
     records = json.loads(summary.to_json(orient="records"))
-    _write_atomic(run_dir / "summary.json", lambda p: p.write_text(json.dumps(records, indent=1)))
+    write_atomic(run_dir / "summary.json", lambda p: p.write_text(json.dumps(records, indent=1)))
     return summary
 
 

@@ -24,6 +24,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from .atomic import write_atomic
 from .errors import OptTreeError
 from .skinny import skinny_linear
 
@@ -101,10 +102,8 @@ def count_tokens(sequences: Iterable[list[int]], vocab_size: int) -> torch.Tenso
 
 def save_counts(path: Path, counts: torch.Tensor, meta: dict) -> None:
     """Write counts atomically, with ``meta`` (sources, target) as string metadata."""
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({COUNTS_KEY: counts.to(torch.int64).contiguous()}, str(tmp),
-              metadata={k: json.dumps(v) for k, v in meta.items()})
-    tmp.replace(path)
+    tensors, metadata = {COUNTS_KEY: counts.to(torch.int64).contiguous()}, {k: json.dumps(v) for k, v in meta.items()}
+    write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
 def load_counts(path: Path) -> tuple[torch.Tensor, dict]:

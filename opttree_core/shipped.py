@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import LlamaConfig
 
+from .atomic import write_atomic
 from .draft_lm import build_draft_lm
 from .draft_vocab import DraftVocab, load_counts
 from .drafters import DraftLMDrafter
@@ -59,10 +60,7 @@ def save_draft(path: Path, kind: str, own_state: dict[str, torch.Tensor], config
         counts_file = path.with_name(f"{path.name}.token-counts.safetensors")
         shutil.copyfile(token_counts, counts_file)
         record.update(token_counts=counts_file.name, draft_vocab=draft_vocab)
-    tmp = manifest.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2, default=str))
-    os.replace(tmp, manifest)
-    return manifest
+    return write_atomic(manifest, lambda tmp: tmp.write_text(json.dumps(record, indent=2, default=str)))
 
 
 def resolve_manifest(spec: str | os.PathLike) -> Path | None:

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..atomic import write_atomic
 from ..draft_vocab import draft_vocab_size
 from ..drafters import Drafter
 from ..errors import OptTreeError
@@ -255,10 +256,7 @@ def read_profile(path: str | os.PathLike) -> Profile:
 def write_profile(profile: Profile, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(profile.to_json(), indent=2))
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, lambda tmp: tmp.write_text(json.dumps(profile.to_json(), indent=2)))
 
 
 def cached_profile(target_model, drafter: Drafter, sizes=DEFAULT_SIZES, repeats: int = 5, context_len: int = 256,

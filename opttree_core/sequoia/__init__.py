@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..atomic import write_atomic
 from ..decoding import DecodeConfig, generate
 from ..drafters import Drafter
 from ..errors import OptTreeError
@@ -175,10 +176,8 @@ def save_acceptance(path: str | os.PathLike, acceptance, **meta) -> Path:
     """Write ``{"acceptance": [...], **meta}`` as JSON (atomically); returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps({"acceptance": list(_check_acceptance(acceptance)), **meta}, indent=2))
-    os.replace(tmp, path)
-    return path
+    record = {"acceptance": list(_check_acceptance(acceptance)), **meta}
+    return write_atomic(path, lambda tmp: tmp.write_text(json.dumps(record, indent=2)))
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from ..atomic import write_atomic
 from ..models import LoadedModel
 from .prompts import Prompt
 
@@ -113,7 +114,5 @@ def compute_features(target: LoadedModel, sequences: list[Sequence], path: Path,
             ids[row, : len(seq.ids)] = torch.tensor(seq.ids)  # right padding: causal, so real positions are exact
         hidden = decoder(input_ids=ids.to(device)).last_hidden_state  # (batch, width, hidden)
         features += [hidden[row, : len(seq.ids)].to(torch.float16).cpu() for row, seq in enumerate(batch)]
-    tmp = path.with_suffix(".tmp")
-    torch.save(features, tmp)
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: torch.save(features, tmp))
     return features

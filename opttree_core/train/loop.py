@@ -9,7 +9,6 @@ with a hard time limit never loses its work; the schedule still spans all epochs
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from ..atomic import write_atomic
 from .data import Sequence
 from .recipes import Batch, trainable_parameters
 
@@ -68,10 +68,9 @@ def learning_rate(step: int, total: int, config: TrainConfig) -> float:
 
 
 def _save_checkpoint(path: Path, recipe, optimizer, gen, step: int, history: list) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save({"step": step, "own_state": recipe.own_state(), "optimizer": optimizer.state_dict(),
-                "gen_state": gen.get_state(), "history": history}, tmp)
-    os.replace(tmp, path)
+    state = {"step": step, "own_state": recipe.own_state(), "optimizer": optimizer.state_dict(),
+             "gen_state": gen.get_state(), "history": history}
+    write_atomic(path, lambda tmp: torch.save(state, tmp))
 
 
 def train(recipe, sequences: list[Sequence], features: list[torch.Tensor], config: TrainConfig,
