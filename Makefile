@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $@
 
 demo: venv
-	$(BIN)/python -m opttree_core.demo --out out/demo
+	$(BIN)/python -m opttree_core demo --out out/demo
 	$(BIN)/python -m treeviz html out/demo/chat out/demo/code out/demo/math out/demo/explain --out out/demo/demo.html
 
 # The notebooks run too, in fast mode (OPTTREE_FAST=1: small budgets, a few minutes on 2 cores).

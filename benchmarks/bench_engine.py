@@ -22,10 +22,11 @@ import transformers
 
 from opttree_core.api import encode_prompt, load_drafter
 from opttree_core.decoding import DecodeConfig, generate, generate_autoregressive
-from opttree_core.demo import PROMPTS
+from opttree_core.tools.demo import PROMPTS
 from opttree_core.metrics import mean_acceptance_length, speedup
 from opttree_core.models import load_model
 from opttree_core.policies import OptTreeConfig, OptTreePolicy
+from opttree_core.records import StepRecord
 from opttree_core.tree import DraftTree
 from opttree_core.treelog import TreeLog
 
@@ -83,9 +84,10 @@ def treelog_footprint(device) -> dict:
     tree = synthetic_tree(nodes + 1, device)
     log = TreeLog(max_steps=steps, max_nodes=nodes + 1, device=device)
     accepted = torch.zeros(nodes + 1, dtype=torch.bool, device=device)
+    record = StepRecord(0, tree, tree.tokens, accepted, [1, 2])
     start = time.perf_counter()
     for _ in range(steps):
-        log.record(tree, tree.tokens, accepted, [1, 2], 0.0, 0.0)
+        log.record(record)
     if device.type == "cuda":
         torch.cuda.synchronize()
     record_us = (time.perf_counter() - start) / steps * 1e6
@@ -98,8 +100,8 @@ def treelog_footprint(device) -> dict:
 
 
 def demo_peak_rss_mb() -> float:
-    """Peak resident memory of `python -m opttree_core.demo` run as a child process."""
-    subprocess.run([sys.executable, "-m", "opttree_core.demo", "--out", "out/bench/demo"], check=True,
+    """Peak resident memory of `python -m opttree_core demo` run as a child process."""
+    subprocess.run([sys.executable, "-m", "opttree_core", "demo", "--out", "out/bench/demo"], check=True,
                    stdout=subprocess.DEVNULL)
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 

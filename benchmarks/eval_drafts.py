@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from opttree_core.api import encode_prompt, load_drafter
 from opttree_core.atomic import write_atomic
-from opttree_core.datasets import DEFAULT_SPEC_BENCH, spec_bench
+from opttree_core.tools.datasets import DEFAULT_SPEC_BENCH, spec_bench
 from opttree_core.decoding import DecodeConfig, generate, generate_autoregressive
 from opttree_core.draft_vocab import draft_vocab_size
 from opttree_core.metrics import mean_acceptance_length, speedup
@@ -72,7 +72,7 @@ def evaluate(args) -> dict:
         for name, drafter in drafters.items():
             step_depths = []
             result = generate(target.model, drafter, policy, ids, config,
-                              on_step=lambda step, tree, verified: step_depths.append(tree.max_depth))
+                              on_step=lambda record: step_depths.append(record.tree.max_depth))
             lengths[name][group] += result.accept_lengths
             depths[name][group] += step_depths
             totals[name]["tokens"] += len(result.token_ids)

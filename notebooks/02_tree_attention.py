@@ -23,7 +23,7 @@
 #   ancestors, never to its siblings or cousins (row i of the *ancestor matrix*);
 # * **positions by depth**: a node at depth d sits at position prefix_len + d, as if its path
 #   had been written out alone (positions by flattened index silently break RoPE models:
-#   ARCHITECTURE.md §4, trap 1).
+#   docs/architecture.md, trap 1).
 #
 # With both, the target's logits at every node equal what sequential decoding of that node's
 # path would give. We check exactly that below, then run one verification step: the accepted
@@ -114,10 +114,11 @@ assert result.accept_length == len(result.path) + 1
 # its whole path). Accepted nodes are outlined; the bonus token is the orange diamond.
 
 # %%
+from opttree_core.records import StepRecord
+from opttree_core.treelog import step_log
 from treeviz import attention_mask_figure, tree_figure
-from treeviz.logs import frames_from_step
 
-data = frames_from_step(0, tree, result, target.tokenizer)
+data = step_log(StepRecord(0, tree, result.target_tokens, result.accepted, result.new_tokens), target.tokenizer)
 tree_figure(data, 0).show()
 attention_mask_figure(data, 0).show()
 

@@ -30,9 +30,9 @@
 # at most **δ** (deeper layers would replace good shallow nodes by worse deep ones), or at
 # the depth cap. The answer is the global top-n of T.
 #
-# Below the construction is run with a snapshot per layer (`treeviz.teaching.opt_tree_trace`:
-# the engine's own layer loop `grow_opt_tree`, with a δ rule that records each layer), checked
-# against the engine's `OptTreePolicy`, then animated.
+# Below the construction is run with a record per layer (`opttree_core.policies.trace_opt_tree`:
+# the engine's one growth loop `grow` with OPT-Tree's rule, recording each layer), checked
+# against the engine's `OptTreePolicy`, then drawn by `treeviz.teaching`.
 
 # %% tags=["parameters"]
 from treeviz.teaching import fast_mode, offline_plotly, pick
@@ -50,8 +50,9 @@ import itertools
 from IPython.display import display
 
 import opttree_core as oc
+from opttree_core.policies import trace_opt_tree
 from opttree_core.verify import prefill_target
-from treeviz.teaching import opt_tree_trace, trace_figure, trace_table
+from treeviz.teaching import trace_figure, trace_table
 
 target = oc.load_model("smollm2-135m")
 drafter = oc.load_drafter("eagle-smollm2", target)
@@ -66,7 +67,7 @@ config = oc.OptTreeConfig(nodes=NODES, threshold=DELTA, max_depth=MAX_DEPTH)
 
 # %%
 drafter.start(prompt_ids, features)
-trace = opt_tree_trace(drafter, state.root_token, config)
+trace = trace_opt_tree(drafter, state.root_token, config)
 table = trace_table(trace, DELTA)
 display(table)
 e_sub = table["E_sub(T, n)"].tolist()
@@ -109,7 +110,7 @@ import pandas as pd
 rows = []
 for delta in DELTAS:
     drafter.start(prompt_ids, features)
-    run = opt_tree_trace(drafter, state.root_token, oc.OptTreeConfig(nodes=NODES, threshold=delta, max_depth=MAX_DEPTH))
+    run = trace_opt_tree(drafter, state.root_token, oc.OptTreeConfig(nodes=NODES, threshold=delta, max_depth=MAX_DEPTH))
     rows.append({"δ": delta, "layers drafted": len(run.layers), "tree depth": run.final.max_depth,
                  "E(A)": round(run.layers[-1].e_sub, 3)})
 sweep = pd.DataFrame(rows)

@@ -22,7 +22,7 @@
 # **Sampling** (temperature > 0) must keep the output distributed *exactly* as the target's:
 # speculative decoding is **lossless**. With p = the target's distribution at a node (after
 # temperature, top-k, top-p) and the draft's children x₁, x₂, … picked deterministically (its
-# top-k), the engine walks the tree by **recursive rejection** (SpecInfer; ARCHITECTURE.md §4,
+# top-k), the engine walks the tree by **recursive rejection** (SpecInfer; docs/architecture.md,
 # trap 7):
 #
 # 1. accept child xᵢ with probability p(xᵢ) / Σ p;

@@ -18,7 +18,7 @@
 # OPT-Tree chooses trees by their **expected** acceptance E(A) = Σ p̂ over drafted nodes. That
 # is only a good objective if E(A) predicts what actually happens: the acceptance length
 # **A** of each verification step (accepted drafts + the bonus token, so A ≈ E(A) + 1 for a
-# calibrated draft; ARCHITECTURE.md §4, trap 5).
+# calibrated draft; docs/architecture.md, trap 5).
 #
 # The paper's Figure 4 checks it with a heatmap per draft/target pair: the count of steps per
 # (E(A) rounded, A), with the correlation between the two. Here we log runs of the embedded
@@ -44,8 +44,8 @@ print(f"fast mode: {fast_mode()} · renderer: {offline_plotly()}")
 
 # %%
 import opttree_core as oc
-from opttree_core.datasets import spec_bench
-from opttree_core.demo import PROMPTS
+from opttree_core.tools.datasets import spec_bench
+from opttree_core.tools.demo import PROMPTS
 from treeviz.rerun import Rerunner, RunRequest
 
 texts = list(PROMPTS.values()) if fast_mode() else [p.text for p in spec_bench(per_task=2, per_category=1)]
@@ -55,7 +55,8 @@ logs = {}
 for draft in DRAFTS:
     runner = Rerunner(target, draft)
     for i, text in enumerate(texts):
-        request = RunRequest(prompt=text, policy="opt-tree", nodes=NODES, threshold=THRESHOLD, depth=MAX_DEPTH,
+        request = RunRequest(prompt=text, policy="opt-tree",
+                             params={"nodes": NODES, "threshold": THRESHOLD, "max_depth": MAX_DEPTH},
                              max_new_tokens=MAX_NEW_TOKENS, chat=True)
         logs[f"{draft} · prompt {i}"] = runner.run(request)
 print(f"{len(logs)} runs, {sum(len(d.steps) for d in logs.values())} steps")

@@ -21,12 +21,14 @@
 #   the target. The paper's Figure 5 shows MAL rising with n and flattening — and OPT-Tree's
 #   curve above the fixed shapes at every budget, because it spends each node where p̂ is largest.
 # * But a tree pass is not free. On this project's CPU a target pass over 64 nodes costs ~5× a
-#   pass over one (ARCHITECTURE.md §3), so past some n the extra accepted tokens no longer pay
-#   for the slower verification. **The best n depends on the machine.**
+#   pass over one (docs/architecture.md, "Measured on this CPU"), so past some n the extra
+#   accepted tokens no longer pay for the slower verification. **The best n depends on the
+#   machine.**
 # * δ trades draft passes for E(A): a layer is drafted only if it adds more than δ to E_sub.
 #
-# `opt-tree-auto` (`opttree_core/auto.py`) closes the loop: it measures the target's verify time
-# per tree size and the draft's time per layer once per machine, then at every step keeps the
+# `opt-tree-auto` (`opttree_core/policies/auto.py`, profiled by `opttree_core/tools/profile.py`)
+# closes the loop: it measures the target's verify time per tree size and the draft's time per
+# layer once per machine, then at every step keeps the
 # n* of the grown tree that maximises modelled tokens per second, (E_sub(T, n) + 1) / (t_verify +
 # t_draft), and stops drafting when another layer can't raise it.
 
@@ -49,8 +51,8 @@ import pandas as pd
 from IPython.display import display
 
 import opttree_core as oc
-from opttree_core.datasets import spec_bench
-from opttree_core.demo import PROMPTS
+from opttree_core.tools.datasets import spec_bench
+from opttree_core.tools.demo import PROMPTS
 
 texts = (list(PROMPTS.values()) if fast_mode() else [p.text for p in spec_bench(per_task=1, per_category=1)])[:N_PROMPTS]
 target = oc.load_model("smollm2-135m")
@@ -107,7 +109,8 @@ assert deltas["mean depth"].iloc[0] > deltas["mean depth"].iloc[-1], "a larger �
 # the policy then chooses n* per step. `last_choice` holds the latest step's choice.
 
 # %%
-from opttree_core.auto import OptTreeAutoConfig, OptTreeAutoPolicy, profile_hardware
+from opttree_core.policies.auto import OptTreeAutoConfig, OptTreeAutoPolicy
+from opttree_core.tools.profile import profile_hardware
 
 profile = profile_hardware(target.model, drafter, sizes=PROFILE_SIZES, repeats=pick(2, 5))
 print(profile.table())

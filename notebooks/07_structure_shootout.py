@@ -19,18 +19,18 @@
 # fixed **k-ary** and **binary** trees, EAGLE's static 25-node tree (**eagle-static**), EAGLE-2's
 # dynamic rerank (**eagle2**), **Sequoia**'s positional-acceptance DP, **DynaTree**,
 # cumulative-log-probability beams (**cum-logprob**), **OPT-Tree** and its hardware-aware
-# variant **opt-tree-auto**. All of them are registered in `opttree_core.registry.POLICIES`.
+# variant **opt-tree-auto**. All of them are registered in `opttree_core.policies.registry.POLICIES`.
 #
 # A fair comparison needs the same prompts, the same token cap, the same process, and the runs
 # interleaved so that drift (other processes, thermal state) hits every method alike
-# (ARCHITECTURE.md §4, trap 9). The bench harness `opttree_core.bench.run_bench` does exactly
+# (docs/architecture.md, trap 9). The bench harness `opttree_core.tools.bench.run_bench` does exactly
 # that: per prompt it runs every method in a rotated order, and reports each method's **MAL**
 # and its **speedup** = its tokens/s over AR's on the same prompts.
 #
 # Speedups on a shared 2-core CPU are noisy; MAL is a property of draft + policy and is not.
 
 # %% tags=["parameters"]
-from opttree_core.registry import POLICIES as ALL_POLICIES
+from opttree_core.policies.registry import POLICIES as ALL_POLICIES
 from treeviz.teaching import fast_mode, offline_plotly, pick
 
 POLICIES = pick(["opt-tree", "chain", "eagle-static", "eagle2"], sorted(ALL_POLICIES))
@@ -50,9 +50,9 @@ from pathlib import Path
 
 from IPython.display import display
 
-from opttree_core.bench import run_bench, summarize
-from opttree_core.datasets import DEFAULT_SPEC_BENCH
-from opttree_core.demo import PROMPTS
+from opttree_core.tools.bench import run_bench, summarize
+from opttree_core.tools.datasets import DEFAULT_SPEC_BENCH
+from opttree_core.tools.demo import PROMPTS
 
 out_dir = Path(tempfile.mkdtemp(prefix="opttree-nb07-")) / "run"
 if fast_mode():

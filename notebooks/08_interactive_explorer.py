@@ -17,8 +17,9 @@
 #
 # `treeviz.widgets.TreeExplorer` puts everything of the earlier notebooks behind controls:
 #
-# * **policy** (every policy registered in `opttree_core.registry.POLICIES`) and its knobs: the
-#   node budget n, δ, the depth;
+# * **policy** (every policy registered in `opttree_core.policies.registry.POLICIES`), the node
+#   budget n, and a control for every parameter of the policy, typed from its config (OPT-Tree:
+#   nodes, δ, max depth; DynaTree: its twelve; Sequoia: its acceptance vector, ...);
 # * the **prompt**, temperature, new tokens, the chat template;
 # * **Run** decodes the prompt (with "live" ticked each tree appears as soon as it is verified);
 # * the **step slider** and ▶ walk through the logged trees: the tree (accepted path outlined,
@@ -46,8 +47,8 @@ from treeviz.teaching import show_widget
 from treeviz.widgets import CompareExplorer, TreeExplorer
 
 target = oc.load_model("smollm2-135m")
-explorer = TreeExplorer(target=target, drafter=DRAFT, prompt=PROMPT, policy=POLICY, nodes=NODES, threshold=0.1,
-                        depth=6, max_new_tokens=MAX_NEW_TOKENS, chat=True, live=False)
+explorer = TreeExplorer(target=target, drafter=DRAFT, prompt=PROMPT, policy=POLICY, nodes=NODES,
+                        params={"threshold": 0.1, "max_depth": 6}, max_new_tokens=MAX_NEW_TOKENS, chat=True, live=False)
 data = explorer.run()  # what the Run button does
 assert data is not None and data.steps["a"].sum() == len(data.meta["token_ids"]) and len(data.steps) > 1
 print(f"{len(data.steps)} steps, MAL {data.steps['a'].mean():.2f}")

@@ -22,7 +22,7 @@
 # LM head turns that feature into a distribution q. It reuses everything the target already
 # computed, so one layer suffices.
 #
-# The recipe in `opttree_core.train` (CLI: `python -m opttree_core.train eagle --target smollm2-135m`):
+# The recipe in `opttree_core.train` (CLI: `python -m opttree_core train eagle --target smollm2-135m`):
 #
 # 1. **self-distillation data**: the target's own greedy answers to training prompts
 #    (`train.data.self_distill`), so the head learns what *this* target says;
@@ -59,12 +59,12 @@ import torch
 
 import opttree_core as oc
 from opttree_core.models import tiny_llama_config
-from opttree_core.train.cli import DEFAULT_GSM8K
-from opttree_core.train.data import Sequence, compute_features, self_distill
-from opttree_core.train.evaluate import heldout_agreement, heldout_mal
-from opttree_core.train.loop import TrainConfig, train
-from opttree_core.train.prompts import training_prompts
-from opttree_core.train.recipes import EagleRecipe
+from opttree_core.tools.train.cli import DEFAULT_GSM8K
+from opttree_core.tools.train.data import Sequence, compute_features, self_distill
+from opttree_core.tools.train.evaluate import heldout_agreement, heldout_mal
+from opttree_core.tools.train.loop import TrainConfig, train
+from opttree_core.tools.train.prompts import training_prompts
+from opttree_core.tools.train.recipes import EagleRecipe
 
 torch.manual_seed(0)
 work = Path(tempfile.mkdtemp(prefix="opttree-nb09-"))

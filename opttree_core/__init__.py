@@ -1,23 +1,40 @@
 """opttree_core: tree-based speculative decoding (OPT-Tree and friends), with every tree logged.
 
-    load_model → Drafter → TreePolicy.build → verify → TreeLog
-"""
-from .api import RunInfo, decode_prompt, encode_prompt, load_drafter
-from .decoding import DecodeConfig, DecodeResult, generate, generate_autoregressive
-from .drafters import Drafter, DraftLMDrafter, self_drafter
-from .eagle import EagleDrafter
-from .errors import OptTreeError
-from .models import LoadedModel, check_same_tokenizer, load_model
-from .ngram import NGramConfig, NGramDrafter
-from .policies import ChainConfig, ChainPolicy, OptTreeConfig, OptTreePolicy, TreePolicy
-from .registry import make_policy, policy_for_budget
-from .tree import DraftTree, TreeBuilder
-from .treelog import TreeLog, TreeLogData
-from .verify import VerifyResult, verify
+    load_model → Drafter → TreePolicy.build (grow) → verify (score, choose, commit) → TreeLog
 
-__all__ = [
-    "ChainConfig", "ChainPolicy", "DecodeConfig", "DecodeResult", "DraftLMDrafter", "DraftTree", "Drafter",
-    "EagleDrafter", "LoadedModel", "NGramConfig", "NGramDrafter", "OptTreeConfig", "OptTreeError", "OptTreePolicy", "RunInfo", "TreeBuilder", "TreeLog",
-    "TreeLogData", "TreePolicy", "VerifyResult", "check_same_tokenizer", "decode_prompt", "encode_prompt",
-    "generate", "generate_autoregressive", "load_drafter", "load_model", "make_policy", "policy_for_budget", "self_drafter", "verify",
-]
+Names are imported on first use, so the torch-free modules (``records``, ``metrics``) load
+without torch: ``import opttree_core.records`` is what treeviz and figures read logs with.
+docs/architecture.md maps the modules.
+"""
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "api": ("RunInfo", "decode_prompt", "encode_prompt", "load_drafter"),
+    "decoding": ("DecodeConfig", "DecodeResult", "generate", "generate_autoregressive"),
+    "drafters": ("Drafter", "DraftLMDrafter", "EagleDrafter", "NGramConfig", "NGramDrafter", "self_drafter"),
+    "errors": ("OptTreeError",),
+    "grow": ("GrowthRule", "TreeBuilder", "grow"),
+    "models": ("LoadedModel", "check_same_tokenizer", "load_model"),
+    "policies": ("ChainConfig", "ChainPolicy", "OptTreeConfig", "OptTreePolicy", "TreePolicy", "make_policy",
+                 "policy_for_budget"),
+    "records": ("LogData", "StepRecord", "read_log"),
+    "tree": ("DraftTree", "TreeLayer"),
+    "treelog": ("TreeLog", "TreeLogData"),
+    "verify": ("VerifyResult", "verify"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'opttree_core' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

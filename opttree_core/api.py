@@ -11,10 +11,9 @@ import torch
 
 from .decoding import DecodeConfig, DecodeResult, generate
 from .draft_vocab import draft_vocab_size
-from .drafters import Drafter, DraftLMDrafter, self_drafter
+from .drafters import Drafter, DraftLMDrafter, NGramDrafter, self_drafter
 from .errors import OptTreeError
 from .models import LoadedModel, check_same_tokenizer, load_model
-from .ngram import NGramDrafter
 from .policies import TreePolicy
 from .shipped import load_draft, resolve_manifest
 from .treelog import TreeLog
@@ -95,11 +94,14 @@ class RunInfo:
 
 
 def decode_prompt(target: LoadedModel, drafter: Drafter, policy: TreePolicy, prompt_ids: torch.Tensor,
-                  config: DecodeConfig, info: RunInfo, log_path=None, on_step=None) -> DecodeResult:
-    """Decode one prompt with a TreeLog; when ``log_path`` is given, write the log there (atomically)."""
+                  config: DecodeConfig, info: RunInfo, log_path=None, on_step=None,
+                  log: TreeLog | None = None) -> DecodeResult:
+    """Decode one prompt into a TreeLog (``log``, or a new one); when ``log_path`` is given, write the
+    log there (atomically). ``on_step`` gets every step's ``StepRecord``."""
     torch.manual_seed(info.seed)
     device = target.model.get_input_embeddings().weight.device
-    log = TreeLog(max_steps=config.max_new_tokens, max_nodes=policy.max_nodes + 1, device=device)
+    if log is None:
+        log = TreeLog(max_steps=config.max_new_tokens, max_nodes=policy.max_nodes + 1, device=device)
     result = generate(target.model, drafter, policy, prompt_ids, config, log=log, on_step=on_step)
     log.meta.update(info.to_meta(prompt_ids.tolist(), result, target.tokenizer), draft_vocab=draft_vocab_size(drafter))
     if log_path is not None:

@@ -1,6 +1,8 @@
-"""The decoding loop: draft → build tree → verify → accept → log, and the AR baseline.
+"""The decoding loop: build the tree (drafter + policy) → verify (score, choose, commit) →
+commit to the drafter → log, and the AR baseline.
 
-Both loops call the target through ``modelcall.forward`` so their timings compare fairly.
+Both loops call the target through ``modelcall.forward`` and move its state through
+``TargetState.advance``, so their timings compare fairly.
 """
 from __future__ import annotations
 
@@ -10,15 +12,17 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .drafters import Drafter
+from .drafters.base import Drafter
 from .errors import OptTreeError
+from .grow import ChildSampling
 from .metrics import mean_acceptance_length, tokens_per_second
-from .modelcall import forward, model_device, timed_call
-from .policies import HardwareAware, TreePolicy
-from .treelog import TreeLog
+from .modelcall import model_device, timed_call
+from .policies.base import TreePolicy
+from .records import StepRecord
 from .sampling import target_probs
-from .verify import Sampling, VerifyResult, prefill_target, verify
-from .tree import ChildSampling, DraftTree
+from .tree import TreeLayer
+from .treelog import TreeLog
+from .verify import Sampling, TargetState, prefill_target, score_root, verify
 
 
 CHILDREN = ("top-k", "sampled")
@@ -93,7 +97,7 @@ class DecodeResult:
         return tokens_per_second(len(self.token_ids), self.seconds)
 
 
-StepCallback = Callable[[int, DraftTree, VerifyResult], None]
+StepCallback = Callable[[StepRecord], None]
 
 
 def check_prompt(model, prompt_ids: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
@@ -143,11 +147,11 @@ class _TimedDrafter:
     def root_probs(self) -> torch.Tensor:
         return self._timed(self.drafter.root_probs)
 
-    def expand(self, builder, nodes: torch.Tensor) -> torch.Tensor:
-        return self._timed(self.drafter.expand, builder, nodes)
+    def expand(self, layer: TreeLayer) -> torch.Tensor:
+        return self._timed(self.drafter.expand, layer)
 
-    def commit(self, tokens: list[int], features: torch.Tensor) -> None:
-        self._timed(self.drafter.commit, tokens, features)
+    def commit(self, tokens: list[int], features: torch.Tensor, accepted_slots: list[int]) -> None:
+        self._timed(self.drafter.commit, tokens, features, accepted_slots)
 
     def take(self) -> float:
         """Seconds spent in the drafter since the last ``take``."""
@@ -184,49 +188,73 @@ def _progress(config: DecodeConfig):
     return tqdm(total=config.max_new_tokens, unit="tok", leave=False)
 
 
+@dataclass
+class _Loop:
+    """What one decoding carries from step to step."""
+
+    state: TargetState
+    device: torch.device
+    drafter: _TimedDrafter
+    policy: TreePolicy
+    clock: _Clock
+    sampling: Sampling | None
+    children: ChildSampling | None
+    eos: set[int]
+
+
+def _step(loop: _Loop, step: int, tokens_left: int) -> tuple[StepRecord, bool]:
+    """One step: build the tree, verify it; returns its record and whether an EOS ended the output."""
+    tree = loop.policy.build(loop.drafter, loop.state.root_token, tokens_left - 1, loop.device,
+                             children=loop.children)
+    build_s = loop.clock.lap()
+    draft_s = loop.drafter.take()  # includes the previous step's commit
+    result = verify(loop.state, tree, loop.sampling)
+    verify_s = loop.clock.lap()
+    new, finished = _truncate_at_eos(result.new_tokens, loop.eos)
+    record = StepRecord(step, tree, result.target_tokens, result.accepted, new, draft_s, verify_s,
+                        max(build_s - draft_s, 0.0), result.features)
+    loop.policy.observe(tree, len(new))
+    if not finished:
+        loop.drafter.commit(new, result.features, result.slots)
+    return record, finished
+
+
 def generate(target_model, drafter: Drafter, policy: TreePolicy, prompt_ids, config: DecodeConfig = DecodeConfig(),
              log: TreeLog | None = None, on_step: StepCallback | None = None) -> DecodeResult:
-    """Tree speculative decoding of one prompt (greedy: output equals plain greedy decoding)."""
+    """Tree speculative decoding of one prompt (greedy: output equals plain greedy decoding).
+
+    Every step's ``StepRecord`` goes to ``log.record`` and to ``on_step``. A policy that needs a
+    latency profile (opt-tree-auto) must have one already (``tools.profile.calibrate``)."""
     prompt = check_prompt(target_model, prompt_ids, config.max_new_tokens)
     device, eos = model_device(target_model), _eos_ids(target_model) if config.stop_at_eos else set()
-    if isinstance(policy, HardwareAware):  # measures (or reads) its cost profile outside the timed run
-        policy.calibrate(target_model, drafter)
     start = time.perf_counter()
     state, features = prefill_target(target_model, prompt)
     drafter.start(prompt, features)
-    out, lengths, bar = [], [], _progress(config)
-    sampling, children = config.sampling(device), config.child_sampling(device)
     clock = _Clock(device, config.timing)
-    drafter = _TimedDrafter(drafter, clock.sync)  # build phase = drafter calls + the policy's own work
+    loop = _Loop(state, device, _TimedDrafter(drafter, clock.sync), policy, clock, config.sampling(device),
+                 config.child_sampling(device), eos)
+    out, lengths, bar = [], [], _progress(config)
     policy.reset()
     while len(out) < config.max_new_tokens:
-        tree = policy.build(drafter, state.root_token, config.max_new_tokens - len(out) - 1, device, children=children)
-        build_s = clock.lap()
-        draft_s = drafter.take()  # includes the previous step's commit
-        build_s = max(build_s - draft_s, 0.0)
-        result = verify(state, tree, sampling)
-        verify_s = clock.lap()
-        new, finished = _truncate_at_eos(result.new_tokens, eos)
-        out += new
-        lengths.append(len(new))
-        policy.observe(tree, len(new))
-        if log is not None:
-            log.record(tree, result.target_tokens, result.accepted, new, draft_s, verify_s, build_s)
-        if on_step is not None:
-            on_step(len(lengths) - 1, tree, result)
+        record, finished = _step(loop, len(lengths), config.max_new_tokens - len(out))
+        out += record.new_tokens
+        lengths.append(record.a)
+        for sink in (log.record if log is not None else None, on_step):
+            if sink is not None:
+                sink(record)
         if bar is not None:
-            bar.update(len(new))
+            bar.update(record.a)
+        clock.lap()  # logging and callbacks belong to no phase
         if finished or _out_of_time(config, start):
             break
-        drafter.commit(new, result.features)
     if bar is not None:
         bar.close()
     return DecodeResult(prompt.tolist(), out, lengths, time.perf_counter() - start, log)
 
 
 def generate_autoregressive(target_model, prompt_ids, config: DecodeConfig = DecodeConfig()) -> DecodeResult:
-    """Plain decoding, one target forward per token, through the same model-call path
-    (greedy, or sampled from the same processed distribution as tree decoding)."""
+    """Plain decoding, one target forward per token, through the same model-call path and state
+    update (greedy, or sampled from the same processed distribution as tree decoding)."""
     prompt = check_prompt(target_model, prompt_ids, config.max_new_tokens)
     eos = _eos_ids(target_model) if config.stop_at_eos else set()
     sampling = config.sampling(prompt.device)
@@ -234,12 +262,10 @@ def generate_autoregressive(target_model, prompt_ids, config: DecodeConfig = Dec
     state, _ = prefill_target(target_model, prompt)
     out = []
     while len(out) < config.max_new_tokens:
-        root = torch.tensor([state.root_token], device=prompt.device)
-        logits = forward(target_model, state.cache, root, torch.tensor([state.prefix_len], device=prompt.device)).logits
+        logits = score_root(state).logits  # (1, V)
         token = int(logits[-1].argmax()) if sampling is None else _sample(logits[-1:], sampling)
         out.append(token)
-        state.committed += 1
-        state.root_token = token
+        state.advance([token])
         if token in eos or _out_of_time(config, start):
             break
     return DecodeResult(prompt.tolist(), out, [1] * len(out), time.perf_counter() - start)

@@ -1,20 +1,17 @@
-"""Every metric, defined once, for every method.
+"""Every metric, defined once, for every method (torch-free: treeviz and figures import it too).
 
     p̂(node) = Π q along the node's path (root excluded)
     E(A)    = Σ p̂ over a tree's non-root nodes: the expected number of accepted drafted tokens
+              (computed on the device per tree: ``DraftTree.expected_acceptance``; logged as ``ea``)
     A       = tokens a step adds to the output: accepted drafted tokens + the bonus token
     MAL     = mean A over steps (the bonus included, so A ≈ E(A) + 1 for a calibrated draft)
+    speedup = a method's tokens/s over autoregressive decoding's, measured in the same run;
+              pooled over several prompts: Σ tokens / Σ seconds of each, over the prompts both
+              finished (``pooled_speedup``)
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-import torch
-
-
-def expected_acceptance(p_hat: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
-    """E(A) of one tree: Σ p̂ over nodes of depth ≥ 1 (0-dim tensor, stays on the device)."""
-    return torch.where(depth > 0, p_hat, torch.zeros_like(p_hat)).sum()
 
 
 def mean_acceptance_length(accept_lengths: Sequence[int]) -> float:
@@ -42,3 +39,13 @@ def mean_expected_acceptance(ea_per_step: Sequence[float], weights: Sequence[flo
     weights = [1.0] * len(ea_per_step) if weights is None else list(weights)
     total = float(sum(weights))
     return float(sum(e * w for e, w in zip(ea_per_step, weights))) / total if total > 0 else float("nan")
+
+
+def pooled_speedup(method: dict[str, tuple[int, float]], baseline: dict[str, tuple[int, float]]) -> float:
+    """The one speedup of a method over several prompts: ``method`` and ``baseline`` map a prompt id
+    to (new tokens, seconds); over the prompts both finished, Σ tokens / Σ seconds of the method
+    divided by the baseline's. A partial or resumed run thus compares like with like."""
+    common = sorted(method.keys() & baseline.keys())  # a fixed order: the same floats every run
+    m_tokens, m_seconds = (sum(method[p][i] for p in common) for i in (0, 1))
+    b_tokens, b_seconds = (sum(baseline[p][i] for p in common) for i in (0, 1))
+    return speedup(tokens_per_second(m_tokens, m_seconds), tokens_per_second(b_tokens, b_seconds))

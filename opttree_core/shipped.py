@@ -18,10 +18,9 @@ from safetensors.torch import load_file, save_file
 from transformers import LlamaConfig
 
 from .atomic import write_atomic
-from .draft_lm import build_draft_lm
+from .drafters.draft_lm import DraftLMDrafter, build_draft_lm
 from .draft_vocab import DraftVocab, load_counts
-from .drafters import DraftLMDrafter
-from .eagle import EagleDrafter, EagleHead
+from .drafters.eagle import EagleDrafter, EagleHead
 from .errors import OptTreeError
 from .models import LoadedModel
 from .skinny import use_skinny_matmul, uses_skinny_matmul

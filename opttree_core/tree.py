@@ -1,14 +1,19 @@
-"""The draft tree: a frozen dataclass of tensors, and the builder that grows one.
+"""The draft tree, and the layer of it a drafter sees: both frozen dataclasses of tensors.
 
 Notation: node 0 is the *root*, the last committed token, which the target has
 not yet seen. Every other node is a drafted token. Nodes are stored in
 breadth-first order, so ``parents[i] < i`` and ``depth`` never decreases.
 
     p̂(node) = product of the draft probabilities q along its path (root excluded)
-    E(A)    = Σ p̂ over the non-root nodes        (see ``metrics.expected_acceptance``)
+    E(A)    = Σ p̂ over the non-root nodes        (``DraftTree.expected_acceptance``)
 
 A node at depth d sits at position ``prefix_len + d`` (positions by depth, not by
-flattened index: ARCHITECTURE.md §4, trap 1).
+flattened index: docs/architecture.md, "Traps").
+
+Drafter slots: while a tree grows (``grow.py``), the nodes whose children are drafted are fed
+to the drafter one layer at a time; the k-th node fed is the drafter's *slot* k (the root,
+already committed, is slot -1). A ``TreeLayer`` speaks only in slots, and ``DraftTree.slots``
+keeps each node's slot, so verification can tell the drafter which of its slots were accepted.
 """
 from __future__ import annotations
 
@@ -16,6 +21,8 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import torch
+
+LONG_FIELDS = ("parents", "depth", "rank")
 
 
 @dataclass(frozen=True)
@@ -33,10 +40,13 @@ class DraftTree:
     # distribution it drew them from. Verification walks all draws (``sampling.sample_path``).
     draws: torch.Tensor | None = None  # (N, K) int64
     draft_probs: torch.Tensor | None = None  # (N, V) float32
+    slots: torch.Tensor | None = None  # (N,) int64: the drafter slot of each node (-1: root or never fed)
 
     def __post_init__(self):
         n = self.tokens.shape[0]
-        for name in ("parents", "depth", "p_hat", "q", "rank"):
+        if self.slots is None:
+            object.__setattr__(self, "slots", torch.full((n,), -1, dtype=torch.long, device=self.tokens.device))
+        for name in ("parents", "depth", "p_hat", "q", "rank", "slots"):
             if getattr(self, name).shape != (n,):
                 raise ValueError(f"DraftTree.{name} must have shape ({n},)")
         if (self.draws is None) != (self.draft_probs is None):
@@ -70,6 +80,10 @@ class DraftTree:
             mask[layer] |= mask[self.parents[layer]]
         return mask
 
+    def expected_acceptance(self) -> torch.Tensor:
+        """E(A): Σ p̂ over the non-root nodes (0-dim tensor, stays on the device)."""
+        return torch.where(self.depth > 0, self.p_hat, torch.zeros_like(self.p_hat)).sum()
+
     def position_ids(self, prefix_len: int) -> torch.Tensor:
         """(N,) positions: the root sits at ``prefix_len``, a node at depth d at ``prefix_len + d``."""
         return self.depth + prefix_len
@@ -85,6 +99,11 @@ class DraftTree:
             path.append(node)
             node = parents[node]
         return path[::-1]
+
+    @classmethod
+    def root_only(cls, root_token: int, device=None) -> DraftTree:
+        """The tree of the root alone (a step that drafts nothing)."""
+        return cls.from_paths(root_token, [], device=device)
 
     @classmethod
     def from_paths(cls, root_token: int, paths: list[list[int]], device=None) -> DraftTree:
@@ -115,153 +134,40 @@ class DraftTree:
 
 
 @dataclass(frozen=True)
-class ChildSampling:
-    """Draw each node's children by sampling the draft distribution (without replacement)
-    instead of taking its top-k, with ``generator`` (SpecInfer-style sampled children)."""
+class TreeLayer:
+    """One layer of a growing tree, handed to ``Drafter.expand``: the nodes whose children are
+    drafted next, in the drafter's own terms. Nothing in it refers to the tree's builder.
 
-    generator: torch.Generator
-
-    def draw(self, probs: torch.Tensor, k: int) -> torch.Tensor:
-        """(n, k) tokens drawn without replacement from each row of ``probs`` (n, V), in draw
-        order (Gumbel-top-k: the order of perturbed log-probs is sequential sampling's order).
-        Zero-probability tokens are never drawn: they come back as -1."""
-        uniform = torch.rand(probs.shape, generator=self.generator, device=self.generator.device).to(probs.device)
-        gumbel = -torch.log(-torch.log(uniform.clamp(min=1e-20)))  # (n, V)
-        keys = torch.log(probs.float()) + gumbel  # -inf where q = 0
-        values, tokens = keys.topk(k, dim=1)  # (n, k), descending keys = draw order
-        return torch.where(torch.isfinite(values), tokens, torch.full_like(tokens, -1))
-
-
-class TreeBuilder:
-    """Grows a tree layer by layer from draft distributions (layer-wise top-k expansion).
-
-    Besides the node attributes it keeps, for every node, the indices of its
-    ancestors by depth (``path[i, d]`` = ancestor of i at depth d, or -1), from
-    which drafters build their attention masks afresh at every layer
-    (ARCHITECTURE.md §4, trap 3).
+    The drafter has been fed ``first_slot`` nodes of this tree so far (slots 0 … first_slot − 1);
+    this layer's nodes become slots first_slot, first_slot + 1, … in order.
     """
 
-    def __init__(self, root_token: int, capacity: int, max_depth: int, device,
-                 children: ChildSampling | None = None):
-        self.device, self.children = torch.device(device), children
-        self.capacity, self.max_depth, self.size = capacity, max_depth, 1
-        long = dict(dtype=torch.long, device=self.device)
-        self.tokens = torch.zeros(capacity, **long)
-        self.parents = torch.full((capacity,), -1, **long)
-        self.depth = torch.zeros(capacity, **long)
-        self.rank = torch.zeros(capacity, **long)
-        self.p_hat = torch.ones(capacity, dtype=torch.float32, device=self.device)
-        self.q = torch.ones(capacity, dtype=torch.float32, device=self.device)
-        self.path = torch.full((capacity, max_depth + 1), -1, **long)  # (capacity, max_depth + 1)
-        self.path[0, 0] = 0
-        self.tokens[0] = root_token
-        self.layers: list[torch.Tensor] = [torch.zeros(1, **long)]
-        self.expansions: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # sampled: (nodes, draws, probs)
+    tokens: torch.Tensor  # (m,) the nodes' tokens
+    parent_slots: torch.Tensor  # (m,) each node's parent's slot (-1: the root)
+    depth: int  # every node of the layer sits at depth ``depth`` (1: children of the root)
+    ancestors: torch.Tensor  # (m, first_slot) bool: ancestors[i, s] — slot s is an ancestor of node i
+    paths: torch.Tensor  # (m, depth) tokens from depth 1 down to each node (its own token last)
 
-    def record_draws(self, nodes: torch.Tensor, draws: torch.Tensor, probs: torch.Tensor) -> None:
-        """Sampled children: remember what ``nodes`` (n,) drew, ``draws`` (n, K), and from which ``probs`` (n, V)."""
-        self.expansions.append((nodes, draws, probs))
+    @property
+    def size(self) -> int:
+        return self.tokens.shape[0]
 
-    def add_layer(self, parents: torch.Tensor, tokens: torch.Tensor, q: torch.Tensor, rank: torch.Tensor) -> torch.Tensor:
-        """Append one layer of children; returns their node indices, shape (n_new,)."""
-        n_new = parents.shape[0]
-        if self.size + n_new > self.capacity:
-            raise ValueError(f"tree capacity {self.capacity} exceeded")
-        idx = torch.arange(self.size, self.size + n_new, device=self.device)  # (n_new,)
-        d = len(self.layers)
-        self.tokens[idx], self.parents[idx], self.q[idx], self.rank[idx] = tokens, parents, q, rank
-        self.depth[idx] = d
-        self.p_hat[idx] = self.p_hat[parents] * q
-        self.path[idx] = self.path[parents]
-        self.path[idx, d] = idx
-        self.size += n_new
-        self.layers.append(idx)
-        return idx
+    @property
+    def first_slot(self) -> int:
+        return self.ancestors.shape[1]
 
-    def ancestor_mask(self, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-        """(n_queries, n_keys) bool: key node is an ancestor of (or is) the query node."""
-        return self.path[queries][:, self.depth[keys]] == keys[None, :]
+    @property
+    def device(self) -> torch.device:
+        return self.tokens.device
 
-    def ranking(self) -> torch.Tensor:
-        """All nodes but the root, best first: p̂ descending, ties to the shallower (earlier) node."""
-        p_hat = self.p_hat[1 : self.size]
-        order = torch.sort(p_hat, descending=True, stable=True).indices  # (size - 1,)
-        return order + 1
+    def attention(self, committed: int) -> torch.Tensor:
+        """(m, committed + first_slot + m) bool, for a drafter whose cache holds ``committed`` entries
+        (the root last) followed by this tree's slots in order: every node sees the committed part,
+        its fed ancestors and itself. Built afresh for every layer, never reused."""
+        m = self.size
+        return torch.cat([torch.ones(m, committed, dtype=torch.bool, device=self.device), self.ancestors,
+                          torch.eye(m, dtype=torch.bool, device=self.device)], dim=1)
 
-    def top_n_sum(self, n: int) -> torch.Tensor:
-        """E_sub(T, n): the sum of the n largest p̂ among non-root nodes (0-dim tensor)."""
-        return self.p_hat[self.ranking()[:n]].sum()
-
-    def subtree(self, nodes: torch.Tensor) -> DraftTree:
-        """The DraftTree of the root plus ``nodes`` (which must be closed under parents)."""
-        keep = torch.cat([torch.zeros(1, dtype=torch.long, device=self.device), nodes]).sort().values  # (k,)
-        new_index = torch.full((self.size,), -1, dtype=torch.long, device=self.device)
-        new_index[keep] = torch.arange(keep.shape[0], device=self.device)
-        parents = self.parents[keep]
-        parents = torch.where(parents >= 0, new_index[parents.clamp(min=0)], parents)
-        draws, draft_probs = self._draws_of(keep) if self.children is not None else (None, None)
-        return DraftTree(
-            tokens=self.tokens[keep], parents=parents, depth=self.depth[keep],
-            p_hat=self.p_hat[keep], q=self.q[keep], rank=self.rank[keep], draws=draws, draft_probs=draft_probs,
-        )
-
-    def _draws_of(self, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(k, K) draws and (k, V) draft distributions of the nodes ``keep`` (-1 / 0 where none)."""
-        width = max((d.shape[1] for _, d, _ in self.expansions), default=1)
-        vocab = self.expansions[0][2].shape[1] if self.expansions else 1
-        draws = torch.full((self.size, width), -1, dtype=torch.long, device=self.device)
-        probs = torch.zeros(self.size, vocab, dtype=torch.float32, device=self.device)
-        for nodes, node_draws, node_probs in self.expansions:
-            draws[nodes, : node_draws.shape[1]] = node_draws
-            probs[nodes] = node_probs.float()
-        return draws[keep], probs[keep]
-
-    def whole_tree(self) -> DraftTree:
-        return self.subtree(torch.arange(1, self.size, device=self.device))
-
-
-def expand_layer(builder: TreeBuilder, frontier: torch.Tensor, probs: torch.Tensor,
-                 per_node: int, layer_budget: int) -> torch.Tensor:
-    """Layer-wise top-k expansion: each frontier node proposes its ``per_node`` most
-    probable tokens (or, when the builder samples children, ``per_node`` draws from its
-    distribution, in draw order); the ``layer_budget`` candidates of largest p̂ join the tree.
-
-    ``probs`` has shape (n_frontier, vocab). Returns the new node indices.
-    """
-    k = min(per_node, probs.shape[1])
-    top_q, top_tok = _candidates(builder, frontier, probs, k)  # (n_frontier, k) each
-    cand_p_hat = builder.p_hat[frontier][:, None] * top_q  # (n_frontier, k)
-    cand_p_hat = cand_p_hat.masked_fill(top_tok < 0, -1.0)  # a draw that could not be made
-    m = min(layer_budget, int((top_tok >= 0).sum()) if builder.children is not None else cand_p_hat.numel())
-    chosen = torch.sort(cand_p_hat.flatten(), descending=True, stable=True).indices[:m]  # (m,)
-    chosen = chosen.sort().values  # keep parent order: breadth-first, siblings by rank
-    rows, cols = chosen // k, chosen % k
-    return builder.add_layer(frontier[rows], top_tok.flatten()[chosen], top_q.flatten()[chosen], cols)
-
-
-def expand_ranks(builder: TreeBuilder, frontier: torch.Tensor, probs: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """Add exactly the chosen children: ``keep`` (n_frontier, k) bool marks, for each frontier node,
-    which of its first k candidates join the tree. Candidates come from the same rule as in
-    ``expand_layer`` (the draft's top-k, or draws when the builder samples children), so "the
-    rank-r child" means one thing for every policy; a candidate that could not be drawn is skipped.
-
-    ``probs`` has shape (n_frontier, vocab). Returns the new node indices (parent order, then rank).
-    """
-    k = min(keep.shape[1], probs.shape[1])
-    top_q, top_tok = _candidates(builder, frontier, probs, k)  # (n_frontier, k) each
-    rows, cols = (keep[:, :k] & (top_tok >= 0)).nonzero(as_tuple=True)  # row-major: breadth-first, siblings by rank
-    return builder.add_layer(frontier[rows], top_tok[rows, cols], top_q[rows, cols], cols)
-
-
-def _candidates(builder: TreeBuilder, frontier: torch.Tensor, probs: torch.Tensor, k: int):
-    """Each frontier node's k candidates, as (q, tokens), each (n_frontier, k): the draft's top-k,
-    or, when the builder samples children, k draws without replacement in draw order (recorded on
-    the builder so verification can walk them). A draw that could not be made (fewer than k
-    tokens with q > 0) is token -1 with q = 0: never add it. This is the one place children are
-    chosen, so "the rank-r child" means one thing for every policy."""
-    if builder.children is None:
-        return probs.topk(k, dim=1)
-    draws = builder.children.draw(probs, k)  # (n_frontier, k)
-    builder.record_draws(frontier, draws, probs)
-    q = probs.gather(1, draws.clamp(min=0)).masked_fill(draws < 0, 0.0)
-    return q, draws
+    def positions(self, root_position: int) -> torch.Tensor:
+        """(m,) positions: the root's plus the layer's depth (positions by depth)."""
+        return torch.full((self.size,), root_position + self.depth, dtype=torch.long, device=self.device)

@@ -1,43 +1,27 @@
 """TreeLog: every step's tree, kept on the model's device, exported to Parquet.
 
-Recording writes into preallocated tensors with host-known indices only, so it adds
-no host synchronisation to the decoding loop. Export (off the hot path) writes, into
-one directory, atomically:
-
-    nodes.parquet   long form: one row per node per step (the root included, depth 0)
-    steps.parquet   one row per step: n_nodes, E(A), A, bonus token, and seconds: draft_s (in the
-                    drafter's calls), build_s (the policy's own tree building), verify_s (target);
-                    logs written before build_s existed lack that column and load all the same
-    meta.json       models, policy and config, prompt, seed, package versions, ...
+Recording writes into preallocated tensors with host-known indices only, so it adds no host
+synchronisation to the decoding loop. Export (off the hot path) writes the files of
+``records.py`` (``nodes.parquet``, ``steps.parquet``, ``meta.json``) into one directory.
 """
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from .errors import OptTreeError
-from .metrics import expected_acceptance
-from .tree import DraftTree
+from .records import STEP_COLUMNS, LogData, StepRecord, read_log, write_log
 
 NODE_FIELDS = {  # name → dtype of the on-device buffer, shape (capacity_steps, max_nodes)
     "token": torch.int32, "parent": torch.int32, "depth": torch.int16, "p_hat": torch.float32,
     "q": torch.float32, "rank": torch.int16, "target_token": torch.int32, "accepted": torch.bool,
 }
+HOST_FIELDS = ("n_nodes", "a", "bonus_token", "draft_s", "verify_s", "build_s")
 
-
-@dataclass(frozen=True)
-class TreeLogData:
-    nodes: pd.DataFrame
-    steps: pd.DataFrame
-    meta: dict
+TreeLogData = LogData  # what ``to_frames`` and ``load`` return
 
 
 class TreeLog:
@@ -48,9 +32,7 @@ class TreeLog:
         self.max_nodes, self.n_steps = max_nodes, 0
         self.nodes = {k: torch.zeros(max_steps, max_nodes, dtype=t, device=self.device) for k, t in NODE_FIELDS.items()}
         self.ea = torch.zeros(max_steps, dtype=torch.float32, device=self.device)
-        self.host = {k: np.zeros(max_steps, dtype=t) for k, t in
-                     (("n_nodes", np.int32), ("a", np.int32), ("bonus_token", np.int64),
-                      ("draft_s", np.float64), ("verify_s", np.float64), ("build_s", np.float64))}
+        self.host = {k: np.zeros(max_steps, dtype=STEP_COLUMNS[k]) for k in HOST_FIELDS}
 
     @property
     def capacity(self) -> int:
@@ -61,21 +43,20 @@ class TreeLog:
         self.ea = torch.cat([self.ea, torch.zeros_like(self.ea)])
         self.host = {k: np.concatenate([v, np.zeros_like(v)]) for k, v in self.host.items()}
 
-    def record(self, tree: DraftTree, target_tokens: torch.Tensor, accepted: torch.Tensor,
-               new_tokens: list[int], draft_s: float, verify_s: float, build_s: float = 0.0) -> None:
+    def record(self, record: StepRecord) -> None:
         """Append one step. Tensors stay on the device; only host-known values go to the host arrays."""
-        n, step = tree.n_nodes, self.n_steps
+        tree, n, step = record.tree, record.tree.n_nodes, self.n_steps
         if n > self.max_nodes:
             raise ValueError(f"tree of {n} nodes exceeds the log's {self.max_nodes}")
         if step == self.capacity:
             self._grow()
         values = {"token": tree.tokens, "parent": tree.parents, "depth": tree.depth, "p_hat": tree.p_hat,
-                  "q": tree.q, "rank": tree.rank, "target_token": target_tokens, "accepted": accepted}
+                  "q": tree.q, "rank": tree.rank, "target_token": record.target_tokens, "accepted": record.accepted}
         for key, value in values.items():
             self.nodes[key][step, :n] = value.to(self.device, non_blocking=True)
-        self.ea[step] = expected_acceptance(tree.p_hat, tree.depth).to(self.device)
-        for key, value in (("n_nodes", n), ("a", len(new_tokens)), ("bonus_token", new_tokens[-1]),
-                           ("draft_s", draft_s), ("verify_s", verify_s), ("build_s", build_s)):
+        self.ea[step] = tree.expected_acceptance().to(self.device)
+        for key, value in (("n_nodes", n), ("a", record.a), ("bonus_token", record.new_tokens[-1]),
+                           ("draft_s", record.draft_s), ("verify_s", record.verify_s), ("build_s", record.build_s)):
             self.host[key][step] = value
         self.n_steps += 1
 
@@ -83,7 +64,7 @@ class TreeLog:
         """Bytes held by the on-device buffers."""
         return sum(v.numel() * v.element_size() for v in self.nodes.values()) + self.ea.numel() * 4
 
-    def to_frames(self, tokenizer=None) -> TreeLogData:
+    def to_frames(self, tokenizer=None) -> LogData:
         steps = pd.DataFrame({k: v[: self.n_steps] for k, v in self.host.items()})
         steps.insert(0, "step", np.arange(self.n_steps, dtype=np.int32))
         steps["ea"] = self.ea[: self.n_steps].cpu().numpy()
@@ -94,21 +75,15 @@ class TreeLog:
             nodes[key] = buf[: self.n_steps].cpu().numpy()[valid]
         if tokenizer is not None:
             nodes["token_text"] = token_texts(tokenizer, nodes["token"].to_numpy())
-        return TreeLogData(nodes=nodes, steps=steps, meta=dict(self.meta))
+        return LogData(nodes=nodes, steps=steps, meta=dict(self.meta))
 
     def save(self, path: str | os.PathLike, tokenizer=None) -> Path:
         """Write the log directory atomically; an existing log at ``path`` is replaced whole."""
-        return write_log_dir(Path(path), self.to_frames(tokenizer))
+        return write_log(Path(path), self.to_frames(tokenizer))
 
     @staticmethod
-    def load(path: str | os.PathLike) -> TreeLogData:
-        path = Path(path)
-        missing = [f for f in ("nodes.parquet", "steps.parquet", "meta.json") if not (path / f).is_file()]
-        if missing:
-            raise OptTreeError(f"{path} is not a tree log: missing {', '.join(missing)}")
-        return TreeLogData(nodes=pd.read_parquet(path / "nodes.parquet"),
-                           steps=pd.read_parquet(path / "steps.parquet"),
-                           meta=json.loads((path / "meta.json").read_text()))
+    def load(path: str | os.PathLike) -> LogData:
+        return read_log(path)
 
 
 def token_texts(tokenizer, token_ids: np.ndarray) -> list[str]:
@@ -118,22 +93,8 @@ def token_texts(tokenizer, token_ids: np.ndarray) -> list[str]:
     return [text[int(t)] for t in token_ids]
 
 
-def write_log_dir(path: Path, data: TreeLogData) -> Path:
-    """Write into a temporary sibling directory, then swap it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
-        data.nodes.to_parquet(tmp / "nodes.parquet", index=False)
-        data.steps.to_parquet(tmp / "steps.parquet", index=False)
-        (tmp / "meta.json").write_text(json.dumps(data.meta, indent=2, default=str))
-        old = None
-        if path.exists():
-            old = path.parent / f".{path.name}.old-{os.getpid()}"
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    return path
+def step_log(record: StepRecord, tokenizer=None, meta: dict | None = None) -> LogData:
+    """The log of one step (a tree verified by hand, as notebook 2 does), as frames."""
+    log = TreeLog(max_steps=1, max_nodes=record.tree.n_nodes, device=record.tree.device, meta=meta)
+    log.record(record)
+    return log.to_frames(tokenizer)

@@ -1,9 +1,15 @@
-"""Tree-attention verification: one target forward pass over the whole tree.
+"""Tree-attention verification in three named phases: score the tree, choose the accepted path,
+commit it.
 
-The target's cache holds every committed token except the last one, the *root*,
-which is fed together with the drafted nodes. Each node attends to the cached
-prefix and its own ancestors, at position prefix_len + depth. The logits at a node
-predict the token after that node's path.
+    score_tree(state, tree)              one target forward pass over the root and every node
+    choose_greedy / choose_sampled       the accepted path and the bonus token (``Choice``)
+    TargetState.advance(new, kept)       commit: keep the accepted cache entries, move the root
+
+The target's cache holds every committed token except the last one, the *root*, which is fed
+together with the drafted nodes. Each node attends to the cached prefix and its own ancestors,
+at position prefix_len + depth. The logits at a node predict the token after that node's path.
+``TargetState.advance`` is the one function that moves the target's state, for tree decoding and
+for plain autoregressive decoding alike.
 """
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
-from .modelcall import ForwardOut, forward, keep_positions, model_device
+from .modelcall import ForwardOut, forward, keep_positions, keep_prefix, model_device
 from .sampling import sample_path, target_probs
 from .tree import DraftTree
 
@@ -30,20 +36,18 @@ class TargetState:
     def prefix_len(self) -> int:
         return self.committed - 1
 
+    def advance(self, new_tokens: list[int], kept: torch.Tensor | None = None) -> None:
+        """Commit ``new_tokens`` (their last becomes the next root). The entries scored since the
+        last commit are kept whole (``kept`` None: autoregressive decoding scored the root alone), or
+        only at the scored positions ``kept`` (ascending: the root and the accepted path)."""
+        if kept is not None:
+            keep_positions(self.cache, self.prefix_len, self.prefix_len + kept.to(model_device(self.model)))
+        self.committed += len(new_tokens)
+        self.root_token = new_tokens[-1]
 
-@dataclass(frozen=True)
-class VerifyResult:
-    target_tokens: torch.Tensor  # (N,) the target's choice after each node (argmax when greedy)
-    accepted: torch.Tensor  # (N,) bool, the root and the accepted path
-    path: list[int]  # accepted node indices, root excluded, shallow to deep
-    new_tokens: list[int]  # the path's tokens, then the bonus token
-    features: torch.Tensor  # (len(path) + 1, hidden) the target's features at the root and the path nodes:
-    #                         row i precedes new_tokens[i] (what EAGLE-style drafters consume)
-
-    @property
-    def accept_length(self) -> int:
-        """A: tokens this step adds, the bonus included."""
-        return len(self.new_tokens)
+    def discard_scored(self) -> None:
+        """Drop every entry scored since the last commit (a probe pass, as the latency profiler makes)."""
+        keep_prefix(self.cache, self.prefix_len)
 
 
 def prefill_target(model, prompt_ids: torch.Tensor) -> tuple[TargetState, torch.Tensor]:
@@ -60,6 +64,8 @@ def prefill_target(model, prompt_ids: torch.Tensor) -> tuple[TargetState, torch.
     return state, features
 
 
+# --- phase 1: score ---------------------------------------------------------------------------
+
 def tree_attention(tree: DraftTree, prefix_len: int) -> torch.Tensor:
     """(N, prefix_len + N) bool: every node sees the prefix and its ancestors (and itself)."""
     prefix = torch.ones(tree.n_nodes, prefix_len, dtype=torch.bool, device=tree.device)
@@ -72,6 +78,26 @@ def score_tree(state: TargetState, tree: DraftTree) -> ForwardOut:
     return forward(state.model, state.cache, tree.tokens, tree.position_ids(state.prefix_len), allowed)
 
 
+def score_root(state: TargetState) -> ForwardOut:
+    """The target's logits (1, V) after the root alone: one autoregressive step (plain causal attention)."""
+    device = model_device(state.model)
+    return forward(state.model, state.cache, torch.tensor([state.root_token], device=device),
+                   torch.tensor([state.prefix_len], device=device))
+
+
+# --- phase 2: choose --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Choice:
+    """The accepted path of one scored tree."""
+
+    target_tokens: torch.Tensor  # (N,) the target's choice after each node (argmax when greedy)
+    accepted: torch.Tensor  # (N,) bool, the root and the accepted path
+    path: list[int]  # accepted node indices, root excluded, shallow to deep
+    new_tokens: list[int]  # the path's tokens, then the bonus token
+    slots: list[int]  # the drafter slots of the path nodes that were fed (a prefix of the path)
+
+
 def greedy_accept(tree: DraftTree, target_tokens: torch.Tensor) -> torch.Tensor:
     """(N,) bool: nodes whose every ancestor-or-self token equals the target's argmax below its parent.
 
@@ -82,12 +108,16 @@ def greedy_accept(tree: DraftTree, target_tokens: torch.Tensor) -> torch.Tensor:
     return ~(tree.ancestor_mask & ~correct[None, :]).any(dim=1)
 
 
-def commit_path(state: TargetState, accepted: torch.Tensor, n_new: int) -> None:
-    """Keep the cache entries of the prefix, the root and the accepted path; advance the state."""
-    device = model_device(state.model)
-    nodes = accepted.nonzero().squeeze(1).to(device)  # (1 + len(path),) breadth-first = by depth
-    keep_positions(state.cache, state.prefix_len, state.prefix_len + nodes)
-    state.committed += n_new
+def choose_greedy(tree: DraftTree, logits: torch.Tensor) -> Choice:
+    """The longest path whose tokens are the target's argmax, plus the target's next token."""
+    target_tokens = logits.argmax(dim=-1).to(tree.device)  # (N,)
+    accepted = greedy_accept(tree, target_tokens)
+    order = torch.argsort((~accepted).to(torch.uint8), stable=True)  # accepted first, by index = by depth
+    packed = torch.stack([order, tree.tokens[order], tree.slots[order], target_tokens[order]])  # (4, N)
+    host = torch.cat([accepted.sum()[None], packed.flatten()]).tolist()  # the step's one host read
+    k, n = host[0], tree.n_nodes
+    nodes, tokens, slots, targets = (host[1 + i * n: 1 + i * n + k] for i in range(4))
+    return Choice(target_tokens, accepted, nodes[1:], tokens[1:] + [targets[-1]], [s for s in slots[1:] if s >= 0])
 
 
 @dataclass(frozen=True)
@@ -100,33 +130,46 @@ class Sampling:
     generator: torch.Generator
 
 
-def _sampled_choice(tree: DraftTree, logits: torch.Tensor, sampling: Sampling):
-    """Recursive rejection down the tree: (target_tokens, accepted mask, path nodes with the root)."""
+def choose_sampled(tree: DraftTree, logits: torch.Tensor, sampling: Sampling) -> Choice:
+    """Recursive rejection down the tree (lossless: ``sampling.py``)."""
     probs = target_probs(logits, sampling.temperature, sampling.top_k, sampling.top_p)  # (N, V)
     path, bonus = sample_path(tree, probs, sampling.generator)
     target_tokens = probs.argmax(dim=-1).to(tree.device)  # (N,) off the path: the most likely token
     nodes = [0] + path
+    tokens, slots = tree.tokens.tolist(), tree.slots.tolist()
     for node, nxt in zip(nodes, path):
-        target_tokens[node] = tree.tokens[nxt]
+        target_tokens[node] = tokens[nxt]
     target_tokens[nodes[-1]] = bonus
     accepted = torch.zeros(tree.n_nodes, dtype=torch.bool, device=tree.device)
     accepted[nodes] = True
-    return target_tokens, accepted, nodes
+    return Choice(target_tokens, accepted, path, [tokens[i] for i in path] + [bonus],
+                  [slots[i] for i in path if slots[i] >= 0])
+
+
+# --- the three phases together ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class VerifyResult:
+    target_tokens: torch.Tensor  # (N,) the target's choice after each node (argmax when greedy)
+    accepted: torch.Tensor  # (N,) bool, the root and the accepted path
+    path: list[int]  # accepted node indices, root excluded, shallow to deep
+    new_tokens: list[int]  # the path's tokens, then the bonus token
+    features: torch.Tensor  # (len(path) + 1, hidden) the target's features at the root and the path nodes:
+    #                         row i precedes new_tokens[i] (what EAGLE-style drafters consume)
+    slots: list[int]  # the drafter slots of the accepted nodes that were fed (for ``Drafter.commit``)
+
+    @property
+    def accept_length(self) -> int:
+        """A: tokens this step adds, the bonus included."""
+        return len(self.new_tokens)
 
 
 def verify(state: TargetState, tree: DraftTree, sampling: Sampling | None = None) -> VerifyResult:
-    """Accept the longest path the target agrees with, plus the bonus token: greedy (argmax
-    matching) without ``sampling``, recursive rejection sampling (lossless) with it."""
-    out = score_tree(state, tree)
-    if sampling is None:
-        target_tokens = out.logits.argmax(dim=-1).to(tree.device)  # (N,)
-        accepted = greedy_accept(tree, target_tokens)
-        path_nodes = accepted.nonzero().squeeze(1).tolist()  # the one host sync of a step
-    else:
-        target_tokens, accepted, path_nodes = _sampled_choice(tree, out.logits, sampling)
-    tokens = tree.tokens.tolist()
-    new_tokens = [tokens[i] for i in path_nodes[1:]] + [int(target_tokens[path_nodes[-1]])]
-    features = out.hidden[path_nodes]  # (1 + len(path), hidden)
-    commit_path(state, accepted, len(new_tokens))
-    state.root_token = new_tokens[-1]
-    return VerifyResult(target_tokens, accepted, path_nodes[1:], new_tokens, features)
+    """Score the tree, choose the longest path the target agrees with plus the bonus token (greedy
+    argmax matching without ``sampling``, lossless recursive rejection with it), and commit it."""
+    scores = score_tree(state, tree)
+    choice = choose_greedy(tree, scores.logits) if sampling is None else choose_sampled(tree, scores.logits, sampling)
+    rows = [0] + choice.path
+    state.advance(choice.new_tokens, kept=torch.tensor(rows, dtype=torch.long))
+    return VerifyResult(choice.target_tokens, choice.accepted, choice.path, choice.new_tokens, scores.hidden[rows],
+                        choice.slots)

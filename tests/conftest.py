@@ -74,15 +74,12 @@ class ScriptedDrafter:
         self.calls += 1
         return self.probs(())
 
-    def expand(self, builder, nodes):
+    def expand(self, layer):
+        """q below each node of the ``TreeLayer``, a function of the node's token path."""
         self.calls += 1
-        rows = []
-        for node in nodes.tolist():
-            ancestors = [a for a in builder.path[node].tolist() if a > 0]
-            rows.append(self.probs(tuple(builder.tokens[ancestors].tolist())))
-        return torch.stack(rows)
+        return torch.stack([self.probs(tuple(path)) for path in layer.paths.tolist()])
 
-    def commit(self, tokens, features=None):
+    def commit(self, tokens, features=None, accepted_slots=()):
         pass
 
 

@@ -6,18 +6,12 @@ import numpy as np
 import pytest
 from conftest import ScriptedDrafter, hf_greedy, perturbed_copy, random_prompt
 
-from opttree_core.auto import (
-    AutoChoice,
-    OptTreeAutoConfig,
-    OptTreeAutoPolicy,
-    Profile,
-    cached_profile,
-    profile_hardware,
-)
 from opttree_core.decoding import DecodeConfig, generate
 from opttree_core.drafters import DraftLMDrafter
 from opttree_core.errors import OptTreeError
-from opttree_core.registry import make_policy, policy_for_budget
+from opttree_core.policies.auto import AutoChoice, OptTreeAutoConfig, OptTreeAutoPolicy, Profile
+from opttree_core.policies.registry import make_policy, policy_for_budget
+from opttree_core.tools.profile import cached_profile, calibrate, profile_hardware
 
 SIZES = (1, 2, 4, 8, 16, 32, 64)
 
@@ -121,7 +115,7 @@ def test_profile_is_measured_once_then_read_from_the_cache(target, tmp_path, mon
     def must_not_measure(*args, **kwargs):
         raise AssertionError("measured again although the profile is cached")
 
-    monkeypatch.setattr("opttree_core.auto.profile_hardware", must_not_measure)
+    monkeypatch.setattr("opttree_core.tools.profile.profile_hardware", must_not_measure)
     assert cached_profile(target, drafter, sizes=(1, 2, 4), repeats=1, cache_dir=tmp_path) == (profile, path)
     monkeypatch.undo()
     path.write_text("{truncated")  # a corrupt cache file is reported in one line and rebuilt
@@ -135,12 +129,16 @@ def test_greedy_decoding_through_auto_equals_plain_greedy(target, tmp_path, monk
     monkeypatch.setenv("OPTTREE_CACHE", str(tmp_path))
     draft = perturbed_copy(target, seed=3, noise=0.3)
     policy = make_policy("opt-tree-auto", max_nodes=8, max_depth=4, sizes=(1, 2, 4, 8))
+    with pytest.raises(OptTreeError, match="no hardware profile"):  # generate never measures
+        generate(target, DraftLMDrafter(draft), policy, random_prompt(0), DecodeConfig(max_new_tokens=4))
+    assert not (tmp_path / "profiles").exists()
+    assert calibrate(policy, target, DraftLMDrafter(draft)) is policy and policy.calibrated
     for seed in range(2):
         prompt = random_prompt(seed)
         result = generate(target, DraftLMDrafter(draft), policy, prompt, DecodeConfig(max_new_tokens=20, stop_at_eos=False))
         assert result.token_ids == hf_greedy(target, prompt, 20)
         assert len(policy.choices) == result.steps and all(0 <= c.nodes <= 8 for c in policy.choices)
-    assert len(list((tmp_path / "profiles").glob("*.json"))) == 1  # generate measured the profile, once
+    assert len(list((tmp_path / "profiles").glob("*.json"))) == 1  # calibrate measured the profile, once
 
 
 def test_profile_rejects_bad_sizes(target):

@@ -5,15 +5,10 @@ import json
 import pandas as pd
 import pytest
 
-from opttree_core.bench import (
-    RESULT_COLUMNS,
-    SUMMARY_COLUMNS,
-    markdown_table,
-    run_bench,
-    summarize,
-)
-from opttree_core.bench_config import load_config
-from opttree_core.cli import main
+from opttree_core.records import RESULT_COLUMNS, SUMMARY_COLUMNS
+from opttree_core.tools.bench import markdown_table, run_bench, summarize
+from opttree_core.tools.bench.config import load_config
+from opttree_core.tools.cli import main
 from opttree_core.errors import OptTreeError
 from opttree_core.models import load_model, tiny_llama_config, tiny_tokenizer
 from opttree_core.treelog import TreeLog
@@ -124,9 +119,9 @@ def test_resume_after_interruption_redoes_nothing(models, prompts_file, full_run
 
 
 def test_drafts_that_are_not_causal_lms_are_skipped_as_hf_assistants(models, prompts_file):
-    from opttree_core.bench import build_methods
-    from opttree_core.bench_config import parse_config
-    from opttree_core.ngram import NGramDrafter
+    from opttree_core.tools.bench import build_methods
+    from opttree_core.tools.bench.config import parse_config
+    from opttree_core.drafters.ngram import NGramDrafter
 
     config = parse_config(config_dict(models, prompts_file, drafters=["ngram"]), prompts_file.parent)
     methods, skipped = build_methods(config, {"ngram": NGramDrafter(128)})
@@ -189,7 +184,7 @@ def test_dataset_sources_and_turns(tmp_path):
                       'per_category = 5\nturns = "all"\n'
                       '[[datasets]]\nkind = "humaneval"\nlimit = 2\nchat = false\n'
                       '[[datasets]]\nkind = "gsm8k"\npath = "gsm.jsonl"\n')
-    from opttree_core.bench_config import load_prompts
+    from opttree_core.tools.bench.config import load_prompts
 
     prompts = load_prompts(load_config(config))
     ids = [p.prompt_id for p in prompts]
@@ -214,8 +209,8 @@ def test_generate_policy_params_are_typed_from_the_config(models, tmp_path, caps
 
 
 def test_every_registered_policy_is_reachable_from_the_cli():
-    from opttree_core.cli import build_parser, make_cli_policy
-    from opttree_core.registry import POLICIES
+    from opttree_core.tools.cli import build_parser, make_cli_policy
+    from opttree_core.policies.registry import POLICIES
 
     for name in POLICIES:
         args = build_parser().parse_args(["generate", "--prompt", "x", "--policy", name, "--nodes", "6"])
@@ -223,3 +218,28 @@ def test_every_registered_policy_is_reachable_from_the_cli():
             assert make_cli_policy(args).max_nodes >= 1, name
         except OptTreeError as err:  # a policy may need data of its own (sequoia: a measured acceptance file)
             assert "has no parameter" not in str(err), err
+
+
+def test_bench_table_and_the_paper_figures_report_one_speedup_on_a_partial_run(full_run, tmp_path):
+    """A tree method missing one prompt (an interrupted run): ``bench-table`` (``summarize``) and the
+    figures' shoot-out (``treeviz.runs.shootout_table``) both pool over the prompts AR also finished."""
+    import shutil
+
+    from treeviz.runs import load_run, shootout_table
+
+    partial = tmp_path / "partial"
+    shutil.copytree(full_run.out_dir, partial)
+    results = pd.read_parquet(partial / "results.parquet")
+    lost = results.index[(results["kind"] == "tree")][0]
+    method = results.loc[lost, "method"]
+    results = results.drop(index=lost)
+    results.to_parquet(partial / "results.parquet", index=False)
+    table = summarize(partial).set_index("method")["speedup"]
+    figures = shootout_table(load_run(partial).results).set_index("method")["speedup"]
+    assert table.to_dict() == pytest.approx(figures.to_dict(), rel=1e-12)
+    rows = results[results["method"] == method]
+    ar_rows = results[results["kind"] == "ar"]
+    over_all = (rows["new_tokens"].sum() / rows["seconds"].sum()) / (ar_rows["new_tokens"].sum() / ar_rows["seconds"].sum())
+    common = ar_rows[ar_rows["prompt_id"].isin(rows["prompt_id"])]
+    over_common = (rows["new_tokens"].sum() / rows["seconds"].sum()) / (common["new_tokens"].sum() / common["seconds"].sum())
+    assert table[method] == pytest.approx(over_common) and table[method] != pytest.approx(over_all)

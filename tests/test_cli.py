@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from opttree_core.cli import main
+from opttree_core.tools.cli import main
 from opttree_core.models import load_model, tiny_llama_config, tiny_tokenizer
 from opttree_core.treelog import TreeLog
 

@@ -54,7 +54,8 @@ def test_self_draft_accepts_the_draft_greedy_chain_every_step():
     seen = []
     policy = OptTreePolicy(OptTreeConfig(nodes=12, threshold=0.0, max_depth=depth))
 
-    def check(step, tree, result):
+    def check(record):
+        tree = record.tree
         greedy_chain, node = [], 0
         while True:  # follow the draft's top-1 child down the tree
             top = [c for c in tree.children(node).tolist() if tree.rank[c] == 0]
@@ -62,8 +63,9 @@ def test_self_draft_accepts_the_draft_greedy_chain_every_step():
                 break
             node = top[0]
             greedy_chain.append(node)
-        assert result.path == greedy_chain
-        seen.append((len(result.new_tokens), tree.max_depth, len(greedy_chain)))
+        path = [v for v in range(1, tree.n_nodes) if record.accepted[v]]
+        assert path == greedy_chain
+        seen.append((record.a, tree.max_depth, len(greedy_chain)))
 
     generate(target, self_drafter(target), policy, random_prompt(7), DecodeConfig(max_new_tokens=60, stop_at_eos=False),
              on_step=check)

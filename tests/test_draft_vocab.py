@@ -6,15 +6,15 @@ import torch
 
 from opttree_core.api import load_drafter
 from opttree_core.decoding import DecodeConfig, generate
-from opttree_core.draft_lm import build_draft_lm, draft_lm_config
+from opttree_core.drafters.draft_lm import build_draft_lm, draft_lm_config
 from opttree_core.draft_vocab import DraftVocab, VocabHead, count_tokens, load_counts, save_counts
 from opttree_core.drafters import DraftLMDrafter
-from opttree_core.eagle import EagleDrafter, EagleHead, head_config
+from opttree_core.drafters.eagle import EagleDrafter, EagleHead, head_config
 from opttree_core.errors import OptTreeError
 from opttree_core.models import load_model, tiny_llama_config
 from opttree_core.policies import OptTreeConfig, OptTreePolicy
 from opttree_core.shipped import save_draft
-from opttree_core.train.recipes import EagleRecipe
+from opttree_core.tools.train.recipes import EagleRecipe
 from opttree_core.treelog import TreeLog
 from conftest import hf_greedy, random_prompt, tiny_model
 

@@ -6,18 +6,18 @@ import torch
 
 from opttree_core.api import load_drafter
 from opttree_core.decoding import DecodeConfig, generate
-from opttree_core.draft_lm import build_draft_lm, draft_lm_config
-from opttree_core.eagle import EagleDrafter, EagleHead, head_config
+from opttree_core.drafters.draft_lm import build_draft_lm, draft_lm_config
+from opttree_core.drafters.eagle import EagleDrafter, EagleHead, head_config
 from opttree_core.errors import OptTreeError
 from opttree_core.models import LoadedModel, load_model, tiny_llama_config
 from opttree_core.policies import OptTreeConfig, OptTreePolicy
 from opttree_core.shipped import WEIGHTS_DIR, load_draft, save_draft, sha256
-from opttree_core.train.data import Sequence
-from opttree_core.train.evaluate import heldout_agreement, heldout_mal
-from opttree_core.datasets import DEFAULT_SPEC_BENCH
-from opttree_core.train.loop import TrainConfig, planned_steps, train
-from opttree_core.train.prompts import TOPICS, context_prompts, own_prompts
-from opttree_core.train.recipes import DraftLMRecipe, EagleRecipe
+from opttree_core.tools.train.data import Sequence
+from opttree_core.tools.train.evaluate import heldout_agreement, heldout_mal
+from opttree_core.tools.datasets import DEFAULT_SPEC_BENCH
+from opttree_core.tools.train.loop import TrainConfig, planned_steps, train
+from opttree_core.tools.train.prompts import TOPICS, context_prompts, own_prompts
+from opttree_core.tools.train.recipes import DraftLMRecipe, EagleRecipe
 from conftest import hf_greedy, random_prompt, tiny_model
 
 POLICY = OptTreePolicy(OptTreeConfig(nodes=10, threshold=0.0, max_depth=4))

@@ -9,9 +9,9 @@ from conftest import hf_greedy, random_prompt, tiny_model
 from opttree_core.decoding import DecodeConfig, generate
 from opttree_core.drafters import Drafter
 from opttree_core.errors import OptTreeError
-from opttree_core.ngram import NGramConfig, NGramDrafter
+from opttree_core.drafters.ngram import NGramConfig, NGramDrafter
 from opttree_core.policies import ChainConfig, ChainPolicy, OptTreeConfig, OptTreePolicy
-from opttree_core.tree import TreeBuilder
+from opttree_core.grow import TreeBuilder
 
 V = 20
 EXACT = NGramConfig(backoff=0.0, floor=0.0)  # q = normalised counts of the longest matching order
@@ -93,14 +93,16 @@ def reference_q(context, config, vocab):
     return (1 - config.floor) * q + config.floor / vocab
 
 
-def random_tree(root, vocab, gen, layers=4, width=6):
-    builder = TreeBuilder(root, capacity=1 + layers * width, max_depth=layers, device="cpu")
+def random_layers(root, vocab, gen, layers=4, width=6):
+    """A random tree grown layer by layer, as the growth loop does: yields (builder, layer) after
+    adding each layer, for the drafter to be fed that layer."""
+    builder = TreeBuilder(root, max_depth=layers, device="cpu")
     frontier = builder.layers[0]
     for _ in range(layers):
         parents = frontier[torch.randint(len(frontier), (width,), generator=gen)].sort().values
         tokens = torch.randint(vocab, (width,), generator=gen)
         frontier = builder.add_layer(parents, tokens, torch.full((width,), 0.5), torch.zeros(width, dtype=torch.long))
-    return builder
+        yield builder, frontier
 
 
 @pytest.mark.parametrize("seed,config", [
@@ -113,12 +115,11 @@ def test_matches_brute_force_reference_on_random_trees(seed, config):
     drafter.start(torch.tensor(seq))
     for step in range(4):
         assert torch.allclose(drafter.root_probs().double(), reference_q(seq, config, vocab), atol=1e-6)
-        builder = random_tree(seq[-1], vocab, gen)
-        nodes = torch.arange(1, builder.size)
-        probs = drafter.expand(builder, nodes)  # (n_nodes, vocab)
-        for row, node in zip(probs, nodes.tolist()):
-            path = builder.tokens[[a for a in builder.path[node].tolist() if a > 0]].tolist()
-            assert torch.allclose(row.double(), reference_q(seq + path, config, vocab), atol=1e-6)
+        for builder, nodes in random_layers(seq[-1], vocab, gen):
+            probs = drafter.expand(builder.feed(nodes))  # (n_nodes, vocab)
+            for row, node in zip(probs, nodes.tolist()):
+                path = builder.tokens[[a for a in builder.path[node].tolist() if a > 0]].tolist()
+                assert torch.allclose(row.double(), reference_q(seq + path, config, vocab), atol=1e-6)
         new = torch.randint(vocab, (1 + step,), generator=gen).tolist()
         drafter.commit(new)
         seq += new
@@ -127,12 +128,14 @@ def test_matches_brute_force_reference_on_random_trees(seed, config):
 def test_expand_uses_each_nodes_own_path():
     drafter = NGramDrafter(V, EXACT)
     drafter.start(torch.tensor([5, 6, 7, 8, 9]))
-    builder = TreeBuilder(9, capacity=8, max_depth=3, device="cpu")
+    builder = TreeBuilder(9, max_depth=3, device="cpu")
     one = torch.tensor
     first = builder.add_layer(one([0, 0]), one([5, 1]), one([0.5, 0.5]), one([0, 1]))
+    rows = [drafter.expand(builder.feed(first))]
     second = builder.add_layer(one([1, 1, 2]), one([6, 2, 2]), one([0.5, 0.5, 0.5]), one([0, 1, 0]))
+    rows.append(drafter.expand(builder.feed(second)))
     third = builder.add_layer(one([5]), one([2]), one([0.5]), one([0]))
-    probs = drafter.expand(builder, torch.cat([first, second, third]))  # (6, V)
+    probs = torch.cat(rows + [drafter.expand(builder.feed(third))])  # (6, V)
     uniform = torch.full((V,), 1 / V)
     assert support(probs[0]) == {6: 1.0}  # ...8, 9, 5     -> (5) was followed by 6
     assert torch.allclose(probs[1], uniform)  # ...9, 1: token 1 never occurred
@@ -146,11 +149,11 @@ def test_expand_uses_each_nodes_own_path():
 def test_occurrence_that_starts_in_the_prompt_and_ends_in_the_path():
     drafter = NGramDrafter(V, EXACT)
     drafter.start(torch.tensor([1, 2]))
-    builder = TreeBuilder(2, capacity=4, max_depth=3, device="cpu")
+    builder = TreeBuilder(2, max_depth=3, device="cpu")
     node = builder.layers[0]
     for token in (3, 1, 2):
         node = builder.add_layer(node, torch.tensor([token]), torch.ones(1), torch.zeros(1, dtype=torch.long))
-    assert support(drafter.expand(builder, node)[0]) == {3: 1.0}  # (1, 2) was followed by the path's 3
+    assert support(drafter.expand(builder.feed(node))[0]) == {3: 1.0}  # (1, 2) was followed by the path's 3
 
 
 def test_commit_updates_the_index():

@@ -17,10 +17,10 @@ from conftest import ScriptedDrafter
 import opttree_core as oc
 from treeviz.browser import distinct_colours, find_chromium, open_page
 from treeviz.logs import load_log
+from opttree_core.policies import trace_opt_tree
 from treeviz.teaching import (
     chi_square,
     fast_mode,
-    opt_tree_trace,
     pick,
     step_table,
     trace_figure,
@@ -79,11 +79,11 @@ def test_chi_square_accepts_the_right_distribution_and_rejects_a_wrong_one():
 
 
 @pytest.mark.parametrize("threshold", [0.0, 0.1, 0.4])
-def test_opt_tree_trace_equals_the_engine_policy(threshold):
+def test_trace_opt_tree_equals_the_engine_policy(threshold):
     config = oc.OptTreeConfig(nodes=6, threshold=threshold, max_depth=5)
     drafter = ScriptedDrafter(vocab_size=8)
     drafter.start(None)
-    trace = opt_tree_trace(drafter, 0, config)
+    trace = trace_opt_tree(drafter, 0, config)
     drafter.start(None)
     engine = oc.OptTreePolicy(config).build(drafter, 0, 5, "cpu")
     assert trace.final.tokens.tolist() == engine.tokens.tolist()

@@ -5,7 +5,7 @@ import pytest
 
 from opttree_core.errors import OptTreeError
 from opttree_core.policies import ChainConfig, ChainPolicy, OptTreeConfig, OptTreePolicy
-from opttree_core.registry import make_policy
+from opttree_core.policies.registry import make_policy
 from conftest import ScriptedDrafter
 
 

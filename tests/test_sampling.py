@@ -9,7 +9,8 @@ from opttree_core.drafters import DraftLMDrafter
 from opttree_core.errors import OptTreeError
 from opttree_core.policies import OptTreeConfig, OptTreePolicy
 from opttree_core.sampling import sample_path, target_probs
-from opttree_core.tree import ChildSampling, DraftTree, TreeBuilder, expand_layer
+from opttree_core.grow import ChildSampling, TreeBuilder
+from opttree_core.tree import DraftTree
 from conftest import hf_greedy, perturbed_copy, random_prompt, tiny_model
 
 V = 6
@@ -62,9 +63,9 @@ ROOT = V  # the root token indexes the last row
 def sampled_tree(gen: torch.Generator) -> DraftTree:
     """Root draws 3 children from q and keeps the 2 of largest q (a choice that depends on the draws);
     each kept child draws 2 and keeps 1. Verification must still emit exactly p."""
-    builder = TreeBuilder(ROOT, capacity=8, max_depth=2, device="cpu", children=ChildSampling(gen))
-    layer = expand_layer(builder, builder.layers[0], DRAFT[ROOT][None], per_node=3, layer_budget=2)
-    expand_layer(builder, layer, DRAFT[builder.tokens[layer]], per_node=2, layer_budget=1)
+    builder = TreeBuilder(ROOT, max_depth=2, device="cpu", children=ChildSampling(gen))
+    layer = builder.add_best(builder.root, DRAFT[ROOT][None], per_node=3, budget=2)
+    builder.add_best(layer, DRAFT[builder.tokens[layer]], per_node=2, budget=1)
     return builder.whole_tree()
 
 

@@ -15,20 +15,18 @@ from conftest import (
 from opttree_core.decoding import DecodeConfig, generate
 from opttree_core.drafters import DraftLMDrafter, self_drafter
 from opttree_core.errors import OptTreeError
-from opttree_core.registry import make_policy, policy_for_budget
-from opttree_core.sequoia import (
+from opttree_core.policies.registry import make_policy, policy_for_budget
+from opttree_core.grow import ChildSampling
+from opttree_core.policies.sequoia import (
     DEFAULT_ACCEPTANCE_FILE,
     SequoiaConfig,
     SequoiaPolicy,
-    acceptance_vector,
     expected_accepted,
     load_acceptance,
     optimal_tree,
-    rank_counts,
     save_acceptance,
 )
-from opttree_core.sequoia.__main__ import main
-from opttree_core.tree import ChildSampling
+from opttree_core.tools.sequoia_measure import acceptance_vector, main, rank_counts
 
 
 def all_trees(n: int, k: int, depth: int):

@@ -21,7 +21,7 @@ def run():
     log = TreeLog(max_steps=4, max_nodes=13, meta={"target": "tiny", "seed": 0})  # grows past 4 steps
     trees, results = [], []
     result = generate(target, DraftLMDrafter(draft), policy, random_prompt(2), DecodeConfig(max_new_tokens=40, stop_at_eos=False),
-                      log=log, on_step=lambda step, tree, res: (trees.append(tree), results.append(res)))
+                      log=log, on_step=lambda record: (trees.append(record.tree), results.append(record)))
     return log, result, trees, results
 
 
@@ -103,6 +103,6 @@ def test_record_makes_no_host_synchronisation(run, monkeypatch):
 
     for name in ("item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__", "__index__"):
         monkeypatch.setattr(torch.Tensor, name, forbidden)
-    fresh.record(trees[0], results[0].target_tokens, results[0].accepted, results[0].new_tokens, 0.1, 0.2)
+    fresh.record(results[0])
     monkeypatch.undo()
     assert fresh.n_steps == 1 and fresh.nodes["token"][0, : trees[0].n_nodes].tolist() == trees[0].tokens.tolist()

@@ -6,18 +6,19 @@ import math
 import pytest
 import torch
 
-from opttree_core.auto import Profile
 from opttree_core.decoding import DecodeConfig, generate
 from opttree_core.drafters import DraftLMDrafter
 from opttree_core.errors import OptTreeError
+from opttree_core.grow import ChildSampling
 from opttree_core.policies import HardwareAware
-from opttree_core.registry import POLICIES, make_policy
-from opttree_core.registry import policy_for_budget as registered_policy
-from opttree_core.tree import ChildSampling
-from opttree_core.zoo import (
-    EAGLE_TREE, BinaryTreeConfig, CumLogProbConfig, CumLogProbPolicy, DynaTreeConfig, DynaTreePolicy, Eagle2Config,
-    Eagle2Policy, EagleStaticConfig, EagleStaticPolicy, KAryConfig, KAryPolicy, full_tree_size,
-)
+from opttree_core.policies.auto import Profile
+from opttree_core.policies.cum_logprob import CumLogProbConfig, CumLogProbPolicy
+from opttree_core.policies.dynatree import DynaTreeConfig, DynaTreePolicy
+from opttree_core.policies.eagle2 import Eagle2Config, Eagle2Policy
+from opttree_core.policies.kary import BinaryTreeConfig, KAryConfig, KAryPolicy, full_tree_size
+from opttree_core.policies.rank_paths import EAGLE_TREE, EagleStaticConfig, EagleStaticPolicy
+from opttree_core.policies.registry import POLICIES, make_policy
+from opttree_core.policies.registry import policy_for_budget as registered_policy
 from conftest import ScriptedDrafter, hf_greedy, perturbed_copy, random_prompt, tiny_model
 
 NAMES = sorted(POLICIES)  # policies registered later are covered too
@@ -29,7 +30,7 @@ def policy_for_budget(name, nodes):
     whole budget) instead of measuring this machine, since these tests build trees directly."""
     policy = registered_policy(name, nodes)
     if isinstance(policy, HardwareAware):
-        policy.profile = FLAT
+        policy.use_profile(FLAT)
     return policy
 
 
@@ -224,19 +225,21 @@ def test_cum_logprob_levels_are_the_best_by_cumulative_log_prob(width, total, ca
 # ---------------------------------------------------------------- DynaTree
 
 def dynatree_reference(drafter, c: DynaTreeConfig, base_depth, high_conf, deep, depth_cap=99):
+    """DynaTree's Algorithm DraftTree: u0 = the draft's top-1 token alone at depth 1; a popped node is
+    skipped (kept, not expanded) when p̂ < τ, p̂ < early_stop, or past base_depth with p̂ ≤ deep."""
     depth, p_hat, frontier, kept = min(c.max_depth, depth_cap), {(): 1.0}, [()], []
     for d in range(1, depth + 1):
         layer = []
         for path in frontier:
             top1 = drafter.probs(path).max().item()
-            breadth = 1 if top1 > high_conf else 3 if top1 < c.low_conf else 2
-            for rank, (tok, q) in enumerate(top(drafter, path, breadth)):
+            breadth = 1 if d == 1 else 1 if top1 > high_conf else 3 if top1 < c.low_conf else 2
+            for tok, q in top(drafter, path, breadth):
                 p_hat[path + (tok,)] = p_hat[path] * q
-                if p_hat[path + (tok,)] >= c.tau or (d == 1 and rank == 0):
-                    layer.append(path + (tok,))
+                layer.append(path + (tok,))
         layer = sorted(layer, key=lambda path: -p_hat[path])[: c.nodes - len(kept)]
         kept += layer
-        frontier = [p for p in layer if p_hat[p] >= c.early_stop and (d < base_depth or p_hat[p] > deep)]
+        frontier = [p for p in layer if p_hat[p] >= c.early_stop and p_hat[p] >= c.tau
+                    and (d < base_depth or p_hat[p] > deep)]
         if len(kept) >= c.nodes or not frontier:
             break
     return set(kept)
@@ -263,13 +266,25 @@ def test_dynatree_breadth_follows_the_thresholds():
         drafter = scripted(salt=salt, vocab=6, sharpness=sharpness)
         tree = DynaTreePolicy(config).build(drafter, 0, 99, "cpu")
         paths = token_paths(tree)
-        for node in range(tree.n_nodes):
+        assert len(tree.children(0)) == 1 and paths[0] == (top(drafter, (), 1)[0][0],)  # u0: the top-1 alone
+        for node in range(1, tree.n_nodes):
             if tree.depth[node] < 3:
-                top1 = drafter.probs(paths[node - 1] if node else ()).max().item()
+                top1 = drafter.probs(paths[node - 1]).max().item()
                 breadth = len(tree.children(node))
                 assert breadth == (1 if top1 > 0.6 else 3 if top1 < 0.35 else 2)
                 seen.add(breadth)
     assert seen == {1, 2, 3}
+
+
+def test_dynatree_keeps_a_node_below_tau_but_does_not_expand_it():
+    """The paper's "continue": a node with p̂ < τ stays in the tree; only its children are skipped."""
+    config = DynaTreeConfig(nodes=200, tau=0.3, early_stop=0.0, base_depth=6, max_depth=6)
+    drafter = scripted(salt="t", vocab=6, sharpness=1.0)
+    tree = DynaTreePolicy(config).build(drafter, 0, 99, "cpu")
+    low = [v for v in range(1, tree.n_nodes) if tree.p_hat[v] < 0.3]
+    assert low, "the case needs nodes below tau"
+    assert all(len(tree.children(v)) == 0 for v in low)
+    assert all(tree.p_hat[tree.parents[v]] >= 0.3 for v in low if tree.parents[v] > 0)
 
 
 def test_dynatree_history_changes_the_next_tree_and_reset_clears_it():

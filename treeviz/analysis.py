@@ -89,7 +89,7 @@ def speedups(frame: pd.DataFrame, baseline: str, method: str = "method", value: 
              on: str = "prompt") -> pd.DataFrame:
     """Per-item speedup over ``baseline``: each method's ``value`` / the baseline's on the same ``on``.
 
-    Use throughputs measured in the same process (ARCHITECTURE.md §4, trap 9)."""
+    Use throughputs measured in the same process (docs/architecture.md, trap 9)."""
     base = frame[frame[method] == baseline].set_index(on)[value]
     if base.empty:
         raise ValueError(f"no baseline rows ({method} == {baseline!r}) to compare against")

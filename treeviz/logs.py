@@ -1,7 +1,8 @@
 """Reading tree logs: one step's nodes and numbers, token texts, run and group names.
 
 A log is anything with ``nodes`` and ``steps`` DataFrames and a ``meta`` dict, as
-``opttree_core.TreeLog.load`` returns (``TreeLogData``). Node 0 of each step is the
+``opttree_core.records.read_log`` returns (``LogData``: the one log schema, torch-free, shared
+with the engine). Node 0 of each step is the
 root (the last committed token); the accepted non-root nodes form one path of length
 A − 1; the bonus token (``steps.bonus_token``) is the target's own token after the last
 accepted node and is not a node of the tree.
@@ -13,8 +14,9 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
+
+from opttree_core.records import read_log
 
 WHITESPACE = {" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"}
 
@@ -34,10 +36,8 @@ class StepInfo:
 
 
 def load_log(path: str | os.PathLike):
-    """A saved tree log (the engine's own reader: ``opttree_core.TreeLog.load``)."""
-    from opttree_core.treelog import TreeLog  # imported here: it pulls in torch
-
-    return TreeLog.load(path)
+    """A saved tree log, read by the engine's one reader (``opttree_core.records.read_log``; no torch)."""
+    return read_log(path)
 
 
 def load_logs(paths: Iterable[str | os.PathLike]) -> dict[str, object]:
@@ -137,35 +137,3 @@ def budget_of(meta: Mapping) -> int | None:
 
 def safe_log(x: float) -> float:
     return math.log(x) if x > 0 else float("-inf")
-
-
-def frames_from_step(step: int, tree, result, tokenizer=None, meta: Mapping | None = None):
-    """A one-step log from the engine's per-step callback values (``DraftTree``, ``VerifyResult``).
-
-    Used to follow a decoding live. Times are not passed to the callback, so they are NaN.
-    """
-    from opttree_core.treelog import TreeLogData, token_texts
-
-    columns = {"token": tree.tokens, "parent": tree.parents, "depth": tree.depth, "p_hat": tree.p_hat,
-               "q": tree.q, "rank": tree.rank, "target_token": result.target_tokens, "accepted": result.accepted}
-    n = tree.n_nodes
-    nodes = pd.DataFrame({"step": np.full(n, step, dtype=np.int32), "node": np.arange(n, dtype=np.int32)})
-    for key, value in columns.items():
-        nodes[key] = value.detach().cpu().numpy()
-    if tokenizer is not None:
-        nodes["token_text"] = token_texts(tokenizer, nodes["token"].to_numpy())
-    p_hat = nodes["p_hat"].to_numpy()
-    steps = pd.DataFrame({"step": [step], "n_nodes": [n], "a": [len(result.new_tokens)],
-                          "bonus_token": [int(result.new_tokens[-1])], "draft_s": [np.nan], "verify_s": [np.nan],
-                          "ea": [float(p_hat[nodes["depth"].to_numpy() > 0].sum())]})
-    return TreeLogData(nodes=nodes, steps=steps, meta=dict(meta or {}))
-
-
-def append_steps(first, second):
-    """Two logs of one run, one after the other (for live following)."""
-    from opttree_core.treelog import TreeLogData
-
-    if first is None:
-        return second
-    return TreeLogData(nodes=pd.concat([first.nodes, second.nodes], ignore_index=True),
-                       steps=pd.concat([first.steps, second.steps], ignore_index=True), meta=dict(first.meta))

@@ -1,31 +1,25 @@
-"""The one place treeviz runs a model: re-decoding a prompt for the explorer widgets,
-through ``opttree_core``'s public API (``make_policy``, ``decode_prompt``).
+"""The one place treeviz runs a model: re-decoding a prompt for the explorer widgets, through
+``opttree_core``'s public API (``make_policy``, ``decode_prompt``).
 
-Widget controls map onto each registered policy's config fields by name (``CONTROL_OF``),
-so a policy registered later in ``opttree_core.registry.POLICIES`` gets the controls whose
-names its config shares, and defaults for the rest.
+The explorer's policy controls are typed from each registered policy's config
+(``opttree_core.policies.registry``: its fields, their types, ``for_budget``), so every parameter
+of every policy — including policies registered later — has a control.
 """
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
-
-from .logs import append_steps, frames_from_step
-
-# policy config field → the control that sets it (a chain's length is its depth)
-CONTROL_OF = {"nodes": "nodes", "threshold": "threshold", "max_depth": "depth", "length": "depth"}
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
 class RunRequest:
-    """What the explorer's controls say."""
+    """What the explorer's controls say: the policy, its parameters (None: ``for_budget(16)``)
+    and the decoding settings."""
 
     prompt: str
     policy: str = "opt-tree"
-    nodes: int = 16
-    threshold: float = 0.2
-    depth: int = 6
+    params: dict | None = field(default=None)
     temperature: float = 0.0
     max_new_tokens: int = 32
     chat: bool = False
@@ -33,30 +27,34 @@ class RunRequest:
 
 
 def policy_names() -> list[str]:
-    from opttree_core.registry import POLICIES
+    from opttree_core.policies.registry import POLICIES
 
     return sorted(POLICIES)
 
 
-def policy_controls(name: str) -> set[str]:
-    """The controls that the policy ``name`` uses."""
-    from opttree_core.registry import POLICIES
+def policy_fields(name: str) -> dict[str, object]:
+    """The policy's parameters and their types (``opttree_core.policies.registry.param_types``)."""
+    from opttree_core.policies.registry import param_types
 
-    config_cls = POLICIES[name][1]
-    return {CONTROL_OF[f.name] for f in dataclasses.fields(config_cls) if f.name in CONTROL_OF}
+    return param_types(name)
 
 
-def policy_params(request: RunRequest) -> dict:
-    """Keyword arguments for ``make_policy(request.policy, ...)``."""
-    from opttree_core.registry import POLICIES
+def budget_params(name: str, budget: int) -> dict:
+    """The policy's parameters at node budget ``budget`` (its ``for_budget``)."""
+    from opttree_core.policies.registry import budget_params as at_budget
 
-    config_cls = POLICIES[request.policy][1] if request.policy in POLICIES else None
-    fields = [f.name for f in dataclasses.fields(config_cls)] if config_cls else []
-    return {f: getattr(request, CONTROL_OF[f]) for f in fields if f in CONTROL_OF}
+    return at_budget(name, budget)
+
+
+def parse_param(name: str, key: str, text: str):
+    """A text control's value typed as the parameter (a one-line OptTreeError when it is not one)."""
+    from opttree_core.policies.registry import parse_param as parse
+
+    return parse(name, key, text)
 
 
 class Rerunner:
-    """Decodes prompts with one target and drafter, returning tree logs (``TreeLogData``).
+    """Decodes prompts with one target and drafter, returning tree logs (``LogData``).
 
     ``target``: a ``LoadedModel`` or a spec for ``opttree_core.load_model`` (loaded on first
     use); ``drafter``: a ``Drafter`` or a spec for ``load_drafter`` (``"self"`` by default).
@@ -88,31 +86,21 @@ class Rerunner:
 
     def run(self, request: RunRequest, on_step: Callable[[object], None] | None = None):
         """Decode ``request.prompt``; ``on_step(log_so_far)`` after each verified step when given."""
-        from opttree_core import (
-            DecodeConfig,
-            RunInfo,
-            decode_prompt,
-            encode_prompt,
-            make_policy,
-        )
+        from opttree_core import DecodeConfig, RunInfo, TreeLog, decode_prompt, encode_prompt, make_policy
+        from opttree_core.tools.profile import calibrate
 
-        policy = make_policy(request.policy, **policy_params(request))
-        config = DecodeConfig(max_new_tokens=request.max_new_tokens, temperature=request.temperature)
+        params = budget_params(request.policy, 16) if request.params is None else request.params
         target, drafter = self.target, self.drafter
+        policy = calibrate(make_policy(request.policy, **params), target.model, drafter)
+        config = DecodeConfig(max_new_tokens=request.max_new_tokens, temperature=request.temperature,
+                              seed=request.seed)
         prompt_ids = encode_prompt(target.tokenizer, request.prompt, chat=request.chat)
         info = RunInfo(target=target.name, draft=self.draft_name(), policy=policy.name,
                        policy_config=dataclasses.asdict(policy.config), decode_config=dataclasses.asdict(config),
                        prompt=request.prompt, chat=request.chat, seed=request.seed, device=str(target.model.device),
                        dtype=str(target.model.dtype).removeprefix("torch."))
-        callback = None
-        if on_step is not None:
-            meta = dataclasses.asdict(info)
-            so_far = []
-
-            def callback(step, tree, result):
-                frame = frames_from_step(step, tree, result, target.tokenizer, meta)
-                so_far[:] = [append_steps(so_far[0] if so_far else None, frame)]
-                on_step(so_far[0])
-
-        result = decode_prompt(target, drafter, policy, prompt_ids, config, info, on_step=callback)
+        log = TreeLog(max_steps=config.max_new_tokens, max_nodes=policy.max_nodes + 1, device=target.model.device,
+                      meta=dataclasses.asdict(info))
+        callback = None if on_step is None else (lambda record: on_step(log.to_frames(target.tokenizer)))
+        result = decode_prompt(target, drafter, policy, prompt_ids, config, info, on_step=callback, log=log)
         return result.log.to_frames(target.tokenizer)

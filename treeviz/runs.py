@@ -5,10 +5,11 @@ A run folder holds ``config.json``, ``results.parquet`` (one row per method × p
 Everything here reads Parquet/JSON with pandas only (no torch, no transformers), so figure
 scripts never pull in model code.
 
-Pooled metrics (the bench summary's definitions, ``opttree_core.metrics``): over a method's
-prompts, MAL = Σ new tokens / Σ steps and tokens/s = Σ new tokens / Σ seconds; speedup = the
-method's pooled tokens/s / autoregressive decoding's (``kind == "ar"``) at the same temperature,
-measured in the same run (ARCHITECTURE.md §4, trap 9).
+The schema and the metrics are the engine's own, imported from its torch-free modules
+(``opttree_core.records``, ``opttree_core.metrics``): over a method's prompts, MAL = Σ new tokens
+/ Σ steps and tokens/s = Σ new tokens / Σ seconds; speedup = the method's pooled tokens/s over
+autoregressive decoding's (``kind == "ar"``) at the same temperature, on the prompts both
+finished (``records.speedup_over_ar``: what ``bench-table`` reports too).
 """
 from __future__ import annotations
 
@@ -20,34 +21,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from opttree_core.records import AR_KIND, RESULT_COLUMNS, LogData, read_log, speedup_over_ar
+
 from .analysis import ea_a_frame
 
-RESULT_COLUMNS = ["method", "kind", "policy", "budget", "drafter", "temperature", "dataset", "category", "prompt_id",
-                  "new_tokens", "steps", "mal", "seconds", "tokens_per_s", "draft_s", "verify_s", "build_s",
-                  "expected_acceptance", "log_dir", "output_matches_ar"]
 SHOOTOUT_COLUMNS = ["method", "kind", "drafter", "policy", "budget", "temperature", "n_prompts", "new_tokens",
                     "steps", "seconds", "mal", "tokens_per_s", "speedup", "matches_ar"]
-AR_KIND = "ar"
-LOG_FILES = ("nodes.parquet", "steps.parquet", "meta.json")
-
-
-@dataclass(frozen=True)
-class LogData:
-    """One tree log (the fields of ``opttree_core.treelog.TreeLogData``), read with pandas."""
-
-    nodes: pd.DataFrame
-    steps: pd.DataFrame
-    meta: dict
-
-
-def read_log_dir(path: str | os.PathLike) -> LogData:
-    """A TreeLog directory (nodes.parquet, steps.parquet, meta.json) without importing the engine."""
-    path = Path(path)
-    missing = [f for f in LOG_FILES if not (path / f).is_file()]
-    if missing:
-        raise ValueError(f"{path} is not a tree log: missing {', '.join(missing)}")
-    return LogData(nodes=pd.read_parquet(path / "nodes.parquet"), steps=pd.read_parquet(path / "steps.parquet"),
-                   meta=json.loads((path / "meta.json").read_text()))
+read_log_dir = read_log  # a log directory, by the engine's one reader (no torch)
 
 
 @dataclass(frozen=True)
@@ -133,13 +113,15 @@ def shootout_table(results: pd.DataFrame) -> pd.DataFrame:
                         matches_ar=("output_matches_ar", _all_or_na)).reset_index()
     table["mal"] = table["new_tokens"] / table["steps"]
     table["tokens_per_s"] = table["new_tokens"] / table["seconds"]
-    ar = table[table["kind"] == AR_KIND].set_index("temperature")["tokens_per_s"]
+    ar = table[table["kind"] == AR_KIND].set_index("temperature")["method"]
     if ar.index.duplicated().any():
         raise ValueError("more than one autoregressive method per temperature: which is the baseline is ambiguous")
     lacking = sorted(set(table["temperature"]) - set(ar.index))
     if lacking:
         raise ValueError(f"no autoregressive baseline at temperature {lacking[0]:g}")
-    table["speedup"] = table["tokens_per_s"] / ar.reindex(table["temperature"]).to_numpy()
+    rows = {key: part for key, part in results.groupby(keys, sort=False, dropna=False)}
+    table["speedup"] = [speedup_over_ar(rows[(m, t)], rows[(ar[t], t)])
+                        for m, t in zip(table["method"], table["temperature"])]
     table["budget"] = table["budget"].astype("Int64")
     order = table.assign(_ar=table["kind"] != AR_KIND).sort_values(
         ["temperature", "_ar", "drafter", "policy", "budget", "method"], na_position="first", kind="stable")

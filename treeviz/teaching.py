@@ -8,15 +8,14 @@
   inlined offline).
 - ``step_table``: one row per decoding step of a log: what was drafted, accepted, and the
   bonus token (notebook 1).
-- ``opt_tree_trace`` / ``trace_table`` / ``trace_figure``: OPT-Tree's construction (arXiv
-  2406.17276, Algorithm 1) run through the engine's own layer loop (``grow_opt_tree``) with
-  a δ rule that snapshots every layer: E_sub(T, n), its gain, where δ stops; the notebook
-  checks the result equals ``OptTreePolicy.build``.
+- ``trace_table`` / ``trace_figure``: a table and an animation of OPT-Tree's construction
+  (arXiv 2406.17276, Algorithm 1) from the per-layer records the engine's
+  ``opttree_core.policies.trace_opt_tree`` returns (E_sub(T, n), its gain, where δ stops).
 - ``chi_square``: a Pearson χ² goodness-of-fit test of sampled tokens against a
   distribution, pooling rare tokens (notebook 4).
 
-Like the rest of treeviz, nothing here loads or runs a model: the trace asks a drafter the
-notebook passes in for its distributions, exactly as a policy does.
+Like the rest of treeviz, nothing here loads or runs a model: the notebooks run the engine and
+hand these helpers its records.
 """
 from __future__ import annotations
 
@@ -112,69 +111,8 @@ def step_table(data, tokenizer=None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-@dataclass(frozen=True)
-class LayerState:
-    """The tree after one layer of OPT-Tree's growth.
-
-    ``tree``: every node grown so far (node i of the tree is node i of the builder);
-    ``top``: the n nodes of largest p̂ (the current best tree); ``e_sub`` = Σ p̂ over them;
-    ``gain``: its increase over the previous layer; ``stop``: the δ rule (or the depth cap)
-    ended the growth here."""
-
-    depth: int
-    tree: object  # DraftTree
-    layer: list[int]
-    top: list[int]
-    e_sub: float
-    gain: float
-    stop: bool
-
-
-@dataclass(frozen=True)
-class OptTreeTrace:
-    layers: list[LayerState]
-    final: object  # DraftTree: the global top-n of the last layer's tree, as OptTreePolicy returns it
-
-
-class _DeltaRecorder:
-    """OPT-Tree's δ rule as a ``keep_growing`` callback that also snapshots each layer."""
-
-    def __init__(self, n: int, threshold: float):
-        self.n, self.threshold, self.best, self.layers = n, threshold, 0.0, []
-
-    def record(self, builder, stop_anyway: bool) -> bool:
-        top = builder.ranking()[: self.n]  # (≤ n,)
-        e_sub = float(builder.p_hat[top].sum())
-        gain, self.best = e_sub - self.best, e_sub
-        stop = stop_anyway or gain <= self.threshold
-        self.layers.append(LayerState(len(builder.layers) - 1, builder.whole_tree(), builder.layers[-1].tolist(),
-                                      sorted(top.tolist()), e_sub, gain, stop))
-        return stop
-
-    def __call__(self, builder, frontier) -> bool:
-        return not self.record(builder, stop_anyway=False)
-
-
-def opt_tree_trace(drafter, root_token: int, config, device="cpu") -> OptTreeTrace:
-    """OPT-Tree's construction (Algorithm 1 of arXiv 2406.17276) with a snapshot per layer.
-
-    ``config``: an ``OptTreeConfig`` (n = ``nodes``, δ = ``threshold``, ``max_depth``). The tree
-    is grown by the engine's own layer loop (``opttree_core.policies.grow_opt_tree``) with the
-    δ rule as its stop callback, recording each layer; the drafter must be ``start``-ed."""
-    from opttree_core.policies import grow_opt_tree
-    from opttree_core.tree import TreeBuilder
-
-    n, max_depth = config.nodes, config.max_depth
-    builder = TreeBuilder(root_token, capacity=1 + n * max_depth, max_depth=max_depth, device=device)
-    recorder = _DeltaRecorder(n, config.threshold)
-    grow_opt_tree(drafter, builder, n, max_depth, recorder)
-    if len(recorder.layers) < len(builder.layers) - 1:  # the depth cap ended it: no callback after the last layer
-        recorder.record(builder, stop_anyway=True)
-    return OptTreeTrace(recorder.layers, builder.subtree(builder.ranking()[:n]))
-
-
-def trace_table(trace: OptTreeTrace, threshold: float) -> pd.DataFrame:
-    """One row per layer: nodes grown, E_sub(T, n), its gain, and the δ decision."""
+def trace_table(trace, threshold: float) -> pd.DataFrame:
+    """One row per layer of an ``OptTreeTrace``: nodes grown, E_sub(T, n), its gain, and the δ decision."""
     return pd.DataFrame([{"layer": s.depth, "new nodes": len(s.layer), "nodes in T": s.tree.n_nodes - 1,
                           "E_sub(T, n)": round(s.e_sub, 4), "gain": round(s.gain, 4),
                           "decision": ("stop: gain ≤ δ" if s.gain <= threshold else "stop: depth cap") if s.stop
@@ -208,7 +146,7 @@ def _frame_traces(tree, chosen: set[int], new: set[int], pos: Mapping[int, tuple
                        hovertext=hover, hoverinfo="text", name="nodes (colour = p̂; faded: outside the top-n)")]
 
 
-def trace_figure(trace: OptTreeTrace, texts: Mapping[int, str] | None = None, width: int = 900,
+def trace_figure(trace, texts: Mapping[int, str] | None = None, width: int = 900,
                  height: int = 480) -> go.Figure:
     """An animation of the trace: one frame per layer (new layer outlined, top-n in colour,
     E_sub in the title), then the final top-n tree. Play button and slider included."""

@@ -1,7 +1,7 @@
 """ipywidgets explorers (the only treeviz module that imports ipywidgets).
 
-- ``TreeExplorer``: a step slider and play button over a log, and controls (policy, n, δ,
-  depth, temperature, …) with a Run button that re-decodes a prompt and updates the
+- ``TreeExplorer``: a step slider and play button over a log, and controls (policy, node budget,
+  every parameter of the policy, temperature, …) with a Run button that re-decodes a prompt and updates the
   figures in place; with "live" ticked, each step's tree appears as it is verified.
 - ``CompareExplorer``: two policies side by side on the same prompt and step.
 - ``AnalysisDashboard``: pick runs, groups and policies; the E(A)-vs-A heatmap with its r
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import html
 import importlib.util
+import json
 
 import ipywidgets as widgets
 import plotly.graph_objects as go
@@ -23,7 +24,7 @@ from IPython.display import clear_output, display
 from . import analysis, analysis_plots
 from .logs import as_named, budget_of, group_name, run_name, token_text_map
 from .plotly_tree import side_spec, tree_spec
-from .rerun import Rerunner, RunRequest, policy_controls, policy_names
+from .rerun import Rerunner, RunRequest, budget_params, parse_param, policy_fields, policy_names
 from .scene import tree_scene
 from .stream import stream_html, token_stream
 
@@ -128,30 +129,70 @@ class StepBrowser:
         return widgets.HBox([self.play, self.slider])
 
 
-class PolicyControls:
-    """Policy dropdown (from ``opttree_core.registry.POLICIES``) and its n, δ and depth."""
+_WIDE = {"description_width": "initial"}  # descriptions in full, never cut off
 
-    def __init__(self, policy: str = "opt-tree", nodes: int = 16, threshold: float = 0.2, depth: int = 6):
+
+def _param_control(key: str, kind, value) -> widgets.Widget:
+    """A control for one policy parameter, typed from its config: numbers and booleans get their own
+    controls; anything else (optional values, tuples, paths) a text box read by the registry."""
+    if kind is bool:
+        return widgets.Checkbox(value=bool(value), description=key, style=_WIDE)
+    if kind is int:
+        return widgets.IntText(value=int(value), description=key, style=_WIDE)
+    if kind is float:
+        return widgets.FloatText(value=float(value), step=0.01, description=key, style=_WIDE)
+    return widgets.Text(value=_as_text(value), description=key, style=_WIDE, layout=widgets.Layout(width="420px"))
+
+
+def _as_text(value) -> str:
+    """How a text control shows a parameter value: JSON, "none" for None (what the registry parses)."""
+    return "none" if value is None else value if isinstance(value, str) else json.dumps(
+        list(value) if isinstance(value, tuple) else value)
+
+
+class PolicyControls:
+    """The policy dropdown (every policy in ``opttree_core.policies.registry.POLICIES``), the node
+    budget n, and one control per parameter of the chosen policy's config. n sets what the
+    policy's ``for_budget(n)`` sets; the other parameters keep what was typed into them."""
+
+    def __init__(self, policy: str = "opt-tree", nodes: int = 16, params: dict | None = None):
         names = policy_names()
         self.policy = widgets.Dropdown(options=names, value=policy if policy in names else names[0],
-                                       description="policy")
-        self.nodes = widgets.BoundedIntText(value=nodes, min=1, max=4096, description="n (nodes)")
-        self.threshold = widgets.FloatSlider(value=threshold, min=0.0, max=1.0, step=0.01, description="δ")
-        self.depth = widgets.IntSlider(value=depth, min=1, max=32, description="depth")
-        self.policy.observe(lambda _: self._enable(), names="value")
-        self._enable()
+                                       description="policy", style=_WIDE)
+        self.nodes = widgets.BoundedIntText(value=nodes, min=1, max=4096, description="n (node budget)", style=_WIDE)
+        self.params = widgets.VBox()
+        self.fields: dict[str, widgets.Widget] = {}
+        self.policy.observe(lambda _: self._rebuild(), names="value")
+        self.nodes.observe(self._budget_changed, names="value")
+        self._rebuild(params or {})
 
-    def _enable(self) -> None:
-        used = policy_controls(self.policy.value)
-        for name in ("nodes", "threshold", "depth"):
-            getattr(self, name).disabled = name not in used
+    def _rebuild(self, overrides: dict | None = None) -> None:
+        name, kinds = self.policy.value, policy_fields(self.policy.value)
+        values = {**budget_params(name, self.nodes.value), **{k: v for k, v in (overrides or {}).items() if k in kinds}}
+        self.fields = {key: _param_control(key, kind, values[key]) for key, kind in kinds.items()}
+        self.params.children = list(self.fields.values())
+
+    def _budget_changed(self, change) -> None:
+        name = self.policy.value
+        old, new = budget_params(name, change["old"]), budget_params(name, change["new"])
+        for key, value in new.items():
+            if old[key] != value:
+                control = self.fields[key]
+                control.value = _as_text(value) if isinstance(control, widgets.Text) else value
+
+    def field(self, key: str) -> widgets.Widget:
+        """The control of parameter ``key`` of the chosen policy."""
+        return self.fields[key]
 
     def values(self) -> dict:
-        return {"policy": self.policy.value, "nodes": self.nodes.value, "threshold": self.threshold.value,
-                "depth": self.depth.value}
+        """``policy`` and its ``params``, typed (a text that is not a valid value is an OptTreeError)."""
+        name = self.policy.value
+        params = {key: parse_param(name, key, c.value) if isinstance(c, widgets.Text) else c.value
+                  for key, c in self.fields.items()}
+        return {"policy": name, "params": params}
 
     def box(self) -> widgets.Widget:
-        return widgets.VBox([self.policy, self.nodes, self.threshold, self.depth])
+        return widgets.VBox([self.policy, self.nodes, self.params])
 
 
 class DecodeControls:
@@ -201,11 +242,11 @@ class TreeExplorer:
     ``Drafter`` or a spec (default ``"self"``). ``run()`` is what the Run button does."""
 
     def __init__(self, data=None, target=None, drafter="self", prompt: str = "", tokenizer=None, *,
-                 policy: str = "opt-tree", nodes: int = 16, threshold: float = 0.2, depth: int = 6,
+                 policy: str = "opt-tree", nodes: int = 16, params: dict | None = None,
                  max_new_tokens: int = 32, chat: bool = False, live: bool = True):
         self.rerunner = Rerunner(target, drafter) if target is not None else None
         self.browser = StepBrowser(data, tokenizer or getattr(target, "tokenizer", None))
-        self.policy = PolicyControls(policy, nodes, threshold, depth)
+        self.policy = PolicyControls(policy, nodes, params)
         self.decode = DecodeControls(prompt, max_new_tokens, chat, live)
         self.decode.run.on_click(lambda _: self.run())
         self.decode.run.disabled = self.rerunner is None
@@ -223,10 +264,10 @@ class TreeExplorer:
         """Decode the prompt with the controls' settings; returns the new log (None on an error)."""
         if self.rerunner is None:
             return None
-        request = self.decode.request(**self.policy.values())
         live = self.decode.live.value
         on_step = (lambda so_far: self.browser.set_data(so_far, step=len(so_far.steps) - 1)) if live else None
-        data = _run_safely(self.decode, lambda: self.rerunner.run(request, on_step=on_step))
+        data = _run_safely(self.decode, lambda: self.rerunner.run(self.decode.request(**self.policy.values()),
+                                                                  on_step=on_step))
         if data is not None:
             self.browser.set_data(data, step=0)
             self.decode.say(f"{len(data.steps)} steps, MAL {data.steps['a'].mean():.2f}")
@@ -243,7 +284,7 @@ class CompareExplorer:
         self.rerunner = Rerunner(target, drafter) if target is not None else None
         tokenizer = tokenizer or getattr(target, "tokenizer", None)
         self.sides = [StepBrowser(left, tokenizer, side=False), StepBrowser(right, tokenizer, side=False)]
-        self.policies = [PolicyControls("opt-tree"), PolicyControls("chain", depth=4)]
+        self.policies = [PolicyControls("opt-tree"), PolicyControls("chain", nodes=4)]
         self.decode = DecodeControls(prompt, live=False)
         self.slider = widgets.IntSlider(value=0, min=0, max=self._last(), description="step", continuous_update=False)
         self.play = widgets.Play(value=0, min=0, max=self._last(), interval=900)
@@ -269,8 +310,8 @@ class CompareExplorer:
         """Decode the prompt with both policies; returns the two logs (None on an error)."""
         if self.rerunner is None:
             return None
-        requests = [self.decode.request(**p.values()) for p in self.policies]
-        logs = _run_safely(self.decode, lambda: [self.rerunner.run(r) for r in requests])
+        logs = _run_safely(self.decode, lambda: [self.rerunner.run(self.decode.request(**p.values()))
+                                                 for p in self.policies])
         if logs is None:
             return None
         for side, data in zip(self.sides, logs):

@@ -1,0 +1,268 @@
+"""OPT-Tree auto: OPT-Tree whose node budget n and stop threshold δ come from the hardware.
+
+OPT-Tree (arXiv 2406.17276) maximises E(A) under a fixed n and stops growing when a layer raises
+E_sub(T, n) by at most a fixed δ. What matters in the end is tokens per second, so this policy
+takes a latency profile of the machine (``Profile``: the target's verify latency t_verify(N) for a
+tree of N nodes, root included, and the drafter's latency per layer) and at every step:
+
+    grow the OPT-Tree exactly as ``OptTreePolicy`` does (``OptTreeRule``), n = max_nodes;
+    J(n) = (E_sub(T, n) + 1) / (t_verify(n + 1) + t_draft)     expected tokens per second,
+           t_draft = the modelled time of the draft calls made so far (root + one per layer);
+    keep drafting while the next layer could still raise max_n J: an upper bound on the next
+           layer gives every frontier node one child with q = 1 (a child's p̂ never exceeds its
+           parent's), at the cost of one more draft layer; so δ is derived from the hardware;
+    verify the top-n* nodes, n* = argmax_n J(n) (n* = 0 verifies the root alone).
+
+The profile comes from whoever makes the policy: ``profile=PATH`` in the config, ``use_profile``,
+or ``tools.profile.calibrate`` (the CLI, the bench harness and the explorer call it), which
+measures it once per machine and caches it (``python -m opttree_core profile``). ``generate``
+never measures anything.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import OptTreeError
+from ..grow import TreeBuilder, grow
+from .base import GrowthPolicy
+from .opt_tree import OptTreeRule
+
+DEFAULT_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
+PROFILE_FORMAT = 1
+
+
+# ----------------------------------------------------------------------------- the hardware profile
+
+def _interp(x: np.ndarray, xs: tuple[int, ...], ys: tuple[float, ...]) -> np.ndarray:
+    """Piecewise-linear in the measured points; beyond the last one, the last slope (never < 0)."""
+    x = np.asarray(x, dtype=np.float64)
+    inside = np.interp(x, xs, ys)
+    if len(xs) < 2:
+        return inside
+    slope = max((ys[-1] - ys[-2]) / (xs[-1] - xs[-2]), 0.0)
+    return np.where(x > xs[-1], ys[-1] + slope * (x - xs[-1]), inside)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Latencies (seconds, the fastest of the repeats) measured on one machine for one target/draft pair.
+
+    sizes: tree sizes N measured (nodes, root included); verify_s[i]: one tree-attention pass of
+    the target over sizes[i] nodes at ``key["context_len"]`` cached tokens. draft_root_s: the
+    drafter's ``root_probs`` after a commit of 2 tokens. draft_layer_s[i]: one ``expand`` of a
+    layer of sizes[i] nodes. Between measured sizes, costs are interpolated linearly.
+    """
+
+    key: dict
+    sizes: tuple[int, ...]
+    verify_s: tuple[float, ...]
+    draft_root_s: float
+    draft_layer_s: tuple[float, ...]
+
+    def verify_time(self, nodes) -> np.ndarray:
+        """t_verify(N) for N nodes (root included); array in, array out."""
+        return _interp(nodes, self.sizes, self.verify_s)
+
+    def layer_time(self, width: int) -> float:
+        """The drafter's time for one layer of ``width`` nodes."""
+        return float(_interp(width, self.sizes, self.draft_layer_s))
+
+    def to_json(self) -> dict:
+        return {"format": PROFILE_FORMAT, **asdict(self)}
+
+    @classmethod
+    def from_json(cls, record: dict) -> Profile:
+        """A profile from ``to_json``'s dict; a malformed one is a one-line OptTreeError."""
+        try:
+            if record.get("format") != PROFILE_FORMAT:
+                raise ValueError(f"format {record.get('format')!r}, expected {PROFILE_FORMAT}")
+            profile = cls(dict(record["key"]), tuple(int(s) for s in record["sizes"]),
+                          tuple(float(t) for t in record["verify_s"]), float(record["draft_root_s"]),
+                          tuple(float(t) for t in record["draft_layer_s"]))
+        except (AttributeError, KeyError, TypeError, ValueError) as e:
+            raise OptTreeError(f"malformed hardware profile: {type(e).__name__}: {e}") from e
+        if not (len(profile.sizes) == len(profile.verify_s) == len(profile.draft_layer_s) >= 1):
+            raise OptTreeError("malformed hardware profile: sizes, verify_s and draft_layer_s differ in length")
+        return profile
+
+    def table(self) -> str:
+        """The profile as a text table (milliseconds)."""
+        rows = [f"{'nodes':>6} {'verify ms':>10} {'draft layer ms':>15}"]
+        rows += [f"{n:>6} {v * 1e3:>10.1f} {d * 1e3:>15.1f}"
+                 for n, v, d in zip(self.sizes, self.verify_s, self.draft_layer_s)]
+        rows.append(f"draft root: {self.draft_root_s * 1e3:.1f} ms")
+        return "\n".join(rows)
+
+
+def _check_sizes(sizes) -> tuple[int, ...]:
+    sizes = tuple(sizes)
+    if not sizes or not all(isinstance(s, int) and s >= 1 for s in sizes) or list(sizes) != sorted(set(sizes)):
+        raise OptTreeError(f"profile sizes must be increasing integers >= 1, got {sizes!r}")
+    return sizes
+
+
+def read_profile(path: str | os.PathLike) -> Profile:
+    """A profile JSON file; an unreadable or malformed one is a one-line OptTreeError."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise OptTreeError(f"cannot read the hardware profile {path}: {type(e).__name__}: {e}") from e
+    if not isinstance(record, dict):
+        raise OptTreeError(f"cannot read the hardware profile {path}: not a JSON object")
+    return Profile.from_json(record)
+
+
+
+# ----------------------------------------------------------------------------- the policy
+
+@dataclass(frozen=True)
+class OptTreeAutoConfig:
+    """OPT-Tree auto: OPT-Tree with n and δ chosen per step from measured hardware costs.
+
+    max_nodes: the most drafted nodes per step (the tree is grown with n = max_nodes).
+    max_depth: the most layers drafted.
+    profile: a profile JSON (``python -m opttree_core profile --out PATH``); None: the policy
+    needs ``use_profile`` (``tools.profile.calibrate`` measures or reads the cached one).
+    sizes: the tree sizes a measured profile covers.
+    """
+
+    max_nodes: int = 64
+    max_depth: int = 10
+    profile: str | None = None
+    sizes: tuple[int, ...] = DEFAULT_SIZES
+
+    @classmethod
+    def for_budget(cls, nodes: int) -> OptTreeAutoConfig:
+        return cls(max_nodes=nodes)
+
+    def __post_init__(self):
+        if not (isinstance(self.max_nodes, int) and self.max_nodes >= 1):
+            raise OptTreeError(f"max_nodes must be an integer >= 1, got {self.max_nodes!r}")
+        if not (isinstance(self.max_depth, int) and self.max_depth >= 1):
+            raise OptTreeError(f"max depth must be an integer >= 1, got {self.max_depth!r}")
+        object.__setattr__(self, "sizes", _check_sizes(self.sizes))
+        if self.profile is not None:
+            object.__setattr__(self, "profile", os.fspath(self.profile))
+
+
+@dataclass(frozen=True)
+class AutoChoice:
+    """What auto chose at one step: n* nodes out of a tree grown ``layers`` deep, with the
+    modelled E_sub(T, n*), draft and verify times, and so the expected tokens per second."""
+
+    nodes: int
+    layers: int
+    expected: float
+    draft_s: float
+    verify_s: float
+
+    @property
+    def tokens_per_s(self) -> float:
+        return (self.expected + 1.0) / (self.draft_s + self.verify_s)
+
+
+def best_budget(p_hat_sorted: np.ndarray, verify_s: np.ndarray, draft_s: float) -> tuple[int, float]:
+    """(n*, J(n*)): n* = argmax_n (Σ of the n largest p̂ + 1) / (verify_s[n] + draft_s), n = 0..len.
+
+    p_hat_sorted: (m,) descending; verify_s: (≥ m + 1,) t_verify(n + 1) for n = 0, 1, ...
+    """
+    e_sub = np.concatenate([[0.0], np.cumsum(p_hat_sorted)])  # (m + 1,)
+    objective = (e_sub + 1.0) / (verify_s[: e_sub.shape[0]] + draft_s)
+    n = int(np.argmax(objective))
+    return n, float(objective[n])
+
+
+class CostRule(OptTreeRule):
+    """OPT-Tree's layers (n = max_nodes) with auto's stop and keep: grow on while the next layer
+    could raise max_n J (``keep_growing``); keep the top n* nodes (``keep``), recorded as ``choice``."""
+
+    def __init__(self, n: int, profile: Profile, verify_s: np.ndarray):
+        super().__init__(n, threshold=0.0)
+        self.profile, self.verify_s = profile, verify_s
+        self.draft_s, self.layers = profile.draft_root_s, 1
+        self.choice: AutoChoice | None = None
+
+    def pick(self, tree: TreeBuilder) -> tuple[int, float]:
+        p_hat = tree.p_hat[tree.ranking()[: self.n]].double().cpu().numpy()  # (≤ n,) descending
+        return best_budget(p_hat, self.verify_s, self.draft_s)
+
+    def keep_growing(self, tree: TreeBuilder, frontier: torch.Tensor) -> bool:
+        if frontier.numel() == 0:
+            return False
+        _, now = self.pick(tree)
+        p_hat = tree.p_hat[: tree.size][1:]  # every drafted node
+        ceiling = torch.cat([p_hat, tree.p_hat[frontier]]).double().cpu().numpy()  # + one q = 1 child each
+        ceiling = -np.sort(-ceiling)[: self.n]
+        next_s = self.draft_s + self.profile.layer_time(frontier.numel())
+        _, bound = best_budget(ceiling, self.verify_s, next_s)
+        if bound <= now:
+            return False
+        self.draft_s, self.layers = next_s, self.layers + 1
+        return True
+
+    def keep(self, tree: TreeBuilder) -> torch.Tensor:
+        nodes, _ = self.pick(tree)
+        top = tree.ranking()[:nodes]
+        self.choice = AutoChoice(nodes, self.layers, float(tree.p_hat[top].sum()), self.draft_s,
+                                 float(self.verify_s[nodes]))
+        return top
+
+
+class OptTreeAutoPolicy(GrowthPolicy):
+    """OPT-Tree with a hardware-derived budget (see the module docstring). ``last_choice`` and
+    ``choices`` (since the last ``reset``) hold the AutoChoice of each step."""
+
+    name = "opt-tree-auto"
+
+    def __init__(self, config: OptTreeAutoConfig = OptTreeAutoConfig(), profile: Profile | None = None):
+        self.config, self.profile = config, profile
+        self.last_choice: AutoChoice | None = None
+        self.choices: list[AutoChoice] = []
+        self._verify_s: np.ndarray | None = None
+
+    @property
+    def max_nodes(self) -> int:
+        return self.config.max_nodes
+
+    @property
+    def depth(self) -> int:
+        return self.config.max_depth
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether it has a profile, or a profile file to read."""
+        return self.profile is not None or self.config.profile is not None
+
+    def use_profile(self, profile: Profile) -> None:
+        self.profile, self._verify_s = profile, None
+
+    def reset(self) -> None:
+        self.choices, self.last_choice = [], None
+
+    def _verify_table(self) -> np.ndarray:
+        """t_verify(n + 1) for n = 0..max_nodes, (max_nodes + 1,)."""
+        if self.profile is None:
+            if self.config.profile is None:
+                raise OptTreeError("opt-tree-auto has no hardware profile: calibrate it first "
+                                   "(opttree_core.tools.profile.calibrate, as the CLI and bench do) or pass "
+                                   "profile=PATH from `python -m opttree_core profile --out PATH`")
+            self.use_profile(read_profile(self.config.profile))
+        if self._verify_s is None:
+            self._verify_s = self.profile.verify_time(np.arange(1, self.config.max_nodes + 2))
+        return self._verify_s
+
+    def rule(self) -> CostRule:
+        return CostRule(self.config.max_nodes, self.profile, self._verify_table())
+
+    def build(self, drafter, root_token: int, depth_cap: int, device, children=None):
+        rule = self.rule()
+        tree = grow(drafter, root_token, rule, min(self.depth, depth_cap), device, children)
+        self.last_choice = rule.choice or AutoChoice(0, 0, 0.0, 0.0, float(rule.verify_s[0]))
+        self.choices.append(self.last_choice)
+        return tree

@@ -1,0 +1,52 @@
+"""The chain: classic speculative decoding's linear draft, as a growth rule."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import OptTreeError
+from ..grow import GrowthRule, TreeBuilder
+from .base import GrowthPolicy
+
+
+@dataclass(frozen=True)
+class ChainConfig:
+    """A chain of ``length`` tokens: the draft's greedy continuation (classic speculative decoding)."""
+
+    length: int = 4
+
+    @classmethod
+    def for_budget(cls, nodes: int) -> ChainConfig:
+        return cls(length=nodes)
+
+    def __post_init__(self):
+        if not (isinstance(self.length, int) and self.length >= 1):
+            raise OptTreeError(f"chain length must be an integer >= 1, got {self.length!r}")
+
+
+class ChainRule(GrowthRule):
+    """Each layer is the previous node's top-1 candidate."""
+
+    def add_layer(self, tree: TreeBuilder, frontier: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+        return tree.add_best(frontier, probs, per_node=1, budget=1)
+
+
+class ChainPolicy(GrowthPolicy):
+    """Linear draft of ``length`` tokens, each the draft's top-1 below the previous one."""
+
+    name = "chain"
+
+    def __init__(self, config: ChainConfig = ChainConfig()):
+        self.config = config
+
+    @property
+    def max_nodes(self) -> int:
+        return self.config.length
+
+    @property
+    def depth(self) -> int:
+        return self.config.length
+
+    def rule(self) -> ChainRule:
+        return ChainRule()

@@ -1,0 +1,107 @@
+"""Static trees given as rank paths, and EAGLE-1's tree: one rule for every policy whose tree is
+a fixed list of rank paths (EAGLE-static here, Sequoia's DP-optimal tree in ``sequoia.py``).
+
+A rank path is the tuple of a node's 0-based candidate ranks from the root, e.g. (0, 1) = the
+top-1 child's second child (EAGLE's choice-list notation). With sampled children, rank r is
+the r-th draw.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import OptTreeError
+from ..grow import GrowthRule, TreeBuilder
+from .base import GrowthPolicy, check_int
+
+RankPath = tuple[int, ...]
+
+# EAGLE's own ``mc_sim_7b_63`` (SafeAILab/EAGLE, eagle/model/choices.py): 25 rank paths in
+# breadth-first order. Not Medusa's 63-node list of the same name (docs/architecture.md, "Traps").
+EAGLE_TREE: tuple[RankPath, ...] = (
+    (0,), (1,), (2,), (3,),
+    (0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (2, 0), (2, 1), (3, 0),
+    (0, 0, 0), (0, 0, 1), (0, 0, 2), (0, 1, 0), (0, 1, 1), (0, 2, 0), (0, 2, 1), (1, 0, 0),
+    (0, 0, 0, 0), (0, 0, 0, 1), (0, 0, 0, 2),
+    (0, 0, 0, 0, 0), (0, 0, 0, 0, 1),
+)
+
+
+class RankPathRule(GrowthRule):
+    """Layer by layer, every node with listed children gets exactly the listed ranks of its
+    candidates; a listed node whose parent could not be drafted (fewer draws than ranks) is
+    skipped with its subtree. ``width``: candidates each node is offered (None: per layer, the
+    most any frontier node needs)."""
+
+    def __init__(self, paths: Iterable[RankPath], width: int | None = None):
+        self.listed = set(paths)
+        self.needs: dict[RankPath, int] = {}  # rank path → 1 + its largest listed child rank
+        for path in self.listed:
+            self.needs[path[:-1]] = max(self.needs.get(path[:-1], 0), path[-1] + 1)
+        self.width, self.path_of = width, {0: ()}  # builder node → its rank path
+
+    @property
+    def depth(self) -> int:
+        return max(map(len, self.listed), default=0)
+
+    def add_layer(self, tree: TreeBuilder, frontier: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+        paths = [self.path_of[f] for f in frontier.tolist()]
+        width = self.width or max(self.needs[p] for p in paths)
+        keep = torch.tensor([[p + (r,) in self.listed for r in range(width)] for p in paths], dtype=torch.bool,
+                            device=tree.device)  # (n_frontier, width)
+        layer = tree.add_ranks(frontier, probs, keep)
+        for node, parent, rank in zip(layer.tolist(), tree.parents[layer].tolist(), tree.rank[layer].tolist()):
+            self.path_of[node] = self.path_of[parent] + (rank,)
+        return layer
+
+    def frontier(self, tree: TreeBuilder, layer: torch.Tensor) -> torch.Tensor:
+        expand = [self.path_of[n] in self.needs for n in layer.tolist()]
+        return layer[torch.tensor(expand, dtype=torch.bool, device=tree.device)]
+
+
+@dataclass(frozen=True)
+class EagleStaticConfig:
+    """EAGLE-1's static tree. nodes: how many entries of the 25-entry list to use, in list order
+    (every prefix of the list is closed under parents). ``for_budget(n)``: the first min(n, 25)
+    entries — the tree has 25 nodes, so budgets above 25 still draft 25."""
+
+    nodes: int = len(EAGLE_TREE)
+
+    @classmethod
+    def for_budget(cls, nodes: int) -> EagleStaticConfig:
+        check_int(nodes, "node budget")
+        return cls(nodes=min(nodes, len(EAGLE_TREE)))
+
+    def __post_init__(self):
+        if isinstance(self.nodes, bool) or not isinstance(self.nodes, int) or not 1 <= self.nodes <= len(EAGLE_TREE):
+            raise OptTreeError(f"EAGLE's static tree has {len(EAGLE_TREE)} nodes: nodes must be 1..{len(EAGLE_TREE)}, "
+                               f"got {self.nodes!r}")
+
+    @property
+    def choices(self) -> tuple[RankPath, ...]:
+        return EAGLE_TREE[: self.nodes]
+
+
+class EagleStaticPolicy(GrowthPolicy):
+    """EAGLE-1 (arXiv 2401.15077): the fixed tree ``EAGLE_TREE`` through ``RankPathRule``; entries
+    deeper than the step's depth cap are dropped. Parameter: nodes (``EagleStaticConfig``)."""
+
+    name = "eagle-static"
+
+    def __init__(self, config: EagleStaticConfig = EagleStaticConfig()):
+        self.config = config
+
+    @property
+    def max_nodes(self) -> int:
+        return self.config.nodes
+
+    @property
+    def depth(self) -> int:
+        return max(map(len, self.config.choices))
+
+    def rule(self) -> RankPathRule:
+        # Every node is offered as many candidates as the widest node of the list (4 for the full
+        # tree; with sampled children every node makes that many draws, all walked by verification).
+        return RankPathRule(self.config.choices, width=1 + max(path[-1] for path in self.config.choices))

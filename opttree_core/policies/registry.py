@@ -1,0 +1,97 @@
+"""Every tree policy by name, and the one way to make one (the CLI, the bench harness and
+the widgets all go through ``make_policy`` / ``policy_for_budget``).
+
+Each config class has ``for_budget(nodes)``: the policy's natural configuration drafting at
+most ``nodes`` nodes per step, so a benchmark grid over node budgets means the same for all.
+"""
+from __future__ import annotations
+
+import json
+import types
+import typing
+from dataclasses import fields
+
+from ..errors import OptTreeError
+from .auto import OptTreeAutoConfig, OptTreeAutoPolicy
+from .base import TreePolicy
+from .chain import ChainConfig, ChainPolicy
+from .cum_logprob import CumLogProbConfig, CumLogProbPolicy
+from .dynatree import DynaTreeConfig, DynaTreePolicy
+from .eagle2 import Eagle2Config, Eagle2Policy
+from .kary import BinaryTreeConfig, BinaryTreePolicy, KAryConfig, KAryPolicy
+from .opt_tree import OptTreeConfig, OptTreePolicy
+from .rank_paths import EagleStaticConfig, EagleStaticPolicy
+from .sequoia import SequoiaConfig, SequoiaPolicy
+
+POLICIES = {
+    "opt-tree": (OptTreePolicy, OptTreeConfig),
+    "chain": (ChainPolicy, ChainConfig),
+    "sequoia": (SequoiaPolicy, SequoiaConfig),
+    "opt-tree-auto": (OptTreeAutoPolicy, OptTreeAutoConfig),
+    "k-ary": (KAryPolicy, KAryConfig),
+    "binary": (BinaryTreePolicy, BinaryTreeConfig),
+    "eagle-static": (EagleStaticPolicy, EagleStaticConfig),
+    "eagle2": (Eagle2Policy, Eagle2Config),
+    "dynatree": (DynaTreePolicy, DynaTreeConfig),
+    "cum-logprob": (CumLogProbPolicy, CumLogProbConfig),
+}
+
+
+def _spec(name: str):
+    if name not in POLICIES:
+        raise OptTreeError(f"unknown policy {name!r}: choose one of {', '.join(sorted(POLICIES))}")
+    return POLICIES[name]
+
+
+def policy_params(name: str) -> list[str]:
+    """The names of a policy's parameters (its config's fields)."""
+    return [f.name for f in fields(_spec(name)[1])]
+
+
+def param_types(name: str) -> dict[str, object]:
+    """Each parameter's type, from the policy config's annotations (e.g. ``int``, ``float | None``)."""
+    hints = typing.get_type_hints(_spec(name)[1])
+    return {key: hints[key] for key in policy_params(name)}
+
+
+def budget_params(name: str, budget: int) -> dict:
+    """The policy's parameters at node budget ``budget`` (its config's ``for_budget``)."""
+    base = _spec(name)[1].for_budget(budget)
+    return {key: getattr(base, key) for key in policy_params(name)}
+
+
+def parse_param(name: str, key: str, text: str):
+    """``text`` typed as the parameter ``key`` of policy ``name`` (int, float, bool, str, a JSON list
+    for tuples, "none" where the field may be None); a bad value is a one-line OptTreeError."""
+    kinds = param_types(name)
+    if key not in kinds:
+        raise OptTreeError(f"policy {name!r} has no parameter {key!r}: it takes {', '.join(kinds)}")
+    kind = kinds[key]
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):  # X | None
+        if type(None) in typing.get_args(kind) and text.strip().lower() in ("none", ""):
+            return None
+        kind = next(k for k in typing.get_args(kind) if k is not type(None))
+    try:
+        if kind is bool:
+            return {"true": True, "1": True, "false": False, "0": False}[text.strip().lower()]
+        if kind in (int, float, str):
+            return kind(text)
+        value = json.loads(text)
+        return tuple(value) if typing.get_origin(kind) is tuple else value
+    except (ValueError, KeyError, TypeError) as err:
+        raise OptTreeError(f"{key}={text}: not a valid {getattr(kind, '__name__', kind)}") from err
+
+
+def make_policy(name: str, **params) -> TreePolicy:
+    """A policy by name with its config's fields as keyword arguments."""
+    policy_cls, config_cls = _spec(name)
+    unknown = sorted(set(params) - set(policy_params(name)))
+    if unknown:
+        raise OptTreeError(f"policy {name!r} has no parameter {unknown[0]!r}: it takes {', '.join(policy_params(name))}")
+    return policy_cls(config_cls(**params))
+
+
+def policy_for_budget(name: str, budget: int, **overrides) -> TreePolicy:
+    """A policy at node budget ``budget`` (its config's ``for_budget``), with fields overridden
+    (``nodes`` among them, for a policy that has such a field)."""
+    return make_policy(name, **{**budget_params(name, budget), **overrides})

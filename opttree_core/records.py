@@ -1,0 +1,138 @@
+"""One record schema for the engine, the benchmark harness, treeviz and figures (torch-free).
+
+- ``StepRecord``: one decoding step as ``generate`` hands it to ``TreeLog.record`` and to
+  ``on_step`` callbacks (the tree, the target's tokens, what was accepted, the timings).
+- The tree-log files (``LOG_FILES``; columns ``NODE_COLUMNS``, ``STEP_COLUMNS``), their reader
+  ``read_log`` and their writer ``write_log``. A log is a directory:
+
+      nodes.parquet   one row per node per step (node 0 is the root: the last committed token)
+      steps.parquet   one row per step: n_nodes, A, bonus token, E(A), draft_s / verify_s / build_s
+      meta.json       models, policy and its config, decode config, prompt, seed, versions, ...
+
+- The benchmark's result and summary columns (``RESULT_COLUMNS``, ``SUMMARY_COLUMNS``).
+
+Metrics (MAL, E(A), tokens/s, the pooled speedup) are in ``metrics.py``, also torch-free.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import OptTreeError
+from .metrics import pooled_speedup
+
+LOG_FILES = ("nodes.parquet", "steps.parquet", "meta.json")
+# name → numpy dtype; ``token_text`` (when a tokenizer was given) follows ``token``
+NODE_COLUMNS = {"step": "int32", "node": "int32", "token": "int32", "parent": "int32", "depth": "int16",
+                "p_hat": "float32", "q": "float32", "rank": "int16", "target_token": "int32", "accepted": "bool"}
+STEP_COLUMNS = {"step": "int32", "n_nodes": "int32", "a": "int32", "bonus_token": "int64", "draft_s": "float64",
+                "verify_s": "float64", "build_s": "float64", "ea": "float32"}
+OPTIONAL_STEP_COLUMNS = ("build_s",)  # logs written before it existed load all the same
+
+ID_COLUMNS = ["method", "kind", "policy", "budget", "drafter", "temperature"]
+RESULT_COLUMNS = ID_COLUMNS + ["dataset", "category", "prompt_id", "new_tokens", "steps", "mal", "seconds",
+                               "tokens_per_s", "draft_s", "verify_s", "build_s", "expected_acceptance", "log_dir",
+                               "output_matches_ar"]
+SUMMARY_COLUMNS = ID_COLUMNS + ["n_prompts", "new_tokens", "mal", "tokens_per_s", "speedup", "draft_s", "verify_s",
+                                "build_s", "expected_acceptance"]
+AR_KIND = "ar"
+
+
+def speedup_over_ar(rows: pd.DataFrame, ar_rows: pd.DataFrame) -> float:
+    """The pooled speedup (``metrics.pooled_speedup``) of one method's result rows over the AR rows
+    of the same temperature, on the prompts both finished: what ``bench-table`` and the paper
+    figures both report."""
+    def totals(frame: pd.DataFrame) -> dict[str, tuple[int, float]]:
+        return {str(r.prompt_id): (int(r.new_tokens), float(r.seconds)) for r in frame.itertuples(index=False)}
+
+    return pooled_speedup(totals(rows), totals(ar_rows))
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One verified step. ``tree`` is a ``DraftTree``; ``target_tokens`` (N,) the target's choice
+    after each node and ``accepted`` (N,) bool the root and the accepted path (tensors on the
+    model's device); ``new_tokens`` the tokens the step committed (A of them, the bonus last)."""
+
+    step: int
+    tree: object
+    target_tokens: object
+    accepted: object
+    new_tokens: list[int]
+    draft_s: float = 0.0  # seconds inside the drafter's calls
+    verify_s: float = 0.0  # the target's pass and the acceptance
+    build_s: float = 0.0  # the policy's own tree building (outside the drafter)
+    features: object = field(default=None, repr=False)  # (A, hidden) the target's features along the path
+
+    @property
+    def a(self) -> int:
+        return len(self.new_tokens)
+
+
+@dataclass(frozen=True)
+class LogData:
+    """One tree log, as DataFrames (``nodes``, ``steps``) and its ``meta`` dict."""
+
+    nodes: pd.DataFrame
+    steps: pd.DataFrame
+    meta: dict
+
+    @property
+    def n_steps(self) -> int:
+        return len(self.steps)
+
+
+def _check_columns(frame: pd.DataFrame, columns: dict, optional, where: Path) -> None:
+    missing = [c for c in columns if c not in frame.columns and c not in optional]
+    if missing:
+        raise OptTreeError(f"{where} is not a tree log's table: it lacks column(s) {', '.join(missing)}")
+
+
+def read_log(path: str | os.PathLike) -> LogData:
+    """A tree-log directory; a missing file, a file that does not parse or a missing column is a
+    one-line OptTreeError naming the file."""
+    path = Path(path)
+    missing = [f for f in LOG_FILES if not (path / f).is_file()]
+    if missing:
+        raise OptTreeError(f"{path} is not a tree log: missing {', '.join(missing)}")
+    try:
+        nodes, steps = pd.read_parquet(path / "nodes.parquet"), pd.read_parquet(path / "steps.parquet")
+    except Exception as e:  # pyarrow raises several types for a torn or foreign file
+        raise OptTreeError(f"{path} is not a readable tree log: {type(e).__name__}: {e}") from e
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+    except (OSError, ValueError) as e:
+        raise OptTreeError(f"{path / 'meta.json'} is not valid JSON: {e}") from e
+    if not isinstance(meta, dict):
+        raise OptTreeError(f"{path / 'meta.json'} must hold a JSON object, not a {type(meta).__name__}")
+    _check_columns(nodes, NODE_COLUMNS, (), path / "nodes.parquet")
+    _check_columns(steps, STEP_COLUMNS, OPTIONAL_STEP_COLUMNS, path / "steps.parquet")
+    return LogData(nodes=nodes, steps=steps, meta=meta)
+
+
+def write_log(path: str | os.PathLike, data: LogData) -> Path:
+    """Write a tree-log directory: into a temporary sibling directory, then swapped into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        data.nodes.to_parquet(tmp / "nodes.parquet", index=False)
+        data.steps.to_parquet(tmp / "steps.parquet", index=False)
+        (tmp / "meta.json").write_text(json.dumps(data.meta, indent=2, default=str))
+        old = None
+        if path.exists():
+            old = path.parent / f".{path.name}.old-{os.getpid()}"
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return path

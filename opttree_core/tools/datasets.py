@@ -1,0 +1,39 @@
+"""Evaluation prompts: Spec-Bench (MT-Bench + five task categories), read from a path.
+
+Datasets are never bundled: pass the path of Spec-Bench's question.jsonl (the project keeps
+one in ../shared/data/spec_bench/). A missing file is a one-line error, never a silent swap.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import OptTreeError
+
+MT_BENCH_CATEGORIES = ("writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities")
+SPEC_BENCH_TASKS = ("translation", "summarization", "qa", "math_reasoning", "rag")
+DEFAULT_SPEC_BENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "spec_bench" / "question.jsonl"
+
+
+@dataclass(frozen=True)
+class EvalPrompt:
+    id: str
+    category: str  # "mt_bench/<category>" or a Spec-Bench task
+    text: str  # the first turn
+
+
+def spec_bench(path: str | Path = DEFAULT_SPEC_BENCH, per_task: int | None = 20, per_category: int | None = None
+               ) -> list[EvalPrompt]:
+    """MT-Bench first turns (all 80, or the first ``per_category`` of each of its 8 categories) plus
+    the first ``per_task`` prompts of each other Spec-Bench task."""
+    path = Path(path)
+    if not path.is_file():
+        raise OptTreeError(f"Spec-Bench file not found: {path} (pass the path of question.jsonl)")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    mt = [r for c in MT_BENCH_CATEGORIES for r in [r for r in rows if r["category"] == c][:per_category]]
+    prompts = [EvalPrompt(str(r["question_id"]), f"mt_bench/{r['category']}", r["turns"][0]) for r in mt]
+    for task in SPEC_BENCH_TASKS:
+        chosen = [r for r in rows if r["category"] == task][:per_task]
+        prompts += [EvalPrompt(str(r["question_id"]), task, r["turns"][0]) for r in chosen]
+    return prompts

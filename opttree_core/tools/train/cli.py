@@ -1,0 +1,207 @@
+"""``python -m opttree_core.train {eagle,draft-lm} --target smollm2-135m ...``
+
+Self-distillation data (the target's own greedy answers) → cached features → training
+with resumable checkpoints → fp16 weights + manifest + model card, with held-out
+agreement and MAL after every epoch (the learning curve).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import transformers
+
+from ...draft_vocab import DEFAULT_DRAFT_VOCAB, count_tokens, save_counts
+from ...errors import report_errors
+from ...models import load_model
+from ...shipped import load_draft, save_draft
+from .card import write_card
+from .data import compute_features, self_distill
+from .evaluate import heldout_agreement, heldout_mal
+from .loop import TrainConfig, planned_steps, train
+from .prompts import context_prompts, training_prompts
+from .recipes import DraftLMRecipe, EagleRecipe
+
+DEFAULT_GSM8K = Path(__file__).resolve().parents[3] / "shared" / "data" / "gsm8k" / "train.jsonl"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m opttree_core train", description=__doc__.split("\n")[0])
+    p.add_argument("kind", choices=["eagle", "draft-lm", "data"],
+                   help="what to train; 'data' only builds the shared self-distillation cache")
+    p.add_argument("--target", default="smollm2-135m")
+    p.add_argument("--name", default=None, help="name of the trained draft (default: KIND-TARGET)")
+    p.add_argument("--out", default=None, help="run directory (default: out/train/NAME)")
+    p.add_argument("--data", default=None, help="directory for the shared self-distillation cache")
+    p.add_argument("--gsm8k", default=str(DEFAULT_GSM8K))
+    p.add_argument("--n-gsm8k", type=int, default=150, help="GSM8K prompts (-1: all)")
+    p.add_argument("--n-humaneval", type=int, default=40, help="HumanEval prompts (-1: all)")
+    p.add_argument("--n-own", type=int, default=150, help="prompts of our own styles (-1: all)")
+    p.add_argument("--n-context", type=int, default=0,
+                   help="second-stage prompts whose contexts are the target's own first-stage answers")
+    p.add_argument("--max-new-tokens", type=int, default=96, help="length cap of the target's answers")
+    p.add_argument("--gen-batch", type=int, default=16)
+    p.add_argument("--feature-batch", type=int, default=8, help="sequences per forward pass when caching features")
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--layers", type=int, default=None, help="decoder layers (eagle 1, draft-lm 2)")
+    p.add_argument("--intermediate", type=int, default=1024, help="draft-lm MLP width")
+    p.add_argument("--holdout", type=float, default=0.05, help="share of sequences held out")
+    p.add_argument("--eval-prompts", type=int, default=6, help="held-out prompts decoded for MAL each epoch")
+    p.add_argument("--eval-tokens", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (tests)")
+    p.add_argument("--max-seconds", type=float, default=None,
+                   help="wall-clock guard: stop cleanly after this many seconds of training, save, and record the cut")
+    p.add_argument("--draft-vocab", type=int, default=DEFAULT_DRAFT_VOCAB,
+                   help="tokens the draft may propose by default: the most frequent in the data (0: all)")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def _limit(n: int) -> int | None:
+    return None if n < 0 else n
+
+
+def _recipe(args, target):
+    if args.kind == "eagle":
+        return EagleRecipe(target.model, num_layers=args.layers or 1)
+    return DraftLMRecipe(target.model, num_layers=args.layers or 2, intermediate_size=args.intermediate)
+
+
+def _data(args, target, data_dir: Path) -> tuple[list, list, list, dict]:
+    """The self-distillation data (cached): prompts, the target's answers, their features, build times."""
+    progress, clock = not args.no_progress, {}
+    prompts = training_prompts(args.gsm8k, _limit(args.n_gsm8k), _limit(args.n_humaneval), _limit(args.n_own), args.seed)
+    start = time.time()
+    sequences = self_distill(target, prompts, data_dir / "sequences.jsonl", args.max_new_tokens, args.gen_batch, progress)
+    if args.n_context > 0:
+        texts = [(s.source, target.tokenizer.decode(s.ids[s.n_prompt:], skip_special_tokens=True)) for s in sequences]
+        second = context_prompts(texts, args.n_context, args.seed)
+        prompts += second
+        sequences += self_distill(target, second, data_dir / "sequences_context.jsonl", args.max_new_tokens,
+                                  args.gen_batch, progress)
+    clock["self_distillation_s"] = time.time() - start
+    start = time.time()
+    features = compute_features(target, sequences, data_dir / "features.pt", args.feature_batch, progress)
+    clock["features_s"] = time.time() - start
+    counts = count_tokens((s.ids for s in sequences), target.model.config.vocab_size)
+    save_counts(data_dir / "token_counts.safetensors", counts, {"target": args.target, "sequences": len(sequences)})
+    clock_file = data_dir / "wall_time.json"  # the data's build times, kept for the cards of later training calls
+    if clock_file.is_file():
+        clock.update(json.loads(clock_file.read_text()))
+    else:
+        clock_file.write_text(json.dumps(clock))
+    return prompts, sequences, features, clock
+
+
+def _heldout_split(n: int, args) -> tuple[list[int], list[int]]:
+    """(held-out, training) indices of the n sequences, shuffled with the run's seed."""
+    order = list(range(n))
+    random.Random(args.seed).shuffle(order)
+    n_held = max(1, int(n * args.holdout))
+    return order[:n_held], order[n_held:]
+
+
+def run(args) -> dict:
+    torch.manual_seed(args.seed)
+    torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls on GPUs that have them; CPU runs are unchanged
+    name = args.name or f"{args.kind}-{args.target}"
+    out = Path(args.out or f"out/train/{name}")
+    data_dir = Path(args.data or f"out/train-data/{args.target}")
+    target = load_model(args.target, device=args.device)
+    prompts, sequences, features, clock = _data(args, target, data_dir)
+    if args.kind == "data":
+        return {"name": "data", "steps": 0, "final_loss": None, "heldout": {}, "wall_time": clock}
+    held, kept = _heldout_split(len(sequences), args)
+    train_seqs, train_feats = [sequences[i] for i in kept], [features[i] for i in kept]
+    held_seqs, held_feats = [sequences[i] for i in held], [features[i] for i in held]
+    recipe = _recipe(args, target)
+    out.mkdir(parents=True, exist_ok=True)
+    config = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
+                         max_steps=args.max_steps, max_seconds=args.max_seconds)
+    curve = _resumed_curve(out)
+
+    def measure(point):
+        point.update(heldout_agreement(recipe, held_seqs, held_feats))
+        if args.eval_prompts > 0:
+            point["mal"] = heldout_mal(target.model, lambda: _drafter(recipe, target.model), held_seqs[: args.eval_prompts],
+                                       args.eval_tokens)
+        curve.append(point)
+        (out / "learning_curve.json").write_text(json.dumps(curve, indent=1))  # survives an interrupted run
+        recipe.model.train()
+
+    if not (out / "checkpoint.pt").is_file():
+        curve.clear()
+        measure({"epoch": 0, "tokens": 0, "step": 0})  # the draft before training (random head / copied layers)
+    history = train(recipe, train_seqs, train_feats, config, out / "checkpoint.pt", not args.no_progress,
+                    lambda epoch, h: measure({"epoch": epoch + 1, "tokens": h[-1]["tokens"], "step": h[-1]["step"]}))
+    clock["train_s"] = history[-1]["seconds"] if history else 0.0  # summed over resumed calls
+    planned = planned_steps(len(train_seqs), config)
+    last_epoch_is_final = curve and history and curve[-1]["step"] == history[-1]["step"]
+    heldout = ({k: curve[-1][k] for k in ("top1", "top4", "positions")} if last_epoch_is_final
+               else heldout_agreement(recipe, held_seqs, held_feats))
+    card = {"name": name, "kind": args.kind, "target": args.target, "command": " ".join(sys.argv),
+            "data": _data_summary(prompts, sequences, kept, held), "train": asdict(config), "steps": len(history),
+            "planned_steps": planned, **_cut_note(history, planned, config),
+            "final_loss": history[-1]["loss"] if history else None, "learning_curve": curve, "wall_time": clock,
+            "heldout": heldout, "device": args.device,
+            "versions": {"torch": torch.__version__, "transformers": transformers.__version__}}
+    manifest = save_draft(out / name, args.kind, recipe.own_state(), recipe.config, args.target, target.model.config, card,
+                          token_counts=data_dir / "token_counts.safetensors", draft_vocab=args.draft_vocab)
+    load_draft(manifest, target)  # the saved files load back and pass their own checks
+    write_card(out / "MODEL_CARD.md", card)
+    (out / "history.json").write_text(json.dumps(history))
+    return card
+
+
+def _resumed_curve(out: Path) -> list[dict]:
+    """Learning-curve points already measured by an earlier call of a resumed run."""
+    path = out / "learning_curve.json"
+    return json.loads(path.read_text()) if (out / "checkpoint.pt").is_file() and path.is_file() else []
+
+
+def _cut_note(history: list[dict], planned: int, config: TrainConfig) -> dict:
+    """The card's record of a run stopped before the end of its schedule (empty when it finished)."""
+    done = history[-1]["step"] if history else 0
+    if done >= planned:
+        return {}
+    why = (f"--max-steps {config.max_steps}" if config.max_steps is not None and done >= config.max_steps
+           else f"the --max-seconds {config.max_seconds:g} wall-clock guard")
+    rerun = "rerun without --max-steps" if why.startswith("--max-steps") else "rerun the same command"
+    return {"stopped_early": f"schedule cut at step {done} of {planned} by {why}; {rerun} to resume from checkpoint.pt"}
+
+
+def _drafter(recipe, target_model):
+    from ...drafters import DraftLMDrafter
+    from ...drafters.eagle import EagleDrafter
+
+    recipe.model.eval()
+    return EagleDrafter(recipe.model, target_model) if recipe.kind == "eagle" else DraftLMDrafter(recipe.model)
+
+
+def _data_summary(prompts, sequences, kept, held) -> dict:
+    by_source: dict[str, int] = {}
+    for p in prompts:
+        by_source[p.source] = by_source.get(p.source, 0) + 1
+    response = sum(len(s.ids) - s.n_prompt for s in sequences)
+    return {"prompts": len(prompts), "by_source": by_source, "train_sequences": len(kept), "heldout_sequences": len(held),
+            "prompt_tokens": sum(s.n_prompt for s in sequences), "response_tokens": response}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    transformers.utils.logging.disable_progress_bar()
+    card = report_errors(run, args)
+    if card is None:
+        return 2
+    print(json.dumps({k: card[k] for k in ("name", "steps", "final_loss", "heldout", "wall_time")}, indent=1))
+    return 0

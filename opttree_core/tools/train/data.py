@@ -1,0 +1,118 @@
+"""Self-distillation data: the target's own greedy answers, and its features on them.
+
+A *sequence* is the chat-formatted prompt followed by the target's greedy response
+(ending at EOS or at the length cap). Features are the target's last-layer features
+after the final norm, f_j for every position j (so lm_head(f_j) are its logits there).
+Both are cached on disk, so an interrupted run resumes where it stopped.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ...atomic import write_atomic
+from ...models import LoadedModel
+from .prompts import Prompt
+
+
+@dataclass(frozen=True)
+class Sequence:
+    ids: list[int]  # prompt + response token ids
+    n_prompt: int
+    source: str
+
+
+def _encode_chat(tokenizer, text: str) -> list[int]:
+    return list(tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                              tokenize=True, return_dict=False))
+
+
+def _cut_at_eos(ids: list[int], eos: set[int], pad: int) -> list[int]:
+    for i, token in enumerate(ids):
+        if token in eos:
+            return ids[: i + 1]
+    while ids and ids[-1] == pad and pad not in eos:
+        ids = ids[:-1]
+    return ids
+
+
+@torch.inference_mode()
+def _generate_batch(target: LoadedModel, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+    """Greedy responses for a batch of prompts (left padding)."""
+    model, device = target.model, target.model.device
+    pad = target.tokenizer.pad_token_id if target.tokenizer.pad_token_id is not None else target.tokenizer.eos_token_id
+    width = max(map(len, prompts))
+    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        ids[row, width - len(prompt):] = torch.tensor(prompt)
+        mask[row, width - len(prompt):] = 1
+    out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
+                         do_sample=False, pad_token_id=pad)
+    eos = model.generation_config.eos_token_id
+    eos = set(eos if isinstance(eos, list) else [eos])
+    return [_cut_at_eos(row[width:].tolist(), eos, pad) for row in out]
+
+
+def self_distill(target: LoadedModel, prompts: list[Prompt], path: Path, max_new_tokens: int = 128,
+                 batch_size: int = 16, progress: bool = True) -> list[Sequence]:
+    """The target's greedy answers to ``prompts``, appended to ``path`` (JSON lines) batch by batch.
+
+    Prompts already answered in ``path`` are skipped, so a second call resumes the first.
+    """
+    done = load_sequences(path)
+    encoded = [_encode_chat(target.tokenizer, p.text) for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))[len(done):]  # similar lengths batch well
+    path.parent.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=len(prompts), initial=len(done), desc="self-distillation", unit="prompt", disable=not progress)
+    with path.open("a") as f:
+        for start in range(0, len(order), batch_size):
+            batch = order[start:start + batch_size]
+            responses = _generate_batch(target, [encoded[i] for i in batch], max_new_tokens)
+            for i, response in zip(batch, responses):
+                seq = Sequence(encoded[i] + response, len(encoded[i]), prompts[i].source)
+                f.write(json.dumps(asdict(seq)) + "\n")
+                done.append(seq)
+            f.flush()
+            os.fsync(f.fileno())
+            bar.update(len(batch))
+    bar.close()
+    return done
+
+
+def load_sequences(path: Path) -> list[Sequence]:
+    if not path.is_file():
+        return []
+    sequences = []
+    with path.open() as f:
+        for line in f:
+            if line.endswith("\n"):  # a torn last line (interrupted write) is dropped and redone
+                sequences.append(Sequence(**json.loads(line)))
+    return sequences
+
+
+@torch.inference_mode()
+def compute_features(target: LoadedModel, sequences: list[Sequence], path: Path, batch_size: int = 8,
+                     progress: bool = True) -> list[torch.Tensor]:
+    """f_j for every position of every sequence, fp16, cached in ``path`` (written atomically)."""
+    if path.is_file():
+        cached = torch.load(path)
+        if len(cached) == len(sequences) and all(f.shape[0] == len(s.ids) for f, s in zip(cached, sequences)):
+            return cached
+    decoder, device = target.model.get_decoder(), target.model.device
+    features = []
+    for start in tqdm(range(0, len(sequences), batch_size), desc="features", disable=not progress):
+        batch = sequences[start:start + batch_size]
+        width = max(len(s.ids) for s in batch)
+        ids = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, seq in enumerate(batch):
+            ids[row, : len(seq.ids)] = torch.tensor(seq.ids)  # right padding: causal, so real positions are exact
+        hidden = decoder(input_ids=ids.to(device)).last_hidden_state  # (batch, width, hidden)
+        features += [hidden[row, : len(seq.ids)].to(torch.float16).cpu() for row, seq in enumerate(batch)]
+    write_atomic(path, lambda tmp: torch.save(features, tmp))
+    return features

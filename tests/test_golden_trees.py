@@ -1,0 +1,35 @@
+"""The trees of every registered policy × three drafters × n ∈ {4, 16, 50} (greedy, and T = 1 with
+top-k and with sampled children) equal the ones recorded before the growth loop was rewritten
+(``tests/golden.py``, ``tests/data/golden_trees.json``): the same generated tokens and, at every
+step, the same nodes, parents, depths, ranks, target tokens and acceptance, and the same E(A).
+
+The fixture's DynaTree entries were re-recorded after the rewrite, which changed DynaTree on
+purpose (one depth-1 node, the draft's top-1; τ keeps a node and stops only its expansion, as
+DynaTree's paper and code do); every other entry is from before."""
+import json
+from pathlib import Path
+
+import pytest
+
+from golden import differences, tiny_runs
+
+FIXTURE = Path(__file__).parent / "data" / "golden_trees.json"
+
+
+@pytest.fixture(scope="module")
+def recorded():
+    return json.loads(FIXTURE.read_text())
+
+
+def test_the_fixture_covers_every_registered_policy(recorded):
+    from opttree_core.policies.registry import POLICIES
+
+    assert {key.split(" ")[0] for key in recorded} == set(POLICIES)
+
+
+@pytest.mark.parametrize("policy", ["binary", "chain", "cum-logprob", "dynatree", "eagle-static", "eagle2", "k-ary",
+                                    "opt-tree", "opt-tree-auto", "sequoia"])
+def test_trees_and_tokens_equal_the_recorded_ones(recorded, policy):
+    now = tiny_runs([policy])
+    before = {k: v for k, v in recorded.items() if k.split(" ")[0] == policy}
+    assert differences(before, now) == []
