@@ -28,7 +28,8 @@ from .errors import OptTreeError
 from .metrics import pooled_speedup
 
 LOG_FILES = ("nodes.parquet", "steps.parquet", "meta.json")
-# name → numpy dtype; ``token_text`` (when a tokenizer was given) follows ``token``
+# name → numpy dtype; ``token_text`` and ``target_text`` (the texts of ``token`` and ``target_token``)
+# follow when the log was saved with a tokenizer (older logs have only ``token_text``, or neither)
 NODE_COLUMNS = {"step": "int32", "node": "int32", "token": "int32", "parent": "int32", "depth": "int16",
                 "p_hat": "float32", "q": "float32", "rank": "int16", "target_token": "int32", "accepted": "bool"}
 STEP_COLUMNS = {"step": "int32", "n_nodes": "int32", "a": "int32", "bonus_token": "int64", "draft_s": "float64",

@@ -75,6 +75,7 @@ class TreeLog:
             nodes[key] = buf[: self.n_steps].cpu().numpy()[valid]
         if tokenizer is not None:
             nodes["token_text"] = token_texts(tokenizer, nodes["token"].to_numpy())
+            nodes["target_text"] = token_texts(tokenizer, nodes["target_token"].to_numpy())  # the bonus's too
         return LogData(nodes=nodes, steps=steps, meta=dict(self.meta))
 
     def save(self, path: str | os.PathLike, tokenizer=None) -> Path:

@@ -85,11 +85,13 @@ def step_info(data, step: int) -> StepInfo:
 
 
 def token_text_map(data, tokenizer=None) -> dict[int, str]:
-    """Token id → text, from the log's ``token_text`` column and, when given, a tokenizer."""
+    """Token id → text, from the log's ``token_text`` and ``target_text`` columns (the drafted tokens'
+    and the target's own, the bonus tokens included) and, when given, a tokenizer."""
     texts: dict[int, str] = {}
-    if "token_text" in data.nodes.columns:
-        pairs = data.nodes[["token", "token_text"]].drop_duplicates("token")
-        texts.update(zip(pairs["token"].astype(int), pairs["token_text"].astype(str)))
+    for ids, column in (("target_token", "target_text"), ("token", "token_text")):
+        if column in data.nodes.columns:
+            pairs = data.nodes[[ids, column]].drop_duplicates(ids)
+            texts.update(zip(pairs[ids].astype(int), pairs[column].astype(str)))
     if tokenizer is not None:
         ids = set(data.nodes["token"].astype(int)) | set(data.steps["bonus_token"].astype(int))
         ids |= set(data.nodes["target_token"].astype(int))
