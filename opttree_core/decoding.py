@@ -213,7 +213,7 @@ def _step(loop: _Loop, step: int, tokens_left: int) -> tuple[StepRecord, bool]:
     new, finished = _truncate_at_eos(result.new_tokens, loop.eos)
     record = StepRecord(step, tree, result.target_tokens, result.accepted, new, draft_s, verify_s,
                         max(build_s - draft_s, 0.0), result.features)
-    loop.policy.observe(tree, len(new))
+    loop.policy.observe(record)
     if not finished:
         loop.drafter.commit(new, result.features, result.slots)
     return record, finished
