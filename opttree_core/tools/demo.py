@@ -16,6 +16,7 @@ import transformers
 
 from ..api import RunInfo, decode_prompt, encode_prompt, load_drafter
 from ..decoding import DecodeConfig, generate_autoregressive
+from ..errors import report_errors
 from ..metrics import speedup
 from ..models import load_model
 from ..policies import OptTreeConfig, OptTreePolicy
@@ -42,6 +43,10 @@ def parse_args(argv):
 def main(argv=None) -> int:
     args = parse_args(argv)
     transformers.utils.logging.disable_progress_bar()
+    return 0 if report_errors(_demo, args) is not None else 2
+
+
+def _demo(args) -> bool:
     target = load_model("smollm2-135m")
     drafter = load_drafter(args.draft, target)
     policy = OptTreePolicy(OptTreeConfig(nodes=args.nodes, threshold=args.threshold, max_depth=args.max_depth))
@@ -60,7 +65,7 @@ def main(argv=None) -> int:
         print(f"{name:<8} {tree.mal:>5.2f} {tree.tokens_per_s:>10.1f} {ar.tokens_per_s:>9.1f} "
               f"{speedup(tree.tokens_per_s, ar.tokens_per_s):>7.2f}x  {log_path}")
     print("\nTree decoding produced exactly the autoregressive tokens for every prompt.")
-    return 0
+    return True
 
 
 if __name__ == "__main__":
