@@ -76,7 +76,7 @@ def test_failed_write_keeps_the_previous_log(run, tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr("pandas.DataFrame.to_parquet", broken)
-    with pytest.raises(OSError):
+    with pytest.raises(OptTreeError, match="cannot write the tree log .*disk full"):
         log.save(path)
     assert (path / "nodes.parquet").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["log"]

@@ -20,6 +20,7 @@ import transformers
 
 from ..api import RunInfo, decode_prompt, encode_prompt, load_drafter
 from ..decoding import DecodeConfig, generate, generate_autoregressive
+from ..errors import report_errors
 from ..metrics import speedup
 from ..models import load_model
 from ..policies.auto import OptTreeAutoPolicy
@@ -69,6 +70,10 @@ def auto_summary(policy) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     transformers.utils.logging.disable_progress_bar()
+    return 0 if report_errors(_demo, args) is not None else 2
+
+
+def _demo(args) -> bool:
     policy = policy_for_budget(args.policy, args.nodes, **parse_policy_params(args.policy, args.policy_param))
     config = DecodeConfig(max_new_tokens=args.max_new_tokens)
     target = load_model("smollm2-135m")
@@ -91,7 +96,7 @@ def main(argv=None) -> int:
         print(f"{name:<8} {tree.mal:>5.2f} {tree.tokens_per_s:>10.1f} {ar.tokens_per_s:>9.1f} "
               f"{speedup(tree.tokens_per_s, ar.tokens_per_s):>7.2f}x  {log_path}{auto_summary(policy)}")
     print("\nTree decoding produced exactly the autoregressive tokens for every prompt.")
-    return 0
+    return True
 
 
 if __name__ == "__main__":
