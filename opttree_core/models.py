@@ -82,9 +82,14 @@ def load_model(
         if not (Path(name) / "config.json").is_file():
             raise OptTreeError(f"model directory '{name}' has no config.json")
         return _load_pretrained(name, opts, local=True)
-    if isinstance(spec, str) and _HUB_ID.match(spec):
+    if is_hub_id(spec):
         return _load_pretrained(name, opts, local=False)
     raise OptTreeError(f"unknown model '{name}': expected {SMOLLM2}, {TINY_RANDOM}, a local directory or a hub id")
+
+
+def is_hub_id(spec) -> bool:
+    """Whether ``spec`` reads as a Hugging Face hub id ("owner/name")."""
+    return isinstance(spec, str) and _HUB_ID.match(spec) is not None
 
 
 def tiny_llama_config(
