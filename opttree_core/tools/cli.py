@@ -138,18 +138,18 @@ def run_generate(args) -> dict:
 
 
 def run_bench_command(args) -> str:
-    from .bench import markdown_table, run_bench
+    from .bench import markdown_table, published_of, run_bench
 
     out = args.out or str(Path("out") / "bench" / Path(args.config).stem)
     result = run_bench(args.config, out, progress=not args.no_progress)
     print(f"[{result.ran} pairs run, {result.resumed} resumed; results in {out}]", file=sys.stderr)
-    return markdown_table(result.summary) if args.table else ""
+    return markdown_table(result.summary, published_of(out)) if args.table else ""
 
 
 def run_bench_table(args) -> str:
-    from .bench import markdown_table, summarize
+    from .bench import markdown_table, published_of, summarize
 
-    return markdown_table(summarize(args.run))
+    return markdown_table(summarize(args.run), published_of(args.run))
 
 
 def _run_text(run, args) -> int:

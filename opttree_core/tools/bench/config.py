@@ -44,6 +44,15 @@ Every key (paths are relative to the config file, or absolute)::
     [[datasets]]
     kind = "prompts"                         # a plain text file, one prompt per line
     path = "prompts.txt"
+
+    [[published]]                            # optional: a paper's numbers for one cell of the grid,
+    source = "OPT-Tree, arXiv 2406.17276, Table 1"   # printed beside ours by bench-table
+    drafter = "JackFram/llama-68m"           # drafter, policy, budget, temperature: a cell of this grid
+    policy = "opt-tree"
+    budget = 60
+    temperature = 0.0
+    mal = 3.21                               # MAL and/or speedup as the paper reports them
+    speedup = 1.87                           # (example values here, not the paper's)
 """
 from __future__ import annotations
 
@@ -59,7 +68,9 @@ from ...policies.registry import POLICIES, policy_params
 PEERS = ("ar", "hf-assisted", "hf-prompt-lookup")
 DATASET_KINDS = ("spec_bench", "humaneval", "gsm8k", "prompts")
 TOP_KEYS = {"target", "drafters", "draft_vocab", "policies", "budgets", "temperatures", "seed", "max_new_tokens",
-            "max_time", "device", "dtype", "chat", "peers", "prompt_lookup_num_tokens", "policy_params", "datasets"}
+            "max_time", "device", "dtype", "chat", "peers", "prompt_lookup_num_tokens", "policy_params", "datasets",
+            "published"}
+PUBLISHED_KEYS = {"source", "drafter", "policy", "budget", "temperature", "mal", "speedup"}
 DATASET_KEYS = {"kind", "path", "mt_bench_per_category", "per_category", "turns", "limit", "chat"}
 
 
@@ -92,10 +103,14 @@ class BenchConfig:
     prompt_lookup_num_tokens: int = 10
     policy_params: dict = field(default_factory=dict)  # policy name → {field: value}
     draft_vocab: int | None = None
+    published: tuple[dict, ...] = ()  # numbers a paper reports for some cells, shown beside ours by bench-table
 
     def to_dict(self) -> dict:
-        """JSON-ready, and equal for equal configs (what a resumed run compares)."""
-        return json.loads(json.dumps(asdict(self)))
+        """JSON-ready, and equal for equal configs (what a resumed run compares; no ``published``: none)."""
+        record = json.loads(json.dumps(asdict(self)))
+        if not self.published:
+            del record["published"]  # so runs from before the key resume unchanged
+        return record
 
 
 @dataclass(frozen=True)
@@ -175,6 +190,35 @@ def _check_policies(policies: tuple[str, ...], overrides: dict) -> None:
                                f"it takes {', '.join(policy_params(name))}")
 
 
+def _published(raw, grid: dict[str, tuple]) -> tuple[dict, ...]:
+    """``[[published]]`` tables: a paper's MAL and/or speedup for one cell of the grid (drafter, policy,
+    budget, temperature), with its ``source``; bench-table prints them beside the measured cell."""
+    if not isinstance(raw, list):
+        raise OptTreeError("bench config: 'published' must be [[published]] tables")
+    rows = []
+    for row in raw:
+        unknown = sorted(set(row) - PUBLISHED_KEYS) if isinstance(row, dict) else ["(not a table)"]
+        if unknown:
+            raise OptTreeError(f"bench config: published key {unknown[0]!r} is unknown: use "
+                               f"{', '.join(sorted(PUBLISHED_KEYS))}")
+        if not isinstance(row.get("source"), str) or not row["source"].strip():
+            raise OptTreeError("bench config: a [[published]] table needs a 'source' (where the numbers are from)")
+        cell = {"drafter": row.get("drafter"), "policy": row.get("policy"), "budget": row.get("budget"),
+                "temperature": float(row["temperature"]) if isinstance(row.get("temperature"), int | float)
+                and not isinstance(row.get("temperature"), bool) else row.get("temperature")}
+        for key, value in cell.items():
+            if value not in grid[key]:
+                raise OptTreeError(f"bench config: published {key} {value!r} is not in the config's {key}s "
+                                   f"{list(grid[key])}")
+        numbers = {k: row[k] for k in ("mal", "speedup") if k in row}
+        if not numbers or not all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0
+                                  for v in numbers.values()):
+            raise OptTreeError(f"bench config: published {cell['drafter']}/{cell['policy']} needs 'mal' and/or "
+                               f"'speedup' as numbers > 0, got {numbers}")
+        rows.append({"source": row["source"], **cell, **{k: float(v) for k, v in numbers.items()}})
+    return tuple(rows)
+
+
 def parse_config(raw: dict, base: Path) -> BenchConfig:
     """A checked BenchConfig from a parsed TOML table; dataset paths resolved against ``base``."""
     unknown = sorted(set(raw) - TOP_KEYS)
@@ -199,10 +243,13 @@ def parse_config(raw: dict, base: Path) -> BenchConfig:
         raise OptTreeError("bench config: no [[datasets]] table: name at least one prompt source")
     scalars = {k: raw[k] for k in ("seed", "max_new_tokens", "max_time", "device", "dtype", "chat",
                                    "prompt_lookup_num_tokens", "draft_vocab") if k in raw}
-    return BenchConfig(target=str(raw["target"]), drafters=_list(raw, "drafters", str), policies=policies,
+    drafters = _list(raw, "drafters", str)
+    grid = {"drafter": drafters, "policy": policies, "budget": budgets, "temperature": temperatures}
+    return BenchConfig(target=str(raw["target"]), drafters=drafters, policies=policies,
                        budgets=budgets, temperatures=temperatures,
                        datasets=tuple(_dataset(d, base) for d in datasets), peers=peers,
-                       policy_params={k: dict(v) for k, v in overrides.items()}, **scalars)
+                       policy_params={k: dict(v) for k, v in overrides.items()},
+                       published=_published(raw.get("published", []), grid), **scalars)
 
 
 def load_config(path: str | Path) -> BenchConfig:
