@@ -6,7 +6,9 @@
     demo          OPT-Tree against AR on the embedded SmolLM2-135M (``tools/demo.py``)
     profile       OPT-Tree auto's latency profile of this machine (``tools/profile.py``)
     sequoia       measure Sequoia's acceptance vector, print an optimal tree (``tools/sequoia_measure.py``)
-    train         self-distillation training of drafts (``tools/train``)"""
+    train         self-distillation training of drafts (``tools/train``)
+    export-head   an EAGLE head as a published EAGLE-1/2 or EAGLE-3 checkpoint (``tools/export_head.py``)
+    serve-tree    vLLM's static tree and SGLang's flags chosen from logged runs (``tools/serve_tree.py``)"""
 from __future__ import annotations
 
 import argparse
@@ -29,7 +31,9 @@ from .profile import calibrate
 DELEGATED = {"demo": ("demo", "OPT-Tree against AR on the embedded SmolLM2-135M"),
              "profile": ("profile", "measure (or read the cached) latency profile OPT-Tree auto uses"),
              "sequoia": ("sequoia_measure", "measure Sequoia's acceptance vector, print an optimal tree"),
-             "train": ("train.cli", "train a draft by self-distillation (data, eagle, draft-lm)")}
+             "train": ("train.cli", "train a draft by self-distillation (data, eagle, draft-lm)"),
+             "export-head": ("export_head", "write an EAGLE head as a published checkpoint SGLang and vLLM load"),
+             "serve-tree": ("serve_tree", "vLLM's static tree and SGLang's flags for logged runs")}
 
 
 def _add_generate(sub) -> None:
