@@ -25,6 +25,7 @@ from .serving import (
     best_sglang_flags,
     find_logs,
     logged_steps,
+    rank_events,
     replay,
     vllm_config,
 )
@@ -62,6 +63,7 @@ def serve_report(paths, nodes: int, max_depth: int, max_topk: int = 10) -> dict:
         raise OptTreeError(f"max topk must be an integer >= 1, got {max_topk!r}")
     work = _workload(paths)
     p = acceptance_from_logs(work["steps"], MAX_RANKS)
+    _, at_risk = rank_events(work["steps"], len(p))
     children = level_uniform_tree(p, nodes, max_depth)
     vllm_paths = level_uniform_paths(children)
     sglang = best_sglang_flags(p, nodes, max_depth, max_topk)
@@ -71,7 +73,8 @@ def serve_report(paths, nodes: int, max_depth: int, max_topk: int = 10) -> dict:
                   "speculative_num_draft_tokens": sglang["draft_tokens"], "expected_mal": sglang["expected_mal"],
                   "replay": vars(replay(work["steps"], sglang["paths"]))}
     return {"logs": work["n_logs"], "steps": len(work["steps"]), "logged_mal": work["logged_mal"],
-            "policies": work["policies"], "acceptance": p, "nodes": nodes, "max_depth": max_depth,
+            "policies": work["policies"], "acceptance": p,
+            "acceptance_at_risk": [int(n) for n in at_risk], "nodes": nodes, "max_depth": max_depth,
             "vllm": vllm, "sglang": sglang_out, "delta_stop": _delta_stop(work, sglang["steps"])}
 
 
@@ -79,7 +82,8 @@ def _text(report: dict) -> str:
     v, s, d = report["vllm"], report["sglang"], report["delta_stop"]
     p = ", ".join(f"{x:.3f}" for x in report["acceptance"])
     lines = [f"{report['logs']} logs, {report['steps']} steps ({', '.join(report['policies'])}), logged MAL "
-             f"{report['logged_mal']:.2f}; acceptance vector p = [{p}]",
+             f"{report['logged_mal']:.2f}; acceptance vector p = [{p}] (nodes at risk per rank: "
+             f"{', '.join(map(str, report['acceptance_at_risk']))})",
              "",
              f"vLLM: children per level {v['children_per_level']}, {v['num_speculative_tokens']} nodes; expected MAL "
              f"{v['expected_mal']:.2f}, replayed on the logs {v['replay']['mal']:.2f} "

@@ -73,6 +73,17 @@ def logged_steps(data: LogData) -> list[LoggedStep]:
 
 def acceptance_from_logs(steps: list[LoggedStep], k: int = MAX_RANKS) -> list[float]:
     """The Kaplan–Meier acceptance vector p_1..p_k (see the module docstring), trailing zeros cut."""
+    events, at_risk = rank_events(steps, k)
+    hazard = np.divide(events, at_risk, out=np.zeros(k), where=at_risk > 0)
+    survival = np.concatenate([[1.0], np.cumprod(1.0 - hazard)[:-1]])
+    p = (hazard * survival).tolist()
+    while len(p) > 1 and p[-1] == 0.0:
+        p.pop()
+    return p
+
+
+def rank_events(steps: list[LoggedStep], k: int = MAX_RANKS) -> tuple[np.ndarray, np.ndarray]:
+    """(accepted at rank r, at risk at rank r) for r < k: the counts the acceptance vector rests on."""
     at_risk, events = np.zeros(k), np.zeros(k)
     for step in steps:
         for i, ranks in enumerate(step.children):
@@ -86,12 +97,7 @@ def acceptance_from_logs(steps: list[LoggedStep], k: int = MAX_RANKS) -> list[fl
             else:  # none of its children was: censored at the first rank missing from 0, 1, ...
                 c = next(r for r in range(len(ranks) + 1) if r not in ranks)
                 at_risk[: min(c, k)] += 1
-    hazard = np.divide(events, at_risk, out=np.zeros(k), where=at_risk > 0)
-    survival = np.concatenate([[1.0], np.cumprod(1.0 - hazard)[:-1]])
-    p = (hazard * survival).tolist()
-    while len(p) > 1 and p[-1] == 0.0:
-        p.pop()
-    return p
+    return events, at_risk
 
 
 @dataclass(frozen=True)
