@@ -2,7 +2,8 @@
 SafeAILab/EAGLE, SGLang and vLLM can load a head trained here.
 
 EAGLE-1/2, from an ``EagleHead``: config.json (a Llama config: the head's sizes, ``num_hidden_layers``,
-``bias``, ``qkv_bias`` when set, the target's ``vocab_size``) and ``model.safetensors`` or
+``"bias": false`` only when fc has no bias and ``qkv_bias`` only when set, as yuhuili's heads spell them, the
+target's ``vocab_size``) and ``model.safetensors`` or
 ``pytorch_model.bin`` with ``fc.*``, ``layers.N.*`` and ``embed_tokens.weight`` (the target's, as
 published heads carry it). Two things of our heads have no place in that layout, and are handled so:
 
@@ -89,7 +90,9 @@ def _eagle1(drafter: EagleDrafter, target: LoadedModel, dtype: str) -> tuple[dic
         state |= _identity_layer(head)
     state["embed_tokens.weight"] = target.model.get_input_embeddings().weight
     config = {"architectures": ["LlamaForCausalLM"],
-              **_base_config(head.config, target, head.config.num_hidden_layers + shift, dtype), "bias": head.fc_bias}
+              **_base_config(head.config, target, head.config.num_hidden_layers + shift, dtype)}
+    if not head.fc_bias:  # as yuhuili's heads: no field when fc has a bias (EAGLE's default), "bias": false when not
+        config["bias"] = False
     if head.qkv_bias:
         config["qkv_bias"] = True
     if not drafter.eagle_pairs:

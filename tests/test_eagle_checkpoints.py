@@ -205,3 +205,26 @@ def test_hub_ids_fetch_config_and_weights_through_huggingface_hub(target, heads,
     assert drafter.feature_layers == default_feature_layers(8)
     assert fetched == ["config.json", "model.safetensors.index.json", "pytorch_model.bin.index.json",
                        "model.safetensors"]
+
+
+def test_a_hub_repo_that_is_a_plain_model_is_left_to_load_model(tmp_path, monkeypatch):
+    """A sharded model's index names no fc.weight: no shard is fetched, and the repo is not an EAGLE head."""
+    import huggingface_hub
+
+    from opttree_core.eagle_files import fetch_hub_checkpoint
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    (repo / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {
+        "model.embed_tokens.weight": "model-00001-of-00002.safetensors",
+        "lm_head.weight": "model-00002-of-00002.safetensors"}}))
+    fetched = []
+
+    def fake_download(repo_id, filename, **kwargs):
+        fetched.append(filename)
+        return str(repo / filename)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    assert fetch_hub_checkpoint("someone/big-model") is None
+    assert fetched == ["config.json", "model.safetensors.index.json"]
