@@ -13,6 +13,8 @@ import torch
 from .decoding import DecodeConfig, DecodeResult, generate
 from .draft_vocab import draft_vocab_size
 from .drafters import Drafter, DraftLMDrafter, NGramDrafter, self_drafter
+from .eagle_checkpoints import load_eagle_checkpoint
+from .eagle_files import eagle_directory
 from .errors import OptTreeError
 from .memory import check_tree_memory
 from .models import LoadedModel, check_same_tokenizer, load_model
@@ -28,7 +30,9 @@ def load_drafter(spec: str, target: LoadedModel, draft_vocab: int | None = None,
     """A drafter by name: ``"self"`` (the target drafts for itself: the greedy oracle), ``"ngram"``
     (training-free prompt lookup with real distributions), a trained
     draft shipped with the package (``eagle-smollm2``, ``tiny-smollm2``) or saved by
-    ``opttree_core.train`` (a path to its ``.json``/``.safetensors``), or any model ``load_model`` takes.
+    ``opttree_core.train`` (a path to its ``.json``/``.safetensors``), a published EAGLE-1/2 or EAGLE-3
+    head (a directory with config.json and its weights, or a hub id holding one: ``eagle_checkpoints.py``),
+    or any model ``load_model`` takes.
 
     ``draft_vocab`` (trained drafts only): propose only the K most frequent tokens (0: all; None: the
     draft's default, see ``draft_vocab.py``)."""
@@ -44,6 +48,9 @@ def load_drafter(spec: str, target: LoadedModel, draft_vocab: int | None = None,
         return NGramDrafter(target.model.get_output_embeddings().weight.shape[0], device=target.model.device)
     if manifest is not None:
         return load_draft(manifest, target, name=str(spec), draft_vocab=draft_vocab)
+    eagle = eagle_directory(spec)  # a published EAGLE head: a local directory or a hub repo holding one
+    if eagle is not None:
+        return load_eagle_checkpoint(eagle, target, name=str(spec))
     draft = load_model(spec, **load_options)
     check_same_tokenizer(target, draft)
     return DraftLMDrafter(draft.model, name=draft.name)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .drafters.base import Drafter
+from .drafters.base import Drafter, feature_layers
 from .errors import OptTreeError
 from .grow import ChildSampling
 from .metrics import mean_acceptance_length, tokens_per_second
@@ -241,7 +241,7 @@ def generate(target_model, drafter: Drafter, policy: TreePolicy, prompt_ids, con
     prompt = check_prompt(target_model, prompt_ids, config.max_new_tokens)
     device, eos = model_device(target_model), _eos_ids(target_model) if config.stop_at_eos else set()
     start = time.perf_counter()
-    state, features = prefill_target(target_model, prompt)
+    state, features = prefill_target(target_model, prompt, feature_layers(drafter))
     drafter.start(prompt, features)
     clock = _Clock(device, config.timing)
     loop = _Loop(state, device, _TimedDrafter(drafter, clock.sync), policy, clock, config.sampling(device),

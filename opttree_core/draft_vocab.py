@@ -63,9 +63,14 @@ class DraftVocab:
 class VocabHead:
     """Draft probabilities through an LM head, over the full vocabulary or a ``DraftVocab``."""
 
-    def __init__(self, lm_head: torch.nn.Module, vocab: DraftVocab | None = None):
+    def __init__(self, lm_head: torch.nn.Module, vocab: DraftVocab | None = None, rows: bool = False):
+        """``rows``: the LM head already has one row per ``vocab`` token, in its order (EAGLE-3's own head
+        over its draft vocabulary, ``drafters/eagle3.py``), instead of one per token of the vocabulary."""
         weight, bias = lm_head.weight, getattr(lm_head, "bias", None)
-        self.vocab_size = weight.shape[0]
+        self.vocab_size = vocab.vocab_size if rows else weight.shape[0]
+        if rows and (vocab is None or len(vocab) != weight.shape[0]):
+            raise OptTreeError(f"an LM head of {weight.shape[0]} draft-vocabulary rows needs a draft vocabulary "
+                               f"of as many tokens, got {None if vocab is None else len(vocab)}")
         if vocab is not None and vocab.vocab_size != self.vocab_size:
             raise OptTreeError(f"draft vocabulary is for {vocab.vocab_size} tokens, the LM head has {self.vocab_size}")
         self.vocab = vocab
@@ -73,8 +78,8 @@ class VocabHead:
         if vocab is not None:
             ids = vocab.ids.to(weight.device)
             self.ids = ids
-            self.weight = weight.detach()[ids].contiguous()  # (K, hidden)
-            self.bias = bias.detach()[ids] if bias is not None else None
+            self.weight = weight.detach() if rows else weight.detach()[ids].contiguous()  # (K, hidden)
+            self.bias = (bias.detach() if rows else bias.detach()[ids]) if bias is not None else None
 
     def probs(self, hidden: torch.Tensor, temperature: float) -> torch.Tensor:
         """hidden (..., hidden) → q (..., V), float32."""

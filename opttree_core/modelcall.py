@@ -18,6 +18,9 @@ from transformers import DynamicCache
 class ForwardOut:
     logits: torch.Tensor  # (q_len, vocab) float32
     hidden: torch.Tensor  # (q_len, hidden) last-layer features after the final norm: logits = lm_head(hidden)
+    # (q_len, k · hidden) the hidden states entering the k decoder layers a drafter asked for (HF
+    # ``hidden_states[i]``, before any final norm), concatenated in the order asked; None when none were
+    layers: torch.Tensor | None = None
 
 
 def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -35,13 +38,8 @@ def model_device(model) -> torch.device:
     return model.get_input_embeddings().weight.device
 
 
-def run_decoder(decoder, cache: DynamicCache, position_ids: torch.Tensor, allowed: torch.Tensor | None,
-                tokens: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
-    """One pass of a transformers decoder stack over q new positions; returns (q, hidden).
-
-    ``allowed`` (q, past + q) bool says which cached and new positions each query may
-    attend to; ``None`` means plain causal attention over the cache.
-    """
+def _decoder_inputs(decoder, cache: DynamicCache, position_ids: torch.Tensor, allowed: torch.Tensor | None,
+                    tokens: torch.Tensor | None, inputs_embeds: torch.Tensor | None) -> dict:
     embed = decoder.get_input_embeddings() if tokens is not None else None
     device = (embed.weight if embed is not None else inputs_embeds).device
     kwargs = dict(position_ids=position_ids[None].to(device), past_key_values=cache, use_cache=True)
@@ -52,15 +50,36 @@ def run_decoder(decoder, cache: DynamicCache, position_ids: torch.Tensor, allowe
     if allowed is not None:
         dtype = embed.weight.dtype if embed is not None else inputs_embeds.dtype
         kwargs["attention_mask"] = additive_mask(allowed.to(device), dtype)
-    return decoder(**kwargs).last_hidden_state[0]
+    return kwargs
+
+
+def run_decoder(decoder, cache: DynamicCache, position_ids: torch.Tensor, allowed: torch.Tensor | None,
+                tokens: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+    """One pass of a transformers decoder stack over q new positions; returns (q, hidden).
+
+    ``allowed`` (q, past + q) bool says which cached and new positions each query may
+    attend to; ``None`` means plain causal attention over the cache.
+    """
+    return decoder(**_decoder_inputs(decoder, cache, position_ids, allowed, tokens, inputs_embeds)).last_hidden_state[0]
 
 
 @torch.inference_mode()
 def forward(model, cache: DynamicCache, tokens: torch.Tensor, position_ids: torch.Tensor,
-            allowed: torch.Tensor | None = None) -> ForwardOut:
-    """Run a causal LM over ``tokens`` (q,) after the cached prefix; the cache grows by q entries."""
-    hidden = run_decoder(model.get_decoder(), cache, position_ids, allowed, tokens=tokens)  # (q, hidden)
-    return ForwardOut(logits=model.get_output_embeddings()(hidden).float(), hidden=hidden)
+            allowed: torch.Tensor | None = None, layers: tuple[int, ...] | None = None) -> ForwardOut:
+    """Run a causal LM over ``tokens`` (q,) after the cached prefix; the cache grows by q entries.
+
+    ``layers``: also return the hidden states entering these decoder layers (``ForwardOut.layers``),
+    through transformers' ``output_hidden_states`` index selection; None (the default, and what every
+    drafter but EAGLE-3's asks for) keeps the plain pass."""
+    decoder = model.get_decoder()
+    inputs = _decoder_inputs(decoder, cache, position_ids, allowed, tokens, None)
+    if layers is None:
+        hidden = decoder(**inputs).last_hidden_state[0]  # (q, hidden)
+        return ForwardOut(logits=model.get_output_embeddings()(hidden).float(), hidden=hidden)
+    out = decoder(**inputs, output_hidden_states=list(layers))
+    hidden = out.last_hidden_state[0]  # (q, hidden)
+    chosen = torch.cat([out.hidden_states[i][0] for i in layers], dim=-1)  # (q, k · hidden)
+    return ForwardOut(logits=model.get_output_embeddings()(hidden).float(), hidden=hidden, layers=chosen)
 
 
 @torch.inference_mode()

@@ -85,10 +85,15 @@ def load_model(
         return _load_pretrained(name, opts, local=True)
     if _meant_as_directory(spec):
         raise OptTreeError(f"unknown model '{name}': there is no such directory")
-    if isinstance(spec, str) and _HUB_ID.match(spec):
+    if is_hub_id(spec):
         _hub_preflight(spec)
         return _load_pretrained(name, opts, local=False)
     raise OptTreeError(f"unknown model '{name}': expected {SMOLLM2}, {TINY_RANDOM}, a local directory or a hub id")
+
+
+def is_hub_id(spec) -> bool:
+    """Whether ``spec`` reads as a Hugging Face hub id ("owner/name")."""
+    return isinstance(spec, str) and _HUB_ID.match(spec) is not None
 
 
 def _hub_preflight(repo_id: str) -> None:

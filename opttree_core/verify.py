@@ -31,6 +31,7 @@ class TargetState:
     cache: DynamicCache
     committed: int  # tokens in the sequence; the cache holds committed - 1 of them
     root_token: int  # the last committed token, not yet in the cache
+    feature_layers: tuple[int, ...] | None = None  # the drafter's features: these layers' inputs (None: last layer)
 
     @property
     def prefix_len(self) -> int:
@@ -50,17 +51,23 @@ class TargetState:
         keep_prefix(self.cache, self.prefix_len)
 
 
-def prefill_target(model, prompt_ids: torch.Tensor) -> tuple[TargetState, torch.Tensor]:
+def prefill_target(model, prompt_ids: torch.Tensor,
+                   feature_layers: tuple[int, ...] | None = None) -> tuple[TargetState, torch.Tensor]:
     """Cache every prompt token but the last, which becomes the first tree's root.
 
     Returns the state and the prefix's features, shape (L - 1, hidden): row j precedes prompt_ids[j + 1].
+    ``feature_layers`` (a drafter's ``feature_layers``, EAGLE-3's): the features are the hidden states
+    entering those decoder layers, concatenated, (L - 1, k · hidden), here and after every verification.
     """
     cache = DynamicCache(config=model.config)
     prefix = prompt_ids[:-1]
-    features = torch.zeros(0, model.config.hidden_size, device=model_device(model))
+    width = model.config.hidden_size * (1 if feature_layers is None else len(feature_layers))
+    features = torch.zeros(0, width, device=model_device(model))
     if prefix.numel():
-        features = forward(model, cache, prefix, torch.arange(prefix.numel(), device=prefix.device)).hidden
-    state = TargetState(model, cache, committed=prompt_ids.numel(), root_token=int(prompt_ids[-1]))
+        out = forward(model, cache, prefix, torch.arange(prefix.numel(), device=prefix.device), layers=feature_layers)
+        features = out.hidden if feature_layers is None else out.layers
+    state = TargetState(model, cache, committed=prompt_ids.numel(), root_token=int(prompt_ids[-1]),
+                        feature_layers=feature_layers)
     return state, features
 
 
@@ -78,14 +85,15 @@ def score_tree(state: TargetState, tree: DraftTree) -> ForwardOut:
     if tree.n_nodes == 1:
         return score_root(state)
     allowed = tree_attention(tree, state.prefix_len)
-    return forward(state.model, state.cache, tree.tokens, tree.position_ids(state.prefix_len), allowed)
+    return forward(state.model, state.cache, tree.tokens, tree.position_ids(state.prefix_len), allowed,
+                   layers=state.feature_layers)
 
 
 def score_root(state: TargetState) -> ForwardOut:
     """The target's logits (1, V) after the root alone: one autoregressive step (plain causal attention)."""
     device = model_device(state.model)
     return forward(state.model, state.cache, torch.tensor([state.root_token], device=device),
-                   torch.tensor([state.prefix_len], device=device))
+                   torch.tensor([state.prefix_len], device=device), layers=state.feature_layers)
 
 
 # --- phase 2: choose --------------------------------------------------------------------------
@@ -158,7 +166,8 @@ class VerifyResult:
     path: list[int]  # accepted node indices, root excluded, shallow to deep
     new_tokens: list[int]  # the path's tokens, then the bonus token
     features: torch.Tensor  # (len(path) + 1, hidden) the target's features at the root and the path nodes:
-    #                         row i precedes new_tokens[i] (what EAGLE-style drafters consume)
+    #                         row i precedes new_tokens[i] (what EAGLE-style drafters consume; the
+    #                         state's ``feature_layers`` when it names some, (len(path) + 1, k · hidden))
     slots: list[int]  # the drafter slots of the accepted nodes that were fed (for ``Drafter.commit``)
 
     @property
@@ -174,5 +183,6 @@ def verify(state: TargetState, tree: DraftTree, sampling: Sampling | None = None
     choice = choose_greedy(tree, scores.logits) if sampling is None else choose_sampled(tree, scores.logits, sampling)
     rows = [0] + choice.path
     state.advance(choice.new_tokens, kept=torch.tensor(rows, dtype=torch.long))
-    return VerifyResult(choice.target_tokens, choice.accepted, choice.path, choice.new_tokens, scores.hidden[rows],
+    features = scores.hidden if scores.layers is None else scores.layers
+    return VerifyResult(choice.target_tokens, choice.accepted, choice.path, choice.new_tokens, features[rows],
                         choice.slots)

@@ -16,6 +16,11 @@ distributions for tree nodes; policies decide which nodes to keep. Per decoding 
 
 The verification loop never knows which drafter it has, and drafters never see the tree's
 builder: everything they need about a layer is in the frozen ``TreeLayer``.
+
+A drafter whose features are not the target's last layer (EAGLE-3's: the hidden states entering
+three decoder layers) says so with an optional ``feature_layers`` attribute, a tuple of HF
+``hidden_states`` indices; the target then returns those, concatenated, as the ``features`` of
+``start`` and ``commit`` (``verify.prefill_target``). Without it nothing changes.
 """
 from __future__ import annotations
 
@@ -38,3 +43,9 @@ class Drafter(Protocol):
     def expand(self, layer: TreeLayer) -> torch.Tensor: ...
 
     def commit(self, tokens: list[int], features: torch.Tensor, accepted_slots: list[int]) -> None: ...
+
+
+def feature_layers(drafter) -> tuple[int, ...] | None:
+    """The target layers whose inputs ``drafter`` takes as its features; None: the last layer's output."""
+    layers = getattr(drafter, "feature_layers", None)
+    return None if layers is None else tuple(layers)

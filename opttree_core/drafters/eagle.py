@@ -9,6 +9,13 @@ So the head's position j is the target's position j. Inside the tree a node's pa
 (f̂ of its parent, its own token), at the node's position root_pos + depth. After
 verification the tree entries are dropped from the head's cache and the accepted tokens
 are fed again with the target's *true* features, which ``verify`` returns at no extra cost.
+
+Published EAGLE-1/2 heads (``eagle_checkpoints.py``) are the same computation with their own
+conventions, all options of ``EagleHead`` and ``EagleDrafter``: no input norm in layer 0, an fc
+bias or not, Qwen2-style q/k/v biases, and EAGLE's pairs (f_j, x_{j+1}) at position j, which start
+at the first prompt token's feature instead of a zero feature (``eagle_pairs``). The drafter
+also runs EAGLE-3 heads (``eagle3.py``): a head says how it is fed (``own``) and read
+(``logit_input``), and an EAGLE-3 drafter brings its own LM head over its draft vocabulary.
 """
 from __future__ import annotations
 
@@ -17,6 +24,7 @@ from torch import nn
 from transformers import DynamicCache, LlamaConfig, LlamaModel
 
 from ..draft_vocab import DraftVocab, VocabHead
+from ..errors import OptTreeError
 from ..modelcall import keep_prefix, run_decoder
 from ..tree import TreeLayer
 
@@ -32,22 +40,48 @@ def head_config(target_config, num_layers: int = 1) -> LlamaConfig:
     return config
 
 
-class EagleHead(nn.Module):
-    """fc([emb ‖ feature]) → decoder layer(s) → predicted next feature (no final norm)."""
+def add_qkv_bias(attention: nn.Module) -> None:
+    """Give a transformers attention module biased q/k/v projections (Qwen2-style; o_proj keeps none)."""
+    for name in ("q_proj", "k_proj", "v_proj"):
+        old = getattr(attention, name)
+        setattr(attention, name, nn.Linear(old.in_features, old.out_features, bias=True,
+                                           device=old.weight.device, dtype=old.weight.dtype))
 
-    def __init__(self, config: LlamaConfig):
+
+class EagleHead(nn.Module):
+    """fc([emb ‖ feature]) → decoder layer(s) → predicted next feature (no final norm).
+
+    Our heads keep every layer's input norm and an fc bias. The published EAGLE-1/2 layout
+    (SafeAILab/EAGLE ``eagle/model/cnets1.py``) differs in three options: ``fc_bias`` (``Model.__init__``:
+    ``nn.Linear(2H, H, bias=bias)``, the config's ``bias`` field, read in ``ea_model.py``
+    ``EaModel.__init__``), ``layer0_norm=False`` (``LlamaDecoderLayer.__init__`` builds
+    ``input_layernorm`` only when ``index != 0``) and ``qkv_bias`` (``LlamaAttention.__init__``:
+    ``config.qkv_bias``, the Qwen2-style heads)."""
+
+    def __init__(self, config: LlamaConfig, fc_bias: bool = True, layer0_norm: bool = True, qkv_bias: bool = False):
         super().__init__()
         self.config = config
+        self.fc_bias, self.layer0_norm, self.qkv_bias = fc_bias, layer0_norm, qkv_bias
         hidden = config.hidden_size
-        self.fc = nn.Linear(2 * hidden, hidden, bias=True)
+        self.fc = nn.Linear(2 * hidden, hidden, bias=fc_bias)
         self.decoder = LlamaModel(config)
         self.decoder.norm = nn.Identity()  # the features it predicts are already post-norm
+        if not layer0_norm:
+            self.decoder.layers[0].input_layernorm = nn.Identity()
+        if qkv_bias:
+            for layer in self.decoder.layers:
+                add_qkv_bias(layer.self_attn)
 
     def forward(self, embeds: torch.Tensor, features: torch.Tensor, position_ids: torch.Tensor,
-                cache: DynamicCache, allowed: torch.Tensor | None = None) -> torch.Tensor:
-        """embeds, features: (q, hidden) → predicted next features (q, hidden)."""
+                cache: DynamicCache, allowed: torch.Tensor | None = None, own: bool = False) -> torch.Tensor:
+        """embeds, features: (q, hidden) → predicted next features (q, hidden). ``own`` (the features are
+        the head's own predictions, inside a tree) changes nothing: EAGLE-1 feeds both through fc."""
         x = self.fc(torch.cat([embeds, features.to(embeds.dtype)], dim=-1))  # (q, hidden)
         return run_decoder(self.decoder, cache, position_ids, allowed, inputs_embeds=x)
+
+    def logit_input(self, predicted: torch.Tensor) -> torch.Tensor:
+        """What the LM head reads: the predicted feature itself (it is already post-norm)."""
+        return predicted
 
     def own_state_dict(self) -> dict[str, torch.Tensor]:
         """The trained parameters only (the dummy 1-row embedding is left out)."""
@@ -55,25 +89,44 @@ class EagleHead(nn.Module):
 
 
 class EagleDrafter:
-    """Drafts with an EagleHead over the target's embeddings and LM head (both frozen)."""
+    """Drafts with an EAGLE head over the target's embeddings and LM head (both frozen).
 
-    def __init__(self, head: EagleHead, target_model, name: str = "eagle", temperature: float = 1.0,
-                 vocab: DraftVocab | None = None):
-        self.head, self.name, self.temperature = head.eval(), name, temperature
-        self.embed = target_model.get_input_embeddings()
-        self.out = VocabHead(target_model.get_output_embeddings(), vocab)
+    ``eagle_pairs``: feed EAGLE's pairs (f_j, x_{j+1}) at position j from the first prompt token on
+    (cnets1.py ``Model.topK_genrate``: ``input_ids = input_ids[:, 1:]``; vLLM's ``EagleProposer.propose``
+    shifts the same way), as published heads were trained; off (our heads), the zero-feature pair
+    (0, x_0) comes first. ``embed`` / ``out``: an EAGLE-3 head's own embedding table and LM head over its
+    draft vocabulary (``eagle3.py``); by default the target's."""
+
+    def __init__(self, head: nn.Module, target_model, name: str = "eagle", temperature: float = 1.0,
+                 vocab: DraftVocab | None = None, eagle_pairs: bool = False, embed: nn.Module | None = None,
+                 out: VocabHead | None = None):
+        self.head, self.name, self.temperature, self.eagle_pairs = head.eval(), name, temperature, eagle_pairs
+        self.embed = embed if embed is not None else target_model.get_input_embeddings()
+        self.out = out if out is not None else VocabHead(target_model.get_output_embeddings(), vocab)
         self.vocab_size = self.out.vocab_size
         self.device = self.embed.weight.device
+
+    @property
+    def feature_layers(self) -> tuple[int, ...] | None:
+        """The target layers the head reads (EAGLE-3); None: the last layer (``drafters/base.py``)."""
+        return getattr(self.head, "feature_layers", None)
 
     def start(self, prompt_ids: torch.Tensor, features: torch.Tensor) -> None:
         self.cache = DynamicCache(config=self.head.config)
         self.committed = 0  # head cache entries holding pairs with true features
-        self.pending_tokens: list[int] = prompt_ids.tolist()
+        if self.eagle_pairs:
+            if prompt_ids.numel() < 2:
+                raise OptTreeError(f"draft '{self.name}' (an EAGLE-layout head) needs a prompt of at least 2 tokens: "
+                                   "its first pair is (feature of token 0, token 1)")
+            self.pending_tokens: list[int] = prompt_ids[1:].tolist()
+            self.pending_features = features  # (L - 1, width), row i precedes pending_tokens[i]
+            return
+        self.pending_tokens = prompt_ids.tolist()
         # (n_pending, hidden), row i precedes pending_tokens[i]; nothing precedes the first token
         self.pending_features = torch.cat([features.new_zeros(1, features.shape[1]), features])
 
-    def _probs(self, features: torch.Tensor) -> torch.Tensor:
-        return self.out.probs(features, self.temperature)
+    def _probs(self, predicted: torch.Tensor) -> torch.Tensor:
+        return self.out.probs(self.head.logit_input(predicted), self.temperature)
 
     @torch.inference_mode()
     def root_probs(self) -> torch.Tensor:
@@ -90,7 +143,7 @@ class EagleDrafter:
     def expand(self, layer: TreeLayer) -> torch.Tensor:
         parent_features = self.slot_features[layer.parent_slots + 1]  # (m, hidden); slot -1 is the root
         predicted = self.head(self.embed(layer.tokens), parent_features, layer.positions(self.committed - 1),
-                              self.cache, layer.attention(self.committed))
+                              self.cache, layer.attention(self.committed), own=True)
         self.slot_features = torch.cat([self.slot_features, predicted])
         return self._probs(predicted)  # (m, V)
 

@@ -152,6 +152,52 @@ def optimal_tree(acceptance, nodes: int, max_depth: int | None = None) -> list[R
     return list(_optimal_tree(_check_acceptance(acceptance), nodes, max_depth))
 
 
+def _uniform_dp(p: tuple[float, ...], width: int, budget: int, levels: int):
+    """(best F below a level of ``width`` nodes with ``budget`` nodes and ``levels`` levels left, its
+    children per level); F = Σ_d Π_{i≤d} P(c_i) with P(c) = p_1 + … + p_c."""
+    best, children = 0.0, ()
+    if levels == 0:
+        return best, children
+    mass = 0.0
+    for c in range(1, len(p) + 1):
+        mass += p[c - 1]
+        if width * c > budget:
+            break
+        below, rest = _uniform_cached(p, width * c, budget - width * c, levels - 1)
+        value = mass * (1.0 + below)
+        if value > best + 1e-12:  # ties keep the smaller tree
+            best, children = value, (c, *rest)
+    return best, children
+
+
+_uniform_cached = lru_cache(maxsize=None)(_uniform_dp)
+
+
+def level_uniform_tree(acceptance, nodes: int, max_depth: int | None = None) -> tuple[int, ...]:
+    """Sequoia's DP restricted to level-uniform trees (vLLM's ``speculative_token_tree``): children per
+    level (c_1, …, c_D), every node of level d − 1 having the ranks 0..c_d − 1, that maximise F(T) with at
+    most ``nodes`` nodes and ``max_depth`` levels. Level d then holds every rank combination, so F
+    factorises: F = Σ_d Π_{i≤d} P(c_i), P(c) = p_1 + … + p_c, and the DP runs over (width, nodes left,
+    levels left) instead of over subtree shapes."""
+    if not (isinstance(nodes, int) and nodes >= 1):
+        raise OptTreeError(f"node budget must be an integer >= 1, got {nodes!r}")
+    if max_depth is not None and not (isinstance(max_depth, int) and max_depth >= 1):
+        raise OptTreeError(f"max depth must be an integer >= 1 or None, got {max_depth!r}")
+    p = _check_acceptance(acceptance)
+    _, children = _uniform_cached(p, 1, nodes, nodes if max_depth is None else min(max_depth, nodes))
+    return children or (1,)  # nothing pays (p = 0): one node, the least a static tree drafts
+
+
+def level_uniform_paths(children: tuple[int, ...]) -> list[RankPath]:
+    """The rank paths of the level-uniform tree with ``children[d]`` children per node at depth d + 1,
+    breadth-first and sorted (vLLM's order: by length, then lexicographically)."""
+    paths, level = [], [()]
+    for c in children:
+        level = [path + (r,) for path in level for r in range(c)]
+        paths += level
+    return paths
+
+
 def expected_accepted(acceptance, paths: list[RankPath]) -> float:
     """F(T): the expected accepted drafted tokens of a tree of rank paths (the bonus token excluded)."""
     p = _check_acceptance(acceptance)

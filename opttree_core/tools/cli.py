@@ -6,7 +6,9 @@
     demo          OPT-Tree against AR on the embedded SmolLM2-135M (``tools/demo.py``)
     profile       OPT-Tree auto's latency profile of this machine (``tools/profile.py``)
     sequoia       measure Sequoia's acceptance vector, print an optimal tree (``tools/sequoia_measure.py``)
-    train         self-distillation training of drafts (``tools/train``)"""
+    train         self-distillation training of drafts (``tools/train``)
+    export-head   an EAGLE head as a published EAGLE-1/2 or EAGLE-3 checkpoint (``tools/export_head.py``)
+    serve-tree    vLLM's static tree and SGLang's flags chosen from logged runs (``tools/serve_tree.py``)"""
 from __future__ import annotations
 
 import argparse
@@ -31,7 +33,9 @@ from .profile import calibrate
 DELEGATED = {"demo": ("demo", "OPT-Tree against AR on the embedded SmolLM2-135M"),
              "profile": ("profile", "measure (or read the cached) latency profile OPT-Tree auto uses"),
              "sequoia": ("sequoia_measure", "measure Sequoia's acceptance vector, print an optimal tree"),
-             "train": ("train.cli", "train a draft by self-distillation (data, eagle, draft-lm)")}
+             "train": ("train.cli", "train a draft by self-distillation (data, eagle, draft-lm)"),
+             "export-head": ("export_head", "write an EAGLE head as a published checkpoint SGLang and vLLM load"),
+             "serve-tree": ("serve_tree", "vLLM's static tree and SGLang's flags for logged runs")}
 
 
 def _add_generate(sub) -> None:
@@ -149,18 +153,18 @@ def run_generate(args) -> dict:
 
 
 def run_bench_command(args) -> str:
-    from .bench import markdown_table, run_bench
+    from .bench import markdown_table, published_of, run_bench
 
     out = args.out or str(Path("out") / "bench" / Path(args.config).stem)
     result = run_bench(args.config, out, progress=not args.no_progress)
     print(f"[{result.ran} pairs run, {result.resumed} resumed; results in {out}]", file=sys.stderr)
-    return markdown_table(result.summary) if args.table else ""
+    return markdown_table(result.summary, published_of(out)) if args.table else ""
 
 
 def run_bench_table(args) -> str:
-    from .bench import markdown_table, summarize
+    from .bench import markdown_table, published_of, summarize
 
-    return markdown_table(summarize(args.run))
+    return markdown_table(summarize(args.run), published_of(args.run))
 
 
 def _run_text(run, args, resumable: bool = False) -> int:

@@ -29,6 +29,7 @@ from ..api import encode_prompt, load_drafter
 from ..atomic import write_atomic
 from ..decoding import DecodeConfig, generate
 from ..draft_vocab import draft_vocab_size
+from ..drafters.base import feature_layers
 from ..errors import OptTreeError, report_errors
 from ..grow import TreeBuilder
 from ..modelcall import model_device, timed_call
@@ -159,7 +160,7 @@ def profile_hardware(target_model, drafter, sizes=DEFAULT_SIZES, repeats: int = 
     device, vocab = model_device(target_model), target_model.get_output_embeddings().weight.shape[0]
     gen, watch = torch.Generator().manual_seed(seed), _Stopwatch(device)
     prompt = torch.randint(0, vocab, (context_len,), generator=gen).to(device)
-    state, features = prefill_target(target_model, prompt)
+    state, features = prefill_target(target_model, prompt, feature_layers(drafter))
     verify_s = _time_verify(state, sizes, repeats, gen, vocab, watch)
     drafter.start(prompt, features)
     root_s, layer_s = _time_draft(drafter, sizes, repeats, gen, vocab, features.shape[1], device, watch)

@@ -44,6 +44,15 @@ Every key (paths are relative to the config file, or absolute)::
     [[datasets]]
     kind = "prompts"                         # a plain text file, one prompt per line
     path = "prompts.txt"
+
+    [[published]]                            # optional: a paper's numbers for one cell of the grid,
+    source = "OPT-Tree, arXiv 2406.17276, Table 1"   # printed beside ours by bench-table
+    drafter = "JackFram/llama-68m"           # drafter, policy, budget, temperature: a cell of this grid
+    policy = "opt-tree"
+    budget = 60
+    temperature = 0.0
+    mal = 3.21                               # MAL and/or speedup as the paper reports them
+    speedup = 1.87                           # (example values here, not the paper's)
 """
 from __future__ import annotations
 
@@ -61,11 +70,13 @@ from ...decoding import DecodeConfig
 from ...errors import OptTreeError
 from ...memory import check_tree_memory
 from ...policies.registry import POLICIES, policy_for_budget, typed_params
+from .published import published_rows
 
 PEERS = ("ar", "hf-assisted", "hf-prompt-lookup")
 DATASET_KINDS = ("spec_bench", "humaneval", "gsm8k", "prompts")
 TOP_KEYS = {"target", "drafters", "draft_vocab", "policies", "budgets", "temperatures", "seed", "max_new_tokens",
-            "max_time", "device", "dtype", "chat", "peers", "prompt_lookup_num_tokens", "policy_params", "datasets"}
+            "max_time", "device", "dtype", "chat", "peers", "prompt_lookup_num_tokens", "policy_params", "datasets",
+            "published"}
 DATASET_KEYS = {"kind", "path", "mt_bench_per_category", "per_category", "turns", "limit", "chat"}
 SCALAR_TYPES = {"seed": int, "max_new_tokens": int, "max_time": float, "device": str, "dtype": str, "chat": bool,
                 "prompt_lookup_num_tokens": int, "draft_vocab": int}
@@ -103,10 +114,14 @@ class BenchConfig:
     prompt_lookup_num_tokens: int = 10
     policy_params: dict = field(default_factory=dict)  # policy name → {field: value}
     draft_vocab: int | None = None
+    published: tuple[dict, ...] = ()  # numbers a paper reports for some cells, shown beside ours by bench-table
 
     def to_dict(self) -> dict:
-        """JSON-ready, and equal for equal configs (what a resumed run compares)."""
-        return json.loads(json.dumps(asdict(self)))
+        """JSON-ready, and equal for equal configs (what a resumed run compares; no ``published``: none)."""
+        record = json.loads(json.dumps(asdict(self)))
+        if not self.published:
+            del record["published"]  # so runs from before the key resume unchanged
+        return record
 
     def decode_config(self, temperature: float) -> DecodeConfig:
         """What every method decodes with at ``temperature``."""
@@ -261,10 +276,12 @@ def parse_config(raw: dict, base: Path) -> BenchConfig:
     datasets = raw.get("datasets")
     if not isinstance(datasets, list) or not datasets:
         raise OptTreeError("bench config: no [[datasets]] table: name at least one prompt source")
-    config = BenchConfig(target=_typed(raw["target"], str, "'target'"), drafters=_list(raw, "drafters", str),
+    drafters = _list(raw, "drafters", str)
+    grid = {"drafter": drafters, "policy": policies, "budget": budgets, "temperature": temperatures}
+    config = BenchConfig(target=_typed(raw["target"], str, "'target'"), drafters=drafters,
                          policies=policies, budgets=budgets, temperatures=temperatures,
                          datasets=tuple(_dataset(d, base) for d in datasets), peers=peers, policy_params=overrides,
-                         **_scalars(raw))
+                         published=published_rows(raw.get("published", []), grid), **_scalars(raw))
     _check_runnable(config)
     return config
 

@@ -59,8 +59,36 @@ def summarize(run_dir: str | os.PathLike) -> pd.DataFrame:
     return summary_frame(pd.read_parquet(path))
 
 
-def markdown_table(summary: pd.DataFrame) -> str:
-    """Per temperature: MAL / speedup for each drafter × policy (rows) and budget (columns), then the peers."""
+def published_of(run_dir: str | os.PathLike) -> tuple[dict, ...]:
+    """The ``[[published]]`` rows of the config a run folder was made with (none in older runs)."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        return ()
+    return tuple(json.loads(path.read_text()).get("config", {}).get("published", ()))
+
+
+def published_table(summary: pd.DataFrame, published) -> list[str]:
+    """One line per published cell: our MAL / speedup beside the paper's."""
+    if not published:
+        return []
+    out = ["### Published numbers beside ours", "",
+           "| drafter | policy | n | T | ours: MAL / speedup | published: MAL / speedup | source |",
+           "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
+    trees = summary[summary["kind"] == "tree"]
+    for row in published:
+        ours = trees[(trees["drafter"] == row["drafter"]) & (trees["policy"] == row["policy"])
+                     & (trees["budget"] == row["budget"]) & (trees["temperature"] == row["temperature"])]
+        mine = f"{ours['mal'].iloc[0]:.2f} / {ours['speedup'].iloc[0]:.2f}×" if len(ours) else "not run"
+        theirs = " / ".join(f"{row[k]:.2f}{'×' if k == 'speedup' else ''}" if k in row else "–"
+                            for k in ("mal", "speedup"))
+        out.append(f"| {row['drafter']} | {row['policy']} | {row['budget']} | {row['temperature']:g} | {mine} | "
+                   f"{theirs} | {row['source']} |")
+    return out + [""]
+
+
+def markdown_table(summary: pd.DataFrame, published=()) -> str:
+    """Per temperature: MAL / speedup for each drafter × policy (rows) and budget (columns), then the peers;
+    then ``published`` cells (a config's ``[[published]]``) beside ours."""
     out = []
     for t, at_t in summary.groupby("temperature", sort=True):
         trees = at_t[at_t["kind"] == "tree"]
@@ -75,4 +103,4 @@ def markdown_table(summary: pd.DataFrame) -> str:
         out += [f"| {r.method} | {r.mal:.2f} | {r.tokens_per_s:.1f} | {r.speedup:.2f}× |"
                 for r in at_t[at_t["kind"] != "tree"].itertuples()]
         out.append("")
-    return "\n".join(out)
+    return "\n".join(out + published_table(summary, published))
