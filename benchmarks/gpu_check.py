@@ -178,7 +178,7 @@ def verify_section(args) -> list[str]:
 def build_section(args) -> list[str]:
     budgets, trees = ((4, 8), 5) if args.smoke else ((8, 16, 32, 64), 50)
     rows = bench_build.build_overheads(args.device, budgets=budgets, trees=trees)
-    return ["## 4. Tree building: each policy's own host ms per tree (mean drafted nodes)", "",
+    return ["## 4. Tree building: each policy's own host ms per tree, median (mean drafted nodes)", "",
             f"`benchmarks/bench_build.py`: a table drafter on {args.device}, {trees} trees per cell; the drafter's "
             "own time is left out.", "", bench_build.markdown(rows), ""]
 

@@ -140,8 +140,8 @@ class NGramDrafter:
             c += list(row)
             w += [(1.0 - eps) * x for x in row.values()]
         if r:
-            idx = (to_device(r, self.device), to_device(c, self.device))
-            out.index_put_(idx, to_device(w, self.device, torch.float32), accumulate=True)
+            idx = (to_device(r, self.device), to_device(c, self.device))  # distinct (row, token) pairs
+            out.index_put_(idx, out[idx] + to_device(w, self.device, torch.float32))  # no sorting scatter-add
         return out
 
     def _checked(self, tokens: list[int]) -> list[int]:
