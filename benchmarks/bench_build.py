@@ -6,9 +6,12 @@ subtracted, so what is left is the policy's own Python and kernel-launch work pe
 exposes and a CPU's slow forwards hide. Runs against any version of the engine with
 ``policy.build`` (before/after comparisons: set PYTHONPATH to each checkout in turn).
 
-    .venv/bin/python benchmarks/bench_build.py [--device cpu] [--budgets 8 16 32 64] [--trees 200]
+    .venv/bin/python benchmarks/bench_build.py [--device cpu] [--budgets 8 16 32 64] [--trees 200] [--clock cpu]
 
-Timing: use a quiet machine (one thread: OMP_NUM_THREADS=1) and report its load (``uptime``).
+Clocks: ``wall`` (default) is host wall time, which on a GPU includes waiting at host reads;
+``cpu`` is this thread's CPU time (``time.thread_time``), which other processes sharing the cores
+do not inflate: the one to compare Python overhead on a busy CPU (with OMP_NUM_THREADS=1, so torch
+computes on this thread). Report the machine's load (``uptime``) with the figures.
 """
 from __future__ import annotations
 
@@ -31,24 +34,24 @@ class TableDrafter:
 
     name = "table"
 
-    def __init__(self, vocab: int, device, sharpness: float = 3.0, seed: int = 0):
+    def __init__(self, vocab: int, device, sharpness: float = 3.0, seed: int = 0, clock=time.perf_counter):
         gen = torch.Generator().manual_seed(seed)
         self.table = torch.softmax(sharpness * torch.randn(vocab, vocab, generator=gen), dim=1).to(device)
-        self.vocab_size, self.root, self.seconds = vocab, 0, 0.0
+        self.vocab_size, self.root, self.seconds, self.clock = vocab, 0, 0.0, clock
 
     def start(self, prompt_ids, features=None):
         self.root = int(prompt_ids[-1])
 
     def root_probs(self):
-        start = time.perf_counter()
+        start = self.clock()
         probs = self.table[self.root]  # (V,)
-        self.seconds += time.perf_counter() - start
+        self.seconds += self.clock() - start
         return probs
 
     def expand(self, layer):
-        start = time.perf_counter()
+        start = self.clock()
         probs = self.table[layer.tokens]  # (m, V)
-        self.seconds += time.perf_counter() - start
+        self.seconds += self.clock() - start
         return probs
 
     def commit(self, tokens, features=None, accepted_slots=()):
@@ -72,19 +75,22 @@ def time_builds(policy, drafter: TableDrafter, device: torch.device, trees: int,
     for i in range(trees):
         root = i % drafter.vocab_size
         drafter.start(torch.tensor([root]))
-        drafter.seconds, start = 0.0, time.perf_counter()
+        drafter.seconds, start = 0.0, drafter.clock()
         nodes += policy.build(drafter, root, depth_cap, device).n_nodes - 1
-        own.append(time.perf_counter() - start - drafter.seconds)
+        own.append(drafter.clock() - start - drafter.seconds)
         draft += drafter.seconds
     _sync(device)
     return {"build_ms": statistics.median(own) * 1e3, "draft_ms": draft / trees * 1e3, "nodes": nodes / trees}
 
 
+CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
+
+
 def build_overheads(device="cpu", policies=None, budgets=(8, 16, 32, 64), trees: int = 200,
-                    vocab: int = 512) -> list[dict]:
+                    vocab: int = 512, clock: str = "wall") -> list[dict]:
     """One row per policy × budget: policy, budget, build_ms, draft_ms, nodes (per tree)."""
     device = torch.device(device)
-    drafter, rows = TableDrafter(vocab, device), []
+    drafter, rows = TableDrafter(vocab, device, clock=CLOCKS[clock]), []
     for name in policies or sorted(POLICIES):
         for budget in budgets:
             policy = policy_for_budget(name, budget)
@@ -111,10 +117,11 @@ def main(argv=None) -> int:
     p.add_argument("--budgets", type=int, nargs="+", default=[8, 16, 32, 64])
     p.add_argument("--trees", type=int, default=200)
     p.add_argument("--policies", nargs="+", default=None)
+    p.add_argument("--clock", choices=sorted(CLOCKS), default="wall")
     args = p.parse_args(argv)
-    rows = build_overheads(args.device, args.policies, tuple(args.budgets), args.trees)
-    print(f"policy's own host ms per tree, median (mean drafted nodes), {args.trees} trees, device {args.device}, "
-          f"torch threads {torch.get_num_threads()}")
+    rows = build_overheads(args.device, args.policies, tuple(args.budgets), args.trees, clock=args.clock)
+    print(f"policy's own host ms per tree ({args.clock} clock), median (mean drafted nodes), {args.trees} trees, "
+          f"device {args.device}, torch threads {torch.get_num_threads()}")
     print(markdown(rows))
     return 0
 

@@ -163,6 +163,8 @@ class TreeBuilder:
     def compact(nodes: torch.Tensor, mask: torch.Tensor, count: int) -> torch.Tensor:
         """``nodes[mask]`` (order kept) when the host already knows ``count`` = mask.sum(): a stable
         sort puts the chosen first, so no ``nonzero`` makes the host wait."""
+        if count == nodes.shape[0]:
+            return nodes
         return nodes[torch.argsort((~mask).to(torch.uint8), stable=True)[:count]]
 
     def ranking(self) -> torch.Tensor:

@@ -20,8 +20,8 @@ from opttree_core import decoding, syncs
 from opttree_core.treelog import TreeLog
 
 aten = torch.ops.aten
-SYNC_OPS = {aten._local_scalar_dense, aten.nonzero, aten.masked_select, aten.equal, aten.isin, aten._unique,
-            aten._unique2, aten.unique_dim, aten.unique_consecutive, aten.bincount}
+SYNC_OPS = {aten._local_scalar_dense, aten.nonzero, aten.masked_select, aten.equal, aten._unique, aten._unique2,
+            aten.unique_dim, aten.unique_consecutive, aten.bincount}
 MASK_OPS = {aten.index, aten.index_put, aten.index_put_, aten._index_put_impl_}  # sync when indexed by a mask
 # A tensor made from host data: on a GPU, a blocking upload. 0-dim ones are left out: ``t[i] = 0`` makes one
 # too, and on a GPU that is a fill, not a copy (``torch.tensor(0, device=...)`` is caught by the cuda tests);
@@ -32,6 +32,11 @@ HOST_METHODS = ("tolist", "numpy", "cpu")
 
 class HostSync(AssertionError):
     """A host synchronisation outside every named host read."""
+
+
+def _isin_needs_unique(args, kwargs) -> bool:
+    """``isin`` deduplicates its inputs with ``unique`` (a sync) unless told they are unique."""
+    return not (args[2] if len(args) > 2 else (kwargs or {}).get("assume_unique", False))
 
 
 def _has_mask(args) -> bool:
@@ -48,6 +53,7 @@ class _DispatchGuard(TorchDispatchMode):
         if not syncs.in_host_read():
             packet = func.overloadpacket
             if (packet in SYNC_OPS or (packet in MASK_OPS and _has_mask(args))
+                    or (packet is aten.isin and _isin_needs_unique(args, kwargs))
                     or (packet in UPLOAD_OPS and args[0].dim() > 0 and args[0].numel() > 0)):
                 raise HostSync(f"{func} would make the host wait for the device in {self.where}, "
                                "outside every named host read")
