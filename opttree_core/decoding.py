@@ -22,6 +22,7 @@ from .modelcall import model_device, timed_call
 from .policies.base import TreePolicy
 from .records import StepRecord
 from .sampling import target_probs
+from .syncs import AR_READ, host_read
 from .tree import TreeLayer
 from .treelog import TreeLog
 from .verify import Sampling, TargetState, prefill_target, score_root, verify
@@ -276,7 +277,8 @@ def generate_autoregressive(target_model, prompt_ids, config: DecodeConfig = Dec
     out = []
     while len(out) < config.max_new_tokens:
         logits = score_root(state).logits  # (1, V)
-        token = int(logits[-1].argmax()) if sampling is None else _sample(logits[-1:], sampling)
+        with host_read(AR_READ, logits.device):  # plain decoding's one host read per token
+            token = int(logits[-1].argmax()) if sampling is None else _sample(logits[-1:], sampling)
         out.append(token)
         state.advance([token])
         if token in eos or _out_of_time(config, start):

@@ -101,13 +101,15 @@ class TreeBuilder:
         if d > self.max_depth:
             raise ValueError(f"the tree already has its {self.max_depth} layers")
         self._reserve(n_new)
-        idx = torch.arange(self.size, self.size + n_new, device=self.device)  # (n_new,)
-        self.tokens[idx], self.parents[idx], self.q[idx], self.rank[idx] = tokens, parents, q, rank
-        self.depth[idx] = d
-        self.p_hat[idx] = self.p_hat[parents] * q
-        self.path[idx] = self.path[parents]
-        self.path[idx, d] = idx
-        self.size += n_new
+        start, end = self.size, self.size + n_new  # the new nodes take the next indices: slices, not scatters
+        idx = torch.arange(start, end, device=self.device)  # (n_new,)
+        self.tokens[start:end], self.parents[start:end] = tokens, parents
+        self.q[start:end], self.rank[start:end] = q, rank
+        self.depth[start:end] = d
+        self.p_hat[start:end] = self.p_hat[parents] * q
+        self.path[start:end] = self.path[parents]
+        self.path[start:end, d] = idx
+        self.size = end
         self.layers.append(idx)
         return idx
 
@@ -139,11 +141,31 @@ class TreeBuilder:
     def add_ranks(self, frontier: torch.Tensor, probs: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """Add exactly the chosen children: ``keep`` (n_frontier, k) bool marks which of each frontier
         node's first k candidates join (a candidate that could not be drawn is skipped).
-        ``probs`` (n_frontier, V). Returns the new node indices (parent order, then rank)."""
+        ``probs`` (n_frontier, V). Returns the new node indices (parent order, then rank).
+        ``nonzero`` makes the host wait for the device: with top-k children and a host-known choice,
+        ``add_at`` adds the same nodes without it."""
         k = min(keep.shape[1], probs.shape[1])
         top_q, top_tok = self._candidates(frontier, probs, k)  # (n_frontier, k) each
         rows, cols = (keep[:, :k] & (top_tok >= 0)).nonzero(as_tuple=True)  # row-major: breadth-first
         return self.add_layer(frontier[rows], top_tok[rows, cols], top_q[rows, cols], cols)
+
+    def add_at(self, frontier: torch.Tensor, probs: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
+               k: int) -> torch.Tensor:
+        """``add_ranks`` for top-k children whose choice is known without looking at the draft: the
+        candidates (rows[i], cols[i]) of each frontier node's top ``k`` (every col < k, row-major)
+        join, in that order. Same nodes as ``add_ranks`` with the matching ``keep``; no host read."""
+        if self.children is not None:
+            raise ValueError("add_at takes top-k children only: sampled draws may be missing")
+        top_q, top_tok = probs.topk(k, dim=1)  # (n_frontier, k) each
+        return self.add_layer(frontier[rows], top_tok[rows, cols], top_q[rows, cols], cols)
+
+    @staticmethod
+    def compact(nodes: torch.Tensor, mask: torch.Tensor, count: int) -> torch.Tensor:
+        """``nodes[mask]`` (order kept) when the host already knows ``count`` = mask.sum(): a stable
+        sort puts the chosen first, so no ``nonzero`` makes the host wait."""
+        if count == nodes.shape[0]:
+            return nodes
+        return nodes[torch.argsort((~mask).to(torch.uint8), stable=True)[:count]]
 
     def ranking(self) -> torch.Tensor:
         """All nodes but the root, best first: p̂ descending, ties to the shallower (earlier) node."""
@@ -219,6 +241,11 @@ class GrowthRule:
     def keep(self, tree: TreeBuilder) -> torch.Tensor:
         return tree.drafted()
 
+    def capacity(self, max_depth: int) -> int:
+        """How many nodes (root included) the builder should hold from the start: an upper bound
+        lets the buffers keep one static shape all through the tree (a smaller guess is grown)."""
+        return 32
+
 
 def grow(drafter, root_token: int, rule: GrowthRule, max_depth: int, device,
          children: ChildSampling | None = None) -> DraftTree:
@@ -227,7 +254,7 @@ def grow(drafter, root_token: int, rule: GrowthRule, max_depth: int, device,
     and the drafter is not called."""
     if max_depth < 1:
         return DraftTree.root_only(root_token, device)
-    tree = TreeBuilder(root_token, max_depth, device, children)
+    tree = TreeBuilder(root_token, max_depth, device, children, capacity=rule.capacity(max_depth))
     frontier, probs = tree.root, drafter.root_probs()[None]  # probs: (1, V)
     for depth in range(1, max_depth + 1):
         layer = rule.add_layer(tree, frontier, probs)

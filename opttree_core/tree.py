@@ -72,13 +72,20 @@ class DraftTree:
 
     @cached_property
     def ancestor_mask(self) -> torch.Tensor:
-        """(N, N) bool: ``mask[i, j]`` is True when j is i or an ancestor of i."""
+        """(N, N) bool: ``mask[i, j]`` is True when j is i or an ancestor of i.
+
+        Pointer doubling, so the number of passes depends on N alone (a host-known shape) and no
+        value is read on the host: after pass t, ``reach[i]`` holds i's ancestors at distance
+        < 2^t and ``jump[i]`` its ancestor at distance 2^t (row N: "none", all False)."""
         n = self.n_nodes
-        mask = torch.eye(n, dtype=torch.bool, device=self.device)
-        for d in range(1, self.max_depth + 1):
-            layer = (self.depth == d).nonzero().squeeze(1)  # (n_layer,)
-            mask[layer] |= mask[self.parents[layer]]
-        return mask
+        reach = torch.cat([torch.eye(n, dtype=torch.bool, device=self.device),
+                           torch.zeros(1, n, dtype=torch.bool, device=self.device)])  # (N + 1, N)
+        jump = torch.cat([torch.where(self.parents >= 0, self.parents, n),
+                          torch.full((1,), n, dtype=torch.long, device=self.device)])  # (N + 1,)
+        for _ in range((n - 1).bit_length()):  # 2^passes >= N > any depth
+            reach = reach | reach[jump]
+            jump = jump[jump]
+        return reach[:n]
 
     def expected_acceptance(self) -> torch.Tensor:
         """E(A): Σ p̂ over the non-root nodes (0-dim tensor, stays on the device)."""
@@ -102,8 +109,11 @@ class DraftTree:
 
     @classmethod
     def root_only(cls, root_token: int, device=None) -> DraftTree:
-        """The tree of the root alone (a step that drafts nothing)."""
-        return cls.from_paths(root_token, [], device=device)
+        """The tree of the root alone (a step that drafts nothing), made on the device (no upload)."""
+        long = dict(dtype=torch.long, device=device)
+        ones = torch.ones(1, dtype=torch.float32, device=device)
+        return cls(torch.full((1,), root_token, **long), torch.full((1,), -1, **long), torch.zeros(1, **long), ones,
+                   ones.clone(), torch.zeros(1, **long))
 
     @classmethod
     def from_paths(cls, root_token: int, paths: list[list[int]], device=None) -> DraftTree:

@@ -20,6 +20,7 @@ from transformers import DynamicCache
 
 from .modelcall import ForwardOut, forward, keep_positions, keep_prefix, model_device
 from .sampling import sample_path, target_probs
+from .syncs import STEP_READ, host_read, to_device
 from .tree import DraftTree
 
 
@@ -92,8 +93,8 @@ def score_tree(state: TargetState, tree: DraftTree) -> ForwardOut:
 def score_root(state: TargetState) -> ForwardOut:
     """The target's logits (1, V) after the root alone: one autoregressive step (plain causal attention)."""
     device = model_device(state.model)
-    return forward(state.model, state.cache, torch.tensor([state.root_token], device=device),
-                   torch.tensor([state.prefix_len], device=device), layers=state.feature_layers)
+    return forward(state.model, state.cache, torch.full((1,), state.root_token, device=device),
+                   torch.full((1,), state.prefix_len, device=device), layers=state.feature_layers)
 
 
 # --- phase 2: choose --------------------------------------------------------------------------
@@ -107,6 +108,7 @@ class Choice:
     path: list[int]  # accepted node indices, root excluded, shallow to deep
     new_tokens: list[int]  # the path's tokens, then the bonus token
     slots: list[int]  # the drafter slots of the path nodes that were fed (a prefix of the path)
+    kept: torch.Tensor  # (len(path) + 1,) on the tree's device: the root and the path, ascending
 
 
 def greedy_accept(tree: DraftTree, target_tokens: torch.Tensor) -> torch.Tensor:
@@ -120,15 +122,20 @@ def greedy_accept(tree: DraftTree, target_tokens: torch.Tensor) -> torch.Tensor:
 
 
 def choose_greedy(tree: DraftTree, logits: torch.Tensor) -> Choice:
-    """The longest path whose tokens are the target's argmax, plus the target's next token."""
+    """The longest path whose tokens are the target's argmax, plus the target's next token.
+
+    Everything stays on the device but one read (``syncs.STEP_READ``): the path's length, nodes,
+    tokens, slots and the bonus token reach the host together, packed into one tensor."""
     target_tokens = logits.argmax(dim=-1).to(tree.device)  # (N,)
     accepted = greedy_accept(tree, target_tokens)
     order = torch.argsort((~accepted).to(torch.uint8), stable=True)  # accepted first, by index = by depth
     packed = torch.stack([order, tree.tokens[order], tree.slots[order], target_tokens[order]])  # (4, N)
-    host = torch.cat([accepted.sum()[None], packed.flatten()]).tolist()  # the step's one host read
+    with host_read(STEP_READ, tree.device):  # the step's one host read
+        host = torch.cat([accepted.sum()[None], packed.flatten()]).tolist()
     k, n = host[0], tree.n_nodes
     nodes, tokens, slots, targets = (host[1 + i * n: 1 + i * n + k] for i in range(4))
-    return Choice(target_tokens, accepted, nodes[1:], tokens[1:] + [targets[-1]], [s for s in slots[1:] if s >= 0])
+    return Choice(target_tokens, accepted, nodes[1:], tokens[1:] + [targets[-1]], [s for s in slots[1:] if s >= 0],
+                  order[:k])
 
 
 @dataclass(frozen=True)
@@ -154,7 +161,7 @@ def choose_sampled(tree: DraftTree, logits: torch.Tensor, sampling: Sampling) ->
     accepted = torch.zeros(tree.n_nodes, dtype=torch.bool, device=tree.device)
     accepted[nodes] = True
     return Choice(target_tokens, accepted, path, [tokens[i] for i in path] + [bonus],
-                  [slots[i] for i in path if slots[i] >= 0])
+                  [slots[i] for i in path if slots[i] >= 0], to_device(nodes, tree.device))
 
 
 # --- the three phases together ----------------------------------------------------------------
@@ -181,8 +188,7 @@ def verify(state: TargetState, tree: DraftTree, sampling: Sampling | None = None
     argmax matching without ``sampling``, lossless recursive rejection with it), and commit it."""
     scores = score_tree(state, tree)
     choice = choose_greedy(tree, scores.logits) if sampling is None else choose_sampled(tree, scores.logits, sampling)
-    rows = [0] + choice.path
-    state.advance(choice.new_tokens, kept=torch.tensor(rows, dtype=torch.long))
+    state.advance(choice.new_tokens, kept=choice.kept)
     features = scores.hidden if scores.layers is None else scores.layers
-    return VerifyResult(choice.target_tokens, choice.accepted, choice.path, choice.new_tokens, features[rows],
-                        choice.slots)
+    return VerifyResult(choice.target_tokens, choice.accepted, choice.path, choice.new_tokens,
+                        features[choice.kept.to(features.device)], choice.slots)

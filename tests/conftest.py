@@ -39,7 +39,8 @@ def perturbed_copy(model, seed: int, noise: float):
 
 def hf_greedy(model, prompt: torch.Tensor, max_new_tokens: int) -> list[int]:
     """Reference: transformers' own greedy generate (explicit mask: a prompt may contain the pad id)."""
-    out = model.generate(prompt[None], attention_mask=torch.ones(1, prompt.numel(), dtype=torch.long),
+    mask = torch.ones(1, prompt.numel(), dtype=torch.long, device=prompt.device)
+    out = model.generate(prompt[None], attention_mask=mask,
                          max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=model.config.pad_token_id)
     return out[0, prompt.numel():].tolist()
 

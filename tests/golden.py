@@ -83,20 +83,26 @@ def decode(target_model, drafter, policy, prompt, max_new_tokens: int, temperatu
 
 
 def tiny_drafters(target_model) -> dict:
-    """A noisy copy of the target (independent draft LM), a random EAGLE head and the n-gram table."""
+    """A noisy copy of the target (independent draft LM), a random EAGLE head and the n-gram table,
+    on the target's device (the same weights on every device: they are made on the CPU)."""
     from conftest import perturbed_copy
 
     from opttree_core.drafters import DraftLMDrafter, EagleDrafter, NGramDrafter
     from opttree_core.drafters.eagle import EagleHead, head_config
+    from opttree_core.skinny import use_skinny_matmul
 
     with torch.random.fork_rng():
         torch.manual_seed(7)
         head = EagleHead(head_config(target_model.config)).eval()
         for p in head.parameters():  # a large init makes its choices well separated
             p.data.normal_(0, 0.2)
-    return {"draft-lm": DraftLMDrafter(perturbed_copy(target_model, 3, noise=0.1)),
+    draft, device = perturbed_copy(target_model, 3, noise=0.1), target_model.device
+    if device.type != "cpu":
+        use_skinny_matmul(draft, on=False)  # the CPU kernels stay on the CPU
+        draft, head = draft.to(device), head.to(device)
+    return {"draft-lm": DraftLMDrafter(draft),
             "eagle": EagleDrafter(head, target_model),
-            "ngram": NGramDrafter(target_model.config.vocab_size)}
+            "ngram": NGramDrafter(target_model.config.vocab_size, device=device)}
 
 
 def run_grid(target_model, drafters: dict, prompts, max_new_tokens: int, policies=None) -> dict:

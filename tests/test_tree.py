@@ -29,6 +29,14 @@ def test_ancestor_mask_matches_parent_walk():
         assert set(tree.ancestor_mask[i].nonzero().squeeze(1).tolist()) == expected
 
 
+def test_ancestor_mask_of_deep_and_wide_trees_matches_parent_walk():
+    """Pointer doubling covers every depth: a 40-deep chain with side branches, and a root-only tree."""
+    paths = [list(range(10, 50)), [10, 11, 60], [70, 71], [10, 80]]
+    for tree in (DraftTree.from_paths(3, paths), DraftTree.root_only(3)):
+        for i in range(tree.n_nodes):
+            assert set(tree.ancestor_mask[i].nonzero().squeeze(1).tolist()) == {i, *tree.path_to(i), 0}
+
+
 def test_positions_follow_depth_not_index():
     tree = DraftTree.from_paths(3, PATHS)
     assert tree.position_ids(100).tolist() == [100 + d for d in tree.depth.tolist()]

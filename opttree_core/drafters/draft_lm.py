@@ -16,6 +16,7 @@ from transformers import AutoModelForCausalLM, DynamicCache, LlamaConfig
 
 from ..draft_vocab import DraftVocab, VocabHead
 from ..modelcall import keep_positions, model_device, run_decoder
+from ..syncs import to_device
 from ..tree import TreeLayer
 
 SHARED_PREFIXES = ("model.embed_tokens.", "lm_head.")
@@ -92,7 +93,7 @@ class DraftLMDrafter:
 
     @torch.inference_mode()
     def root_probs(self) -> torch.Tensor:
-        tokens = torch.tensor(self.pending, dtype=torch.long, device=self.device)  # (n_pending,)
+        tokens = to_device(self.pending, self.device)  # (n_pending,)
         positions = torch.arange(self.committed, self.committed + len(self.pending), device=self.device)
         hidden = run_decoder(self.model.get_decoder(), self.cache, positions, None, tokens=tokens)
         self.committed += len(self.pending)
@@ -109,7 +110,7 @@ class DraftLMDrafter:
         """Keep the accepted slots' cache entries; the rest of ``tokens`` (at least the bonus, whose
         logits are the next root's) waits to be fed with the next root."""
         accepted = list(accepted_slots) if not self.pending else []  # a root-only step fed nothing
-        tail = torch.tensor([self.committed + s for s in accepted], dtype=torch.long, device=self.device)
+        tail = to_device([self.committed + s for s in accepted], self.device)
         keep_positions(self.cache, self.committed, tail)
         self.committed += len(accepted)
         self.pending += list(tokens[len(accepted):])

@@ -26,6 +26,7 @@ from transformers import DynamicCache, LlamaConfig, LlamaModel
 from ..draft_vocab import DraftVocab, VocabHead
 from ..errors import OptTreeError
 from ..modelcall import keep_prefix, run_decoder
+from ..syncs import to_device
 from ..tree import TreeLayer
 
 
@@ -131,7 +132,7 @@ class EagleDrafter:
     @torch.inference_mode()
     def root_probs(self) -> torch.Tensor:
         keep_prefix(self.cache, self.committed)
-        tokens = torch.tensor(self.pending_tokens, dtype=torch.long, device=self.device)  # (n_pending,)
+        tokens = to_device(self.pending_tokens, self.device)  # (n_pending,)
         positions = torch.arange(self.committed, self.committed + tokens.numel(), device=self.device)
         predicted = self.head(self.embed(tokens), self.pending_features, positions, self.cache)
         self.committed += tokens.numel()

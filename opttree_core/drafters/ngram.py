@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import OptTreeError
+from ..syncs import NGRAM_READ, host_read, to_device
 from ..tree import TreeLayer
 
 
@@ -93,7 +94,9 @@ class NGramDrafter:
 
     def expand(self, layer: TreeLayer) -> torch.Tensor:
         self._require_started()
-        return self._dense([self.next_token_weights(path) for path in layer.paths.tolist()])  # (m, V)
+        with host_read(NGRAM_READ, layer.device):  # the lookup table is on the host: one read a layer
+            paths = layer.paths.tolist()
+        return self._dense([self.next_token_weights(path) for path in paths])  # (m, V)
 
     def next_token_weights(self, path: list[int]) -> dict[int, float] | None:
         """q_match below the committed sequence + ``path`` as {token: weight}, or None when
@@ -137,8 +140,8 @@ class NGramDrafter:
             c += list(row)
             w += [(1.0 - eps) * x for x in row.values()]
         if r:
-            idx = (torch.tensor(r, device=self.device), torch.tensor(c, device=self.device))
-            out.index_put_(idx, torch.tensor(w, dtype=torch.float32, device=self.device), accumulate=True)
+            idx = (to_device(r, self.device), to_device(c, self.device))  # distinct (row, token) pairs
+            out.index_put_(idx, out[idx] + to_device(w, self.device, torch.float32))  # no sorting scatter-add
         return out
 
     def _checked(self, tokens: list[int]) -> list[int]:

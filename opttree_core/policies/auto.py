@@ -31,6 +31,7 @@ import torch
 from ..errors import OptTreeError
 from ..grow import TreeBuilder, grow
 from ..tree import DraftTree
+from ..syncs import AUTO_READ, host_read
 from .base import GrowthPolicy
 from .opt_tree import OptTreeRule
 
@@ -202,16 +203,20 @@ class CostRule(OptTreeRule):
         self.choice: AutoChoice | None = None
 
     def pick(self, tree: TreeBuilder) -> tuple[int, float]:
-        p_hat = tree.p_hat[tree.ranking()[: self.n]].double().cpu().numpy()  # (≤ n,) descending
+        with host_read(AUTO_READ, tree.device):
+            p_hat = tree.p_hat[tree.ranking()[: self.n]].double().cpu().numpy()  # (≤ n,) descending
         return best_budget(p_hat, self.verify_s, self.draft_s)
 
-    def keep_growing(self, tree: TreeBuilder, frontier: torch.Tensor) -> bool:
+    def keep_growing(self, tree: TreeBuilder, frontier: torch.Tensor, e_sub: float) -> bool:
+        """Auto's own stop (``e_sub``, OPT-Tree's δ, is not used): one host read of p̂ per layer."""
         if frontier.numel() == 0:
             return False
-        _, now = self.pick(tree)
-        p_hat = tree.p_hat[: tree.size][1:]  # every drafted node
-        ceiling = torch.cat([p_hat, tree.p_hat[frontier]]).double().cpu().numpy()  # + one q = 1 child each
-        ceiling = -np.sort(-ceiling)[: self.n]
+        top = tree.p_hat[tree.ranking()[: self.n]]  # (≤ n,) descending
+        ceiling = torch.cat([tree.p_hat[1: tree.size], tree.p_hat[frontier]])  # every drafted node + one q = 1 child each
+        with host_read(AUTO_READ, tree.device):
+            values = torch.cat([top, ceiling]).double().cpu().numpy()
+        _, now = best_budget(values[: top.shape[0]], self.verify_s, self.draft_s)
+        ceiling = -np.sort(-values[top.shape[0]:])[: self.n]
         next_s = self.draft_s + self.profile.layer_time(frontier.numel())
         _, bound = best_budget(ceiling, self.verify_s, next_s)
         if bound <= now:
@@ -222,8 +227,9 @@ class CostRule(OptTreeRule):
     def keep(self, tree: TreeBuilder) -> torch.Tensor:
         nodes, _ = self.pick(tree)
         top = tree.ranking()[:nodes]
-        self.choice = AutoChoice(nodes, self.layers, float(tree.p_hat[top].sum()), self.draft_s,
-                                 float(self.verify_s[nodes]))
+        with host_read(AUTO_READ, tree.device):
+            expected = float(tree.p_hat[top].sum())
+        self.choice = AutoChoice(nodes, self.layers, expected, self.draft_s, float(self.verify_s[nodes]))
         return top
 
 

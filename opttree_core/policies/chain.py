@@ -31,6 +31,9 @@ class ChainRule(GrowthRule):
     def add_layer(self, tree: TreeBuilder, frontier: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
         return tree.add_best(frontier, probs, per_node=1, budget=1)
 
+    def capacity(self, max_depth: int) -> int:
+        return 1 + max_depth
+
 
 class ChainPolicy(GrowthPolicy):
     """Linear draft of ``length`` tokens, each the draft's top-1 below the previous one."""

@@ -9,6 +9,7 @@ import torch
 
 from ..errors import OptTreeError
 from ..grow import GrowthRule, TreeBuilder
+from ..syncs import DYNATREE_READ, host_read, to_device
 from .base import GrowthPolicy, check_int, check_prob
 
 
@@ -76,18 +77,39 @@ class DynaTreeRule(GrowthRule):
 
     def add_layer(self, tree: TreeBuilder, frontier: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
         first = len(tree.layers) == 1
-        breadth = torch.ones_like(frontier) if first else self.policy.breadth(probs)  # (n_frontier,)
-        ranks = torch.arange(int(breadth.max()), device=tree.device)
-        layer = tree.add_ranks(frontier, probs, ranks[None] < breadth[:, None])
+        if first:
+            layer = self._add(tree, frontier, probs, [1])
+        else:
+            with host_read(DYNATREE_READ, tree.device):  # the breadths decide the layer's shape
+                breadths = self.policy.breadth(probs).tolist()  # (n_frontier,)
+            layer = self._add(tree, frontier, probs, breadths)
         layer = tree.best(layer, self.policy.config.nodes - self.drafted)
         self.drafted += len(layer)
         self.kept = layer if first else torch.cat([self.kept, layer])
         return layer
 
+    @staticmethod
+    def _add(tree: TreeBuilder, frontier: torch.Tensor, probs: torch.Tensor, breadths: list[int]) -> torch.Tensor:
+        """Each frontier node's first ``breadths[i]`` candidates (host-known, so top-k children need
+        no ``nonzero``; sampled draws may be missing and go through ``add_ranks``)."""
+        k = min(max(breadths), probs.shape[1])
+        if tree.children is not None:
+            ranks = torch.arange(k, device=tree.device)
+            return tree.add_ranks(frontier, probs, ranks[None] < to_device(breadths, tree.device)[:, None])
+        rows = [i for i, b in enumerate(breadths) for _ in range(min(b, k))]
+        cols = [r for b in breadths for r in range(min(b, k))]
+        return tree.add_at(frontier, probs, to_device(rows, tree.device), to_device(cols, tree.device), k)
+
     def frontier(self, tree: TreeBuilder, layer: torch.Tensor) -> torch.Tensor:
         if self.drafted >= self.policy.config.nodes:
             return layer[:0]
-        return layer[self.policy.expandable(tree, layer)]
+        expand = self.policy.expandable(tree, layer)  # (n_layer,) bool
+        with host_read(DYNATREE_READ, tree.device):
+            count = int(expand.sum())
+        return tree.compact(layer, expand, count)
+
+    def capacity(self, max_depth: int) -> int:
+        return 2 + 3 * self.policy.config.nodes  # each kept node expands once, into at most 3 candidates
 
     def keep(self, tree: TreeBuilder) -> torch.Tensor:
         return self.kept
@@ -132,10 +154,12 @@ class DynaTreePolicy(GrowthPolicy):
         self.rates: deque[float] = deque(maxlen=c.history_window)
 
     def observe(self, record) -> None:
-        if record.tree.max_depth == 0:
+        with host_read(DYNATREE_READ, record.tree.device):
+            depth = record.tree.max_depth
+        if depth == 0:
             return
         c = self.config
-        self.rates.append((record.a - 1) / record.tree.max_depth)
+        self.rates.append((record.a - 1) / depth)
         if len(self.rates) < c.min_history:
             return
         rate = sum(self.rates) / len(self.rates)

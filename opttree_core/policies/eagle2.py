@@ -55,6 +55,9 @@ class Eagle2Rule(GrowthRule):
     def frontier(self, tree: TreeBuilder, layer: torch.Tensor) -> torch.Tensor:
         return tree.best(layer, self.top_k)
 
+    def capacity(self, max_depth: int) -> int:
+        return 1 + self.top_k + (max_depth - 1) * self.top_k ** 2  # top_k expanded nodes × top_k candidates a layer
+
     def keep(self, tree: TreeBuilder) -> torch.Tensor:
         return tree.ranking()[: self.total]
 

@@ -91,6 +91,9 @@ class CappedWidthRule(GrowthRule):
     def frontier(self, tree: TreeBuilder, layer: torch.Tensor) -> torch.Tensor:
         return layer if self.drafted < self.cap else layer[:0]
 
+    def capacity(self, max_depth: int) -> int:
+        return 1 + self.cap
+
 
 class KAryPolicy(GrowthPolicy):
     """Full k-ary tree. Parameters: k, depth, nodes (``KAryConfig``)."""

@@ -13,6 +13,7 @@ import torch
 
 from ..errors import OptTreeError
 from ..grow import ChildSampling, GrowthRule, TreeBuilder, grow
+from ..syncs import OPT_TREE_READ, host_read
 from ..tree import DraftTree
 from .base import GrowthPolicy
 
@@ -59,13 +60,19 @@ class OptTreeRule(GrowthRule):
     def add_layer(self, tree: TreeBuilder, frontier: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
         return tree.add_best(frontier, probs, per_node=self.n, budget=self.n)
 
-    def frontier(self, tree: TreeBuilder, layer: torch.Tensor) -> torch.Tensor:
-        frontier = layer[torch.isin(layer, tree.ranking()[: self.n])]  # (n_frontier,)
-        return frontier if self.keep_growing(tree, frontier) else frontier[:0]
+    def capacity(self, max_depth: int) -> int:
+        return 1 + self.n * max_depth  # every layer adds at most n nodes
 
-    def keep_growing(self, tree: TreeBuilder, frontier: torch.Tensor) -> bool:
-        """The δ rule: grow on while the layer raised E_sub(T, n) by more than δ."""
-        e_sub = float(tree.top_n_sum(self.n))
+    def frontier(self, tree: TreeBuilder, layer: torch.Tensor) -> torch.Tensor:
+        top = tree.ranking()[: self.n]  # (≤ n,)
+        in_top = torch.isin(layer, top, assume_unique=True)  # (n_layer,) inside the current top-n; unique: no sync
+        with host_read(OPT_TREE_READ, tree.device):  # whether to draft on is decided on the host, once a layer
+            e_sub, count = torch.stack([tree.p_hat[top].sum(), in_top.sum().to(torch.float32)]).tolist()
+        frontier = tree.compact(layer, in_top, int(count))  # (n_frontier,)
+        return frontier if self.keep_growing(tree, frontier, e_sub) else frontier[:0]
+
+    def keep_growing(self, tree: TreeBuilder, frontier: torch.Tensor, e_sub: float) -> bool:
+        """The δ rule: grow on while the layer raised E_sub(T, n) (``e_sub``) by more than δ."""
         gain, self.best = e_sub - self.best, e_sub
         return gain > self.threshold
 

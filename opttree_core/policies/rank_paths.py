@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 
 from ..errors import OptTreeError
 from ..grow import GrowthRule, TreeBuilder
+from ..syncs import to_device
 from .base import GrowthPolicy, check_int
 
 RankPath = tuple[int, ...]
@@ -29,24 +31,67 @@ EAGLE_TREE: tuple[RankPath, ...] = (
 )
 
 
+def _needs(paths: Iterable[RankPath]) -> dict[RankPath, int]:
+    """Rank path → 1 + its largest listed child rank (the nodes that have children)."""
+    needs: dict[RankPath, int] = {}
+    for path in paths:
+        needs[path[:-1]] = max(needs.get(path[:-1], 0), path[-1] + 1)
+    return needs
+
+
+PlanLayer = tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]  # frontier, rows, cols (device), k
+
+
+@lru_cache(maxsize=64)
+def static_plan(paths: tuple[RankPath, ...], width: int | None, vocab: int, device: str) -> tuple[PlanLayer, ...]:
+    """The whole shape of a rank-path tree with top-k children, worked out once on the host: per
+    layer, the builder indices of the nodes expanded, which of their top-k candidates join
+    (``TreeBuilder.add_at``'s rows and cols) and k. With top-k children every listed node is
+    drafted (a rank past the vocabulary excepted), so node indices are known before drafting and
+    a step builds the tree without one host read or per-node Python loop. Cached per device."""
+    listed, needs = set(paths), _needs(paths)
+    layers, level, size = [], [(0, ())], 1  # level: (builder index, rank path) of the newest layer
+    while expanding := [(i, p) for i, p in level if p in needs]:
+        k = min(width or max(needs[p] for _, p in expanding), vocab)
+        rows, cols, level = [], [], []
+        for row, (_, path) in enumerate(expanding):
+            for rank in range(k):
+                if path + (rank,) in listed:
+                    level.append((size + len(level), path + (rank,)))
+                    rows.append(row)
+                    cols.append(rank)
+        size += len(level)
+        dev = torch.device(device)
+        layers.append((to_device([i for i, _ in expanding], dev), to_device(rows, dev), to_device(cols, dev), k))
+    return tuple(layers)
+
+
 class RankPathRule(GrowthRule):
     """Layer by layer, every node with listed children gets exactly the listed ranks of its
     candidates; a listed node whose parent could not be drafted (fewer draws than ranks) is
     skipped with its subtree. ``width``: candidates each node is offered (None: per layer, the
-    most any frontier node needs)."""
+    most any frontier node needs). With top-k children the tree follows ``static_plan``; with
+    sampled children (draws may be missing) it is worked out layer by layer on the host."""
 
     def __init__(self, paths: Iterable[RankPath], width: int | None = None):
-        self.listed = set(paths)
-        self.needs: dict[RankPath, int] = {}  # rank path → 1 + its largest listed child rank
-        for path in self.listed:
-            self.needs[path[:-1]] = max(self.needs.get(path[:-1], 0), path[-1] + 1)
-        self.width, self.path_of = width, {0: ()}  # builder node → its rank path
+        self.paths = tuple(paths)
+        self.listed, self.needs = set(self.paths), _needs(self.paths)
+        self.width, self.path_of = width, {0: ()}  # builder node → its rank path (sampled children)
+        self.plan: tuple[PlanLayer, ...] | None = None
 
     @property
     def depth(self) -> int:
         return max(map(len, self.listed), default=0)
 
+    def capacity(self, max_depth: int) -> int:
+        return 1 + len(self.listed)
+
     def add_layer(self, tree: TreeBuilder, frontier: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+        if tree.children is None:
+            if self.plan is None:
+                self.plan = static_plan(self.paths, self.width, probs.shape[1], str(tree.device))
+            _, rows, cols, k = self.plan[len(tree.layers) - 1]
+            return tree.add_at(frontier, probs, rows, cols, k)
         paths = [self.path_of[f] for f in frontier.tolist()]
         width = self.width or max(self.needs[p] for p in paths)
         keep = torch.tensor([[p + (r,) in self.listed for r in range(width)] for p in paths], dtype=torch.bool,
@@ -57,6 +102,9 @@ class RankPathRule(GrowthRule):
         return layer
 
     def frontier(self, tree: TreeBuilder, layer: torch.Tensor) -> torch.Tensor:
+        if self.plan is not None:
+            depth = len(tree.layers) - 1
+            return self.plan[depth][0] if depth < len(self.plan) else layer[:0]
         expand = [self.path_of[n] in self.needs for n in layer.tolist()]
         return layer[torch.tensor(expand, dtype=torch.bool, device=tree.device)]
 

@@ -168,6 +168,22 @@ def profile_hardware(target_model, drafter, sizes=DEFAULT_SIZES, repeats: int = 
                    root_s, tuple(layer_s))
 
 
+@torch.inference_mode()
+def verify_latencies(target_model, sizes=DEFAULT_SIZES, repeats: int = 5, context_len: int = 256,
+                     seed: int = 0) -> tuple[list[float], int]:
+    """The fastest time of one tree pass of the target over each tree size (nodes, root included)
+    after ``context_len`` cached random tokens (capped to fit the model's positions), as
+    ``profile_hardware`` measures ``verify_s``, without a drafter. Returns (seconds, context_len)."""
+    sizes = _check_sizes(sizes)
+    if not (isinstance(repeats, int) and repeats >= 1):
+        raise OptTreeError(f"repeats must be an integer >= 1, got {repeats!r}")
+    context_len = _probe_context(target_model, sizes, repeats, context_len)
+    device, vocab = model_device(target_model), target_model.get_output_embeddings().weight.shape[0]
+    gen = torch.Generator().manual_seed(seed)
+    state, _ = prefill_target(target_model, torch.randint(0, vocab, (context_len,), generator=gen).to(device))
+    return _time_verify(state, sizes, repeats, gen, vocab, _Stopwatch(device)), context_len
+
+
 def profile_path(key: dict, cache_dir: str | os.PathLike | None = None) -> Path:
     """Where the profile for ``key`` is cached: <cache>/profiles/<drafter>-<hash of the key>.json."""
     root = Path(cache_dir) if cache_dir is not None else _cache_root()
