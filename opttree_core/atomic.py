@@ -11,6 +11,9 @@
   the new complete one after it, so a SIGKILL at any point leaves a whole directory at the path.
   The old directory, now at the temporary name, is then deleted (a kill during that leaves a stale
   sibling for the next writer to sweep).
+- ``save_tensors(tensors, path)``: a safetensors file with the umask's mode (the safetensors writer
+  makes every file 0600, so a head exported for a serving engine run by another user, or a model
+  cache shared between users, could not be read).
 - ``open_files(path, names)``: what a reader uses, so it sees either the old or the new directory's
   files, never a mix: it opens the directory once and every file relative to it, and starts over
   if a writer swapped the directory and deleted the old one in between.
@@ -59,6 +62,22 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     write(tmp)
     os.replace(tmp, path)
     return path
+
+
+def umask_mode(mode: int = 0o666) -> int:
+    """``mode`` less the process's umask: what ``open`` gives a new file."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return mode & ~umask
+
+
+def save_tensors(tensors: dict, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:
+    """``safetensors.torch.save_file`` at ``path``, then the mode a new file gets under the umask."""
+    from safetensors.torch import save_file
+
+    save_file(tensors, str(path), metadata=metadata)
+    os.chmod(path, umask_mode())
+    return Path(path)
 
 
 def lock_file(path: Path) -> Path:

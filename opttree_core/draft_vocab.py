@@ -22,9 +22,8 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
-from .atomic import write_atomic
+from .atomic import save_tensors, write_atomic
 from .errors import OptTreeError
 from .skinny import skinny_linear
 
@@ -108,7 +107,7 @@ def count_tokens(sequences: Iterable[list[int]], vocab_size: int) -> torch.Tenso
 def save_counts(path: Path, counts: torch.Tensor, meta: dict) -> None:
     """Write counts atomically, with ``meta`` (sources, target) as string metadata."""
     tensors, metadata = {COUNTS_KEY: counts.to(torch.int64).contiguous()}, {k: json.dumps(v) for k, v in meta.items()}
-    write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    write_atomic(path, lambda tmp: save_tensors(tensors, tmp, metadata=metadata))
 
 
 def load_counts(path: Path) -> tuple[torch.Tensor, dict]:

@@ -28,13 +28,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
+from .atomic import replace_dir, save_tensors
 from .drafters.eagle import EagleDrafter, EagleHead
 from .drafters.eagle3 import Eagle3Head, default_feature_layers
 from .eagle_checkpoints import ZERO_FIRST_PAIR
@@ -122,20 +120,17 @@ def _eagle3(drafter: EagleDrafter, target: LoadedModel, dtype: str) -> tuple[dic
 
 
 def _write(out: Path, state: dict[str, torch.Tensor], config: dict, weights: str) -> Path:
-    """config.json and the weights, into a sibling temporary directory that then takes ``out``'s place."""
+    """config.json and the weights, written whole into a sibling that then takes ``out``'s place."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+
+    def fill(tmp: Path) -> None:
         (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
         if weights == "safetensors":
-            save_file(state, str(tmp / WEIGHT_FORMATS[weights]), metadata={"format": "pt"})
+            save_tensors(state, tmp / WEIGHT_FORMATS[weights], metadata={"format": "pt"})
         else:
             torch.save(state, tmp / WEIGHT_FORMATS[weights])
-        tmp.chmod(0o755)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+
+    return replace_dir(out, fill)
 
 
 def export_head(drafter: EagleDrafter, target: LoadedModel, out: str | os.PathLike, dtype: str = "float16",

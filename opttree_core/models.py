@@ -16,13 +16,12 @@ from pathlib import Path
 import torch
 import transformers
 from safetensors import SafetensorError
-from safetensors.torch import save_file
 from tokenizers import Tokenizer
 from tokenizers.models import WordLevel
 from tokenizers.pre_tokenizers import Whitespace
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedTokenizerFast
 
-from opttree_core.atomic import path_lock, swap_into, sweep_stale, temp_dir
+from opttree_core.atomic import path_lock, save_tensors, swap_into, sweep_stale, temp_dir
 from opttree_core.errors import OptTreeError
 from opttree_core.skinny import use_skinny_matmul
 
@@ -350,7 +349,7 @@ def _write_cache(tmp: Path, model: transformers.PreTrainedModel, tok: Tok, sourc
         if tensor.data_ptr() not in seen:
             seen.add(tensor.data_ptr())
             tensors[key] = tensor.detach().contiguous()
-    save_file(tensors, tmp / "model.safetensors", metadata={"format": "pt"})
+    save_tensors(tensors, tmp / "model.safetensors", metadata={"format": "pt"})
     config = model.config.to_dict()
     config.pop("quantization_config", None)
     config["architectures"] = [type(model).__name__]

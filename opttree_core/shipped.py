@@ -13,10 +13,10 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from transformers import LlamaConfig
 
-from .atomic import write_atomic
+from .atomic import save_tensors, write_atomic
 from .drafters.draft_lm import DraftLMDrafter, build_draft_lm
 from .draft_vocab import DraftVocab, load_counts
 from .drafters.eagle import EagleDrafter, EagleHead
@@ -51,7 +51,7 @@ def save_draft(path: Path, kind: str, own_state: dict[str, torch.Tensor], config
     path.parent.mkdir(parents=True, exist_ok=True)
     weights, manifest = path.with_suffix(".safetensors"), path.with_suffix(".json")
     tensors = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in own_state.items()}
-    save_file(tensors, str(weights), metadata={"kind": kind, "target": target_name})
+    save_tensors(tensors, weights, metadata={"kind": kind, "target": target_name})
     record = {"kind": kind, "config": config.to_dict(), "target": target_name,
               "target_signature": target_signature(target_config), "sha256": sha256(weights), "card": card}
     if token_counts is not None:

@@ -6,11 +6,12 @@ import pytest
 import torch
 
 from opttree_core.api import load_drafter
+from opttree_core.atomic import umask_mode
 from opttree_core.decoding import DecodeConfig, generate
 from opttree_core.drafters import DraftLMDrafter
 from opttree_core.drafters.draft_lm import build_draft_lm, draft_lm_config
 from opttree_core.drafters.eagle import EagleDrafter, EagleHead, head_config
-from opttree_core.eagle_export import export_head
+from opttree_core.eagle_export import WEIGHT_FORMATS, export_head
 from opttree_core.errors import OptTreeError
 from opttree_core.models import load_model
 from opttree_core.policies import OptTreeConfig, OptTreePolicy
@@ -56,6 +57,8 @@ def test_our_head_round_trips_through_the_eagle1_layout(target, tmp_path, weight
     assert not any(k.startswith(("model.", "lm_head", "norm")) for k in state) and "embed_tokens.weight" in state
     reloaded = load_drafter(str(out), target)
     pd.testing.assert_frame_equal(trees(target, drafter), trees(target, reloaded))
+    assert {f.name: f.stat().st_mode & 0o777 for f in out.iterdir()} == {  # another user's engine can read it
+        "config.json": umask_mode(), WEIGHT_FORMATS[weights]: umask_mode()}
 
 
 def test_a_published_eagle3_head_round_trips_with_its_vocabulary_map(target, tmp_path):
