@@ -28,6 +28,7 @@ from opttree_core.skinny import use_skinny_matmul
 SMOLLM2 = "smollm2-135m"
 TINY_RANDOM = "tiny-random"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what a serving engine loads for smollm2-135m
 _CACHE_FORMAT = 2  # 2: the manifest records each file's bytes and sha256
 _MANIFEST = "opttree_cache.json"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

@@ -104,3 +104,4 @@ def test_the_shipped_eagle_head_exports_as_an_eagle1_checkpoint(tmp_path, capsys
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and report["round_trip"]["same_trees"] and report["round_trip"]["max_q_gap"] == 0.0
     assert json.loads((out / "config.json").read_text())["hidden_size"] == 576
+    assert all("HuggingFaceTB/SmolLM2-135M-Instruct" in line for line in report["usage"])  # what engines load
