@@ -94,6 +94,11 @@ class Eagle3Recipe:
             if final_norm is not None:
                 self.model.norm.weight.copy_(final_norm.weight)
 
+    def summary(self) -> dict:
+        """The recipe's settings, for the model card."""
+        return {"feature_layers": list(self.feature_layers), "ttt_steps": self.ttt_steps, "step_decay": self.decay,
+                "draft_vocab": len(self.vocab)}
+
     def own_state(self) -> dict[str, torch.Tensor]:
         return dict(self.model.state_dict())
 
