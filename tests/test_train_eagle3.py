@@ -99,7 +99,8 @@ def test_unrolled_training_sees_exactly_what_the_drafter_computes_at_depths_one_
     for depth in (1, 2):  # a chain of the true tokens x_{j+2}, x_{j+3} below the root
         token = torch.tensor([ids[j + 1 + depth]])
         layer = TreeLayer(tokens=token, parent_slots=torch.tensor([depth - 2]), depth=depth,
-                          ancestors=torch.ones(1, depth - 1, dtype=torch.bool), paths=torch.tensor([ids[j + 2: j + 2 + depth]]))
+                          ancestors=torch.ones(1, depth - 1, dtype=torch.bool),
+                          paths=torch.tensor([ids[j + 2: j + 2 + depth]]))
         drafted.append(drafter.expand(layer)[0])
     for logits, q in zip(steps, drafted):
         torch.testing.assert_close(torch.softmax(logits.float(), -1), q, atol=1e-5, rtol=0)
