@@ -76,7 +76,8 @@ def test_eagle3_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path
 
 
 @pytest.mark.parametrize("args,needle", [(["--ttt-steps", "0"], "--ttt-steps must be >= 1"),
-                                         (["--per-category", "1"], "--per-category must be >= 2")])
+                                         (["--per-category", "1"], "--per-category must be >= 2"),
+                                         (["--layers", "2"], "an EAGLE-3 head has one layer")])
 def test_eagle3_settings_are_checked_before_anything_is_written(tmp_path, capsys, monkeypatch, args, needle):
     monkeypatch.setattr(train_cli, "load_model", lambda *a, **k: pytest.fail("the target was loaded"))
     monkeypatch.chdir(tmp_path)

@@ -87,8 +87,6 @@ def _recipe(args, target, counts: torch.Tensor, layers):
     if args.kind == "eagle":
         return EagleRecipe(target.model, num_layers=args.layers or 1)
     if args.kind == "eagle3":
-        if args.layers not in (None, 1):
-            raise OptTreeError(f"--layers {args.layers}: an EAGLE-3 head has one layer")
         size = args.draft_vocab if 0 < args.draft_vocab < counts.numel() else counts.numel()
         return Eagle3Recipe(target.model, DraftVocab.most_frequent(counts, size).ids, layers, args.ttt_steps)
     return DraftLMRecipe(target.model, num_layers=args.layers or 2, intermediate_size=args.intermediate)
@@ -151,6 +149,8 @@ def _check_args(args) -> None:
     for key in ("layers", "max_steps"):
         if getattr(args, key) is not None and getattr(args, key) < 1:
             raise OptTreeError(f"--{key.replace('_', '-')} must be >= 1, got {getattr(args, key)}")
+    if args.kind == "eagle3" and args.layers not in (None, 1):
+        raise OptTreeError(f"--layers {args.layers}: an EAGLE-3 head has one layer")
     if not (math.isfinite(args.lr) and args.lr > 0):
         raise OptTreeError(f"--lr must be a finite number > 0, got {args.lr}")
     if not 0 < args.holdout < 1:
