@@ -91,7 +91,8 @@ def test_unrolled_training_sees_exactly_what_the_drafter_computes_at_depths_one_
     recipe.model.eval()
     ids, j = seqs[0].ids, 9
     with torch.no_grad():
-        steps = [logits[0, j] for _, logits, _, _ in recipe._unroll(make_batch(seqs, feats, [0], 512, "cpu"), 3)]
+        steps = [recipe.student_logits(hidden[0, j])
+                 for _, hidden, _, _ in recipe._unroll(make_batch(seqs, feats, [0], 512, "cpu"), 3)]
     drafter = recipe.drafter(target)
     _, prefix = prefill_target(target, torch.tensor(ids[: j + 2]), LAYERS)
     drafter.start(torch.tensor(ids[: j + 2]), prefix)

@@ -119,8 +119,12 @@ class Eagle3Recipe:
             bias = getattr(self.target_head, "bias", None)
             return torch.nn.functional.linear(f.to(weight.dtype), weight, None if bias is None else bias[self.ids])
 
+    def student_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The head's logits over the draft vocabulary, (..., K), from its layer's outputs (..., H)."""
+        return self.model.lm_head(self.model.norm(hidden))
+
     def _unroll(self, batch: Batch, steps: int):
-        """Yields (step, student logits (B, T, K), teacher features f (B, T, H), valid rows (B, T)) per step."""
+        """Yields (step, the layer's outputs (B, T, H), teacher features f (B, T, H), valid rows (B, T)) per step."""
         features = batch.features.float()
         f, g = features[..., : self.hidden], features[..., self.hidden:]  # (B, T, H), (B, T, k · H)
         ids, width = batch.ids, batch.ids.shape[1]
@@ -135,15 +139,14 @@ class Eagle3Recipe:
             positions = base + step
             mask = unroll_mask(width, step, hidden.dtype, hidden.device)
             hidden = self.model.midlayer(embeds, hidden, self.model.rotary(hidden, positions), mask, cache)
-            logits = self.model.lm_head(self.model.norm(hidden))  # (B, T, K)
-            yield step, logits, _shift(f, 1 + step), _shift(valid, 1 + step)
+            yield step, hidden, _shift(f, 1 + step), _shift(valid, 1 + step)
 
     def loss(self, batch: Batch, gen: torch.Generator | None) -> tuple[torch.Tensor, dict]:
         total, metrics = 0.0, {}
-        for step, logits, f, valid in self._unroll(batch, self.ttt_steps):
+        for step, hidden, f, valid in self._unroll(batch, self.ttt_steps):
             if not bool(valid.any()):
                 break  # no later step has rows either: every sequence is shorter than this
-            student, teacher = logits[valid], self._teacher(f[valid])  # (rows, K) each
+            student, teacher = self.student_logits(hidden[valid]), self._teacher(f[valid])  # (rows, K) each
             ce = soft_cross_entropy(student, teacher)
             total = total + self.decay ** step * ce
             top1 = (student.argmax(-1) == teacher.argmax(-1)).float().mean().item()
@@ -155,10 +158,10 @@ class Eagle3Recipe:
     def logits(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """First-step student and teacher logits over the whole vocabulary, (rows, V) each (tokens outside the
         draft vocabulary get the dtype's minimum), at the rows whose next token is in the data."""
-        _, student, f, _ = next(self._unroll(batch, 1))
+        _, hidden, f, _ = next(self._unroll(batch, 1))
         valid = _shift(batch.mask & _shift(batch.mask, 1), 1)  # as in training, but the target's top-1 may lie
         # outside the draft vocabulary: such rows count as misses
-        sub, teacher = student[valid], self.target_head(f[valid].to(self.target_head.weight.dtype))
+        sub, teacher = self.student_logits(hidden[valid]), self.target_head(f[valid].to(self.target_head.weight.dtype))
         full = sub.new_full((sub.shape[0], self.vocab.vocab_size), torch.finfo(sub.dtype).min)
         full[:, self.ids] = sub
         return full, teacher
