@@ -186,3 +186,13 @@ def test_bad_recipe_settings_are_one_line_errors():
         Eagle3Recipe(target, feature_layers=(0, 0, 1))
     with pytest.raises(OptTreeError, match="ttt-steps"):
         Eagle3Recipe(target, feature_layers=LAYERS, ttt_steps=0)
+
+
+def test_a_batch_with_nothing_to_learn_is_a_step_of_zero_loss_not_a_crash():
+    target = small_target()
+    recipe = Eagle3Recipe(target, feature_layers=LAYERS, ttt_steps=3)
+    seqs = [Sequence([5, 6, 7, 8], 4, "t")]  # a prompt with no answer: no response position
+    batch = make_batch(seqs, [features(target, seqs[0].ids)], [0], 512, "cpu")
+    loss, metrics = recipe.loss(batch, None)
+    assert loss.item() == 0.0 and metrics["rows"] == 0
+    loss.backward()  # still a graph the loop can step on
