@@ -150,7 +150,7 @@ def test_tree_sampling_with_the_head_keeps_the_targets_distribution():
     drafter = recipe.drafter(target)
     policy = OptTreePolicy(OptTreeConfig(nodes=4, threshold=0.0, max_depth=3))
     prompt = random_prompt(3, length=4, vocab_size=8)
-    n, counts = 600, torch.zeros(64)
+    n, counts = 500, torch.zeros(64)
     for seed in range(n):
         config = DecodeConfig(max_new_tokens=2, temperature=1.0, seed=seed, stop_at_eos=False, children="sampled")
         tree = generate(target, drafter, policy, prompt, config).token_ids
