@@ -94,3 +94,15 @@ def test_eagle3_on_a_target_too_shallow_for_the_default_layers_is_one_line(tmp_p
     err = capsys.readouterr().err.strip()
     assert "pass --feature-layers" in err and "\n" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_train_eagle_keeps_each_epochs_draft_as_a_loadable_manifest(target_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = [a for a in ARGS if a not in ("--ttt-steps", "3")]
+    assert train_cli.main(["eagle", *args[1:], "--target", target_dir, "--out", str(tmp_path / "run")]) == 0
+    curve = json.loads((tmp_path / "run" / "learning_curve.json").read_text())
+    target = load_model(target_dir)
+    for point in curve[1:]:
+        drafter = load_drafter(str(tmp_path / "run" / point["checkpoint"] / "eagle-target.json"), target)
+        assert drafter.vocab_size == 128
+    assert [p["checkpoint"] for p in curve[1:]] == ["epochs/epoch-1", "epochs/epoch-2"]
