@@ -98,7 +98,7 @@ def _eagle1(drafter: EagleDrafter, target: LoadedModel, dtype: str) -> tuple[dic
     return state, config
 
 
-def _eagle3(drafter: EagleDrafter, target: LoadedModel, dtype: str) -> tuple[dict, dict]:
+def _eagle3(drafter: EagleDrafter, target: LoadedModel, dtype: str, embeddings: bool = True) -> tuple[dict, dict]:
     head = drafter.head
     state = dict(head.state_dict())
     draft_vocab, vocab = head.lm_head.out_features, drafter.vocab_size
@@ -106,7 +106,8 @@ def _eagle3(drafter: EagleDrafter, target: LoadedModel, dtype: str) -> tuple[dic
         ids = drafter.out.vocab.ids.cpu()
         state["d2t"] = ids - torch.arange(draft_vocab)  # target id = draft id + d2t[draft id]
         state["t2d"] = torch.zeros(vocab, dtype=torch.bool).index_fill_(0, ids, True)
-    state["embed_tokens.weight"] = drafter.embed.weight
+    if embeddings or drafter.embed is not target.model.get_input_embeddings():  # a head's own table always goes
+        state["embed_tokens.weight"] = drafter.embed.weight
     config = {"architectures": ["LlamaForCausalLMEagle3"], **_base_config(head.config, target, 1, dtype),
               "draft_vocab_size": draft_vocab}
     target_hidden = head.fc.in_features // len(head.feature_layers)
@@ -134,20 +135,23 @@ def _write(out: Path, state: dict[str, torch.Tensor], config: dict, weights: str
 
 
 def export_head(drafter: EagleDrafter, target: LoadedModel, out: str | os.PathLike, dtype: str = "float16",
-                weights: str = "safetensors") -> Path:
+                weights: str = "safetensors", embeddings: bool = True, replace: bool = False) -> Path:
     """Write ``drafter``'s head as an EAGLE-1/2 (``EagleHead``) or EAGLE-3 (``Eagle3Head``) checkpoint in
-    the directory ``out`` (new, or empty); returns it. ``dtype`` of the float tensors; ``weights``
-    "safetensors" or "bin". Nothing is written unless everything checks out."""
+    the directory ``out`` (new, or empty; with ``replace``, an earlier checkpoint there is swapped out
+    atomically once the new one is whole); returns it. ``dtype`` of the float tensors; ``weights``
+    "safetensors" or "bin"; ``embeddings`` False leaves out an EAGLE-3 head's ``embed_tokens.weight`` when it
+    is the target's (as yuhuili's EAGLE-3 releases; loaders then take the target's). Nothing is written
+    unless everything checks out."""
     out = Path(out)
     if dtype not in DTYPES:
         raise OptTreeError(f"export dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if weights not in WEIGHT_FORMATS:
         raise OptTreeError(f"weights format must be one of {', '.join(WEIGHT_FORMATS)}, got {weights!r}")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (replace and (out / CONFIG).is_file()))):
         raise OptTreeError(f"{out} exists and is not an empty directory: choose a new one")
     head = getattr(drafter, "head", None)
     if isinstance(head, Eagle3Head):
-        state, config = _eagle3(drafter, target, dtype)
+        state, config = _eagle3(drafter, target, dtype, embeddings)
     elif isinstance(head, EagleHead):
         state, config = _eagle1(drafter, target, dtype)
     else:

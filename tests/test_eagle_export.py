@@ -81,7 +81,18 @@ def test_export_refuses_what_the_layout_cannot_hold_and_writes_nothing(target, t
     (busy / "keep.txt").write_text("mine")
     with pytest.raises(OptTreeError, match="not an empty directory"):
         export_head(our_head(target), target, busy)
+    with pytest.raises(OptTreeError, match="not an empty directory"):
+        export_head(our_head(target), target, busy, replace=True)  # replace swaps out checkpoints only
     assert [p.name for p in busy.iterdir()] == ["keep.txt"] and not (tmp_path / "lm").exists()
+
+
+def test_replace_swaps_an_earlier_checkpoint_for_a_whole_new_one(target, tmp_path):
+    out = export_head(our_head(target), target, tmp_path / "head", dtype="float32")
+    with pytest.raises(OptTreeError, match="not an empty directory"):
+        export_head(our_head(target), target, out)
+    export_head(our_head(target), target, out, dtype="float32", weights="bin", replace=True)
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "pytorch_model.bin"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["head"]  # no temporary or old sibling left
 
 
 def test_the_export_command_writes_a_trained_head_and_checks_the_round_trip(target, tmp_path, capsys):

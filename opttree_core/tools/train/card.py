@@ -22,6 +22,7 @@ def write_card(path: Path, card: dict) -> None:
         f"- steps: {card['steps']} of {card.get('planned_steps', card['steps'])} planned; "
         f"config: `{json.dumps(card['train'])}`",
         *([f"- **stopped early**: {card['stopped_early']}"] if "stopped_early" in card else []),
+        *([f"- recipe: `{json.dumps(card['recipe'])}`"] if "recipe" in card else []),
         f"- final loss: {card['final_loss']:.4f}" if card["final_loss"] is not None else "- final loss: n/a",
         f"- wall time: {', '.join(f'{k} {v:.0f} s' for k, v in card['wall_time'].items())} on {card['device']}",
         f"- command: `{card['command']}`",

@@ -1,8 +1,10 @@
-"""``python -m opttree_core.train {eagle,draft-lm} --target smollm2-135m ...``
+"""``python -m opttree_core.train {eagle,eagle3,draft-lm} --target smollm2-135m ...``
 
-Self-distillation data (the target's own greedy answers) → cached features → training
-with resumable checkpoints → fp16 weights + manifest + model card, with held-out
-agreement and MAL after every epoch (the learning curve).
+Self-distillation data (the target's own greedy answers; ``--mix spec-bench``: shaped like the
+Spec-Bench categories, ``mix.py``) → cached features → training with resumable checkpoints →
+fp16 weights + manifest (an EAGLE-3 checkpoint directory for ``eagle3``, ``eagle3.py``) + model card,
+with held-out agreement and MAL after every epoch (the learning curve) and the draft of every epoch
+kept in ``epochs/epoch-N`` (``save.py``).
 """
 from __future__ import annotations
 
@@ -19,23 +21,25 @@ from pathlib import Path
 import torch
 import transformers
 
-from ...draft_vocab import DEFAULT_DRAFT_VOCAB, count_tokens, save_counts
+from ...draft_vocab import DEFAULT_DRAFT_VOCAB, DraftVocab, count_tokens, save_counts
 from ...errors import OptTreeError, report_errors
 from ...models import load_model
-from ...shipped import load_draft, save_draft
 from .card import write_card
 from .data import compute_features, self_distill
+from .eagle3 import TTT_STEPS, Eagle3Recipe, check_feature_layers
 from .evaluate import heldout_agreement, heldout_mal
 from .loop import TrainConfig, planned_steps, train
+from .mix import spec_bench_data
 from .prompts import context_prompts, training_prompts
 from .recipes import DraftLMRecipe, EagleRecipe
+from .save import drafter, save_epoch, save_final
 
 DEFAULT_GSM8K = Path(__file__).resolve().parents[3] / "shared" / "data" / "gsm8k" / "train.jsonl"
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m opttree_core train", description=__doc__.split("\n")[0])
-    p.add_argument("kind", choices=["eagle", "draft-lm", "data"],
+    p.add_argument("kind", choices=["eagle", "eagle3", "draft-lm", "data"],
                    help="what to train; 'data' only builds the shared self-distillation cache")
     p.add_argument("--target", default="smollm2-135m")
     p.add_argument("--name", default=None, help="name of the trained draft (default: KIND-TARGET)")
@@ -47,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-own", type=int, default=150, help="prompts of our own styles (-1: all)")
     p.add_argument("--n-context", type=int, default=0,
                    help="second-stage prompts whose contexts are the target's own first-stage answers")
+    p.add_argument("--mix", choices=["default", "spec-bench"], default="default",
+                   help="spec-bench: prompts per Spec-Bench category (mix.py) instead of the --n-* counts")
+    p.add_argument("--per-category", type=int, default=50, help="--mix spec-bench: prompts per category")
     p.add_argument("--max-new-tokens", type=int, default=96, help="length cap of the target's answers")
     p.add_argument("--gen-batch", type=int, default=16)
     p.add_argument("--feature-batch", type=int, default=8, help="sequences per forward pass when caching features")
@@ -55,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--layers", type=int, default=None, help="decoder layers (eagle 1, draft-lm 2)")
     p.add_argument("--intermediate", type=int, default=1024, help="draft-lm MLP width")
+    p.add_argument("--feature-layers", type=int, nargs="+", default=None,
+                   help="eagle3: target layers whose inputs the head reads (default EAGLE-3's 2, L//2, L-3)")
+    p.add_argument("--ttt-steps", type=int, default=TTT_STEPS, help="eagle3: steps of the training-time test")
     p.add_argument("--holdout", type=float, default=0.05, help="share of sequences held out")
     p.add_argument("--eval-prompts", type=int, default=6, help="held-out prompts decoded for MAL each epoch")
     p.add_argument("--eval-tokens", type=int, default=64)
@@ -73,19 +83,28 @@ def _limit(n: int) -> int | None:
     return None if n < 0 else n
 
 
-def _recipe(args, target):
+def _recipe(args, target, counts: torch.Tensor, layers):
     if args.kind == "eagle":
         return EagleRecipe(target.model, num_layers=args.layers or 1)
+    if args.kind == "eagle3":
+        size = args.draft_vocab if 0 < args.draft_vocab < counts.numel() else counts.numel()
+        return Eagle3Recipe(target.model, DraftVocab.most_frequent(counts, size).ids, layers, args.ttt_steps)
     return DraftLMRecipe(target.model, num_layers=args.layers or 2, intermediate_size=args.intermediate)
 
 
-def _data(args, target, data_dir: Path) -> tuple[list, list, list, dict]:
-    """The self-distillation data (cached): prompts, the target's answers, their features, build times."""
-    progress, clock = not args.no_progress, {}
-    prompts = training_prompts(args.gsm8k, _limit(args.n_gsm8k), _limit(args.n_humaneval), _limit(args.n_own), args.seed)
-    start = time.time()
-    sequences = self_distill(target, prompts, data_dir / "sequences.jsonl", args.max_new_tokens, args.gen_batch, progress)
-    if args.n_context > 0:
+def _data(args, target, data_dir: Path, layers=None) -> tuple[list, list, list, dict, torch.Tensor]:
+    """The self-distillation data (cached): prompts, the target's answers, their features (with ``layers``, EAGLE-3's:
+    ``compute_features``), build times, token counts."""
+    progress, clock, start = not args.no_progress, {}, time.time()
+    if args.mix == "spec-bench":
+        prompts, sequences = spec_bench_data(target, args.gsm8k, args.per_category, data_dir, args.max_new_tokens,
+                                             args.gen_batch, args.seed, progress)
+    else:
+        prompts = training_prompts(args.gsm8k, _limit(args.n_gsm8k), _limit(args.n_humaneval), _limit(args.n_own),
+                                   args.seed)
+        sequences = self_distill(target, prompts, data_dir / "sequences.jsonl", args.max_new_tokens, args.gen_batch,
+                                 progress)
+    if args.n_context > 0 and args.mix == "default":
         texts = [(s.source, target.tokenizer.decode(s.ids[s.n_prompt:], skip_special_tokens=True)) for s in sequences]
         second = context_prompts(texts, args.n_context, args.seed)
         prompts += second
@@ -93,7 +112,8 @@ def _data(args, target, data_dir: Path) -> tuple[list, list, list, dict]:
                                   args.gen_batch, progress)
     clock["self_distillation_s"] = time.time() - start
     start = time.time()
-    features = compute_features(target, sequences, data_dir / "features.pt", args.feature_batch, progress)
+    cache = "features.pt" if layers is None else f"features-layers-{'-'.join(map(str, layers))}.pt"
+    features = compute_features(target, sequences, data_dir / cache, args.feature_batch, progress, layers)
     clock["features_s"] = time.time() - start
     counts = count_tokens((s.ids for s in sequences), target.model.config.vocab_size)
     save_counts(data_dir / "token_counts.safetensors", counts, {"target": args.target, "sequences": len(sequences)})
@@ -102,7 +122,7 @@ def _data(args, target, data_dir: Path) -> tuple[list, list, list, dict]:
         clock.update(json.loads(clock_file.read_text()))
     else:
         clock_file.write_text(json.dumps(clock))
-    return prompts, sequences, features, clock
+    return prompts, sequences, features, clock, counts
 
 
 def _heldout_split(n: int, args) -> tuple[list[int], list[int]]:
@@ -118,7 +138,7 @@ def _heldout_split(n: int, args) -> tuple[list[int], list[int]]:
 
 _AT_LEAST = {"epochs": 1, "batch_size": 1, "gen_batch": 1, "feature_batch": 1, "max_new_tokens": 1, "eval_tokens": 1,
              "eval_prompts": 0, "intermediate": 1, "n_context": 0, "draft_vocab": 0, "n_gsm8k": -1, "n_humaneval": -1,
-             "n_own": -1}
+             "n_own": -1, "ttt_steps": 1, "per_category": 2}
 
 
 def _check_args(args) -> None:
@@ -129,6 +149,8 @@ def _check_args(args) -> None:
     for key in ("layers", "max_steps"):
         if getattr(args, key) is not None and getattr(args, key) < 1:
             raise OptTreeError(f"--{key.replace('_', '-')} must be >= 1, got {getattr(args, key)}")
+    if args.kind == "eagle3" and args.layers not in (None, 1):
+        raise OptTreeError(f"--layers {args.layers}: an EAGLE-3 head has one layer")
     if not (math.isfinite(args.lr) and args.lr > 0):
         raise OptTreeError(f"--lr must be a finite number > 0, got {args.lr}")
     if not 0 < args.holdout < 1:
@@ -163,26 +185,33 @@ def run(args) -> dict:
     torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls on GPUs that have them; CPU runs are unchanged
     name = args.name or f"{args.kind}-{safe_name(args.target)}"
     out = Path(args.out or f"out/train/{name}")
-    data_dir = Path(args.data or f"out/train-data/{safe_name(args.target)}")
+    mix = "" if args.mix == "default" else f"-{args.mix}"
+    data_dir = Path(args.data or f"out/train-data/{safe_name(args.target)}{mix}")
     target = load_model(args.target, device=args.device)
     _check_target(target)
-    prompts, sequences, features, clock = _data(args, target, data_dir)
+    layers = None
+    if args.kind == "eagle3":
+        layers = check_feature_layers(args.feature_layers, target.model.config.get_text_config().num_hidden_layers)
+    prompts, sequences, features, clock, counts = _data(args, target, data_dir, layers)
     if args.kind == "data":
         return {"name": "data", "steps": 0, "final_loss": None, "heldout": {}, "wall_time": clock}
     held, kept = _heldout_split(len(sequences), args)
     train_seqs, train_feats = [sequences[i] for i in kept], [features[i] for i in kept]
     held_seqs, held_feats = [sequences[i] for i in held], [features[i] for i in held]
-    recipe = _recipe(args, target)
+    recipe = _recipe(args, target, counts, layers)
     out.mkdir(parents=True, exist_ok=True)
     config = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
                          max_steps=args.max_steps, max_seconds=args.max_seconds)
-    curve = _resumed_curve(out)
+    curve, counts_file = _resumed_curve(out), data_dir / "token_counts.safetensors"
 
     def measure(point):
         point.update(heldout_agreement(recipe, held_seqs, held_feats))
         if args.eval_prompts > 0:
-            point["mal"] = heldout_mal(target.model, lambda: _drafter(recipe, target.model), held_seqs[: args.eval_prompts],
+            point["mal"] = heldout_mal(target.model, lambda: drafter(recipe, target.model), held_seqs[: args.eval_prompts],
                                        args.eval_tokens)
+        if point["epoch"] > 0:  # the learning curve's drafts, of graded strength
+            point["checkpoint"] = save_epoch(recipe, target, out, name, point["epoch"], {"target": args.target,
+                                             "epoch": point["epoch"]}, counts_file, args.draft_vocab)
         curve.append(point)
         (out / "learning_curve.json").write_text(json.dumps(curve, indent=1))  # survives an interrupted run
         recipe.model.train()
@@ -202,10 +231,9 @@ def run(args) -> dict:
             "planned_steps": planned, **_cut_note(history, planned, config),
             "final_loss": history[-1]["loss"] if history else None, "learning_curve": curve, "wall_time": clock,
             "heldout": heldout, "device": args.device,
+            **({"recipe": recipe.summary()} if hasattr(recipe, "summary") else {}),
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__}}
-    manifest = save_draft(out / name, args.kind, recipe.own_state(), recipe.config, args.target, target.model.config, card,
-                          token_counts=data_dir / "token_counts.safetensors", draft_vocab=args.draft_vocab)
-    load_draft(manifest, target)  # the saved files load back and pass their own checks
+    save_final(recipe, target, out, name, card, counts_file, args.draft_vocab)
     write_card(out / "MODEL_CARD.md", card)
     (out / "history.json").write_text(json.dumps(history))
     return card
@@ -226,14 +254,6 @@ def _cut_note(history: list[dict], planned: int, config: TrainConfig) -> dict:
            else f"the --max-seconds {config.max_seconds:g} wall-clock guard")
     rerun = "rerun without --max-steps" if why.startswith("--max-steps") else "rerun the same command"
     return {"stopped_early": f"schedule cut at step {done} of {planned} by {why}; {rerun} to resume from checkpoint.pt"}
-
-
-def _drafter(recipe, target_model):
-    from ...drafters import DraftLMDrafter
-    from ...drafters.eagle import EagleDrafter
-
-    recipe.model.eval()
-    return EagleDrafter(recipe.model, target_model) if recipe.kind == "eagle" else DraftLMDrafter(recipe.model)
 
 
 def _data_summary(prompts, sequences, kept, held) -> dict:

@@ -2,7 +2,9 @@
 
 A *sequence* is the chat-formatted prompt followed by the target's greedy response
 (ending at EOS or at the length cap). Features are the target's last-layer features
-after the final norm, f_j for every position j (so lm_head(f_j) are its logits there).
+after the final norm, f_j for every position j (so lm_head(f_j) are its logits there);
+EAGLE-3 heads also read g_j, the hidden states entering a few decoder layers, concatenated
+(``compute_features(..., layers=...)``, cached in a file of their own).
 Both are cached on disk, so an interrupted run resumes where it stopped.
 """
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
+from transformers import DynamicCache
 
 from ...atomic import write_atomic
 from ...models import LoadedModel
@@ -41,22 +44,65 @@ def _cut_at_eos(ids: list[int], eos: set[int], pad: int) -> list[int]:
     return ids
 
 
-@torch.inference_mode()
-def _generate_batch(target: LoadedModel, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
-    """Greedy responses for a batch of prompts (left padding)."""
-    model, device = target.model, target.model.device
-    pad = target.tokenizer.pad_token_id if target.tokenizer.pad_token_id is not None else target.tokenizer.eos_token_id
+def _left_padded(prompts: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """ids and attention mask (B, width), each prompt right-aligned."""
     width = max(map(len, prompts))
     ids = torch.full((len(prompts), width), pad, dtype=torch.long)
     mask = torch.zeros((len(prompts), width), dtype=torch.long)
     for row, prompt in enumerate(prompts):
         ids[row, width - len(prompt):] = torch.tensor(prompt)
         mask[row, width - len(prompt):] = 1
+    return ids, mask
+
+
+@torch.inference_mode()
+def _generate_batch(target: LoadedModel, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+    """Greedy responses for a batch of prompts (left padding), each ending at its first EOS or at the cap.
+
+    One forward per token over the rows still running: a row that emits EOS leaves the batch (its
+    cache rows are dropped, ``DynamicCache.batch_select_indices``), so a batch costs what its live rows
+    cost, where ``model.generate`` keeps computing finished rows until the longest is done. Positions
+    and mask are those ``generate`` builds (position = number of real tokens before)."""
+    model, device = target.model, target.model.device
+    pad = target.tokenizer.pad_token_id if target.tokenizer.pad_token_id is not None else target.tokenizer.eos_token_id
+    eos = model.generation_config.eos_token_id
+    eos = set(eos if isinstance(eos, list) else [eos])
+    ids, mask = (t.to(device) for t in _left_padded(prompts, pad))
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, width)
+    cache = DynamicCache(config=model.config)
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
+                   logits_to_keep=1).logits[:, -1]  # (B, V)
+    live, responses, last = list(range(len(prompts))), [[] for _ in prompts], positions[:, -1]
+    for step in range(max_new_tokens):
+        tokens = logits.argmax(-1)  # (live,)
+        keep = []
+        for index, (row, token) in enumerate(zip(live, tokens.tolist())):
+            responses[row].append(token)
+            if token not in eos:
+                keep.append(index)
+        if not keep or step == max_new_tokens - 1:
+            break
+        if len(keep) < len(live):
+            index = torch.tensor(keep, device=device)
+            cache.batch_select_indices(index)
+            live, tokens, mask, last = [live[i] for i in keep], tokens[index], mask[index], last[index]
+        mask, last = torch.cat([mask, mask.new_ones(len(live), 1)], dim=1), last + 1
+        logits = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=last[:, None], past_key_values=cache,
+                       use_cache=True).logits[:, -1]
+    return responses
+
+
+@torch.inference_mode()
+def _generate_batch_hf(target: LoadedModel, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+    """The same with ``model.generate`` (finished rows run to the end), kept to compare against."""
+    model, device = target.model, target.model.device
+    pad = target.tokenizer.pad_token_id if target.tokenizer.pad_token_id is not None else target.tokenizer.eos_token_id
+    ids, mask = _left_padded(prompts, pad)
     out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
                          do_sample=False, pad_token_id=pad)
     eos = model.generation_config.eos_token_id
     eos = set(eos if isinstance(eos, list) else [eos])
-    return [_cut_at_eos(row[width:].tolist(), eos, pad) for row in out]
+    return [_cut_at_eos(row[ids.shape[1]:].tolist(), eos, pad) for row in out]
 
 
 def self_distill(target: LoadedModel, prompts: list[Prompt], path: Path, max_new_tokens: int = 128,
@@ -98,11 +144,16 @@ def load_sequences(path: Path) -> list[Sequence]:
 
 @torch.inference_mode()
 def compute_features(target: LoadedModel, sequences: list[Sequence], path: Path, batch_size: int = 8,
-                     progress: bool = True) -> list[torch.Tensor]:
-    """f_j for every position of every sequence, fp16, cached in ``path`` (written atomically)."""
+                     progress: bool = True, layers: tuple[int, ...] | None = None) -> list[torch.Tensor]:
+    """f_j for every position of every sequence, fp16, cached in ``path`` (written atomically).
+
+    ``layers`` (EAGLE-3): each row is f_j followed by the hidden states entering these decoder layers
+    (HF ``hidden_states[i]``, as ``modelcall.forward`` returns them while decoding), (len, (1 + k) · hidden):
+    the teacher's logits come from f, the head reads the rest. A cache of another width is rebuilt."""
+    columns = target.model.config.hidden_size * (1 + (len(layers) if layers else 0))
     if path.is_file():
         cached = torch.load(path)
-        if len(cached) == len(sequences) and all(f.shape[0] == len(s.ids) for f, s in zip(cached, sequences)):
+        if len(cached) == len(sequences) and all(f.shape == (len(s.ids), columns) for f, s in zip(cached, sequences)):
             return cached
     decoder, device = target.model.get_decoder(), target.model.device
     features = []
@@ -112,7 +163,12 @@ def compute_features(target: LoadedModel, sequences: list[Sequence], path: Path,
         ids = torch.zeros((len(batch), width), dtype=torch.long)
         for row, seq in enumerate(batch):
             ids[row, : len(seq.ids)] = torch.tensor(seq.ids)  # right padding: causal, so real positions are exact
-        hidden = decoder(input_ids=ids.to(device)).last_hidden_state  # (batch, width, hidden)
+        if not layers:
+            hidden = decoder(input_ids=ids.to(device)).last_hidden_state  # (batch, width, hidden)
+        else:
+            out = decoder(input_ids=ids.to(device), output_hidden_states=list(layers))
+            hidden = torch.cat([out.last_hidden_state, *(out.hidden_states[i] for i in layers)], dim=-1)
+            # (batch, width, (1 + k) · hidden)
         features += [hidden[row, : len(seq.ids)].to(torch.float16).cpu() for row, seq in enumerate(batch)]
     write_atomic(path, lambda tmp: torch.save(features, tmp))
     return features
