@@ -8,7 +8,7 @@
   inlined offline).
 - ``step_table``: one row per decoding step of a log: what was drafted, accepted, and the
   bonus token (notebook 1).
-- ``trace_table`` / ``trace_figure``: a table and an animation of OPT-Tree's construction
+- ``trace_table`` / ``trace_figure`` / ``final_tree_figure``: a table and an animation of OPT-Tree's construction
   (arXiv 2406.17276, Algorithm 1) from the per-layer records the engine's
   ``opttree_core.policies.trace_opt_tree`` returns (E_sub(T, n), its gain, where δ stops).
 - ``chi_square``: a Pearson χ² goodness-of-fit test of sampled tokens against a
@@ -69,7 +69,9 @@ def html_build() -> bool:
 def offline_plotly() -> str:
     """Show plotly figures as JupyterLab's plotly mime type plus HTML that needs no network:
     plotly.js is embedded once per notebook and no MathJax CDN script is added (plotly's own
-    "notebook" renderer adds one per figure). Returns the default renderer's name."""
+    "notebook" renderer adds one per figure). Also turns off Hugging Face's loading bars, which
+    would otherwise be saved into the notebook as tqdm widgets. Returns the default renderer's name."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read when huggingface_hub is first imported
     pio.renderers[OFFLINE_RENDERER] = OfflineNotebookRenderer()
     pio.renderers.default = f"plotly_mimetype+{OFFLINE_RENDERER}"
     return pio.renderers.default
@@ -142,14 +144,30 @@ def _frame_traces(tree, chosen: set[int], new: set[int], pos: Mapping[int, tuple
     return [go.Scatter(x=xs, y=ys, mode="lines", line={"color": style.REJECTED_EDGE, "width": 1}, hoverinfo="skip",
                        name="edges"),
             go.Scatter(x=[pos[v][0] for v in nodes], y=[pos[v][1] for v in nodes], mode="markers+text",
-                       text=[html.escape(lab) for lab in labels], textposition="top center", marker=marker,
+                       text=[html.escape(lab) for lab in labels], textposition="bottom center", marker=marker,
                        hovertext=hover, hoverinfo="text", name="nodes (colour = p̂; faded: outside the top-n)")]
+
+
+def _trace_axes(pos: Mapping[int, tuple[float, float]]) -> dict:
+    """Axis ranges that hold every node of every frame (with room for labels)."""
+    xs, ys = [x for x, _ in pos.values()], [y for _, y in pos.values()]
+    axis = {"showgrid": False, "zeroline": False, "showticklabels": False, "fixedrange": True}
+    return {"xaxis": {**axis, "range": [min(xs) - 0.8, max(xs) + 0.8]},
+            "yaxis": {**axis, "range": [min(ys) - 0.7, max(ys) + 0.5]}}
+
+
+def _trace_layout(fig: go.Figure, pos, width: int, height: int, title) -> None:
+    fig.update_layout(**style.PLOTLY_BASE, width=width, height=height, **_trace_axes(pos), showlegend=False,
+                      title={"text": title, "x": 0.01, "y": 0.985, "yanchor": "top", "font": {"size": 14}},
+                      modebar={"orientation": "v"},  # down the right edge, never over the title
+                      margin={"l": 20, "r": 50, "t": 90, "b": 90})
 
 
 def trace_figure(trace, texts: Mapping[int, str] | None = None, width: int = 900,
                  height: int = 480) -> go.Figure:
     """An animation of the trace: one frame per layer (new layer outlined, top-n in colour,
-    E_sub in the title), then the final top-n tree. Play button and slider included."""
+    E_sub in the title), then the final top-n tree. Play button and slider included; the axes
+    hold every node of every frame (the layout is the last layer's tree, frames only add nodes)."""
     texts = texts or {}
     last = trace.layers[-1].tree
     pos = tidy_positions(dict(enumerate(last.parents.tolist())))
@@ -160,20 +178,34 @@ def trace_figure(trace, texts: Mapping[int, str] | None = None, width: int = 900
         frames.append(go.Frame(name=f"layer {s.depth}", data=_frame_traces(s.tree, set(s.top), set(s.layer), pos, texts),
                                layout={"title": {"text": title}}))
     kept = set(trace.layers[-1].top)
-    final_title = f"final tree: the top-{len(kept)} nodes, E(A) = {trace.layers[-1].e_sub:.3f}"
     frames.append(go.Frame(name="final top-n", data=_frame_traces(last, kept, set(), pos, texts, only_chosen=True),
-                           layout={"title": {"text": final_title}}))
+                           layout={"title": {"text": _final_title(trace)}}))
     fig = go.Figure(data=frames[0].data, frames=frames)
     steps = [{"method": "animate", "label": f.name, "args": [[f.name], {"mode": "immediate",
               "frame": {"duration": 0, "redraw": True}}]} for f in frames]
-    axis = {"showgrid": False, "zeroline": False, "showticklabels": False}
-    fig.update_layout(**style.PLOTLY_BASE, width=width, height=height, title=frames[0].layout.title,
-                      xaxis=axis, yaxis={**axis, "range": [min(y for _, y in pos.values()) - 0.6, 0.6]},
-                      showlegend=False, margin={"l": 20, "r": 20, "t": 60, "b": 90},
-                      sliders=[{"steps": steps, "currentvalue": {"prefix": ""}, "y": -0.05}],
-                      updatemenus=[{"type": "buttons", "x": 0, "y": 1.12, "xanchor": "left", "buttons": [
+    _trace_layout(fig, pos, width, height, frames[0].layout.title.text)
+    fig.update_layout(sliders=[{"steps": steps, "currentvalue": {"prefix": ""}, "y": -0.05}],
+                      updatemenus=[{"type": "buttons", "x": 0, "y": 1.0, "yanchor": "bottom", "xanchor": "left",
+                                    "pad": {"t": 0, "b": 34}, "buttons": [
                           {"label": "▶ play", "method": "animate",
                            "args": [None, {"frame": {"duration": 1200, "redraw": True}, "fromcurrent": True}]}]}])
+    return fig
+
+
+def _final_title(trace) -> str:
+    kept = trace.layers[-1].top
+    return f"final tree: the top-{len(kept)} nodes, E(A) = {trace.layers[-1].e_sub:.3f}"
+
+
+def final_tree_figure(trace, texts: Mapping[int, str] | None = None, width: int = 900,
+                      height: int = 420) -> go.Figure:
+    """The final top-n tree of the trace as a still figure (the animation's last frame, drawn alone)."""
+    last, kept = trace.layers[-1].tree, set(trace.layers[-1].top)
+    parents = last.parents.tolist()
+    pos = tidy_positions({v: parents[v] for v in range(last.n_nodes) if v == 0 or v in kept})  # the kept tree alone
+    fig = go.Figure(_frame_traces(last, kept, set(), pos, texts or {}, only_chosen=True))
+    _trace_layout(fig, pos, width, height, _final_title(trace))
+    fig.update_layout(margin={"l": 20, "r": 50, "t": 60, "b": 30})
     return fig
 
 
