@@ -129,15 +129,22 @@ def test_dashboard_updates_heatmap_r_and_curves_in_place():
     logs = load_logs(sorted(DATA.glob("tiny-*")))
     dashboard = AnalysisDashboard(logs)
     heatmap, curves = dashboard.heatmap.figure, dashboard.curves.figure
-    assert len(heatmap.data) == 2 and len(curves.data) == 4
+
+    def panels():
+        return [t for t in heatmap.data if t.type == "heatmap"]
+
+    assert len(panels()) == 2 and len(curves.data) == 4
+    assert [t.name for t in heatmap.data if t.type == "scatter"][0] == "A = E(A) + 1"
+    assert panels()[0].x == panels()[1].x and panels()[0].y == panels()[1].y  # one range for every panel
     assert dashboard.stats.value.count("Pearson r") == 2
     dashboard.groups.value = (dashboard.groups.options[0],)
-    assert dashboard.heatmap.figure is heatmap and len(heatmap.data) == 1
+    assert dashboard.heatmap.figure is heatmap and len(panels()) == 1
     assert dashboard.stats.value.count("Pearson r") == 1
     dashboard.policies.value = ("opt-tree",)
     assert [t.name for t in curves.data] == ["opt-tree"] and list(curves.data[0].x) == [4, 12, 24]
-    total = sum(int(heatmap.data[0].z[i][j]) for i in range(len(heatmap.data[0].y))
-                for j in range(len(heatmap.data[0].x)))
+    z = panels()[0].z
+    assert all(n is None or n > 0 for row in z for n in row)  # a cell without a step is blank, not a zero colour
+    total = sum(n for row in z for n in row if n is not None)
     assert total == sum(len(logs[r].steps) for r in dashboard.selected())
     dashboard.runs.value = ()
     assert "no run selected" in dashboard.stats.value

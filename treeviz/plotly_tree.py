@@ -130,14 +130,25 @@ def tree_layout(scene: TreeScene) -> dict:
             "hoverlabel": {"font": {"family": "DejaVu Sans Mono, monospace"}}}
 
 
-def _mask_trace(graph) -> dict:
+def _node_names(graph) -> list[str]:
+    """``index:token`` for each node: how the mask's rows and columns are labelled."""
+    return [_safe(f"{v}:{visible(graph.nodes[v]['text'], 10)}") for v in range(graph.number_of_nodes())]
+
+
+def _mask_trace(graph, prefix_len: int = 0) -> dict:
+    """0 hidden, 1 visible, 2 both on the accepted path; with ``prefix_len``, one first column for
+    the cached prefix (visible to every node)."""
     mask = ancestor_matrix(parents_array(graph))
     accepted = np.array([graph.nodes[v]["accepted"] for v in range(len(mask))])
-    z = mask.astype(int) + (mask & accepted[:, None] & accepted[None, :])  # 0 hidden, 1 visible, 2 accepted
-    names = [_safe(f"{v}:{graph.nodes[v]['label'][:10]}") for v in range(len(mask))]
+    z = mask.astype(int) + (mask & accepted[:, None] & accepted[None, :])  # (N, N)
+    names = _node_names(graph)
+    columns = names
+    if prefix_len:
+        z = np.hstack([np.ones((len(mask), 1), dtype=int), z])  # (N, 1 + N)
+        columns = [f"prefix ({prefix_len} tokens)"] + names
     scale = [[0, "#FFFFFF"], [0.33, "#FFFFFF"], [0.33, "#6C8EBF"], [0.66, "#6C8EBF"], [0.66, style.ACCEPTED],
              [1, style.ACCEPTED]]
-    return {"type": "heatmap", "z": z.tolist(), "x": names, "y": names, "zmin": 0, "zmax": 2, "colorscale": scale,
+    return {"type": "heatmap", "z": z.tolist(), "x": columns, "y": names, "zmin": 0, "zmax": 2, "colorscale": scale,
             "showscale": False, "xgap": 1, "ygap": 1, "name": "mask",
             "hovertemplate": "query %{y}<br>key %{x}<extra></extra>"}
 
@@ -157,14 +168,21 @@ def _icicle_trace(graph) -> dict:
             "tiling": {"orientation": "v"}, "name": "icicle"}
 
 
-def attention_mask_figure(data, step: int, texts=None) -> go.Figure:
+def attention_mask_figure(data, step: int, texts=None, prefix_len: int = 0) -> go.Figure:
     """The tree-attention mask of ``step``: row i may attend to column j (j is i or an ancestor);
-    cells among accepted nodes are drawn in the accepted colour."""
+    cells among accepted nodes are drawn in the accepted colour. ``prefix_len`` > 0 adds the cached
+    prefix as one block of columns on the left (every node attends to all of it)."""
     graph = step_graph(data, step, bonus=False, texts=texts)
-    return go.Figure({"data": [_mask_trace(graph)], "layout": {
-        **style.PLOTLY_BASE, "title": {"text": f"tree-attention mask, step {step}"}, "width": 460, "height": 460,
-        "yaxis": {"autorange": "reversed", "title": {"text": "query node"}},
-        "xaxis": {"title": {"text": "key node"}}, "margin": {"l": 20, "r": 20, "t": 50, "b": 20}}})
+    n = graph.number_of_nodes()
+    side = int(np.clip(28 * n + 200, 420, 900))
+    ticks = {"tickfont": {"size": 11, "family": "DejaVu Sans Mono, monospace"}, "automargin": True}
+    prefix = f" · left block: the {prefix_len} cached prefix tokens" if prefix_len else ""
+    return go.Figure({"data": [_mask_trace(graph, prefix_len)], "layout": {
+        **style.PLOTLY_BASE, "title": {"text": f"tree-attention mask, step {step}{prefix}"},
+        "width": side + (120 if prefix_len else 0), "height": side,
+        "yaxis": {**ticks, "autorange": "reversed", "title": {"text": "query node (index:token)"}},
+        "xaxis": {**ticks, "tickangle": -60, "title": {"text": "key (index:token)"}},
+        "margin": {"l": 20, "r": 20, "t": 50, "b": 20}}})
 
 
 def icicle_figure(data, step: int, texts=None) -> go.Figure:
@@ -179,7 +197,8 @@ def side_spec(data, step: int, texts=None) -> dict:
     """The tree-attention mask and the p̂ icicle of ``step`` side by side (two traces, this order)."""
     graph = step_graph(data, step, bonus=False, texts=texts)
     few = graph.number_of_nodes() <= 24
-    axis = {"showticklabels": few, "tickfont": {"size": 9}, "showgrid": False, "zeroline": False}
+    axis = {"showticklabels": few, "tickfont": {"size": 10, "family": "DejaVu Sans Mono, monospace"},
+            "showgrid": False, "zeroline": False, "automargin": True}
     titles = [{"text": text, "x": x, "y": 1.0, "xref": "paper", "yref": "paper", "xanchor": "center",
                "yanchor": "bottom", "showarrow": False, "font": {"size": 13}}
               for text, x in (("tree-attention mask (accepted in colour)", 0.22), ("p̂ icicle (area = p̂)", 0.78))]

@@ -7,12 +7,14 @@
   build (``OPTTREE_HTML=1``), a static copy of its figures (widget JavaScript can't be
   inlined offline).
 - ``step_table``: one row per decoding step of a log: what was drafted, accepted, and the
-  bonus token (notebook 1).
+  bonus token (notebook 1); ``speed_verdict``: why a method is faster or slower than AR, in
+  numbers (a step's cost in AR tokens against its MAL; notebooks 1, 6, 7).
 - ``trace_table`` / ``trace_figure`` / ``final_tree_figure``: a table and an animation of OPT-Tree's construction
   (arXiv 2406.17276, Algorithm 1) from the per-layer records the engine's
   ``opttree_core.policies.trace_opt_tree`` returns (E_sub(T, n), its gain, where δ stops).
 - ``chi_square``: a Pearson χ² goodness-of-fit test of sampled tokens against a
-  distribution, pooling rare tokens (notebook 4).
+  distribution, pooling rare tokens; ``rejection_stages`` / ``rejection_figure``: recursive
+  rejection drawn stage by stage (notebook 4).
 
 Like the rest of treeviz, nothing here loads or runs a model: the notebooks run the engine and
 hand these helpers its records.
@@ -113,6 +115,40 @@ def step_table(data, tokenizer=None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def speed_verdict(name: str, mal: float, step_s: float, ar_token_s: float, rows: int | None = None,
+                  verify_s: float | None = None, draft_s: float | None = None) -> str:
+    """Why a tree (or chain) method is faster or slower than AR, in numbers: a step yields MAL
+    tokens and costs step_s; AR costs ar_token_s per token; the speedup is MAL × ar_token_s / step_s,
+    so the method wins only when a step costs less than MAL AR tokens. ``rows`` (n + 1: the root and
+    n drafted nodes), ``verify_s`` and ``draft_s`` (per step) say where a step's time goes."""
+    ratio = step_s / ar_token_s
+    where = ""
+    if verify_s is not None and draft_s is not None:
+        where = (f" (verifying {rows} rows: {verify_s * 1e3:.0f} ms = {verify_s / ar_token_s:.2f} AR tokens; "
+                 f"drafting: {draft_s * 1e3:.0f} ms)") if rows else f" (verify {verify_s * 1e3:.0f} ms, draft {draft_s * 1e3:.0f} ms)"
+    verdict = "faster" if mal > ratio else "slower"
+    return (f"{name}: a step costs {step_s * 1e3:.0f} ms = {ratio:.2f} AR tokens' time{where} and yields MAL "
+            f"{mal:.2f} tokens, so it is {verdict} than AR: speedup = {mal:.2f} / {ratio:.2f} = {mal / ratio:.2f}")
+
+
+def monotone_profile(profile) -> tuple[object, list[str]]:
+    """A hardware profile (``opttree_core.policies.auto.Profile``) whose costs never fall as the tree
+    grows: a larger tree can't be cheaper to verify or draft, so a measured dip is timing noise. Each
+    cost is raised to the largest at any smaller size; returns the profile and one line per change."""
+    import dataclasses
+
+    notes, fixed = [], {}
+    for field_name, label in (("verify_s", "verify"), ("draft_layer_s", "draft layer")):
+        times = np.asarray(getattr(profile, field_name), dtype=float)
+        smooth = np.maximum.accumulate(times)
+        for size, got, used in zip(profile.sizes, times, smooth):
+            if used > got:
+                notes.append(f"{label} at {size} nodes measured {got * 1e3:.1f} ms, less than a smaller tree: "
+                             f"noise, smoothed to {used * 1e3:.1f} ms")
+        fixed[field_name] = tuple(float(t) for t in smooth)
+    return dataclasses.replace(profile, **fixed), notes
+
+
 def trace_table(trace, threshold: float) -> pd.DataFrame:
     """One row per layer of an ``OptTreeTrace``: nodes grown, E_sub(T, n), its gain, and the δ decision."""
     return pd.DataFrame([{"layer": s.depth, "new nodes": len(s.layer), "nodes in T": s.tree.n_nodes - 1,
@@ -206,6 +242,47 @@ def final_tree_figure(trace, texts: Mapping[int, str] | None = None, width: int 
     fig = go.Figure(_frame_traces(last, kept, set(), pos, texts or {}, only_chosen=True))
     _trace_layout(fig, pos, width, height, _final_title(trace))
     fig.update_layout(margin={"l": 20, "r": 50, "t": 60, "b": 30})
+    return fig
+
+
+def rejection_stages(p, children: Sequence[int]) -> list[dict]:
+    """Recursive rejection over deterministic children, stage by stage: before trying child i, the
+    residual distribution (the target's p with the children already rejected zeroed, renormalised)
+    and the chance of accepting child i; the last stage is the residual the bonus token is drawn
+    from when every child is rejected (SpecInfer's rule with q a point mass on each child)."""
+    residual = np.asarray(p, dtype=np.float64) / float(np.sum(p))
+    stages = []
+    for child in children:
+        stages.append({"child": int(child), "accept": float(residual[child]), "p": residual.copy()})
+        residual = residual.copy()
+        residual[child] = 0.0
+        residual /= residual.sum()
+    stages.append({"child": None, "accept": None, "p": residual})
+    return stages
+
+
+def rejection_figure(p, children: Sequence[int], top: int = 8, width: int = 980, height: int = 300) -> go.Figure:
+    """Bars of the residual distribution at each stage of ``rejection_stages`` (the ``top`` tokens of
+    p): the child being tried in the accepted colour, the children already rejected at 0."""
+    from plotly.subplots import make_subplots
+
+    stages = rejection_stages(p, children)
+    shown = sorted(set(np.argsort(-np.asarray(p))[:top].tolist()) | {int(c) for c in children},
+                   key=lambda t: -float(p[t]))
+    titles = [f"try child t{s['child']}: accept w.p. {s['accept']:.2f}" if s["child"] is not None
+              else "all rejected: bonus ~ residual" for s in stages]
+    fig = make_subplots(rows=1, cols=len(stages), subplot_titles=titles, shared_yaxes=True, horizontal_spacing=0.03)
+    for col, stage in enumerate(stages, start=1):
+        colours = [style.ACCEPTED if t == stage["child"] else style.REJECTED_EDGE if stage["p"][t] == 0
+                   else style.DRAFTED for t in shown]
+        fig.add_trace(go.Bar(x=[f"t{t}" for t in shown], y=[float(stage["p"][t]) for t in shown],
+                             marker={"color": colours}, showlegend=False,
+                             hovertemplate="%{x}: %{y:.3f}<extra></extra>"), row=1, col=col)
+    fig.update_layout(**style.PLOTLY_BASE, width=width, height=height, margin={"l": 50, "r": 10, "t": 60, "b": 40},
+                      title={"text": "recursive rejection: residual p before each try (tried child in colour)",
+                             "x": 0.01, "font": {"size": 13}})
+    fig.update_annotations(font={"size": 11})
+    fig.update_yaxes(title_text="residual p", row=1, col=1)
     return fig
 
 
