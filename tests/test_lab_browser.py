@@ -29,6 +29,7 @@ CHROMIUM = "/usr/bin/chromium"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true")
 pytestmark = pytest.mark.slow  # loads the embedded SmolLM2 model in the kernel
 
+NB = ".jp-NotebookPanel:not(.lm-mod-hidden)"  # the notebook tab on show (others stay in the DOM)
 # JupyterLab settings: no news or update pop-ups, every cell kept in the DOM (no windowing).
 SETTINGS = {"@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false",
                                                                                  "checkForUpdates": False},
@@ -143,7 +144,7 @@ class Lab:
         self.idle_kernel()
 
     def idle_kernel(self, timeout_s: float = 120) -> None:
-        self.page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=timeout_s * 1000)
+        self.page.wait_for_selector(f'{NB} .jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=timeout_s * 1000)
 
     def menu(self, top: str, item: str) -> None:
         self.page.locator(".lm-MenuBar-itemLabel", has_text=top).first.click()
@@ -152,18 +153,27 @@ class Lab:
     def run_all(self, timeout_s: float = 240) -> None:
         self.menu("Run", "Run All Cells")
         self.page.wait_for_function("""() => {
-            const prompts = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')];
+            const prompts = [...document.querySelectorAll('%s .jp-CodeCell .jp-InputPrompt')];
             return prompts.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p.textContent));
-        }""", timeout=timeout_s * 1000)
+        }""" % NB, timeout=timeout_s * 1000)
         self.idle_kernel()
 
-    def save(self, notebook: str) -> dict:
-        """Save the notebook and return it as the server has it."""
-        self.page.keyboard.press("Control+s")
-        self.page.wait_for_timeout(1500)  # the save round trip; then the file is read back
+    def contents(self, notebook: str) -> dict:
         url = f"{self.base}/api/contents/{notebook}?content=1&token={self.token}"
         with urllib.request.urlopen(url, timeout=30) as reply:
-            return json.load(reply)["content"]
+            return json.load(reply)
+
+    def save(self, notebook: str, timeout_s: float = 30) -> dict:
+        """Save the notebook (File ▸ Save Notebook) and return it as the server then has it."""
+        before = self.contents(notebook)["last_modified"]
+        self.menu("File", "Save Notebook")
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            saved = self.contents(notebook)
+            if saved["last_modified"] != before:
+                return saved["content"]
+            self.page.wait_for_timeout(250)
+        raise AssertionError(f"{notebook} was not saved within {timeout_s:.0f} s")
 
     def drawn(self, selector: str, index: int = 0, timeout_s: float = 60, differs_from: dict | None = None) -> dict:
         """What the ``index``-th plotly figure under ``selector`` shows, once it has drawn markers
@@ -211,8 +221,9 @@ def browser(lab, tmp_path_factory):
         chromium.close()
 
 
-EXPLORER, COMPARE = ".treeviz-explorer", ".treeviz-compare"
+EXPLORER, COMPARE = f"{NB} .treeviz-explorer", f"{NB} .treeviz-compare"
 TREE = f"{EXPLORER} .treeviz-tree"
+OUT = f"{NB} .jp-OutputArea-output"
 
 
 def test_notebook_08_explorers_draw_move_run_and_survive_a_reload_on_a_loaded_machine(browser):
@@ -225,7 +236,9 @@ def test_notebook_08_explorers_draw_move_run_and_survive_a_reload_on_a_loaded_ma
         assert _widget_views(saved) == 2, "only the two explorers are widgets (no progress-bar widgets saved)"
         first = lab.drawn(TREE)
         assert "step 0" in first["title"] and first["points"] >= 2, first
-        assert lab.drawn(f"{EXPLORER} .treeviz-side")["points"] >= 0
+        side = lab.page.locator(f"{EXPLORER} .treeviz-side .js-plotly-plot")
+        side.locator(".heatmaplayer image").first.wait_for()  # the tree-attention mask
+        assert side.locator(".iciclelayer path.surface").count() >= 2  # the p̂ icicle: root and children
         sides = [lab.drawn(f"{COMPARE} .treeviz-tree", i) for i in (0, 1)]
         assert all(s["points"] >= 2 for s in sides), f"CompareExplorer: {sides}"
         lab.page.locator(EXPLORER).first.scroll_into_view_if_needed()
@@ -264,18 +277,18 @@ def test_notebook_03_animation_keeps_every_node_on_the_axes(browser):
     lab.open("03_opt_tree_step_by_step.ipynb")
     lab.run_all()
     assert _errors_in(lab.save("03_opt_tree_step_by_step.ipynb")) == []
-    animation = lab.drawn(".jp-OutputArea-output", 0)
+    animation = lab.drawn(OUT, 0)
     assert animation["inside"] == animation["points"], f"markers off the axes: {animation}"
-    figure = lab.page.locator(".jp-OutputArea-output .js-plotly-plot").first
+    figure = lab.page.locator(f"{OUT} .js-plotly-plot").first
     figure.scroll_into_view_if_needed()
     frames = figure.evaluate("gd => gd._transitionData._frames.length")
     figure.locator(".updatemenu-button").first.click()  # ▶ play: every frame, 1.2 s each, to the final tree
-    final_frame = lab.drawn(".jp-OutputArea-output", 0, differs_from=animation)
+    final_frame = lab.drawn(OUT, 0, differs_from=animation)
     lab.page.wait_for_timeout(int(frames * 1300))
-    final_frame = lab.drawn(".jp-OutputArea-output", 0)
+    final_frame = lab.drawn(OUT, 0)
     assert "final tree" in final_frame["title"], final_frame
     assert final_frame["inside"] == final_frame["points"] > 0, f"final frame off the axes: {final_frame}"
-    lab.shot("03-animation-final-frame", ".jp-OutputArea-output .js-plotly-plot")
-    still = lab.drawn(".jp-OutputArea-output", 1)
+    lab.shot("03-animation-final-frame", f"{OUT} .js-plotly-plot")
+    still = lab.drawn(OUT, 1)
     assert still["inside"] == still["points"] > 1 and "final tree" in still["title"], still
     assert lab.errors == [], f"console errors: {lab.errors}"
