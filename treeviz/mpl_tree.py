@@ -37,7 +37,7 @@ def draw_scene(ax, scene: TreeScene, colorbar: bool = True, fontsize: float = 6.
         if colorbar and points is not None:
             _colour_bar(ax, points)
         if legend:
-            _legend(ax, size, fontsize)
+            _legend(ax, size, fontsize, "upper right" if scene.orientation == "td" else "upper left")
         ax.set_axis_off()
         xs, ys = scene.nodes["x"], scene.nodes["y"]
         right = 1.3 if scene.orientation == "lr" else 0.6  # room for labels on the right
@@ -47,8 +47,9 @@ def draw_scene(ax, scene: TreeScene, colorbar: bool = True, fontsize: float = 6.
     return points
 
 
-def _legend(ax, size: float, fontsize: float) -> None:
-    """What the rings, edges and the diamond mean (the colour bar says what the fill means)."""
+def _legend(ax, size: float, fontsize: float, corner: str) -> None:
+    """What the rings, edges and the diamond mean (the colour bar says what the fill means), in the
+    corner a tree leaves empty (top right when the root is on top, top left when it is on the left)."""
     from matplotlib.lines import Line2D
 
     ms = size ** 0.5
@@ -58,8 +59,7 @@ def _legend(ax, size: float, fontsize: float) -> None:
                       mfc="#CCCCCC", mec=style.REJECTED_OUTLINE, label="rejected by the target"),
                Line2D([], [], ls="none", marker="D", ms=ms * 0.7, mfc=style.TARGET, mec=style.ACCEPTED,
                       label="bonus token (the target's own)")]
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.0, 0.0), ncol=3, frameon=False,
-              fontsize=fontsize, handlelength=2.2, borderaxespad=0.2)
+    ax.legend(handles=handles, loc=corner, frameon=False, fontsize=fontsize, handlelength=2.2, borderaxespad=0.2)
 
 
 def _colour_bar(ax, points) -> None:
