@@ -42,6 +42,29 @@ def test_moving_the_slider_changes_the_figure(log):
     assert [t.type for t in explorer.browser.side.figure.data] == ["heatmap", "icicle"]
 
 
+def test_the_widget_state_is_the_whole_current_figure_as_plain_json(log):
+    """What the front end draws: the Output widget's state holds one complete plotly figure, the
+    current one, so a page that missed updates or was reloaded draws the latest step."""
+    import json
+
+    from treeviz.widgets import PLOTLY_MIME
+
+    explorer = TreeExplorer(log)
+    view = explorer.browser.tree
+    first = view.revision
+    explorer.browser.slider.value = 3
+    explorer.browser.slider.value = 7
+    assert view.revision == first + 2 and len(view.widget.outputs) == 1
+    spec = json.loads(json.dumps(view.widget.outputs))[0]["data"][PLOTLY_MIME]  # survives the comm's JSON
+    nodes = log.nodes[log.nodes.step == 7].sort_values("node")["token"].tolist()
+    assert [row[1] for row in spec["data"][NODES]["customdata"]] == nodes
+    assert spec["layout"]["title"]["text"].startswith("step 7") and spec["config"]["displaylogo"] is False
+    assert "step 7 / " in explorer.browser.facts.value
+    steps = log.steps["a"].to_numpy()
+    assert f"MAL over steps 0–7: {steps[:8].mean():.2f}" in explorer.browser.facts.value  # so far, not the whole run
+    assert TreeExplorer().browser.tree.widget.outputs == ()  # nothing to draw: no empty axes
+
+
 def test_policy_menu_comes_from_the_engine_with_a_typed_control_per_parameter(log):
     import dataclasses
 
