@@ -90,7 +90,7 @@ def lab(tmp_path_factory):
            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     server = subprocess.Popen([sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
                                f"--ServerApp.port={port}", f"--IdentityProvider.token={token}",
-                               f"--ServerApp.root_dir={work}", "--LabApp.news_url=None"],
+                               f"--ServerApp.root_dir={work}"],
                               env=env, stdout=subprocess.DEVNULL, stderr=open(home / "server.log", "w"))
     base = f"http://127.0.0.1:{port}"
     try:
@@ -253,7 +253,7 @@ def test_notebook_08_explorers_draw_move_run_and_survive_a_reload_on_a_loaded_ma
         assert "step 2" in moved["title"] and moved["labels"] != first["labels"], (first, moved)
         lab.shot("08-explorer-after-slider", EXPLORER)
 
-        budget = lab.page.locator(f"{EXPLORER} .widget-inline-hbox", has_text="n (node budget)").locator("input")
+        budget = lab.page.locator(f"{EXPLORER} .widget-inline-hbox", has_text="n (node budget)").first.locator("input").first
         budget.fill("6")
         budget.press("Enter")
         status = lab.page.locator(f"{EXPLORER} button", has_text="Run").first
