@@ -87,10 +87,11 @@ def lab(tmp_path_factory):
     env = {**os.environ, "OPTTREE_FAST": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
            "JUPYTER_CONFIG_DIR": str(home / "config"), "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
            "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"), "IPYTHONDIR": str(home / "ipython"),
+           "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     server = subprocess.Popen([sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
                                f"--ServerApp.port={port}", f"--IdentityProvider.token={token}",
-                               f"--ServerApp.root_dir={work}"],
+                               f"--ServerApp.root_dir={work}", "--allow-root"],  # CI runs as root
                               env=env, stdout=subprocess.DEVNULL, stderr=open(home / "server.log", "w"))
     base = f"http://127.0.0.1:{port}"
     try:
@@ -150,13 +151,21 @@ class Lab:
         self.page.locator(".lm-MenuBar-itemLabel", has_text=top).first.click()
         self.page.locator(".lm-Menu-itemLabel", has_text=item).first.click()
 
-    def run_all(self, timeout_s: float = 240) -> None:
+    def run_all(self, timeout_s: float = float(os.environ.get("OPTTREE_BROWSER_RUN_S", 240))) -> None:
         self.menu("Run", "Run All Cells")
+        try:
+            self._wait_until_run(timeout_s)
+        except Exception:
+            self.shot("run-all-timed-out")
+            raise
+        self.idle_kernel()
+
+    def _wait_until_run(self, timeout_s: float) -> None:
         self.page.wait_for_function("""() => {
             const prompts = [...document.querySelectorAll('%s .jp-CodeCell .jp-InputPrompt')];
-            return prompts.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p.textContent));
-        }""" % NB, timeout=timeout_s * 1000)
-        self.idle_kernel()
+            const failed = document.querySelector('%s .jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]');
+            return failed || (prompts.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p.textContent)));
+        }""" % (NB, NB), timeout=timeout_s * 1000)  # every cell ran, or one failed (its error is then read)
 
     def contents(self, notebook: str) -> dict:
         url = f"{self.base}/api/contents/{notebook}?content=1&token={self.token}"

@@ -145,8 +145,10 @@ def test_matplotlib_tree_draws_every_node(log):
     ax = fig.axes[0]
     n_nodes = int(log.steps.iloc[step]["n_nodes"])
     drawn = sum(len(c.get_offsets()) for c in ax.collections if type(c).__name__ == "PathCollection")
-    rejected = int((~log.nodes[log.nodes.step == step]["accepted"]).sum())
-    assert drawn == n_nodes + 1 + rejected  # nodes, the bonus token, white discs under faded nodes
+    assert drawn == n_nodes + 1  # every node (none faded: rejected ones keep their colour) and the bonus token
+    texts = [t.get_text() for t in ax.texts]
+    assert any("\n" in t for t in texts)  # a drafted node's p̂ printed under its token
+    assert ax.get_legend() is not None  # what the rings, edges and diamond mean
     texts = [t.get_text() for t in ax.texts]
     assert visible(token_text_map(log)[int(log.steps.iloc[step]["bonus_token"])]) in texts
 
