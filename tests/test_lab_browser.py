@@ -38,9 +38,9 @@ SETTINGS = {"@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
 # scatter trace), their labels, the title, and whether each marker lies inside the plot area.
 DRAWN_JS = """(gd) => {
   if (!gd || !gd._fullData) return null;
-  const traces = [...gd.querySelectorAll('.scatterlayer .trace')];
-  const i = gd._fullData.findIndex(t => (t.name || '').startsWith('nodes'));
-  const shown = i >= 0 ? [traces[i]] : traces;
+  const traces = [...gd.querySelectorAll('.scatterlayer .trace')];  // empty traces draw no group: match by name
+  const named = traces.filter(t => ((t.__data__ && t.__data__[0] && t.__data__[0].trace.name) || '').startsWith('nodes'));
+  const shown = named.length ? named : traces;
   const points = shown.flatMap(t => t ? [...t.querySelectorAll('path.point')] : []);
   const area = gd.querySelector('.nsewdrag').getBoundingClientRect();
   const inside = points.filter(p => { const r = p.getBoundingClientRect(), x = r.x + r.width / 2,
@@ -142,6 +142,11 @@ class Lab:
 
     def open(self, notebook: str) -> None:
         self.page.goto(f"{self.base}/lab/tree/{notebook}?token={self.token}")
+        choose = self.page.locator(".jp-Dialog button", has_text="Select")  # "Select Kernel": the notebook's python3
+        try:
+            choose.first.click(timeout=20_000)
+        except Exception:  # no dialog: the kernel started on its own
+            pass
         self.idle_kernel()
 
     def idle_kernel(self, timeout_s: float = 120) -> None:
