@@ -6,6 +6,7 @@ import platform
 import time
 from dataclasses import asdict, dataclass
 from importlib import metadata
+from pathlib import Path
 
 import torch
 
@@ -13,6 +14,7 @@ from .decoding import DecodeConfig, DecodeResult, generate
 from .draft_vocab import draft_vocab_size
 from .drafters import Drafter, DraftLMDrafter, NGramDrafter, self_drafter
 from .errors import OptTreeError
+from .memory import check_tree_memory
 from .models import LoadedModel, check_same_tokenizer, load_model
 from .policies import TreePolicy
 from .shipped import load_draft, resolve_manifest
@@ -31,6 +33,9 @@ def load_drafter(spec: str, target: LoadedModel, draft_vocab: int | None = None,
     ``draft_vocab`` (trained drafts only): propose only the K most frequent tokens (0: all; None: the
     draft's default, see ``draft_vocab.py``)."""
     manifest = resolve_manifest(spec)
+    if manifest is None and str(spec).endswith((".json", ".safetensors")):
+        raise OptTreeError(f"draft '{spec}': no such trained draft (its manifest "
+                           f"{Path(spec).with_suffix('.json')} is not there)")
     if draft_vocab and manifest is None:
         raise OptTreeError(f"a draft vocabulary needs a trained draft with token counts, and '{spec}' is not one")
     if spec == SELF_DRAFT:
@@ -44,12 +49,29 @@ def load_drafter(spec: str, target: LoadedModel, draft_vocab: int | None = None,
     return DraftLMDrafter(draft.model, name=draft.name)
 
 
+def check_prompt_text(text: str, what: str = "the prompt") -> str:
+    """``text`` when it is non-empty text a tokenizer can take (valid Unicode, so encodable as
+    UTF-8); otherwise a one-line OptTreeError naming the first bad character."""
+    if not isinstance(text, str):
+        raise OptTreeError(f"{what} must be text, not {type(text).__name__}")
+    if not text.strip():
+        raise OptTreeError(f"{what} is empty: give some text to continue")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        code = ord(text[e.start])
+        bad = (f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF  # undecodable bytes of a command line
+               else f"lone surrogate U+{code:04X}")
+        raise OptTreeError(f"{what} is not valid UTF-8 text: {bad} at character {e.start}") from e
+    return text
+
+
 def encode_prompt(tokenizer, text: str, chat: bool = False) -> torch.Tensor:
     """Token ids of ``text``, through the tokenizer's chat template when ``chat`` is set. Shape (L,)."""
-    if not text or not text.strip():
-        raise OptTreeError("the prompt is empty: give some text to continue")
+    check_prompt_text(text)
     if tokenizer is None:
-        raise OptTreeError("this model has no tokenizer: pass token ids instead of text")
+        raise OptTreeError("this model has no tokenizer, so a text prompt cannot be encoded: save its tokenizer "
+                           "(tokenizer.json or tokenizer_config.json) into the model's directory")
     if chat:
         if not getattr(tokenizer, "chat_template", None):
             raise OptTreeError("--chat needs a tokenizer with a chat template, and this one has none")
@@ -100,6 +122,7 @@ def decode_prompt(target: LoadedModel, drafter: Drafter, policy: TreePolicy, pro
     log there (atomically). ``on_step`` gets every step's ``StepRecord``."""
     torch.manual_seed(info.seed)
     device = target.model.get_input_embeddings().weight.device
+    check_tree_memory(policy.max_nodes, config.max_new_tokens, device, model=target.model, prompt_len=len(prompt_ids))
     if log is None:
         log = TreeLog(max_steps=config.max_new_tokens, max_nodes=policy.max_nodes + 1, device=device)
     result = generate(target.model, drafter, policy, prompt_ids, config, log=log, on_step=on_step)

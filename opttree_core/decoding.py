@@ -6,6 +6,8 @@ Both loops call the target through ``modelcall.forward`` and move its state thro
 """
 from __future__ import annotations
 
+import math
+import numbers
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +28,15 @@ from .verify import Sampling, TargetState, prefill_target, score_root, verify
 
 
 CHILDREN = ("top-k", "sampled")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    """A finite real number (not a bool): inf and nan are never a valid setting."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -49,16 +60,18 @@ class DecodeConfig:
     progress: bool = False
 
     def __post_init__(self):
-        if not (isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1):
+        if not (_is_int(self.max_new_tokens) and self.max_new_tokens >= 1):
             raise OptTreeError(f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}")
-        if self.max_time is not None and not self.max_time > 0:
-            raise OptTreeError(f"max_time must be > 0 seconds, got {self.max_time!r}")
-        if not self.temperature >= 0:
-            raise OptTreeError(f"temperature must be >= 0, got {self.temperature!r}")
-        if not (isinstance(self.top_k, int) and self.top_k >= 0):
+        if self.max_time is not None and not (_is_real(self.max_time) and self.max_time > 0):
+            raise OptTreeError(f"max_time must be a finite number > 0 of seconds, got {self.max_time!r}")
+        if not (_is_real(self.temperature) and self.temperature >= 0):
+            raise OptTreeError(f"temperature must be a finite number >= 0, got {self.temperature!r}")
+        if not (_is_int(self.top_k) and self.top_k >= 0):
             raise OptTreeError(f"top_k must be an integer >= 0 (0: off), got {self.top_k!r}")
-        if not 0 < self.top_p <= 1:
+        if not (_is_real(self.top_p) and 0 < self.top_p <= 1):
             raise OptTreeError(f"top_p must lie in (0, 1], got {self.top_p!r}")
+        if not _is_int(self.seed):
+            raise OptTreeError(f"seed must be an integer, got {self.seed!r}")
         if self.children not in CHILDREN:
             raise OptTreeError(f"children must be one of {', '.join(CHILDREN)}, got {self.children!r}")
 
@@ -213,7 +226,7 @@ def _step(loop: _Loop, step: int, tokens_left: int) -> tuple[StepRecord, bool]:
     new, finished = _truncate_at_eos(result.new_tokens, loop.eos)
     record = StepRecord(step, tree, result.target_tokens, result.accepted, new, draft_s, verify_s,
                         max(build_s - draft_s, 0.0), result.features)
-    loop.policy.observe(tree, len(new))
+    loop.policy.observe(record)
     if not finished:
         loop.drafter.commit(new, result.features, result.slots)
     return record, finished

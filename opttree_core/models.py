@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import importlib.util
 import json
 import os
 import re
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,13 +22,14 @@ from tokenizers.models import WordLevel
 from tokenizers.pre_tokenizers import Whitespace
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedTokenizerFast
 
+from opttree_core.atomic import path_lock, swap_into, sweep_stale, temp_dir
 from opttree_core.errors import OptTreeError
 from opttree_core.skinny import use_skinny_matmul
 
 SMOLLM2 = "smollm2-135m"
 TINY_RANDOM = "tiny-random"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2  # 2: the manifest records each file's bytes and sha256
 _MANIFEST = "opttree_cache.json"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _ATTENTION = ("sdpa", "eager")
@@ -82,9 +83,46 @@ def load_model(
         if not (Path(name) / "config.json").is_file():
             raise OptTreeError(f"model directory '{name}' has no config.json")
         return _load_pretrained(name, opts, local=True)
+    if _meant_as_directory(spec):
+        raise OptTreeError(f"unknown model '{name}': there is no such directory")
     if isinstance(spec, str) and _HUB_ID.match(spec):
+        _hub_preflight(spec)
         return _load_pretrained(name, opts, local=False)
     raise OptTreeError(f"unknown model '{name}': expected {SMOLLM2}, {TINY_RANDOM}, a local directory or a hub id")
+
+
+def _hub_preflight(repo_id: str) -> None:
+    """For a hub id not in the local Hugging Face cache: one request for its config.json, without
+    the retries ``from_pretrained`` makes (about 25 s and ten lines of warnings when offline), so an
+    unreachable hub or a missing model is one line at once."""
+    import huggingface_hub
+    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
+
+    if isinstance(huggingface_hub.try_to_load_from_cache(repo_id, "config.json"), str):
+        return
+    where = f"cannot load model '{repo_id}'"
+    if huggingface_hub.constants.HF_HUB_OFFLINE:
+        raise OptTreeError(f"{where}: offline mode (HF_HUB_OFFLINE) and it is not in the local Hugging Face cache")
+    try:
+        huggingface_hub.get_hf_file_metadata(huggingface_hub.hf_hub_url(repo_id, "config.json"), retry_on_errors=False)
+    except RepositoryNotFoundError as e:
+        raise OptTreeError(f"{where}: the Hugging Face hub has no such model, or it is gated or private "
+                           "(log in with `hf auth login`)") from e
+    except EntryNotFoundError as e:
+        raise OptTreeError(f"{where}: the repository has no config.json, so it is not a transformers model") from e
+    except Exception as e:  # the hub client raises its HTTP library's own transport errors
+        raise OptTreeError(f"{where}: the Hugging Face hub cannot be reached ({type(e).__name__}: {e}) and the model "
+                           "is not in the local cache; check the network, or give a local directory") from e
+
+
+def _meant_as_directory(spec) -> bool:
+    """Whether a spec that names no directory was meant as one rather than as a hub id "org/name":
+    a path object, a path from the root, home or ``.``, or "a/b" where the directory "a" exists here."""
+    if not isinstance(spec, str):
+        return True
+    if spec.startswith(("/", "~", ".")) or not _HUB_ID.match(spec):
+        return "/" in spec or os.sep in spec
+    return Path(spec).parent.is_dir()
 
 
 def tiny_llama_config(
@@ -215,7 +253,10 @@ def _load_pretrained(source: str, opts: _Options, *, local: bool, name: str | No
 
 
 def _load_smollm2(opts: _Options) -> LoadedModel:
-    """Load the embedded model from the converted cache, building the cache when needed."""
+    """Load the embedded model from the converted cache, building the cache when needed.
+
+    Building holds the cache's lock (``atomic.path_lock``), so a second process waits for the
+    first one's cache instead of building its own, and sweeps what killed builds left behind."""
     gguf = embedded_gguf_path()
     cache = _cache_root() / SMOLLM2
     source = {"format": _CACHE_FORMAT, "gguf": gguf.name, "gguf_bytes": gguf.stat().st_size}
@@ -225,36 +266,58 @@ def _load_smollm2(opts: _Options) -> LoadedModel:
             return _load_pretrained(str(cache), opts, local=True, name=SMOLLM2)
         except OptTreeError as e:
             problem = str(e)
-    if problem == "missing":
-        _say(f"building the {SMOLLM2} cache in {cache} (one-time, about 30 s)")
-    else:
-        _say(f"the {SMOLLM2} cache in {cache} is unusable ({problem}); rebuilding it")
-    _build_cache(cache, gguf, source)
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OptTreeError(f"cannot write the model cache in {cache.parent}: {e}; set OPTTREE_CACHE") from e
+    if not os.access(cache.parent, os.W_OK | os.X_OK):
+        raise OptTreeError(f"cannot write the model cache in {cache.parent}: not writable; set OPTTREE_CACHE")
+    with path_lock(cache):
+        sweep_stale(cache)
+        if _cache_problem(cache, source) is not None:  # not built by another process while we waited
+            if problem == "missing":
+                _say(f"building the {SMOLLM2} cache in {cache} (one-time, about 30 s)")
+            else:
+                _say(f"the {SMOLLM2} cache in {cache} is unusable ({problem}); rebuilding it")
+            _build_cache(cache, gguf, source)
     return _load_pretrained(str(cache), opts, local=True, name=SMOLLM2)
 
 
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, read in chunks."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def _cache_problem(cache: Path, source: dict) -> str | None:
-    """Why the cache directory can't be used, "missing" when absent, or None when it looks whole."""
+    """Why the cache directory can't be used, "missing" when absent, or None when every file has
+    the size and the sha256 its manifest recorded when the cache was built."""
     if not cache.exists():
         return "missing"
     try:
         manifest = json.loads((cache / _MANIFEST).read_text())
     except (OSError, ValueError) as e:
         return f"no readable {_MANIFEST}: {type(e).__name__}"
-    if manifest.get("source") != source:
+    if not isinstance(manifest, dict) or manifest.get("source") != source:
         return "built from another GGUF file or cache format"
-    for file, size in manifest.get("files", {}).items():
-        actual = (cache / file).stat().st_size if (cache / file).is_file() else None
-        if actual != size:
-            return f"{file} has {actual} bytes, expected {size}"
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files or not all(isinstance(v, dict) for v in files.values()):
+        return f"{_MANIFEST} does not list the cached files"
+    for file, expected in files.items():
+        path = cache / file
+        actual = path.stat().st_size if path.is_file() else None
+        if actual != expected.get("bytes"):
+            return f"{file} has {actual} bytes, expected {expected.get('bytes')}"
+        if file_sha256(path) != expected.get("sha256"):
+            return f"{file} does not match the sha256 recorded when the cache was built"
     return None
 
 
 def _build_cache(cache: Path, gguf: Path, source: dict) -> None:
-    """Dequantize the GGUF, save it as a plain HF directory, verify it, swap it in atomically."""
+    """Dequantize the GGUF, save it as a plain HF directory, verify it, swap it in atomically
+    (``atomic.swap_into``); the caller holds the cache's lock."""
     try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{cache.name}.tmp-", dir=cache.parent))
+        tmp = temp_dir(cache)
     except OSError as e:
         raise OptTreeError(f"cannot write the model cache in {cache.parent}: {e}; set OPTTREE_CACHE") from e
     try:
@@ -265,10 +328,13 @@ def _build_cache(cache: Path, gguf: Path, source: dict) -> None:
             raise OptTreeError(f"cannot read {gguf}: {e}") from e
         _write_cache(tmp, model, tokenizer, source)
         _verify_cache(tmp, model, tokenizer)
-        tmp.chmod(0o755)
-        _swap_in(tmp, cache, source)
+        try:
+            swap_into(tmp, cache)
+        except OSError as e:
+            raise OptTreeError(f"cannot move the new {SMOLLM2} cache into {cache}: {e}") from e
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _write_cache(tmp: Path, model: transformers.PreTrainedModel, tok: Tok, source: dict) -> None:
@@ -285,7 +351,7 @@ def _write_cache(tmp: Path, model: transformers.PreTrainedModel, tok: Tok, sourc
     config["architectures"] = [type(model).__name__]
     (tmp / "config.json").write_text(json.dumps(config, indent=2))
     tok.save_pretrained(tmp)
-    files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
+    files = {p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in sorted(tmp.iterdir())}
     (tmp / _MANIFEST).write_text(json.dumps({"source": source, "files": files}, indent=2))
 
 
@@ -298,20 +364,6 @@ def _verify_cache(tmp: Path, model: transformers.PreTrainedModel, tokenizer: Tok
         same = torch.equal(model(probe).logits, cached.model(probe).logits)
     if not same or _tokenizer_difference(tokenizer, cached.tokenizer) is not None:
         raise OptTreeError(f"the new {SMOLLM2} cache in {tmp} does not match the GGUF model")
-
-
-def _swap_in(tmp: Path, cache: Path, source: dict) -> None:
-    """Atomically replace `cache` with `tmp`; the old directory is moved aside, then deleted."""
-    stale = Path(tempfile.mkdtemp(prefix=f".{cache.name}.stale-", dir=cache.parent))
-    try:
-        if cache.exists():
-            os.replace(cache, stale)
-        os.replace(tmp, cache)
-    except OSError as e:
-        if _cache_problem(cache, source) is not None:  # not another process's finished cache
-            raise OptTreeError(f"cannot move the new {SMOLLM2} cache into {cache}: {e}") from e
-    finally:
-        shutil.rmtree(stale, ignore_errors=True)
 
 
 def _tokenizer_difference(a: Tok, b: Tok) -> str | None:

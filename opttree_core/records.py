@@ -3,7 +3,8 @@
 - ``StepRecord``: one decoding step as ``generate`` hands it to ``TreeLog.record`` and to
   ``on_step`` callbacks (the tree, the target's tokens, what was accepted, the timings).
 - The tree-log files (``LOG_FILES``; columns ``NODE_COLUMNS``, ``STEP_COLUMNS``), their reader
-  ``read_log`` and their writer ``write_log``. A log is a directory:
+  ``read_log``, their writer ``write_log`` and ``check_log_destination`` (where one may go, checked
+  before any decoding). A log is a directory:
 
       nodes.parquet   one row per node per step (node 0 is the root: the last committed token)
       steps.parquet   one row per step: n_nodes, A, bonus token, E(A), draft_s / verify_s / build_s
@@ -17,13 +18,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from .atomic import open_files, replace_dir
 from .errors import OptTreeError
 from .metrics import pooled_speedup
 
@@ -106,19 +106,23 @@ def _check_columns(frame: pd.DataFrame, columns: dict, optional, where: Path) ->
 
 def read_log(path: str | os.PathLike) -> LogData:
     """A tree-log directory; a missing file, a file that does not parse or a missing column is a
-    one-line OptTreeError naming the file."""
+    one-line OptTreeError naming the file. The three files come from one and the same write, even
+    while another process replaces the log (``atomic.open_files``)."""
     path = Path(path)
-    missing = [f for f in LOG_FILES if not (path / f).is_file()]
-    if missing:
-        raise OptTreeError(f"{path} is not a tree log: missing {', '.join(missing)}")
     try:
-        nodes, steps = pd.read_parquet(path / "nodes.parquet"), pd.read_parquet(path / "steps.parquet")
-    except Exception as e:  # pyarrow raises several types for a torn or foreign file
-        raise OptTreeError(f"{path} is not a readable tree log: {type(e).__name__}: {e}") from e
-    try:
-        meta = json.loads((path / "meta.json").read_text())
-    except (OSError, ValueError) as e:
-        raise OptTreeError(f"{path / 'meta.json'} is not valid JSON: {e}") from e
+        files = open_files(path, LOG_FILES)
+    except (FileNotFoundError, NotADirectoryError) as e:
+        missing = [f for f in LOG_FILES if not (path / f).is_file()] or [str(e)]
+        raise OptTreeError(f"{path} is not a tree log: missing {', '.join(missing)}") from e
+    with files["nodes.parquet"], files["steps.parquet"], files["meta.json"]:
+        try:
+            nodes, steps = pd.read_parquet(files["nodes.parquet"]), pd.read_parquet(files["steps.parquet"])
+        except Exception as e:  # pyarrow raises several types for a torn or foreign file
+            raise OptTreeError(f"{path} is not a readable tree log: {type(e).__name__}: {e}") from e
+        try:
+            meta = json.loads(files["meta.json"].read())
+        except (OSError, ValueError) as e:
+            raise OptTreeError(f"{path / 'meta.json'} is not valid JSON: {e}") from e
     if not isinstance(meta, dict):
         raise OptTreeError(f"{path / 'meta.json'} must hold a JSON object, not a {type(meta).__name__}")
     _check_columns(nodes, NODE_COLUMNS, (), path / "nodes.parquet")
@@ -126,23 +130,68 @@ def read_log(path: str | os.PathLike) -> LogData:
     return LogData(nodes=nodes, steps=steps, meta=meta)
 
 
-def write_log(path: str | os.PathLike, data: LogData) -> Path:
-    """Write a tree-log directory: into a temporary sibling directory, then swapped into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
-        data.nodes.to_parquet(tmp / "nodes.parquet", index=False)
-        data.steps.to_parquet(tmp / "steps.parquet", index=False)
-        (tmp / "meta.json").write_text(json.dumps(data.meta, indent=2, default=str))
-        old = None
-        if path.exists():
-            old = path.parent / f".{path.name}.old-{os.getpid()}"
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+def _not_a_log(path: Path) -> str | None:
+    """Why ``path`` may not be replaced by a tree log (None: it is missing, an empty directory or a
+    directory holding exactly a tree log's files)."""
+    if not os.path.lexists(path):
+        return None
+    if path.is_symlink() or not path.is_dir():
+        return f"{path} exists and is not a tree log (it is {'a link' if path.is_symlink() else 'a file'})"
+    entries = list(os.scandir(path))
+    if not entries or (sorted(e.name for e in entries) == sorted(LOG_FILES)
+                       and all(e.is_file(follow_symlinks=False) for e in entries)):
+        return None
+    names = sorted(e.name for e in entries if e.name not in LOG_FILES) or sorted(e.name for e in entries)
+    return f"{path} exists and is not a tree log (it holds {', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+
+
+def _refuse_non_log(path: Path) -> None:
+    problem = _not_a_log(path)
+    if problem is not None:
+        raise OptTreeError(f"{problem}: a tree log replaces only a missing path, an empty directory or an "
+                           "earlier tree log")
+
+
+def _log_path(path: str | os.PathLike) -> Path:
+    """``path`` made absolute, when it is not the current directory and its nearest existing parent is a
+    writable directory."""
+    path = Path(os.path.abspath(path))
+    cwd = Path.cwd()
+    if not path.name or path == cwd or path in cwd.parents:
+        raise OptTreeError(f"{path} is the current directory or holds it: name a new directory for the tree log")
+    parent = path.parent
+    while not os.path.lexists(parent):
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OptTreeError(f"cannot write the tree log {path}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OptTreeError(f"cannot write the tree log {path}: {parent} is not writable")
     return path
+
+
+def check_log_destination(path: str | os.PathLike) -> Path:
+    """The absolute path a tree log may be written to, checked before any work is done: ``path``
+    must be missing, an empty directory or an earlier tree log, and its nearest existing parent a
+    writable directory; otherwise a one-line OptTreeError."""
+    path = _log_path(path)
+    _refuse_non_log(path)
+    return path
+
+
+def _write_files(directory: Path, data: LogData) -> None:
+    data.nodes.to_parquet(directory / "nodes.parquet", index=False)
+    data.steps.to_parquet(directory / "steps.parquet", index=False)
+    (directory / "meta.json").write_text(json.dumps(data.meta, indent=2, default=str))
+
+
+def write_log(path: str | os.PathLike, data: LogData) -> Path:
+    """Write a tree-log directory atomically (``atomic.replace_dir``: written beside ``path``, then
+    swapped in under a per-path lock, so readers and concurrent writers see one whole log). Only a
+    missing path, an empty directory or an earlier tree log is replaced; that, and a failed write
+    (the earlier log then stays), is a one-line OptTreeError. Returns the absolute path."""
+    path = _log_path(path)  # what is at the path is checked holding its lock, where no writer is mid-swap
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return replace_dir(path, lambda tmp: _write_files(tmp, data), check=_refuse_non_log)
+    except OSError as e:
+        raise OptTreeError(f"cannot write the tree log {path}: {e}") from e

@@ -7,7 +7,6 @@ are borrowed at load time, so they are not stored.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -22,7 +21,7 @@ from .drafters.draft_lm import DraftLMDrafter, build_draft_lm
 from .draft_vocab import DraftVocab, load_counts
 from .drafters.eagle import EagleDrafter, EagleHead
 from .errors import OptTreeError
-from .models import LoadedModel
+from .models import LoadedModel, file_sha256
 from .skinny import use_skinny_matmul, uses_skinny_matmul
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -35,7 +34,7 @@ def target_signature(config) -> dict:
 
 
 def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return file_sha256(path)
 
 
 def shipped_names(directory: Path = WEIGHTS_DIR) -> list[str]:
@@ -72,13 +71,39 @@ def resolve_manifest(spec: str | os.PathLike) -> Path | None:
     return None
 
 
+MANIFEST_KEYS = {"kind": str, "config": dict, "target": str, "target_signature": dict, "sha256": str}
+OPTIONAL_MANIFEST_KEYS = {"draft_vocab": int, "token_counts": str, "card": dict}
+
+
+def read_manifest(manifest: Path) -> dict:
+    """A draft manifest's record; unreadable, not a JSON object, or a key missing or of the wrong
+    type is a one-line OptTreeError naming the file and the key."""
+    try:
+        record = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise OptTreeError(f"draft manifest {manifest} is not valid JSON: {e}") from e
+    if not isinstance(record, dict):
+        raise OptTreeError(f"draft manifest {manifest} must hold a JSON object, not a {type(record).__name__}")
+    for key, kind in MANIFEST_KEYS.items():
+        if not isinstance(record.get(key), kind):
+            problem = "lacks the key" if key not in record else f"has a {type(record[key]).__name__} under"
+            raise OptTreeError(f"draft manifest {manifest} {problem} '{key}' (a {kind.__name__})")
+    for key, kind in OPTIONAL_MANIFEST_KEYS.items():
+        if key in record and not isinstance(record[key], kind):
+            raise OptTreeError(f"draft manifest {manifest} has a {type(record[key]).__name__} under '{key}' "
+                               f"(a {kind.__name__})")
+    if "vocab_size" not in record["target_signature"]:
+        raise OptTreeError(f"draft manifest {manifest} lacks the key 'target_signature.vocab_size'")
+    return record
+
+
 def load_draft(manifest: Path, target: LoadedModel, name: str | None = None, draft_vocab: int | None = None):
     """A drafter from a manifest, checked against its checksum and the target it was trained for.
 
     ``draft_vocab``: how many of the most frequent tokens the drafter may propose (``draft_vocab.py``);
     0 means the full vocabulary, ``None`` the manifest's default.
     """
-    record = json.loads(manifest.read_text())
+    record = read_manifest(manifest)
     name = name or manifest.stem
     weights = manifest.with_suffix(".safetensors")
     if not weights.is_file():

@@ -80,7 +80,8 @@ class TreeLog:
         return LogData(nodes=nodes, steps=steps, meta=dict(self.meta))
 
     def save(self, path: str | os.PathLike, tokenizer=None) -> Path:
-        """Write the log directory atomically; an existing log at ``path`` is replaced whole."""
+        """Write the log directory atomically (``records.write_log``): only a missing path, an empty
+        directory or an earlier tree log is replaced, whole; returns the absolute path."""
         return write_log(Path(path), self.to_frames(tokenizer))
 
     @staticmethod

@@ -73,7 +73,10 @@ def tree_attention(tree: DraftTree, prefix_len: int) -> torch.Tensor:
 
 
 def score_tree(state: TargetState, tree: DraftTree) -> ForwardOut:
-    """The target's logits (N, V) and features (N, hidden) at every node; the cache grows by N entries."""
+    """The target's logits (N, V) and features (N, hidden) at every node; the cache grows by N entries.
+    A tree of the root alone is scored as an autoregressive step (``score_root``): it costs no more."""
+    if tree.n_nodes == 1:
+        return score_root(state)
     allowed = tree_attention(tree, state.prefix_len)
     return forward(state.model, state.cache, tree.tokens, tree.position_ids(state.prefix_len), allowed)
 

@@ -54,7 +54,8 @@ def flat_profile():
 def make_policy(name: str, nodes: int):
     from opttree_core.policies.registry import policy_for_budget
 
-    policy = policy_for_budget(name, nodes)
+    params = {"adapt": False} if name == "opt-tree-auto" else {}  # the fixed profile, not rescaled by timings
+    policy = policy_for_budget(name, nodes, **params)
     if name == "opt-tree-auto":
         policy.use_profile(flat_profile())
     return policy

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import ScriptedDrafter, hf_greedy, perturbed_copy, random_prompt
 
-from opttree_core.decoding import DecodeConfig, generate
+from opttree_core.decoding import DecodeConfig, generate, generate_autoregressive
 from opttree_core.drafters import DraftLMDrafter
 from opttree_core.errors import OptTreeError
 from opttree_core.policies.auto import AutoChoice, OptTreeAutoConfig, OptTreeAutoPolicy, Profile
@@ -144,3 +144,100 @@ def test_greedy_decoding_through_auto_equals_plain_greedy(target, tmp_path, monk
 def test_profile_rejects_bad_sizes(target):
     with pytest.raises(OptTreeError, match="increasing"):
         profile_hardware(target, DraftLMDrafter(target), sizes=(4, 2))
+
+
+class Counting:
+    """A drafter wrapper counting draft calls (root_probs and expand)."""
+
+    def __init__(self, drafter):
+        self.drafter, self.calls = drafter, 0
+
+    def __getattr__(self, name):
+        return getattr(self.drafter, name)
+
+    def root_probs(self):
+        self.calls += 1
+        return self.drafter.root_probs()
+
+    def expand(self, layer):
+        self.calls += 1
+        return self.drafter.expand(layer)
+
+
+def test_when_drafting_cannot_pay_auto_drafts_almost_never_and_stays_exact(target):
+    """Verifying any drafted node costs 100 AR steps: n* = 0 at once, then steps with no draft call
+    at all (1, 2, 4, 8, 16, 16 … between probes); the drafter catches up lazily and output = greedy."""
+    draft = DraftLMDrafter(perturbed_copy(target, seed=4, noise=0.3))
+    counting = Counting(draft)
+    policy = OptTreeAutoPolicy(OptTreeAutoConfig(max_nodes=8, adapt=False),
+                               profile=synthetic(lambda n: 0.01 + 1.0 * (n > 1)))
+    prompt, config = random_prompt(5), DecodeConfig(max_new_tokens=40, stop_at_eos=False)
+    result = generate(target, counting, policy, prompt, config)
+    assert result.token_ids == generate_autoregressive(target, prompt, config).token_ids
+    probes = [c for c in policy.choices if not c.skipped]
+    assert [i for i, c in enumerate(policy.choices) if not c.skipped] == [0, 2, 5, 10, 19, 36]
+    assert counting.calls == len(probes) == 6 and all(c.nodes == 0 for c in policy.choices)
+    assert draft.committed + len(draft.pending) == prompt.numel() + len(result.token_ids)
+
+
+def test_skipped_steps_verify_the_root_as_an_autoregressive_step(target, monkeypatch):
+    from opttree_core import verify as verify_module
+
+    def no_tree_mask(*args):
+        raise AssertionError("a root-only step built a tree mask")
+
+    policy = OptTreeAutoPolicy(OptTreeAutoConfig(max_nodes=8, adapt=False),
+                               profile=synthetic(lambda n: 0.01 + 1.0 * (n > 1)))
+    monkeypatch.setattr(verify_module, "tree_attention", no_tree_mask)
+    prompt, config = random_prompt(6), DecodeConfig(max_new_tokens=12, stop_at_eos=False)
+    result = generate(target, DraftLMDrafter(target), policy, prompt, config)
+    assert result.token_ids == generate_autoregressive(target, prompt, config).token_ids and result.mal == 1.0
+
+
+def test_drafts_that_cost_more_than_they_bring_are_skipped_too(target):
+    """n* > 0 but the draft calls make the step slower than AR (a draft layer dearer than 2 AR steps)."""
+    policy = OptTreeAutoPolicy(OptTreeAutoConfig(max_nodes=8, adapt=False),
+                               profile=synthetic(lambda n: 0.01 + 0.0001 * n, layer=0.02, root=0.02))
+    policy.build(ScriptedDrafter(vocab_size=4, sharpness=6.0), 0, 99, "cpu")
+    assert policy.last_choice.nodes > 0 and policy.last_choice.tokens_per_s < 1 / 0.0101
+    policy.build(ScriptedDrafter(vocab_size=4, sharpness=6.0), 0, 99, "cpu")
+    assert policy.last_choice.skipped
+
+
+def test_auto_drafts_again_as_soon_as_a_probe_pays():
+    flat = ScriptedDrafter(vocab_size=64, sharpness=0.0)  # q uniform over 64 tokens: nothing worth verifying
+    sharp = ScriptedDrafter(vocab_size=4, sharpness=6.0)
+    policy = OptTreeAutoPolicy(OptTreeAutoConfig(max_nodes=8, adapt=False),
+                               profile=synthetic(lambda n: 0.05 + 0.01 * n, layer=0.001, root=0.02))
+    policy.build(flat, 0, 99, "cpu")
+    assert policy.last_choice.nodes == 0 and not policy.last_choice.skipped
+    policy.build(flat, 0, 99, "cpu")
+    assert policy.last_choice.skipped and flat.calls == 1  # the skipped step asked the drafter nothing
+    policy.build(sharp, 0, 99, "cpu")  # the probe: the draft is worth verifying again
+    assert policy.last_choice.nodes > 0 and sharp.calls >= 1
+    policy.build(sharp, 0, 99, "cpu")
+    assert not policy.last_choice.skipped and policy.last_choice.nodes > 0
+
+
+def test_a_profile_that_disagrees_with_observed_step_times_is_rescaled():
+    from opttree_core.records import StepRecord
+
+    def steps(policy, verify_factor, draft_factor, n=8):
+        for _ in range(n):
+            tree = policy.build(ScriptedDrafter(vocab_size=4, sharpness=3.0), 0, 99, "cpu")
+            choice = policy.last_choice
+            policy.observe(StepRecord(0, tree, None, None, [1], draft_s=choice.draft_s * draft_factor,
+                                      verify_s=choice.verify_s * verify_factor))
+
+    profile = synthetic(lambda n: 0.05 + 0.002 * n, layer=0.004, root=0.004)
+    agreeing = OptTreeAutoPolicy(OptTreeAutoConfig(max_nodes=8), profile=profile)
+    steps(agreeing, 1.2, 0.9)
+    assert agreeing.profile == profile and agreeing.recalibrations == 0
+    busy = OptTreeAutoPolicy(OptTreeAutoConfig(max_nodes=8), profile=profile)
+    steps(busy, 1.0, 4.0)  # drafting takes 4x what the profile says (measured on an idle machine)
+    assert busy.recalibrations == 1
+    assert busy.profile.draft_layer_s == pytest.approx(tuple(4 * t for t in profile.draft_layer_s))
+    assert busy.profile.verify_s == pytest.approx(profile.verify_s)
+    fixed = OptTreeAutoPolicy(OptTreeAutoConfig(max_nodes=8, adapt=False), profile=profile)
+    steps(fixed, 3.0, 3.0)
+    assert fixed.profile == profile and fixed.recalibrations == 0

@@ -3,9 +3,11 @@ top-k and with sampled children) equal the ones recorded before the growth loop 
 (``tests/golden.py``, ``tests/data/golden_trees.json``): the same generated tokens and, at every
 step, the same nodes, parents, depths, ranks, target tokens and acceptance, and the same E(A).
 
-The fixture's DynaTree entries were re-recorded after the rewrite, which changed DynaTree on
-purpose (one depth-1 node, the draft's top-1; τ keeps a node and stops only its expansion, as
-DynaTree's paper and code do); every other entry is from before."""
+Two policies were re-recorded since, each for a change made on purpose: DynaTree after the rewrite
+(one depth-1 node, the draft's top-1; τ keeps a node and stops only its expansion, as DynaTree's
+paper and code do), and OPT-Tree auto when it learnt to draft nothing for a while after a step whose
+best budget was 0 (the n-gram runs, whose lookups often find nothing, change from their tenth step).
+Every other entry is from before the rewrite."""
 import json
 from pathlib import Path
 

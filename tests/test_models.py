@@ -186,12 +186,16 @@ def test_cache_problem_detects_partial_cache(tmp_path: Path) -> None:
     assert models._cache_problem(tmp_path / "absent", source) == "missing"
     assert "opttree_cache.json" in models._cache_problem(tmp_path, source)
     (tmp_path / "model.safetensors").write_bytes(b"12345")
-    manifest = {"source": source, "files": {"model.safetensors": 9}}
+    digest = models.file_sha256(tmp_path / "model.safetensors")
+    manifest = {"source": source, "files": {"model.safetensors": {"bytes": 9, "sha256": digest}}}
     (tmp_path / "opttree_cache.json").write_text(json.dumps(manifest))
     assert "model.safetensors has 5 bytes, expected 9" == models._cache_problem(tmp_path, source)
-    manifest["files"]["model.safetensors"] = 5
+    manifest["files"]["model.safetensors"]["bytes"] = 5
     (tmp_path / "opttree_cache.json").write_text(json.dumps(manifest))
     assert models._cache_problem(tmp_path, source) is None
+    (tmp_path / "model.safetensors").write_bytes(b"12346")  # same size, other bytes
+    assert "does not match the sha256" in models._cache_problem(tmp_path, source)
+    (tmp_path / "model.safetensors").write_bytes(b"12345")
     assert models._cache_problem(tmp_path, source | {"gguf_bytes": 11}) is not None
 
 

@@ -44,3 +44,16 @@ def test_tree_decoding_equals_generate(smollm2, index):
     assert tree.token_ids == reference
     assert generate_autoregressive(model, prompt, config).token_ids == reference
     assert tree.mal > (1.1 if DRAFTS[index] == "ngram" else 1.2)  # drafts are really accepted
+
+
+def test_the_demo_runs_auto_and_says_why(tmp_path, monkeypatch, capsys):
+    """`make demo`'s default: opt-tree-auto with the shipped head, calibrated on this machine (a fresh
+    cache here), printing that choice; every prompt's tokens equal AR's (the demo asserts it)."""
+    from opttree_core.tools.demo import main
+
+    monkeypatch.setenv("OPTTREE_CACHE", str(tmp_path / "cache"))
+    assert main(["--out", str(tmp_path / "demo"), "--max-new-tokens", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "policy: opt-tree-auto, at most 8 nodes" in out and "latency profile" in out
+    assert "exactly the autoregressive tokens" in out and out.count("n* median") == 4
+    assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == ["chat", "code", "explain", "math"]

@@ -76,7 +76,7 @@ def test_failed_write_keeps_the_previous_log(run, tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr("pandas.DataFrame.to_parquet", broken)
-    with pytest.raises(OSError):
+    with pytest.raises(OptTreeError, match="cannot write the tree log .*disk full"):
         log.save(path)
     assert (path / "nodes.parquet").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["log"]
@@ -106,3 +106,18 @@ def test_record_makes_no_host_synchronisation(run, monkeypatch):
     fresh.record(results[0])
     monkeypatch.undo()
     assert fresh.n_steps == 1 and fresh.nodes["token"][0, : trees[0].n_nodes].tolist() == trees[0].tokens.tolist()
+
+
+def test_a_log_saved_with_a_tokenizer_holds_the_text_of_every_target_token(tmp_path):
+    """Rejected nodes' target tokens and bonus tokens render offline, without the tokenizer."""
+    from opttree_core.models import tiny_tokenizer
+    from treeviz.logs import token_text, token_text_map
+
+    target = tiny_model(3)
+    log = TreeLog(max_steps=8, max_nodes=9)
+    generate(target, DraftLMDrafter(perturbed_copy(target, 3, noise=0.3)), OptTreePolicy(OptTreeConfig(nodes=8)),
+             random_prompt(3), DecodeConfig(max_new_tokens=8, stop_at_eos=False), log=log)
+    data = TreeLog.load(log.save(tmp_path / "log", tokenizer=tiny_tokenizer(64)))
+    texts = token_text_map(data)
+    wanted = set(data.nodes["target_token"]) | set(data.steps["bonus_token"]) | set(data.nodes["token"])
+    assert all(not token_text(t, texts).startswith("⟨") for t in wanted)

@@ -19,6 +19,7 @@ from opttree_core.policies.kary import BinaryTreeConfig, KAryConfig, KAryPolicy,
 from opttree_core.policies.rank_paths import EAGLE_TREE, EagleStaticConfig, EagleStaticPolicy
 from opttree_core.policies.registry import POLICIES, make_policy
 from opttree_core.policies.registry import policy_for_budget as registered_policy
+from opttree_core.records import StepRecord
 from conftest import ScriptedDrafter, hf_greedy, perturbed_copy, random_prompt, tiny_model
 
 NAMES = sorted(POLICIES)  # policies registered later are covered too
@@ -287,18 +288,23 @@ def test_dynatree_keeps_a_node_below_tau_but_does_not_expand_it():
     assert all(tree.p_hat[tree.parents[v]] >= 0.3 for v in low if tree.parents[v] > 0)
 
 
+def observed(tree, accept_length):
+    """The step record ``generate`` hands ``observe``: the tree and A (the rest unused here)."""
+    return StepRecord(0, tree, None, None, [0] * accept_length)
+
+
 def test_dynatree_history_changes_the_next_tree_and_reset_clears_it():
     config = DynaTreeConfig(nodes=60, base_depth=2, max_depth=6, deep_threshold=0.9, history_window=2, min_history=1)
     policy, drafter = DynaTreePolicy(config), scripted(salt="h", vocab=6, sharpness=3.0)
     first = policy.build(drafter, 0, 99, "cpu")
-    policy.observe(first, first.max_depth + 1)  # everything accepted: more aggressive
+    policy.observe(observed(first, first.max_depth + 1))  # everything accepted: more aggressive
     assert (policy.base_depth, policy.high_conf, policy.deep_threshold) == (3, pytest.approx(0.75), pytest.approx(0.85))
     deeper = policy.build(drafter, 0, 99, "cpu")
     assert set(token_paths(deeper)) == dynatree_reference(drafter, config, 3, 0.75, 0.85)
     assert set(token_paths(deeper)) != set(token_paths(first)) and deeper.max_depth > first.max_depth
-    policy.observe(deeper, 1)  # nothing accepted: the window's mean (1 + 0) / 2 is below target - 0.1
+    policy.observe(observed(deeper, 1))  # nothing accepted: the window's mean (1 + 0) / 2 is below target - 0.1
     assert (policy.base_depth, policy.high_conf) == (2, pytest.approx(0.8))
-    policy.observe(deeper, 1)
+    policy.observe(observed(deeper, 1))
     assert (policy.base_depth, policy.high_conf) == (1, pytest.approx(0.85))
     policy.reset()
     assert (policy.base_depth, policy.high_conf, len(policy.rates)) == (2, 0.8, 0)

@@ -30,6 +30,7 @@ import torch
 
 from ..errors import OptTreeError
 from ..grow import TreeBuilder, grow
+from ..tree import DraftTree
 from .base import GrowthPolicy
 from .opt_tree import OptTreeRule
 
@@ -72,6 +73,13 @@ class Profile:
     def layer_time(self, width: int) -> float:
         """The drafter's time for one layer of ``width`` nodes."""
         return float(_interp(width, self.sizes, self.draft_layer_s))
+
+    def scaled(self, verify: float, draft: float) -> Profile:
+        """This profile with every verify time × ``verify`` and every draft time × ``draft`` (what the
+        policy does when observed step times disagree with the measured ones)."""
+        key = {**self.key, "rescaled": [verify, draft]}
+        return Profile(key, self.sizes, tuple(t * verify for t in self.verify_s), self.draft_root_s * draft,
+                       tuple(t * draft for t in self.draft_layer_s))
 
     def to_json(self) -> dict:
         return {"format": PROFILE_FORMAT, **asdict(self)}
@@ -130,12 +138,16 @@ class OptTreeAutoConfig:
     profile: a profile JSON (``python -m opttree_core profile --out PATH``); None: the policy
     needs ``use_profile`` (``tools.profile.calibrate`` measures or reads the cached one).
     sizes: the tree sizes a measured profile covers.
+    adapt: check the profile against the step times observed while decoding and rescale it when
+    they disagree by more than ``DISAGREE`` (a profile measured on a busy machine); off: the
+    profile's times are used as they are (reproducible trees, as the golden-tree test needs).
     """
 
     max_nodes: int = 64
     max_depth: int = 10
     profile: str | None = None
     sizes: tuple[int, ...] = DEFAULT_SIZES
+    adapt: bool = True
 
     @classmethod
     def for_budget(cls, nodes: int) -> OptTreeAutoConfig:
@@ -161,6 +173,7 @@ class AutoChoice:
     expected: float
     draft_s: float
     verify_s: float
+    skipped: bool = False  # the step drafted nothing (no draft call): drafting did not pay lately
 
     @property
     def tokens_per_s(self) -> float:
@@ -214,9 +227,22 @@ class CostRule(OptTreeRule):
         return top
 
 
+MAX_SKIP = 16  # the longest run of steps that draft nothing before drafting is tried again
+DISAGREE = 1.5  # observed / modelled step time beyond this factor (either way) rescales the profile
+WINDOW = 8  # steps the check of the profile looks at
+
+
 class OptTreeAutoPolicy(GrowthPolicy):
     """OPT-Tree with a hardware-derived budget (see the module docstring). ``last_choice`` and
-    ``choices`` (since the last ``reset``) hold the AutoChoice of each step."""
+    ``choices`` (since the last ``reset``) hold the AutoChoice of each step.
+
+    Never slower than AR: when a step's best choice, draft calls included, models fewer tokens per
+    second than an AR step (n* = 0, or drafts that cost more than they bring), the next steps draft
+    nothing at all — no draft call, the root alone verified exactly as an AR step — for 1, 2, 4, …
+    up to ``MAX_SKIP`` steps, after which one step drafts again to look; drafters take the tokens
+    committed meanwhile lazily, in one batch, when drafting resumes. With
+    ``config.adapt`` the profile is checked against the observed step times (``observe``) and
+    rescaled when they disagree (``recalibrations`` counts it)."""
 
     name = "opt-tree-auto"
 
@@ -225,6 +251,8 @@ class OptTreeAutoPolicy(GrowthPolicy):
         self.last_choice: AutoChoice | None = None
         self.choices: list[AutoChoice] = []
         self._verify_s: np.ndarray | None = None
+        self.recalibrations = 0
+        self.reset()
 
     @property
     def max_nodes(self) -> int:
@@ -244,6 +272,8 @@ class OptTreeAutoPolicy(GrowthPolicy):
 
     def reset(self) -> None:
         self.choices, self.last_choice = [], None
+        self._skip, self._backoff = 0, 0
+        self._ratios: list[tuple[float, float | None]] = []  # (observed / modelled verify, draft or None)
 
     def _verify_table(self) -> np.ndarray:
         """t_verify(n + 1) for n = 0..max_nodes, (max_nodes + 1,)."""
@@ -262,7 +292,37 @@ class OptTreeAutoPolicy(GrowthPolicy):
 
     def build(self, drafter, root_token: int, depth_cap: int, device, children=None):
         rule = self.rule()
+        if self._skip > 0:  # drafting did not pay lately: an AR step, no draft call
+            self._skip -= 1
+            return self._chose(AutoChoice(0, 0, 0.0, 0.0, float(rule.verify_s[0]), skipped=True),
+                               DraftTree.root_only(root_token, device))
         tree = grow(drafter, root_token, rule, min(self.depth, depth_cap), device, children)
-        self.last_choice = rule.choice or AutoChoice(0, 0, 0.0, 0.0, float(rule.verify_s[0]))
-        self.choices.append(self.last_choice)
+        choice = rule.choice or AutoChoice(0, 0, 0.0, 0.0, float(rule.verify_s[0]))
+        if choice.layers > 0:  # it drafted: back off when the step, as modelled, was slower than AR's
+            pays = choice.tokens_per_s > 1.0 / float(rule.verify_s[0])
+            self._backoff = 0 if pays else min(max(1, 2 * self._backoff), MAX_SKIP)
+            self._skip = self._backoff
+        return self._chose(choice, tree)
+
+    def _chose(self, choice: AutoChoice, tree: DraftTree) -> DraftTree:
+        self.last_choice = choice
+        self.choices.append(choice)
         return tree
+
+    def observe(self, record) -> None:
+        """Check the profile against the step's observed times; after ``WINDOW`` steps whose median
+        ratio is off by more than ``DISAGREE``, rescale it (verify and draft times separately)."""
+        choice = self.last_choice
+        if not self.config.adapt or choice is None or choice.verify_s <= 0:
+            return
+        draft = record.draft_s / choice.draft_s if choice.draft_s > 0 and not choice.skipped else None
+        self._ratios.append((record.verify_s / choice.verify_s, draft))
+        if len(self._ratios) < WINDOW:
+            return
+        verify = float(np.median([v for v, _ in self._ratios]))
+        drafts = [d for _, d in self._ratios if d is not None]
+        draft = float(np.median(drafts)) if drafts else 1.0
+        self._ratios = []
+        if max(verify, 1 / verify, draft, 1 / draft) > DISAGREE:
+            self.use_profile(self.profile.scaled(verify, draft))
+            self.recalibrations += 1

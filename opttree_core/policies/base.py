@@ -19,7 +19,8 @@ class TreePolicy(Protocol):
     """``build`` shapes one step's tree. ``children`` (None: the draft's top-k) is passed on to
     the growth loop, which then draws children by sampling instead. ``reset`` is called once
     before each prompt and ``observe`` after every verified step, so policies that adapt to the
-    acceptance history (DynaTree) can; the others do nothing."""
+    acceptance history (DynaTree) or to observed step times (OPT-Tree auto) can; the others do
+    nothing. ``record`` is the step's ``records.StepRecord`` (its tree, A, and timings)."""
 
     name: str
 
@@ -32,7 +33,7 @@ class TreePolicy(Protocol):
 
     def reset(self) -> None: ...
 
-    def observe(self, tree: DraftTree, accept_length: int) -> None: ...
+    def observe(self, record) -> None: ...
 
 
 @runtime_checkable
@@ -75,7 +76,7 @@ class GrowthPolicy:
     def reset(self) -> None:
         pass
 
-    def observe(self, tree: DraftTree, accept_length: int) -> None:
+    def observe(self, record) -> None:
         pass
 
 

@@ -9,7 +9,6 @@ import torch
 
 from ..errors import OptTreeError
 from ..grow import GrowthRule, TreeBuilder
-from ..tree import DraftTree
 from .base import GrowthPolicy, check_int, check_prob
 
 
@@ -132,11 +131,11 @@ class DynaTreePolicy(GrowthPolicy):
         self.base_depth, self.high_conf, self.deep_threshold = c.base_depth, c.high_conf, c.deep_threshold
         self.rates: deque[float] = deque(maxlen=c.history_window)
 
-    def observe(self, tree: DraftTree, accept_length: int) -> None:
-        if tree.max_depth == 0:
+    def observe(self, record) -> None:
+        if record.tree.max_depth == 0:
             return
         c = self.config
-        self.rates.append((accept_length - 1) / tree.max_depth)
+        self.rates.append((record.a - 1) / record.tree.max_depth)
         if len(self.rates) < c.min_history:
             return
         rate = sum(self.rates) / len(self.rates)

@@ -7,6 +7,7 @@ most ``nodes`` nodes per step, so a benchmark grid over node budgets means the s
 from __future__ import annotations
 
 import json
+import math
 import types
 import typing
 from dataclasses import fields
@@ -80,6 +81,40 @@ def parse_param(name: str, key: str, text: str):
         return tuple(value) if typing.get_origin(kind) is tuple else value
     except (ValueError, KeyError, TypeError) as err:
         raise OptTreeError(f"{key}={text}: not a valid {getattr(kind, '__name__', kind)}") from err
+
+
+def _fits(kind, value) -> bool:
+    """Whether a TOML/JSON value has the parameter type ``kind`` (an int passes for a float)."""
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        return any(_fits(k, value) for k in typing.get_args(kind))
+    if kind is type(None):
+        return value is None
+    if typing.get_origin(kind) is tuple:
+        item = typing.get_args(kind)[0] if typing.get_args(kind) else object
+        return isinstance(value, (list, tuple)) and all(_fits(item, v) for v in value)
+    if kind is object:
+        return True
+    if isinstance(value, bool) or kind is bool:
+        return kind is bool and isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and math.isfinite(value)
+    return isinstance(value, kind)
+
+
+def typed_params(name: str, params) -> dict:
+    """Parameters given as data (a bench config's ``[policy_params.NAME]`` table) checked against
+    the policy config's field types, lists made tuples; a wrong key or type is a one-line error."""
+    if not isinstance(params, dict):
+        raise OptTreeError(f"parameters of policy {name!r} must be a table of KEY = VALUE, got {params!r}")
+    kinds, typed = param_types(name), {}
+    for key, value in params.items():
+        if key not in kinds:
+            raise OptTreeError(f"policy {name!r} has no parameter {key!r}: it takes {', '.join(kinds)}")
+        if not _fits(kinds[key], value):
+            kind = getattr(kinds[key], "__name__", None) or str(kinds[key])
+            raise OptTreeError(f"policy {name!r} parameter {key} = {value!r}: not a valid {kind}")
+        typed[key] = tuple(value) if isinstance(value, list) else value
+    return typed
 
 
 def make_policy(name: str, **params) -> TreePolicy:

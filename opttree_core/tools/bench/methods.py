@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from ...api import RunInfo, decode_prompt, encode_prompt
-from ...decoding import DecodeConfig, check_prompt, generate_autoregressive
+from ...decoding import check_prompt, generate_autoregressive
 from ...drafters import DraftLMDrafter
 from ...errors import OptTreeError
 from ...metrics import mean_expected_acceptance, pooled_mal, tokens_per_second
@@ -92,11 +92,6 @@ class _TargetCalls:
             handle.remove()
 
 
-def _decode_config(config: BenchConfig, temperature: float) -> DecodeConfig:
-    return DecodeConfig(max_new_tokens=config.max_new_tokens, max_time=config.max_time, temperature=temperature,
-                        seed=config.seed)
-
-
 def _peer_row(tokens: list[int], steps: int, seconds: float, verify_s: float | None) -> dict:
     row = {"new_tokens": len(tokens), "steps": steps, "mal": pooled_mal(len(tokens), steps), "seconds": seconds,
            "tokens_per_s": tokens_per_second(len(tokens), seconds), "draft_s": None, "verify_s": None,
@@ -108,7 +103,7 @@ def _peer_row(tokens: list[int], steps: int, seconds: float, verify_s: float | N
 
 def _run_ar(bench, method: Method, prompt_ids: torch.Tensor) -> tuple[dict, list[int]]:
     torch.manual_seed(bench.config.seed)
-    result = generate_autoregressive(bench.target.model, prompt_ids, _decode_config(bench.config, method.temperature))
+    result = generate_autoregressive(bench.target.model, prompt_ids, bench.config.decode_config(method.temperature))
     return _peer_row(result.token_ids, result.steps, result.seconds, None), result.token_ids
 
 
@@ -148,7 +143,7 @@ def _run_hf(bench, method: Method, prompt_ids: torch.Tensor) -> tuple[dict, list
 def _run_tree(bench, method: Method, prompt: BenchPrompt, prompt_ids: torch.Tensor) -> tuple[dict, list[int]]:
     config = bench.config
     policy = bench.policy(method)
-    decode = _decode_config(config, method.temperature)
+    decode = config.decode_config(method.temperature)
     info = RunInfo(target=bench.target.name, draft=method.drafter, policy=policy.name,
                    policy_config=asdict(policy.config), decode_config=asdict(decode), prompt=prompt.text,
                    chat=prompt.chat, seed=config.seed, device=config.device, dtype=config.dtype)

@@ -6,14 +6,17 @@
 For each prompt every method (``methods.py``) runs in turn, the order rotated per prompt, so drift
 hits all equally (docs/architecture.md, "Traps": speedups from separate runs lie).
 
-The run folder: ``config.json`` (resolved config, versions, device, start time), ``progress.jsonl``
-(one line per finished (prompt, method) pair: its row and output tokens; what a resumed run
-skips), ``results.parquet`` (one row per pair, rewritten atomically after each prompt),
+The run folder: ``config.json`` (resolved config, versions, device, start time, and each prompt's
+sha256, so a resumed run refuses prompts that changed), ``progress.jsonl`` (one line per finished
+(prompt, method) pair: its row and output tokens; what a resumed run skips), ``results.parquet`` (one row per pair, rewritten atomically after each prompt),
 ``summary.parquet``/``summary.json`` (one row per method, ``summary.py``) and
 ``logs/<method-slug>/<prompt_id>/`` (a TreeLog per tree-decoding pair, via ``api.decode_prompt``).
+A run holds the folder's lock (``.NAME.lock`` beside it, ``atomic.path_lock``) from start to end, so
+a second process on the same folder stops at once instead of running every pair again.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -26,7 +29,7 @@ import pandas as pd
 import torch
 
 from ...api import encode_prompt, load_drafter, package_versions
-from ...atomic import write_atomic
+from ...atomic import lock_holder, path_lock, write_atomic
 from ...decoding import DecodeConfig, check_prompt, generate, generate_autoregressive
 from ...errors import OptTreeError
 from ...models import load_model
@@ -47,17 +50,44 @@ class RunResult:
     resumed: int  # pairs found finished in the run folder and not redone
 
 
+def _progress_record(line: str, where: str) -> dict:
+    try:
+        record = json.loads(line)
+    except ValueError as e:
+        raise OptTreeError(f"{where} is not JSON ({e}): delete that line to redo its pair, or pick a new --out") from e
+    row = record.get("row") if isinstance(record, dict) else None
+    if not (isinstance(row, dict) and isinstance(row.get("prompt_id"), str) and isinstance(row.get("method"), str)
+            and isinstance(record.get("token_ids"), list)):
+        raise OptTreeError(f"{where} is not a progress record of this harness (one needs row.prompt_id, row.method "
+                           "and token_ids): delete that line to redo its pair, or pick a new --out")
+    return record
+
+
 def read_progress(out_dir: Path) -> dict:
-    """Finished pairs from progress.jsonl; a torn last line (a crash mid-write) is ignored."""
-    path, records = out_dir / "progress.jsonl", {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
+    """Finished pairs from progress.jsonl. A torn last line (a crash mid-append: no newline at its
+    end) is ignored, and its pair is redone; any other line that is not a progress record is a
+    one-line OptTreeError naming it."""
+    path, records = Path(out_dir) / "progress.jsonl", {}
+    if not path.is_file():
+        return records
+    try:
+        lines = path.read_text(encoding="utf-8").split("\n")
+    except (OSError, UnicodeDecodeError) as e:
+        raise OptTreeError(f"cannot read {path}: {e}") from e
+    for number, line in enumerate(lines[:-1], 1):  # the last item: "" or the torn fragment
+        if line.strip():
+            record = _progress_record(line, f"{path} line {number}")
             records[(record["row"]["prompt_id"], record["row"]["method"])] = record
     return records
+
+
+def _cut_torn_line(path: Path) -> None:
+    """Cut a torn last line (a run killed mid-append) so that the next record starts a line of its own."""
+    if path.is_file():
+        with open(path, "rb+") as f:
+            data = f.read()
+            if data and not data.endswith(b"\n"):
+                f.truncate(data.rfind(b"\n") + 1)
 
 
 def _append_progress(out_dir: Path, record: dict) -> None:
@@ -90,24 +120,81 @@ def _write_results(out_dir: Path, records: dict) -> pd.DataFrame:
     return frame
 
 
-def _check_or_write_config(out_dir: Path, config: BenchConfig, methods: list[Method], skipped: list[str],
-                           n_prompts: int) -> None:
-    path, resolved = out_dir / "config.json", config.to_dict()
-    if path.is_file():
-        old = json.loads(path.read_text())
-        if old["config"] != resolved:
-            changed = sorted(k for k in resolved if old["config"].get(k) != resolved[k])
-            raise OptTreeError(f"{out_dir} was run with another config (changed: {', '.join(changed)}): "
-                               f"resume with the same config or pick a new --out")
-        old.setdefault("resumed", []).append(time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-        meta = old
+def _previous_run(out_dir: Path, config: BenchConfig, prompts: list[BenchPrompt]) -> dict | None:
+    """The run folder's config.json when the folder holds a run of this config on these prompts
+    (None: a new run). Anything else is a one-line OptTreeError, before anything is loaded or written."""
+    path = out_dir / "config.json"
+    if os.path.lexists(out_dir) and not out_dir.is_dir():
+        raise OptTreeError(f"{out_dir} exists and is not a bench run folder (it is a file): pick another --out")
+    if not path.is_file():
+        if out_dir.is_dir() and any(not p.name.startswith(".") for p in out_dir.iterdir()):
+            raise OptTreeError(f"{out_dir} exists and is not a bench run folder (it has no config.json): "
+                               "pick another --out")
+        return None
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise OptTreeError(f"{path} is not valid JSON ({e}), so {out_dir} cannot be resumed: pick a new --out") from e
+    if not isinstance(old, dict) or not isinstance(old.get("config"), dict):
+        raise OptTreeError(f"{path} is not a bench run's config (it has no 'config' table): pick a new --out")
+    resolved = config.to_dict()
+    if old["config"] != resolved:
+        changed = sorted(k for k in resolved if old["config"].get(k) != resolved[k])
+        raise OptTreeError(f"{out_dir} was run with another config (changed: {', '.join(changed)}): "
+                           f"resume with the same config or pick a new --out")
+    before, now = old.get("prompts"), {p.prompt_id: p.digest for p in prompts}
+    if before is not None and before != now:  # a folder from before prompt digests were kept: trusted once
+        before = before if isinstance(before, dict) else {}
+        changed = [k for k in now if k in before and before[k] != now[k]]
+        other = sorted(set(now) ^ set(before))
+        what = f"{len(changed)} prompt(s) changed, e.g. {changed[0]}" if changed else f"prompts differ, e.g. {other[0]}"
+        raise OptTreeError(f"{out_dir} was run on other prompts ({what}): resume with the dataset files it "
+                           "was run on, or pick a new --out")
+    return old
+
+
+def _check_records(records: dict, prompts: list[BenchPrompt], methods: list[Method], out_dir: Path) -> None:
+    ids, labels = {p.prompt_id for p in prompts}, {m.label for m in methods}
+    for prompt_id, label in records:
+        if prompt_id not in ids or label not in labels:
+            raise OptTreeError(f"{out_dir / 'progress.jsonl'} holds a record of {label!r} on {prompt_id!r}, which "
+                               "is not in this run's grid: it belongs to another run; pick a new --out")
+
+
+def _write_config(out_dir: Path, config: BenchConfig, methods: list[Method], skipped: list[str],
+                  prompts: list[BenchPrompt], old: dict | None) -> None:
+    digests = {p.prompt_id: p.digest for p in prompts}
+    if old is not None:
+        meta = {**old, "prompts": digests}
+        meta.setdefault("resumed", []).append(time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     else:
-        meta = {"config": resolved, "methods": [m.label for m in methods], "skipped": skipped, "n_prompts": n_prompts,
-                "device": config.device, "torch_device": torch.cuda.get_device_name() if config.device.startswith(
-                    "cuda") else config.device, "start_time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "versions": package_versions()}
+        meta = {"config": config.to_dict(), "methods": [m.label for m in methods], "skipped": skipped,
+                "n_prompts": len(prompts), "device": config.device,
+                "torch_device": torch.cuda.get_device_name() if config.device.startswith("cuda") else config.device,
+                "start_time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": package_versions(),
+                "prompts": digests}
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, lambda p: p.write_text(json.dumps(meta, indent=2)))
+    write_atomic(out_dir / "config.json", lambda p: p.write_text(json.dumps(meta, indent=2)))
+
+
+@contextlib.contextmanager
+def _run_folder_lock(out_dir: Path):
+    """Hold the run folder's lock (``atomic.path_lock`` on ``.NAME.lock`` beside it) for the whole run;
+    a second process on the same folder stops at once, in one line."""
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OptTreeError(f"cannot create the run folder {out_dir}: {e}") from e
+    stack = contextlib.ExitStack()
+    try:
+        stack.enter_context(path_lock(out_dir, wait=False))
+    except BlockingIOError:
+        raise OptTreeError(f"{out_dir} is in use by another bench run (process {lock_holder(out_dir)}): "
+                           "wait for it to finish or pick another --out") from None
+    except OSError as e:
+        raise OptTreeError(f"cannot lock the run folder {out_dir}: {e}") from e
+    with stack:
+        yield
 
 
 # --- the run ----------------------------------------------------------------------------------
@@ -131,20 +218,38 @@ def _warm_up(bench: Bench, methods: list[Method], prompt: BenchPrompt) -> None:
 
 def run_bench(config: BenchConfig | str | os.PathLike | dict, out_dir: str | os.PathLike, progress: bool = True,
               on_pair: Callable[[str, str], None] | None = None) -> RunResult:
-    """Run (or resume) the benchmark grid into ``out_dir``; ``on_pair(prompt_id, method)`` after each pair."""
-    config, out_dir = _as_config(config), Path(out_dir)
+    """Run (or resume) the benchmark grid into ``out_dir``; ``on_pair(prompt_id, method)`` after each pair.
+
+    Everything is checked before anything is written: the config, the prompts, and for a resumed
+    folder its config.json, its prompts' digests and its progress records."""
+    config, out_dir = _as_config(config), Path(os.path.abspath(out_dir))
     prompts = load_prompts(config)
-    target = load_model(config.target, device=config.device, dtype=config.dtype)
-    drafters = {name: load_drafter(name, target, draft_vocab=config.draft_vocab if resolve_manifest(name) else None,
-                                   device=config.device, dtype=config.dtype) for name in config.drafters}
-    methods, skipped = build_methods(config, drafters)
-    _check_or_write_config(out_dir, config, methods, skipped, len(prompts))
-    for reason in skipped:
-        print(f"bench: skipped {reason}", file=sys.stderr)
-    bench = Bench(config, target, drafters, out_dir, read_progress(out_dir))
-    resumed, ran = len(bench.records), 0
+    with _run_folder_lock(out_dir):
+        previous = _previous_run(out_dir, config, prompts)
+        records = read_progress(out_dir)
+        target = load_model(config.target, device=config.device, dtype=config.dtype)
+        drafters = {name: load_drafter(name, target, draft_vocab=config.draft_vocab if resolve_manifest(name) else None,
+                                       device=config.device, dtype=config.dtype) for name in config.drafters}
+        methods, skipped = build_methods(config, drafters)
+        _check_records(records, prompts, methods, out_dir)
+        _write_config(out_dir, config, methods, skipped, prompts, previous)
+        _cut_torn_line(out_dir / "progress.jsonl")
+        for reason in skipped:
+            print(f"bench: skipped {reason}", file=sys.stderr)
+        bench = Bench(config, target, drafters, out_dir, records)
+        resumed = len(bench.records)
+        ran = _run_grid(bench, methods, prompts, progress, on_pair)
+        results = _write_results(out_dir, bench.records)
+        summary = write_summary(out_dir, results)
+    return RunResult(out_dir, results, summary, skipped, ran, resumed)
+
+
+def _run_grid(bench: Bench, methods: list[Method], prompts: list[BenchPrompt], progress: bool, on_pair) -> int:
+    """Every unfinished pair, prompt by prompt (the method order rotated per prompt); returns how many ran.
+    results.parquet is rewritten after each prompt, and on the way out of an interruption."""
+    ran, out_dir = 0, bench.out_dir
     todo = [(i, p) for i, p in enumerate(prompts) if any((p.prompt_id, m.label) not in bench.records for m in methods)]
-    bar = _bar(progress, len(prompts) * len(methods), resumed)
+    bar = _bar(progress, len(prompts) * len(methods), len(bench.records))
     try:
         if todo:
             _warm_up(bench, methods, todo[0][1])
@@ -162,13 +267,11 @@ def run_bench(config: BenchConfig | str | os.PathLike | dict, out_dir: str | os.
                     if on_pair is not None:
                         on_pair(prompt.prompt_id, method.label)
             finally:
-                results = _write_results(out_dir, bench.records)
+                _write_results(out_dir, bench.records)
     finally:
         if bar is not None:
             bar.close()
-    results = _write_results(out_dir, bench.records)
-    summary = write_summary(out_dir, results)
-    return RunResult(out_dir, results, summary, skipped, ran, resumed)
+    return ran
 
 
 def _bar(progress: bool, total: int, done: int):

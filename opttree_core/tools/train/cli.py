@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
+import re
 import sys
 import time
 from dataclasses import asdict
@@ -18,7 +20,7 @@ import torch
 import transformers
 
 from ...draft_vocab import DEFAULT_DRAFT_VOCAB, count_tokens, save_counts
-from ...errors import report_errors
+from ...errors import OptTreeError, report_errors
 from ...models import load_model
 from ...shipped import load_draft, save_draft
 from .card import write_card
@@ -104,20 +106,66 @@ def _data(args, target, data_dir: Path) -> tuple[list, list, list, dict]:
 
 
 def _heldout_split(n: int, args) -> tuple[list[int], list[int]]:
-    """(held-out, training) indices of the n sequences, shuffled with the run's seed."""
+    """(held-out, training) indices of the n sequences, shuffled with the run's seed; both non-empty."""
     order = list(range(n))
     random.Random(args.seed).shuffle(order)
     n_held = max(1, int(n * args.holdout))
+    if n_held >= n:
+        raise OptTreeError(f"--holdout {args.holdout:g} of {n} sequences leaves none to train on: "
+                           "hold out less or build more data")
     return order[:n_held], order[n_held:]
 
 
+_AT_LEAST = {"epochs": 1, "batch_size": 1, "gen_batch": 1, "feature_batch": 1, "max_new_tokens": 1, "eval_tokens": 1,
+             "eval_prompts": 0, "intermediate": 1, "n_context": 0, "draft_vocab": 0, "n_gsm8k": -1, "n_humaneval": -1,
+             "n_own": -1}
+
+
+def _check_args(args) -> None:
+    """Every setting checked before the target loads or anything is written (one line each)."""
+    for key, low in _AT_LEAST.items():
+        if getattr(args, key) < low:
+            raise OptTreeError(f"--{key.replace('_', '-')} must be >= {low}, got {getattr(args, key)}")
+    for key in ("layers", "max_steps"):
+        if getattr(args, key) is not None and getattr(args, key) < 1:
+            raise OptTreeError(f"--{key.replace('_', '-')} must be >= 1, got {getattr(args, key)}")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise OptTreeError(f"--lr must be a finite number > 0, got {args.lr}")
+    if not 0 < args.holdout < 1:
+        raise OptTreeError(f"--holdout is the share of sequences held out, in (0, 1); got {args.holdout}")
+    if args.max_seconds is not None and not (math.isfinite(args.max_seconds) and args.max_seconds > 0):
+        raise OptTreeError(f"--max-seconds must be a finite number > 0, got {args.max_seconds}")
+    if args.name is not None and (not args.name.strip(". ") or Path(args.name).name != args.name):
+        raise OptTreeError(f"--name {args.name!r} must be a plain file name (no '/', not '.' or '..')")
+
+
+def safe_name(target: str) -> str:
+    """A flat name for a target, usable as one path component: a local directory's own name, a hub
+    id's ``org--model``, anything else with characters outside [A-Za-z0-9._-] replaced."""
+    if Path(target).is_dir():
+        target = Path(target).resolve().name
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", target.replace("/", "--")).strip(".-")
+    return name or "target"
+
+
+def _check_target(target) -> None:
+    """Self-distillation prompts go through the target's chat template: it needs one."""
+    if target.tokenizer is None:
+        raise OptTreeError(f"target '{target.name}' has no tokenizer: training needs one with a chat template")
+    if not getattr(target.tokenizer, "chat_template", None):
+        raise OptTreeError(f"target '{target.name}' has no chat template, and training formats every prompt with it: "
+                           "use a chat (instruct) model, or add a chat_template to its tokenizer_config.json")
+
+
 def run(args) -> dict:
+    _check_args(args)
     torch.manual_seed(args.seed)
     torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls on GPUs that have them; CPU runs are unchanged
-    name = args.name or f"{args.kind}-{args.target}"
+    name = args.name or f"{args.kind}-{safe_name(args.target)}"
     out = Path(args.out or f"out/train/{name}")
-    data_dir = Path(args.data or f"out/train-data/{args.target}")
+    data_dir = Path(args.data or f"out/train-data/{safe_name(args.target)}")
     target = load_model(args.target, device=args.device)
+    _check_target(target)
     prompts, sequences, features, clock = _data(args, target, data_dir)
     if args.kind == "data":
         return {"name": "data", "steps": 0, "final_loss": None, "heldout": {}, "wall_time": clock}
@@ -200,7 +248,7 @@ def _data_summary(prompts, sequences, kept, held) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     transformers.utils.logging.disable_progress_bar()
-    card = report_errors(run, args)
+    card = report_errors(run, args, resumable=True)  # checkpoints and the data cache: a rerun resumes
     if card is None:
         return 2
     print(json.dumps({k: card[k] for k in ("name", "steps", "final_loss", "heldout", "wall_time")}, indent=1))
