@@ -71,9 +71,11 @@ def html_build() -> bool:
 def offline_plotly() -> str:
     """Show plotly figures as JupyterLab's plotly mime type plus HTML that needs no network:
     plotly.js is embedded once per notebook and no MathJax CDN script is added (plotly's own
-    "notebook" renderer adds one per figure). Also turns off Hugging Face's loading bars, which
-    would otherwise be saved into the notebook as tqdm widgets. Returns the default renderer's name."""
+    "notebook" renderer adds one per figure). Also turns off Hugging Face's loading bars and tqdm's
+    (transformers' one-time GGUF conversion of the embedded model), which would otherwise be saved
+    into the notebook as tqdm widgets. Returns the default renderer's name."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read when huggingface_hub is first imported
+    os.environ.setdefault("TQDM_DISABLE", "1")  # read when tqdm is first imported (the notebooks' first cell)
     pio.renderers[OFFLINE_RENDERER] = OfflineNotebookRenderer()
     pio.renderers.default = f"plotly_mimetype+{OFFLINE_RENDERER}"
     return pio.renderers.default

@@ -109,6 +109,7 @@ class StepBrowser:
         self.data, self.tokenizer, self.texts, self.tokens = None, tokenizer, {}, []
         self.slider = widgets.IntSlider(value=0, min=0, max=0, description=description, continuous_update=False,
                                         style=_WIDE)
+        self.slider.add_class("treeviz-step")
         self.play = widgets.Play(value=0, min=0, max=0, interval=900, description="play")
         widgets.jslink((self.play, "value"), (self.slider, "value"))
         self.tree = FigureView(name="tree")
@@ -308,6 +309,7 @@ class CompareExplorer:
         self.decode = DecodeControls(prompt, live=False)
         self.slider = widgets.IntSlider(value=0, min=0, max=self._last(), description="step", continuous_update=False,
                                         style=_WIDE)
+        self.slider.add_class("treeviz-step")
         self.play = widgets.Play(value=0, min=0, max=self._last(), interval=900)
         widgets.jslink((self.play, "value"), (self.slider, "value"))
         self.slider.observe(lambda change: self.show(change["new"]), names="value")
