@@ -207,12 +207,13 @@ def case_tree(run: BenchRun, method: str | None = None):
     path = accepted_path(graph)
     bonus = graph.graph["bonus_node"]
     accepted_text = "".join(graph.nodes[n]["text"] for n in path[1:] + ([bonus] if bonus is not None else []))
+    chars = max(30, int(fig.get_figwidth() * 72 / (7 * 0.62)))  # a 7 pt line's characters across the figure
     with paper_style():
         ax = fig.axes[0]
-        prompt = visible(str(data.meta.get("prompt") or row["prompt_id"]), 70)
-        ax.set_title(f"{row['method']} · “{prompt}” · step {step}: {graph.graph['n_nodes'] - 1} "
-                     f"drafted nodes, E(A) = {graph.graph['ea']:.2f}, A = {graph.graph['a']}\n"
-                     f"accepted: “{visible(accepted_text, 60)}” (root “{visible(graph.nodes[0]['text'])}”)",
+        prompt = visible(str(data.meta.get("prompt") or row["prompt_id"]), chars - 2)
+        ax.set_title(f"{row['method']} · step {step}: {graph.graph['n_nodes'] - 1} drafted nodes, "
+                     f"E(A) = {graph.graph['ea']:.2f}, A = {graph.graph['a']}\n“{prompt}”\n"
+                     f"accepted: “{visible(accepted_text, chars - 20)}” (root “{visible(graph.nodes[0]['text'])}”)",
                      loc="left", fontsize=7)
     nodes = [{"node": n, "parent": next(iter(graph.predecessors(n)), -1), "depth": a["depth"], "token": a["token"],
               "text": a["text"], "p_hat": a["p_hat"], "accepted": a["accepted"], "kind": a["kind"],

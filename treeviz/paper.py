@@ -55,11 +55,11 @@ def ea_heatmap_mpl(logs_or_frame, groups: list[str] | None = None):
             ax.set_xlim(extent[:2])
             ax.set_ylim(extent[2:])
             r = correlation(part)
-            ax.set_title(f"{group}\nr = {r.pearson:.2f}, ρ = {r.spearman:.2f} (n = {r.n} steps)", fontsize=7)
-            ax.set_xlabel("E(A) (rounded) · dotted: A = E(A) + 1")
+            ax.set_title(f"{group}\nr = {r.pearson:.2f}, ρ = {r.spearman:.2f}\nn = {r.n} steps", fontsize=7)
             ax.set_xticks(list(counts.columns))
             ax.set_yticks(list(counts.index))
         axes[0, 0].set_ylabel("acceptance length A")
+        fig.supxlabel("E(A), rounded · dotted line: A = E(A) + 1", fontsize=8)  # once: panel labels collide
     return fig
 
 
