@@ -159,3 +159,32 @@ def test_every_target_token_has_its_text_in_the_log_so_pages_need_no_tokenizer(t
     assert saved.steps["bonus_text"].tolist() == [f"<{t}>" for t in saved.steps["bonus_token"]]
     rejected = saved.nodes[~saved.nodes["accepted"]]
     assert (rejected["target_text"] == [f"<{t}>" for t in rejected["target_token"]]).all()
+
+
+@pytest.mark.parametrize("kept", [(), ("target_text",), ("target_text", "bonus_text")])
+def test_old_logs_and_logs_with_some_text_columns_load_and_render(tmp_path, capsys, kept):
+    """Logs from before the text columns, from main's first target_text (nodes only, no bonus_text)
+    and with both: each loads, maps what it holds, and renders a page with every step."""
+    from conftest import perturbed_copy, random_prompt, tiny_model
+
+    from opttree_core import DecodeConfig, DraftLMDrafter, TreeLog, generate, make_policy
+
+    target = tiny_model(3)
+    log = TreeLog(max_steps=6, max_nodes=7)
+    generate(target, DraftLMDrafter(perturbed_copy(target, 3, noise=0.3)), make_policy("opt-tree", nodes=6),
+             random_prompt(3), DecodeConfig(max_new_tokens=8, stop_at_eos=False), log=log)
+    path = log.save(tmp_path / "log", tokenizer=Letters())
+    for name in ("nodes", "steps"):
+        frame = pd.read_parquet(path / f"{name}.parquet")
+        frame.drop(columns=[c for c in ("target_text", "bonus_text") if c in frame and c not in kept]).to_parquet(
+            path / f"{name}.parquet", index=False)
+    data = load_log(path)
+    texts = token_text_map(data)
+    if "target_text" in kept:
+        assert all(texts[t] == f"<{t}>" for t in data.nodes["target_token"])
+    else:
+        assert "target_text" not in data.nodes.columns
+    assert all(texts[t] == f"<{t}>" for t in data.nodes["token"])  # token_text in every version
+    code, _, err = run_cli(capsys, path, "--out", tmp_path / "page.html")
+    assert code == 0, err
+    assert len(runs_in(tmp_path / "page.html")[0]["steps"]) == len(data.steps)
