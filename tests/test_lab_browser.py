@@ -214,7 +214,11 @@ class Lab:
                     return last
             self.page.wait_for_timeout(250)
         self.shot("no-drawn-figure")
-        raise AssertionError(f"no drawn figure under {selector} (#{index}) within {timeout_s:.0f} s: last seen {last}")
+        found = self.page.locator(selector).evaluate_all(
+            "els => els.map(e => `${e.className}: ${e.querySelectorAll('.js-plotly-plot').length} plots, `"
+            " + `${e.querySelectorAll('.jp-OutputArea-output').length} outputs`)")
+        raise AssertionError(f"no drawn figure under {selector} (#{index}) within {timeout_s:.0f} s: last seen {last}; "
+                             f"found {found}")
 
     def mark(self, what: str) -> None:
         """One line of progress (seen with ``pytest -s`` or in CI's log): seconds since the page opened."""
@@ -307,8 +311,10 @@ def test_notebook_08_explorers_draw_move_run_and_survive_a_reload_on_a_loaded_ma
         lab.page.reload()
         reloaded = lab.drawn(TREE, timeout_s=90)
         assert reloaded["title"] == ran["title"] and reloaded["points"] == ran["points"], (ran, reloaded)
-        assert all(lab.drawn(f"{COMPARE} .treeviz-tree", i)["points"] >= 2 for i in (0, 1))
         lab.shot("08-explorer-after-reload", EXPLORER)
+        lab.page.locator(COMPARE).first.scroll_into_view_if_needed()  # further down: a person scrolls to it
+        assert all(lab.drawn(f"{COMPARE} .treeviz-tree", i)["points"] >= 2 for i in (0, 1))
+        lab.shot("08-compare-after-reload", COMPARE)
         lab.mark("drawn again after a reload")
     assert lab.errors == [], f"console errors: {lab.errors}"
 
