@@ -74,6 +74,22 @@ assert chain.token_ids == ar.token_ids, "greedy speculative decoding must reprod
 assert chain.steps < len(chain.token_ids), "the draft should save at least one target pass"
 
 # %% [markdown]
+# ## Fewer target passes is not the same as faster
+# The chain needs fewer target passes than AR, but each of its steps costs more than one AR token:
+# the draft runs K times, and the target verifies K + 1 rows (the root and the K drafted tokens),
+# which on this CPU costs about 1.15–1.9 AR passes (docs/architecture.md, "Measured on this CPU").
+# A step yields MAL tokens, so **the chain wins only when a step costs less than MAL AR tokens**.
+# The line below says, with this run's numbers, which way it went; with these small drafts on a
+# shared 2-core CPU it is often slower.
+
+# %%
+from treeviz.teaching import speed_verdict
+
+steps = log.to_frames().steps
+print(speed_verdict(f"chain of {CHAIN}", chain.mal, chain.seconds / chain.steps, ar.seconds / len(ar.token_ids),
+                    rows=CHAIN + 1, verify_s=float(steps["verify_s"].mean()), draft_s=float(steps["draft_s"].mean())))
+
+# %% [markdown]
 # ## The step table
 # Each row is one target pass: the drafted tokens it accepted (blue in the stream below) and
 # the bonus token the target produced itself (orange). A = accepted drafts + 1; E(A) is the

@@ -26,9 +26,10 @@
 #   docs/architecture.md, trap 1).
 #
 # With both, the target's logits at every node equal what sequential decoding of that node's
-# path would give. We check exactly that below, then run one verification step: the accepted
-# path is the longest one whose every token equals the target's choice below its parent, and
-# the target's choice after the last accepted node is the bonus token.
+# path would give. Below we draft one tree and verify it (the accepted path is the longest one
+# whose every token equals the target's choice below its parent, and the target's choice after
+# the last accepted node is the bonus token), draw it, draw its mask, check the logits claim
+# node by node, and draw where the draft put its probability (the p̂ icicle).
 
 # %% tags=["parameters"]
 from treeviz.teaching import fast_mode, offline_plotly, pick
@@ -67,18 +68,45 @@ nodes = pd.DataFrame({"token": [target.tokenizer.decode([t]) for t in tree.token
 display(nodes)
 
 # %% [markdown]
+# ## One verification step, and the tree it checked
+# Greedy verification compares each node's token with the target's argmax below its parent. The
+# picture: the accepted path outlined, each node filled with its p̂ colour (rejected nodes ringed
+# in grey), and the bonus token — the target's own choice after the last accepted node — as the
+# orange diamond.
+
+# %%
+from opttree_core.records import StepRecord
+from opttree_core.treelog import step_log
+from treeviz import attention_mask_figure, icicle_figure, tree_figure
+
+prefix_len = state.prefix_len  # the cached prompt tokens (verification moves the state on)
+result = verify(state, tree)
+words = [target.tokenizer.decode([t]) for t in result.new_tokens]
+print(f"accepted nodes {result.path} → tokens {words[:-1]}, bonus token {words[-1]!r}, A = {result.accept_length}")
+target_choice = result.target_tokens[tree.parents.clamp(min=0)]
+assert all(int(tree.tokens[v]) == int(target_choice[v]) for v in result.path)
+assert result.accept_length == len(result.path) + 1
+data = step_log(StepRecord(0, tree, result.target_tokens, result.accepted, result.new_tokens), target.tokenizer)
+assert data.steps["bonus_text"].iloc[0] == words[-1]  # the log keeps the bonus token's text
+tree_figure(data, 0).show()
+
+# %% [markdown]
 # ## The ancestor mask
 # `mask[i, j]` is True when j is i or an ancestor of i. Each row therefore holds depth + 1 ones,
-# and the full attention of a node is `[prefix (all ones) | its mask row]`.
+# and the full attention of a node is `[prefix (all ones) | its mask row]`: the picture draws the
+# prefix as one block on the left (every node sees all of it), then one column per node, rows and
+# columns labelled `index:token`. Cells where both nodes are on the accepted path are in the
+# accepted colour.
 
 # %%
 mask = tree.ancestor_mask  # (N, N) bool
-allowed = tree_attention(tree, state.prefix_len)  # (N, prefix_len + N)
+allowed = tree_attention(tree, prefix_len)  # (N, prefix_len + N)
 assert mask.shape == (tree.n_nodes, tree.n_nodes) and mask.diagonal().all()
 assert (mask.sum(1) == tree.depth + 1).all()
 assert all(mask[i, tree.parents[i]] for i in range(1, tree.n_nodes))
-assert allowed.shape == (tree.n_nodes, state.prefix_len + tree.n_nodes) and allowed[:, : state.prefix_len].all()
+assert allowed.shape == (tree.n_nodes, prefix_len + tree.n_nodes) and allowed[:, :prefix_len].all()
 print(f"{tree.n_nodes} nodes, mask {tuple(mask.shape)}, attention {tuple(allowed.shape)}")
+attention_mask_figure(data, 0, prefix_len=prefix_len).show()
 
 # %% [markdown]
 # ## Every node's logits equal sequential decoding of its path
@@ -98,29 +126,13 @@ print(f"largest logit difference over {tree.n_nodes} nodes: {worst:.2e}")
 assert worst < 1e-3
 
 # %% [markdown]
-# ## One verification step
-# Greedy verification compares each node's token with the target's argmax below its parent.
+# ## The p̂ icicle
+# Each node's area is its p̂, the probability the draft gives its whole path; a node's children
+# share its area, so the icicle shows where the draft spent its belief (accepted nodes in the
+# accepted colour).
 
 # %%
-result = verify(state, tree)
-words = [target.tokenizer.decode([t]) for t in result.new_tokens]
-print(f"accepted nodes {result.path} → tokens {words[:-1]}, bonus token {words[-1]!r}, A = {result.accept_length}")
-target_choice = result.target_tokens[tree.parents.clamp(min=0)]
-assert all(int(tree.tokens[v]) == int(target_choice[v]) for v in result.path)
-assert result.accept_length == len(result.path) + 1
-
-# %% [markdown]
-# The tree, its mask and its p̂ icicle (each node's area is p̂, the probability the draft gives
-# its whole path). Accepted nodes are outlined; the bonus token is the orange diamond.
-
-# %%
-from opttree_core.records import StepRecord
-from opttree_core.treelog import step_log
-from treeviz import attention_mask_figure, tree_figure
-
-data = step_log(StepRecord(0, tree, result.target_tokens, result.accepted, result.new_tokens), target.tokenizer)
-tree_figure(data, 0).show()
-attention_mask_figure(data, 0).show()
+icicle_figure(data, 0).show()
 
 # %% [markdown]
 # ## The trap: positions by flattened index

@@ -52,7 +52,7 @@ from IPython.display import display
 import opttree_core as oc
 from opttree_core.policies import trace_opt_tree
 from opttree_core.verify import prefill_target
-from treeviz.teaching import trace_figure, trace_table
+from treeviz.teaching import final_tree_figure, trace_figure, trace_table
 
 target = oc.load_model("smollm2-135m")
 drafter = oc.load_drafter("eagle-smollm2", target)
@@ -92,13 +92,24 @@ print(f"final tree: {trace.final.n_nodes - 1} nodes, depth {trace.final.max_dept
 # %% [markdown]
 # ## Animated
 # Press ▶ or drag the slider: each frame adds a layer (outlined); nodes inside the current top-n
-# are opaque, coloured by p̂; the last frame keeps only the final top-n tree.
+# are opaque, coloured by p̂; the last frame keeps only the final top-n tree. The axes hold every
+# node of every frame, so nothing drawn later falls off the picture.
 
 # %%
 texts = {t: target.tokenizer.decode([t]) for t in trace.layers[-1].tree.tokens.tolist()}
 figure = trace_figure(trace, texts)
 assert len(figure.frames) == len(trace.layers) + 1
+x_low, x_high = figure.layout.xaxis.range
+assert all(x_low < x < x_high for frame in figure.frames for x in frame.data[1].x), "a node is off the axes"
 figure.show()
+
+# %% [markdown]
+# The final tree on its own: the n nodes of largest p̂ (colour), a connected tree under the root.
+
+# %%
+final = final_tree_figure(trace, texts)
+assert len(final.data[1].x) == trace.final.n_nodes
+final.show()
 
 # %% [markdown]
 # ## What δ does

@@ -30,9 +30,18 @@
 # 3. if no child is accepted, sample the bonus token from what is left of p.
 #
 # Each emitted token is then distributed as p, *whatever the draft* — a bad draft only costs
-# speed. "Lossless" is a claim about distributions, so we test it like one: decode the same
-# prompt with many seeds and compare the first generated token's frequencies with the target's
-# distribution by a χ² goodness-of-fit test. The models are tiny random Llamas (vocabulary 128;
+# speed. This is SpecInfer's rule, accept with min(1, p(x)/q(x)) and on rejection continue from
+# norm(relu(p − q)), for a draft whose "proposal" is a point mass: a deterministic top-k child is
+# proposed with q = 1, so min(1, p(xᵢ)/1) = p(xᵢ) under the current residual, and relu(p − q)
+# only zeroes xᵢ. That is why q drops out for top-k children (and why sampled children, drawn
+# from q, need q: `--children sampled`). The diagram below draws the stages for real numbers.
+#
+# "Lossless" is a claim about distributions, so we test it like one: decode the same prompt with
+# many seeds and compare the first generated token's frequencies with the target's distribution
+# by a χ² goodness-of-fit test. The test covers **position 1 only** (the first generated token:
+# one of the root's children or a draw from the root's residual); later positions rest on the
+# same argument applied step by step (`tests/test_sampling.py` tests the first two tokens jointly,
+# for top-k and sampled children). The models are tiny random Llamas (vocabulary 128;
 # the draft a noisy copy of the target), where thousands of decodes take seconds.
 
 # %% tags=["parameters"]
@@ -114,6 +123,30 @@ with torch.inference_mode():
     q = torch.softmax(draft(input_ids=prompt_ids[None]).logits[0, -1] / TEMPERATURE, dim=-1)
 print("the same samples vs the draft:   ", chi_square(first, q.numpy()))
 print(f"total variation distance between target and draft here: {0.5 * float((p - q).abs().sum()):.3f}")
+
+# %% [markdown]
+# ## Recursive rejection, drawn
+# The root's children are the draft's top 3 tokens under q. Each panel is the residual target
+# distribution before a try: child 1 is accepted with probability p(t) (its bar, in colour); if
+# it is rejected its bar drops to 0 and the rest is renormalised; then child 2, child 3; if all
+# are rejected the bonus token is drawn from the last panel. Summed over those paths, each
+# token's chance of being emitted is exactly p(t).
+
+# %%
+import numpy as np
+
+from treeviz.teaching import rejection_figure, rejection_stages
+
+children = torch.topk(q, 3).indices.tolist()
+stages = rejection_stages(p.numpy(), children)
+emitted = np.zeros(len(p))  # P(token emitted) summed over the paths of the diagram
+reach = 1.0
+for stage in stages[:-1]:
+    emitted[stage["child"]] += reach * stage["accept"]
+    reach *= 1 - stage["accept"]
+emitted += reach * stages[-1]["p"]
+assert np.allclose(emitted, p.numpy() / p.numpy().sum(), atol=1e-9), "recursive rejection must emit p exactly"
+rejection_figure(p.numpy(), children).show()
 
 # %%
 import numpy as np

@@ -63,6 +63,12 @@ print(f"{len(logs)} runs, {sum(len(d.steps) for d in logs.values())} steps")
 
 # %% [markdown]
 # ## The heatmaps and their correlation
+# Each cell counts the steps with that rounded E(A) and that A; both panels span the same ranges,
+# and a cell without a step is left blank. The dotted line is **A = E(A) + 1**, where a calibrated
+# draft's steps fall on average (E(A) counts accepted *drafted* tokens, A adds the bonus token).
+# Steps **above** the line accepted more than the draft expected (an under-confident draft: its
+# p̂ are too small); steps **below** it accepted less (over-confident). n under each title is the
+# number of steps in the panel; r and ρ are computed on the unrounded E(A).
 
 # %%
 from IPython.display import display
@@ -70,16 +76,20 @@ from IPython.display import display
 from treeviz import correlation, ea_a_frame, ea_heatmap_figure, summarize_logs
 
 frame = ea_a_frame(logs)
+print(f"{len(texts)} prompts × {len(DRAFTS)} drafts = {len(logs)} runs; steps per draft:",
+      frame.groupby("group").size().to_dict())
 ea_heatmap_figure(frame).show()
 for group, part in frame.groupby("group"):
     r = correlation(part)
-    print(f"{group}: {r}")
+    above = float((part["a"] > part["ea"] + 1).mean())
+    print(f"{group}: {r}; {above:.0%} of its steps lie above A = E(A) + 1")
     assert r.pearson > 0, f"E(A) should predict A for {group}"
 
 # %% [markdown]
 # ## Calibration at a glance
-# Mean A against mean E(A) + 1 per run: points near the diagonal mean a calibrated draft; points
-# below it an over-confident one.
+# Mean A against mean E(A) + 1 per run (n = one point per prompt and draft): points on the
+# diagonal mean a calibrated draft, points above it an under-confident one (the target accepts
+# more than the draft's p̂ promise), points below it an over-confident one.
 
 # %%
 summary = summarize_logs(logs)
@@ -90,7 +100,7 @@ import plotly.express as px
 
 fig = px.scatter(summary.assign(expected=summary["mean_ea"] + 1), x="expected", y="mal", color="group",
                  labels={"expected": "mean E(A) + 1", "mal": "MAL (mean A)"}, width=620, height=420,
-                 template="none", title="per run: expected vs measured acceptance length")
+                 template="none", title=f"per run (n = {len(summary)}): expected vs measured acceptance length")
 top = float(max(summary["mal"].max(), summary["mean_ea"].max() + 1)) + 0.2
 fig.add_shape(type="line", x0=1, y0=1, x1=top, y1=top, line={"dash": "dot", "color": "#888"})
 fig.show()

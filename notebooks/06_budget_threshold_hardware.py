@@ -87,8 +87,29 @@ assert table.loc["opt-tree"].iloc[-1] > table.loc["opt-tree"].iloc[0], "MAL shou
 assert table.loc["opt-tree"].mean() >= table.loc["chain"].mean() - 0.1, "OPT-Tree should not trail a chain"
 
 # %% [markdown]
-# ## δ: draft less, accept (almost) as much
-# Measured on the largest budget: MAL, mean tree depth and seconds per generated token.
+# ## A higher MAL is not yet a speedup
+# Each OPT-Tree step verifies n + 1 rows and drafts one layer per depth; AR pays one pass per token.
+# With AR timed on the same prompt, the lines below say, per budget, what a step costs in AR
+# tokens against the MAL it buys: on this CPU, with these drafts, tree decoding is faster than AR
+# only where MAL exceeds that cost, and the printed speedups say where that is.
+
+# %%
+from treeviz.teaching import speed_verdict
+
+ids = oc.encode_prompt(target.tokenizer, texts[0], chat=True)
+ar = oc.generate_autoregressive(target.model, ids, config)
+ar_token_s = ar.seconds / len(ar.token_ids)
+for n in BUDGETS:
+    steps = logs[f"opt-tree n={n} #0"].steps
+    step_s = float((steps["draft_s"] + steps["verify_s"] + steps["build_s"]).mean())
+    print(speed_verdict(f"opt-tree n={n}", float(steps["a"].mean()), step_s, ar_token_s, rows=n + 1,
+                        verify_s=float(steps["verify_s"].mean()), draft_s=float(steps["draft_s"].mean())))
+
+# %% [markdown]
+# ## δ: fewer draft layers, for some MAL
+# Measured on the largest budget: MAL, mean tree depth (the draft passes per step) and the draft's
+# seconds per step. Depth is the reliable measure of drafting here: draft times of a few
+# milliseconds on a shared CPU are noisy, so the line under the table says what this run shows.
 
 # %%
 rows = []
@@ -99,23 +120,35 @@ for delta in DELTAS:
         depth = run.nodes.groupby("step")["depth"].max().mean()
         rows.append({"δ": delta, "MAL": run.steps["a"].mean(), "mean depth": depth,
                      "draft s/step": run.steps["draft_s"].mean()})
-deltas = pd.DataFrame(rows).groupby("δ").mean().round(3)
+deltas = pd.DataFrame(rows).groupby("δ").mean().round(4)
 display(deltas)
+low, high = deltas.iloc[0], deltas.iloc[-1]
+timing = ("less draft time too" if high["draft s/step"] < low["draft s/step"] else
+          "yet no less draft time in this run: a few ms of draft time on a shared CPU are noise next to the depth")
+print(f"δ = {DELTAS[-1]}: mean depth {high['mean depth']:.2f} vs {low['mean depth']:.2f} at δ = {DELTAS[0]}, "
+      f"MAL {high['MAL']:.2f} vs {low['MAL']:.2f}, draft {high['draft s/step'] * 1e3:.1f} vs "
+      f"{low['draft s/step'] * 1e3:.1f} ms per step: fewer draft passes, {timing}")
 assert deltas["mean depth"].iloc[0] > deltas["mean depth"].iloc[-1], "a larger δ should draft shallower trees"
 
 # %% [markdown]
 # ## What opt-tree-auto picks on this machine
-# `profile_hardware` times a target tree pass per size and a draft layer per width (medians);
-# the policy then chooses n* per step. `last_choice` holds the latest step's choice.
+# `profile_hardware` times a target tree pass per size and a draft layer per width (the fastest
+# of the repeats); the policy then chooses n* per step. A larger tree can't be cheaper, so a
+# profile that dips as the size grows is timing noise: it is flagged below and smoothed (each cost
+# raised to the largest at a smaller size) before the policy uses it. `last_choice` holds the
+# latest step's choice.
 
 # %%
 from opttree_core.policies.auto import OptTreeAutoConfig, OptTreeAutoPolicy
 from opttree_core.tools.profile import profile_hardware
+from treeviz.teaching import monotone_profile
 
-profile = profile_hardware(target.model, drafter, sizes=PROFILE_SIZES, repeats=pick(2, 5))
-print(profile.table())
+measured = profile_hardware(target.model, drafter, sizes=PROFILE_SIZES, repeats=pick(2, 5))
+print(measured.table())
+profile, notes = monotone_profile(measured)  # a larger tree never costs less: a dip is noise
+print("\n".join(notes) if notes else "the profile rises with the tree size, as it should")
+assert all(b >= a for a, b in zip(profile.verify_s, profile.verify_s[1:]))
 auto = OptTreeAutoPolicy(OptTreeAutoConfig(max_nodes=max(BUDGETS), sizes=PROFILE_SIZES), profile=profile)
-ids = oc.encode_prompt(target.tokenizer, texts[0], chat=True)
 result = oc.generate(target.model, drafter, auto, ids, config)
 picked = pd.DataFrame([asdict(c) | {"tokens/s (modelled)": c.tokens_per_s} for c in auto.choices])
 display(picked.describe().loc[["mean", "min", "max"]].round(3))

@@ -54,7 +54,8 @@ assert data is not None and data.steps["a"].sum() == len(data.meta["token_ids"])
 print(f"{len(data.steps)} steps, MAL {data.steps['a'].mean():.2f}")
 
 # %% [markdown]
-# Moving the slider redraws the tree in place (the figure is a plotly `FigureWidget`): we move
+# Moving the slider redraws the tree (each figure's widget state is its complete plotly figure,
+# so JupyterLab draws the latest one even after a reload: treeviz/README.md says why): we move
 # it to the step with the longest acceptance and check the figure now shows that step's nodes.
 
 # %%
@@ -66,6 +67,8 @@ after = [row[1] for row in explorer.browser.tree.figure.data[NODES_TRACE].custom
 nodes_of_step = data.nodes[data.nodes["step"] == step]["token"].tolist()
 assert after == nodes_of_step and after != before
 assert f"step {step}" in explorer.browser.facts.value
+drawn = explorer.browser.tree.widget.outputs[0]["data"]["application/vnd.plotly.v1+json"]  # what the page draws
+assert [row[1] for row in drawn["data"][NODES_TRACE]["customdata"]] == nodes_of_step
 show_widget(explorer)
 
 # %% [markdown]

@@ -7,7 +7,7 @@ Each notebook is executed (nbconvert's ExecutePreprocessor) in a fresh kernel (`
 ``notebooks/html_template/offline`` (JupyterLab's, minus every CDN script). Plotly figures carry
 plotly.js inside the notebook (``treeviz.teaching.offline_plotly``).
 
-Widgets: their JavaScript (the ipywidgets HTML manager, anywidget's plotly FigureWidget) can't
+Widgets: their JavaScript (the ipywidgets HTML manager and its widget state) can't
 be inlined offline, so each widget output is replaced by a note, and the notebooks' own
 ``treeviz.teaching.show_widget`` shows the widget's figures as static copies right after it.
 A page that still references a network script is an error. ``index.html`` links the pages.

@@ -28,13 +28,15 @@ from .errors import OptTreeError
 from .metrics import pooled_speedup
 
 LOG_FILES = ("nodes.parquet", "steps.parquet", "meta.json")
-# name → numpy dtype; ``token_text`` and ``target_text`` (the texts of ``token`` and ``target_token``)
-# follow when the log was saved with a tokenizer (older logs have only ``token_text``, or neither)
+# name → numpy dtype. With a tokenizer, the text of every token is stored too (TEXT_COLUMNS), so a
+# log renders fully offline; logs without them (or from before target_text / bonus_text) load all the same.
 NODE_COLUMNS = {"step": "int32", "node": "int32", "token": "int32", "parent": "int32", "depth": "int16",
                 "p_hat": "float32", "q": "float32", "rank": "int16", "target_token": "int32", "accepted": "bool"}
 STEP_COLUMNS = {"step": "int32", "n_nodes": "int32", "a": "int32", "bonus_token": "int64", "draft_s": "float64",
                 "verify_s": "float64", "build_s": "float64", "ea": "float32"}
 OPTIONAL_STEP_COLUMNS = ("build_s",)  # logs written before it existed load all the same
+TEXT_COLUMNS = {"nodes": {"token_text": "token", "target_text": "target_token"},  # text column → its id column
+                "steps": {"bonus_text": "bonus_token"}}
 
 ID_COLUMNS = ["method", "kind", "policy", "budget", "drafter", "temperature"]
 RESULT_COLUMNS = ID_COLUMNS + ["dataset", "category", "prompt_id", "new_tokens", "steps", "mal", "seconds",
@@ -89,10 +91,17 @@ class LogData:
         return len(self.steps)
 
 
+DTYPE_KINDS = {"int": "iu", "float": "fiu", "bool": "b"}  # declared dtype → numpy kinds a column may have
+
+
 def _check_columns(frame: pd.DataFrame, columns: dict, optional, where: Path) -> None:
     missing = [c for c in columns if c not in frame.columns and c not in optional]
     if missing:
         raise OptTreeError(f"{where} is not a tree log's table: it lacks column(s) {', '.join(missing)}")
+    for name, dtype in columns.items():
+        kinds = DTYPE_KINDS[dtype.rstrip("0123456789")]
+        if name in frame.columns and frame[name].dtype.kind not in kinds:
+            raise OptTreeError(f"{where}: column {name} holds {frame[name].dtype}, not {dtype}")
 
 
 def read_log(path: str | os.PathLike) -> LogData:

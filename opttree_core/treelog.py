@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .records import STEP_COLUMNS, LogData, StepRecord, read_log, write_log
+from .records import STEP_COLUMNS, TEXT_COLUMNS, LogData, StepRecord, read_log, write_log
 
 NODE_FIELDS = {  # name → dtype of the on-device buffer, shape (capacity_steps, max_nodes)
     "token": torch.int32, "parent": torch.int32, "depth": torch.int16, "p_hat": torch.float32,
@@ -73,9 +73,10 @@ class TreeLog:
         nodes = pd.DataFrame({"step": step_idx.astype(np.int32), "node": node_idx.astype(np.int32)})
         for key, buf in self.nodes.items():
             nodes[key] = buf[: self.n_steps].cpu().numpy()[valid]
-        if tokenizer is not None:
-            nodes["token_text"] = token_texts(tokenizer, nodes["token"].to_numpy())
-            nodes["target_text"] = token_texts(tokenizer, nodes["target_token"].to_numpy())  # the bonus's too
+        if tokenizer is not None:  # every token's text, so the log renders without a tokenizer
+            for frame, columns in ((nodes, TEXT_COLUMNS["nodes"]), (steps, TEXT_COLUMNS["steps"])):
+                for text, ids in columns.items():
+                    frame[text] = token_texts(tokenizer, frame[ids].to_numpy())
         return LogData(nodes=nodes, steps=steps, meta=dict(self.meta))
 
     def save(self, path: str | os.PathLike, tokenizer=None) -> Path:
@@ -89,9 +90,9 @@ class TreeLog:
 
 
 def token_texts(tokenizer, token_ids: np.ndarray) -> list[str]:
-    """Decoded text of each token id (each distinct id decoded once)."""
+    """Decoded text of each token id (each distinct id decoded once; "" for a negative placeholder id)."""
     unique = np.unique(token_ids)
-    text = {int(t): tokenizer.decode([int(t)]) for t in unique}
+    text = {int(t): tokenizer.decode([int(t)]) if t >= 0 else "" for t in unique}
     return [text[int(t)] for t in token_ids]
 
 

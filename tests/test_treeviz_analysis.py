@@ -56,8 +56,12 @@ def test_summary_has_one_row_per_run_from_meta(logs):
 def test_heatmap_counts_equal_the_logs_ea_a_pairs(logs):
     fig = ea_heatmap_figure(logs)
     groups = sorted({f"{d.meta['draft']} → {d.meta['target']}" for d in logs.values()})
-    assert len(fig.data) == len(groups)
-    for trace, group in zip(fig.data, groups):
+    panels = [t for t in fig.data if t.type == "heatmap"]
+    assert len(panels) == len(groups)
+    lines = [t for t in fig.data if t.name == "A = E(A) + 1"]  # a calibrated draft's diagonal, in every panel
+    assert len(lines) == len(groups) and all(np.allclose(np.diff(t.y), np.diff(t.x)) for t in lines)
+    assert len({tuple(t.x) for t in panels}) == 1 and len({tuple(t.y) for t in panels}) == 1  # shared ranges
+    for trace, group in zip(panels, groups):
         expected = Counter()
         for data in logs.values():
             if f"{data.meta['draft']} → {data.meta['target']}" == group:

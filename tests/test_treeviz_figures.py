@@ -51,7 +51,7 @@ def test_tree_figure_has_one_marker_per_node_and_a_bonus_marker(log):
         assert bonus.customdata[0][1] == log.steps.iloc[step]["bonus_token"]
 
 
-def test_accepted_path_is_coloured_and_rejected_nodes_faded(log):
+def test_accepted_path_is_outlined_and_rejected_nodes_keep_their_p_hat_colour(log):
     step = int(np.argmax(log.steps["a"].to_numpy()))
     rows = log.nodes[log.nodes.step == step].sort_values("node")
     nodes = traces(tree_figure(log, step))["nodes (colour = p̂)"]
@@ -59,7 +59,10 @@ def test_accepted_path_is_coloured_and_rejected_nodes_faded(log):
     outline = np.array(nodes.marker.line.color)
     opacity = np.array(nodes.marker.opacity)
     assert (outline[accepted] == style.ACCEPTED).all() and (outline[~accepted] != style.ACCEPTED).all()
-    assert (opacity[accepted] == 1).all() and (opacity[~accepted] < 0.5).all()
+    assert opacity.size == 1 and float(opacity) == 1.0  # no fading: p̂ 0.25 and 0.055 stay told apart
+    assert (outline[~accepted] == style.REJECTED_OUTLINE).all()
+    assert traces(tree_figure(log, step))["rejected edges"].line.dash == "dot"
+    assert not nodes.showlegend  # the colour bar explains the fill; no one-colour swatch in the legend
     edges = traces(tree_figure(log, step))["accepted path"]
     n_segments = sum(x is None for x in edges.x)
     assert n_segments == log.steps.iloc[step]["a"] - 1  # the edges from the root down the path
@@ -142,8 +145,10 @@ def test_matplotlib_tree_draws_every_node(log):
     ax = fig.axes[0]
     n_nodes = int(log.steps.iloc[step]["n_nodes"])
     drawn = sum(len(c.get_offsets()) for c in ax.collections if type(c).__name__ == "PathCollection")
-    rejected = int((~log.nodes[log.nodes.step == step]["accepted"]).sum())
-    assert drawn == n_nodes + 1 + rejected  # nodes, the bonus token, white discs under faded nodes
+    assert drawn == n_nodes + 1  # every node (none faded: rejected ones keep their colour) and the bonus token
+    texts = [t.get_text() for t in ax.texts]
+    assert any("\n" in t for t in texts)  # a drafted node's p̂ printed under its token
+    assert ax.get_legend() is not None  # what the rings, edges and diamond mean
     texts = [t.get_text() for t in ax.texts]
     assert visible(token_text_map(log)[int(log.steps.iloc[step]["bonus_token"])]) in texts
 

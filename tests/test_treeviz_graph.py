@@ -200,3 +200,24 @@ def test_a_500_node_tree_shows_labels_only_where_they_fit():
         ys = np.sort(level["y"].to_numpy()) * scene.y_px
         assert (np.diff(ys) >= FONT_PX).all(), "labels on one level must not overlap"
     assert (nodes.loc[nodes["show_label"], "label"].str.len() * CHAR_PX).max() < scene.x_px
+
+
+def test_labels_sit_off_the_edges_and_accepted_labels_are_never_dropped_or_covered():
+    data = synthetic_log(n_nodes=40, seed=5, max_depth=3, accepted_depth=3)
+    long = data.nodes.copy()
+    long["token_text"] = ["a-very-long-token-text"] * len(long)  # every label crowds its neighbours
+    data = SimpleNamespace(nodes=long, steps=data.steps, meta=data.meta)
+    scene = tree_scene(data, 0, orientation="td")
+    nodes = scene.nodes.set_index("node")
+    on_path = nodes["kind"].isin([ROOT, ACCEPTED, BONUS])
+    assert nodes.loc[on_path, "show_label"].all()
+    assert not nodes.loc[~on_path, "show_label"].all()  # crowded: some others give way
+    for _, level in nodes[nodes["show_label"]].groupby("y"):
+        half = level["label"].str.len().to_numpy() * CHAR_PX / 2
+        left, right = level["x"].to_numpy() * scene.x_px - half, level["x"].to_numpy() * scene.x_px + half
+        order = np.argsort(left)
+        assert (left[order][1:] >= right[order][:-1]).all(), "two labels on one level overlap"
+    below = scene.edges[scene.edges["y0"] > scene.edges["y1"]]  # every edge runs downwards
+    starts = below.merge(nodes.reset_index()[["x", "y", "show_label"]], left_on=["x0"], right_on=["x"])
+    labelled = starts[starts["show_label"] & (starts["y"] > starts["y1"])]
+    assert len(labelled) and (labelled["y0"] < labelled["y"] - 0.1).all(), "an edge starts on its node's label"

@@ -42,6 +42,29 @@ def test_moving_the_slider_changes_the_figure(log):
     assert [t.type for t in explorer.browser.side.figure.data] == ["heatmap", "icicle"]
 
 
+def test_the_widget_state_is_the_whole_current_figure_as_plain_json(log):
+    """What the front end draws: the Output widget's state holds one complete plotly figure, the
+    current one, so a page that missed updates or was reloaded draws the latest step."""
+    import json
+
+    from treeviz.widgets import PLOTLY_MIME
+
+    explorer = TreeExplorer(log)
+    view = explorer.browser.tree
+    first = view.revision
+    explorer.browser.slider.value = 3
+    explorer.browser.slider.value = 7
+    assert view.revision == first + 2 and len(view.widget.outputs) == 1
+    spec = json.loads(json.dumps(view.widget.outputs))[0]["data"][PLOTLY_MIME]  # survives the comm's JSON
+    nodes = log.nodes[log.nodes.step == 7].sort_values("node")["token"].tolist()
+    assert [row[1] for row in spec["data"][NODES]["customdata"]] == nodes
+    assert spec["layout"]["title"]["text"].startswith("step 7") and spec["config"]["displaylogo"] is False
+    assert "step 7 / " in explorer.browser.facts.value
+    steps = log.steps["a"].to_numpy()
+    assert f"MAL over steps 0–7: {steps[:8].mean():.2f}" in explorer.browser.facts.value  # so far, not the whole run
+    assert TreeExplorer().browser.tree.widget.outputs == ()  # nothing to draw: no empty axes
+
+
 def test_policy_menu_comes_from_the_engine_with_a_typed_control_per_parameter(log):
     import dataclasses
 
@@ -129,15 +152,22 @@ def test_dashboard_updates_heatmap_r_and_curves_in_place():
     logs = load_logs(sorted(DATA.glob("tiny-*")))
     dashboard = AnalysisDashboard(logs)
     heatmap, curves = dashboard.heatmap.figure, dashboard.curves.figure
-    assert len(heatmap.data) == 2 and len(curves.data) == 4
+
+    def panels():
+        return [t for t in heatmap.data if t.type == "heatmap"]
+
+    assert len(panels()) == 2 and len(curves.data) == 4
+    assert [t.name for t in heatmap.data if t.type == "scatter"][0] == "A = E(A) + 1"
+    assert panels()[0].x == panels()[1].x and panels()[0].y == panels()[1].y  # one range for every panel
     assert dashboard.stats.value.count("Pearson r") == 2
     dashboard.groups.value = (dashboard.groups.options[0],)
-    assert dashboard.heatmap.figure is heatmap and len(heatmap.data) == 1
+    assert dashboard.heatmap.figure is heatmap and len(panels()) == 1
     assert dashboard.stats.value.count("Pearson r") == 1
     dashboard.policies.value = ("opt-tree",)
     assert [t.name for t in curves.data] == ["opt-tree"] and list(curves.data[0].x) == [4, 12, 24]
-    total = sum(int(heatmap.data[0].z[i][j]) for i in range(len(heatmap.data[0].y))
-                for j in range(len(heatmap.data[0].x)))
+    z = panels()[0].z
+    assert all(n is None or n > 0 for row in z for n in row)  # a cell without a step is blank, not a zero colour
+    total = sum(n for row in z for n in row if n is not None)
     assert total == sum(len(logs[r].steps) for r in dashboard.selected())
     dashboard.runs.value = ()
     assert "no run selected" in dashboard.stats.value

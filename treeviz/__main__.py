@@ -1,12 +1,37 @@
-"""``python -m treeviz html LOG_DIR... --out PAGE.html``: one standalone page for tree logs."""
+"""``python -m treeviz html LOG_DIR... --out PAGE.html``: one standalone page for tree logs.
+
+Bad input (a directory that is not a tree log, a torn or foreign file in one, an ``--out`` that is
+a directory or can't be written) is one ``error: ...`` line and exit code 2, through the project's
+one error boundary (``opttree_core.errors.report_errors``); the page is written atomically, so an
+existing page is never left half-written.
+"""
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
 
+from opttree_core.errors import OptTreeError, report_errors
+
 from .export import export_html
 from .logs import load_logs
+
+
+def check_out(out: Path) -> Path:
+    """``--out`` must name a file in a directory that exists or can be made."""
+    if out.is_dir():
+        raise OptTreeError(f"--out {out} is a directory: give the page's file name, e.g. {out / 'page.html'}")
+    parent = next((p for p in [out.parent, *out.parent.parents] if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise OptTreeError(f"--out {out}: {parent} is a file, not a directory")
+    return out
+
+
+def html_page(logs: list[str], out: Path, title: str) -> Path:
+    missing = [p for p in logs if not Path(p).is_dir()]
+    if missing:
+        raise OptTreeError(f"not a tree log directory: {missing[0]}")
+    return export_html(load_logs(logs), check_out(out), title=title)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,11 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     html.add_argument("--out", required=True)
     html.add_argument("--title", default="OPT-Tree Lab: every tree of this run")
     args = parser.parse_args(argv)
-    missing = [p for p in args.logs if not (Path(p) / "nodes.parquet").is_file()]
-    if missing:
-        print(f"error: not a tree log: {missing[0]}", file=sys.stderr)
+    page = report_errors(html_page, args.logs, Path(args.out), args.title)
+    if page is None:
         return 2
-    page = export_html(load_logs(args.logs), Path(args.out), title=args.title)
     print(f"Every tree of this run, browsable offline: {page}")
     return 0
 

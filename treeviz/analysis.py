@@ -59,14 +59,17 @@ def ea_a_frame(logs) -> pd.DataFrame:
     return frame
 
 
-def ea_a_counts(frame: pd.DataFrame) -> pd.DataFrame:
-    """Count of steps per (A, rounded E(A)): rows A ascending, columns E(A) ascending, zeros filled."""
-    if frame.empty:
+def ea_a_counts(frame: pd.DataFrame, like: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Count of steps per (A, rounded E(A)): rows A ascending, columns E(A) ascending, zeros filled.
+    With ``like`` (a larger frame, e.g. every panel's steps), rows and columns span its ranges, so
+    panels drawn side by side share their axes."""
+    span = frame if like is None or like.empty else like
+    if span.empty:
         return pd.DataFrame()
-    counts = pd.crosstab(frame["a"], frame["ea_bin"])
-    rows = range(int(frame["a"].min()), int(frame["a"].max()) + 1)
-    cols = range(int(frame["ea_bin"].min()), int(frame["ea_bin"].max()) + 1)
-    return counts.reindex(index=rows, columns=cols, fill_value=0)
+    counts = pd.crosstab(frame["a"], frame["ea_bin"]) if len(frame) else pd.DataFrame()
+    rows = range(int(span["a"].min()), int(span["a"].max()) + 1)
+    cols = range(int(span["ea_bin"].min()), int(span["ea_bin"].max()) + 1)
+    return counts.reindex(index=rows, columns=cols, fill_value=0).astype(int)
 
 
 def correlation(frame: pd.DataFrame) -> Correlation:

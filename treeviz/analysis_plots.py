@@ -37,26 +37,36 @@ def _layout(fig: go.Figure, title: str, width: int, height: int) -> go.Figure:
 
 def ea_heatmap_figure(logs_or_frame, groups: list[str] | None = None) -> go.Figure:
     """Count of steps per (E(A) rounded, A), one panel per draft/target group, with Pearson and
-    Spearman r (computed on the unrounded E(A)) above each panel."""
+    Spearman r (computed on the unrounded E(A)) and n (steps) above each panel. Every panel spans
+    the same E(A) and A ranges, cells without a step are blank, and the dotted line A = E(A) + 1 is
+    where a calibrated draft's steps fall (above it: the target accepted more than the draft expected)."""
     frame = logs_or_frame if isinstance(logs_or_frame, pd.DataFrame) else ea_a_frame(logs_or_frame)
     groups = groups if groups is not None else sorted(frame["group"].unique())
     groups = groups or ["(no runs)"]
+    shown = frame[frame["group"].isin(groups)]
     titles = [f"{html.escape(g)}<br><sup>{correlation(frame[frame['group'] == g])}</sup>" for g in groups]
     fig = make_subplots(rows=1, cols=len(groups), subplot_titles=titles, horizontal_spacing=0.08)
     for col, group in enumerate(groups, start=1):
-        counts = ea_a_counts(frame[frame["group"] == group])
+        counts = ea_a_counts(frame[frame["group"] == group], like=shown)
         if counts.empty:
-            fig.add_trace(go.Heatmap(z=[[0]], name=group, showscale=False), row=1, col=col)
+            fig.add_trace(go.Heatmap(z=[[None]], name=group, showscale=False), row=1, col=col)
             continue
-        fig.add_trace(go.Heatmap(z=counts.to_numpy(), x=list(counts.columns), y=list(counts.index),
+        z = [[int(n) if n else None for n in row] for row in counts.to_numpy()]  # no step: a blank cell
+        fig.add_trace(go.Heatmap(z=z, x=list(counts.columns), y=list(counts.index),
                                  text=[[str(n) if n else "" for n in row] for row in counts.to_numpy()],
-                                 texttemplate="%{text}", colorscale=HEAT_SCALE,
+                                 texttemplate="%{text}", colorscale=HEAT_SCALE, zmin=0,
                                  showscale=False, name=group, xgap=1, ygap=1,
                                  hovertemplate="E(A) ≈ %{x}<br>A = %{y}<br>steps: %{z}<extra></extra>"),
                       row=1, col=col)
-        fig.update_xaxes(title_text="E(A) (rounded)", dtick=1, row=1, col=col)
-        fig.update_yaxes(title_text="A" if col == 1 else None, dtick=1, row=1, col=col)
-    return _layout(fig, "Acceptance length A against E(A)", width=max(420, 380 * len(groups)), height=430)
+        x = [counts.columns[0] - 0.5, counts.columns[-1] + 0.5]
+        fig.add_trace(go.Scatter(x=x, y=[v + 1 for v in x], mode="lines", name="A = E(A) + 1",
+                                 line={"color": style.ACCEPTED, "dash": "dot", "width": 1.5}, hoverinfo="skip",
+                                 showlegend=col == 1), row=1, col=col)
+        fig.update_xaxes(title_text="E(A) (rounded)", dtick=1, range=x, row=1, col=col)
+        fig.update_yaxes(title_text="A" if col == 1 else None, dtick=1,
+                         range=[counts.index[0] - 0.5, counts.index[-1] + 0.5], row=1, col=col)
+    fig.update_layout(legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 1, "xanchor": "right"})
+    return _layout(fig, "Acceptance length A against E(A)", width=max(420, 380 * len(groups)), height=450)
 
 
 def mal_budget_figure(logs_or_summary, groups: list[str] | None = None,

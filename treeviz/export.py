@@ -16,6 +16,9 @@ from pathlib import Path
 import plotly.io as pio
 import plotly.offline
 
+from opttree_core.atomic import write_atomic
+from opttree_core.errors import OptTreeError
+
 from .analysis import summarize_logs
 from .analysis_plots import ea_heatmap_figure, timeline_figure
 from .logs import as_named, token_text_map
@@ -151,12 +154,12 @@ def export_html(logs, path: str | os.PathLike, title: str = "OPT-Tree Lab — tr
     ``max_steps`` caps the browsable steps per run (for very long runs); the page says so."""
     named = as_named(logs)
     if not named:
-        raise ValueError("export_html needs at least one log")
+        raise OptTreeError("export_html needs at least one log")
     payloads, sections = [], []
     for i, (name, data) in enumerate(named.items()):
         payload = run_payload(data, tokenizer, max_steps)
         if not payload["steps"]:
-            raise ValueError(f"run {name!r} has no steps to show")
+            raise OptTreeError(f"run {name!r} has no steps to show")
         payloads.append(payload)
         sections.append(_run_section(i, name, data, tokenizer, len(payload["steps"])))
     page = f"""<!DOCTYPE html>
@@ -168,9 +171,17 @@ def export_html(logs, path: str | os.PathLike, title: str = "OPT-Tree Lab — tr
 const CONFIG = {{displaylogo: false, responsive: false}};
 {PAGE_JS}</script></body></html>
 """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(page, encoding="utf-8")
-    return path
+    return _write_page(Path(path), page)
+
+
+def _write_page(path: Path, page: str) -> Path:
+    """Write the page atomically (``opttree_core.atomic.write_atomic``); an OS error is one OptTreeError
+    line and leaves neither a half page nor a temporary file behind."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return write_atomic(path, lambda tmp: tmp.write_text(page, encoding="utf-8"))
+    except OSError as err:
+        path.with_name(f".{path.name}.tmp-{os.getpid()}").unlink(missing_ok=True)  # write_atomic's own temp file
+        raise OptTreeError(f"cannot write {path}: {err.strerror or err}") from err
 
 

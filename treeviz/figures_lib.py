@@ -43,7 +43,9 @@ def ea_heatmaps(run: BenchRun):
     groups = sorted(frame["group"].unique())
     fig = ea_heatmap_mpl(frame, groups)
     with paper_style():
-        fig.suptitle("Acceptance length A against expected acceptance E(A), per step", fontsize=8)
+        prompts = run.results["prompt_id"].nunique()
+        fig.suptitle(f"Acceptance length A against expected acceptance E(A), per step ({prompts} prompts; "
+                     "n = steps per panel)", fontsize=8)
     parts = []
     for group in groups:
         counts = ea_a_counts(frame[frame["group"] == group]).stack().rename("steps").reset_index()
@@ -81,11 +83,16 @@ def budget_table(results: pd.DataFrame) -> pd.DataFrame:
     return table[keys + ["n_prompts", "mal", "mal_std", "tokens_per_s", "tokens_per_s_std"]]
 
 
+DODGE_LOG2 = 0.07  # policies at one budget sit this far apart on the log₂ axis, so error bars don't overlap
+
+
 def _budget_panel(ax, rows: pd.DataFrame, value: str, colours: dict) -> None:
-    for policy, line in rows.groupby("policy", sort=True):
+    policies = sorted(rows["policy"].unique())
+    for i, (policy, line) in enumerate(rows.groupby("policy", sort=True)):
         line = line.sort_values("budget")
-        ax.errorbar(line["budget"].astype(float), line[value], yerr=line[f"{value}_std"].fillna(0), marker="o",
-                    ms=3, capsize=2, lw=1.2, color=colours[policy], label=policy)
+        dodge = 2.0 ** ((i - (len(policies) - 1) / 2) * DODGE_LOG2)
+        ax.errorbar(line["budget"].astype(float) * dodge, line[value], yerr=line[f"{value}_std"].fillna(0),
+                    marker="o", ms=3, capsize=2, lw=1.2, color=colours[policy], label=policy)
     budgets = sorted(rows["budget"].astype(int).unique())
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_locator(FixedLocator(budgets))
@@ -93,14 +100,21 @@ def _budget_panel(ax, rows: pd.DataFrame, value: str, colours: dict) -> None:
     ax.xaxis.set_minor_locator(NullLocator())
 
 
+def _prompts(table: pd.DataFrame) -> str:
+    """"n = 4 prompts" (or a range when methods finished different numbers of prompts)."""
+    counts = sorted(set(table["n_prompts"].astype(int)))
+    return f"n = {counts[0]} prompts" if len(counts) == 1 else f"n = {counts[0]}–{counts[-1]} prompts"
+
+
 def budget_curves(run: BenchRun):
-    """Fig. 5: MAL (top row) and tokens/s (bottom row) against the node budget, a line per policy,
-    a column per drafter; AR's tokens/s as a dotted line. Points: mean ± sd over prompts."""
+    """Fig. 5: MAL (top row) and tokens/s (bottom row) against the node budget (log₂ axis), a line
+    per policy (dodged sideways so error bars don't overlap), a column per drafter; AR's tokens/s as
+    a dotted line; the legend outside the panels. Points: mean ± sd over the prompts (n in the title)."""
     table = budget_table(run.results)
     tree = table[table["policy"] != AR_KIND]
     groups = sorted(tree["group"].unique())
     colours = style.policy_colours(tree["policy"].unique())
-    fig, axes = new_figure(min(PAGE_WIDTH_IN, 2.6 * len(groups) + 0.6), 3.9, ncols=len(groups), nrows=2,
+    fig, axes = new_figure(min(PAGE_WIDTH_IN, 2.6 * len(groups) + 1.6), 3.9, ncols=len(groups), nrows=2,
                            sharex="col", sharey="row")
     with paper_style():
         for col, group in enumerate(groups):
@@ -112,12 +126,12 @@ def budget_curves(run: BenchRun):
                 axes[1, col].axhline(float(ar["tokens_per_s"].iloc[0]), color="#555", lw=0.9, ls=":",
                                      label="autoregressive")
             axes[0, col].set_title(group, fontsize=8)
-            axes[1, col].set_xlabel("node budget n")
+            axes[1, col].set_xlabel("node budget n (log₂ axis)")
         for row, label in enumerate(CURVE_VALUES.values()):
             axes[row, 0].set_ylabel(label)
-        axes[1, 0].legend(frameon=False, fontsize=6.5)
-        fig.suptitle("Mean acceptance length and throughput against the node budget (mean ± sd over prompts)",
-                     fontsize=8)
+        axes[1, -1].legend(frameon=False, fontsize=6.5, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+        fig.suptitle("Mean acceptance length and throughput against the node budget "
+                     f"(mean ± sd over {_prompts(tree)})", fontsize=8)
     return fig, table
 
 
@@ -133,7 +147,7 @@ def speedup_bars(run: BenchRun):
     groups = sorted(table["group"].unique())
     policies = sorted(table["policy"].unique())
     colours = style.policy_colours(policies)
-    fig, axes = new_figure(min(PAGE_WIDTH_IN, 2.6 * len(groups) + 0.6), 2.3, ncols=len(groups), sharey=True)
+    fig, axes = new_figure(min(PAGE_WIDTH_IN, 2.6 * len(groups) + 1.6), 2.5, ncols=len(groups), sharey=True)
     width = 0.8 / len(policies)
     with paper_style():
         for ax, group in zip(axes[0], groups):
@@ -149,7 +163,10 @@ def speedup_bars(run: BenchRun):
             ax.set_xlabel("node budget n")
             ax.set_title(group, fontsize=8)
         axes[0, 0].set_ylabel("speedup over AR (mean ± sd)")
-        axes[0, 0].legend(frameon=False, fontsize=6.5)
+        axes[0, -1].legend(frameon=False, fontsize=6.5, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+        prompts = sorted(set(table["count"].astype(int)))
+        fig.suptitle(f"Speedup over autoregressive decoding on the same prompt (mean ± sd over "
+                     f"n = {prompts[0] if len(prompts) == 1 else f'{prompts[0]}–{prompts[-1]}'} prompts)", fontsize=8)
     return fig, table
 
 
@@ -190,11 +207,13 @@ def case_tree(run: BenchRun, method: str | None = None):
     path = accepted_path(graph)
     bonus = graph.graph["bonus_node"]
     accepted_text = "".join(graph.nodes[n]["text"] for n in path[1:] + ([bonus] if bonus is not None else []))
+    chars = max(30, int(fig.get_figwidth() * 72 / (7 * 0.62)))  # a 7 pt line's characters across the figure
     with paper_style():
         ax = fig.axes[0]
-        ax.set_title(f"{row['method']} · prompt {row['prompt_id']} · step {step}: {graph.graph['n_nodes'] - 1} "
-                     f"drafted nodes, E(A) = {graph.graph['ea']:.2f}, A = {graph.graph['a']}\n"
-                     f"accepted: “{visible(accepted_text, 60)}” (root “{visible(graph.nodes[0]['text'])}”)",
+        prompt = visible(str(data.meta.get("prompt") or row["prompt_id"]), chars - 2)
+        ax.set_title(f"{row['method']} · step {step}: {graph.graph['n_nodes'] - 1} drafted nodes, "
+                     f"E(A) = {graph.graph['ea']:.2f}, A = {graph.graph['a']}\n“{prompt}”\n"
+                     f"accepted: “{visible(accepted_text, chars - 20)}” (root “{visible(graph.nodes[0]['text'])}”)",
                      loc="left", fontsize=7)
     nodes = [{"node": n, "parent": next(iter(graph.predecessors(n)), -1), "depth": a["depth"], "token": a["token"],
               "text": a["text"], "p_hat": a["p_hat"], "accepted": a["accepted"], "kind": a["kind"],

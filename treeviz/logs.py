@@ -13,10 +13,12 @@ import math
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
-from opttree_core.records import read_log
+from opttree_core.errors import OptTreeError
+from opttree_core.records import TEXT_COLUMNS, read_log
 
 WHITESPACE = {" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"}
 
@@ -35,14 +37,60 @@ class StepInfo:
     build_s: float | None = None
 
 
+META_TYPES = {"policy": str, "policy_config": dict, "prompt": str, "target": str, "draft": str, "token_ids": list,
+              "draft_vocab": int}  # the meta keys treeviz reads, and their JSON types (null allowed)
+
+
 def load_log(path: str | os.PathLike):
-    """A saved tree log, read by the engine's one reader (``opttree_core.records.read_log``; no torch)."""
-    return read_log(path)
+    """A saved tree log, read by the engine's one reader (``opttree_core.records.read_log``; no torch),
+    and checked for what treeviz draws from it: a one-line OptTreeError naming the file otherwise."""
+    data = read_log(path)
+    check_log(data, Path(path))
+    return data
+
+
+def check_log(data, where: Path) -> None:
+    """Meta values of the right types (``META_TYPES``); every node row in a logged step, a root per step."""
+    meta = where / "meta.json"
+    for key, kind in META_TYPES.items():
+        value = data.meta.get(key)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise OptTreeError(f"{meta}: {key!r} must be a JSON {kind.__name__}, not {type(value).__name__}")
+    for key, value in (data.meta.get("policy_config") or {}).items():
+        if key in ("nodes", "length") and (not isinstance(value, int) or isinstance(value, bool)):
+            raise OptTreeError(f"{meta}: policy_config.{key} must be an integer, not {value!r}")
+    steps = set(range(len(data.steps)))
+    logged = set(data.nodes["step"].astype(int))
+    roots = set(data.nodes.loc[data.nodes["node"] == 0, "step"].astype(int))
+    if not logged <= steps or roots != steps:
+        bad = sorted((logged - steps) | (steps ^ roots))[0]
+        raise OptTreeError(f"{where / 'nodes.parquet'} does not match {where / 'steps.parquet'}: step {bad} "
+                           "has nodes without a step row, or no root node")
+
+
+def unique_labels(paths: Iterable[str | os.PathLike]) -> list[str]:
+    """A short label per path, unique among them: the directory name, or as many trailing path parts
+    as it takes to tell two apart (``chain/p0`` and ``opt-tree/p0``, not two ``p0``)."""
+    parts = [Path(os.path.abspath(os.fspath(p))).parts for p in paths]
+    depth = {i: 1 for i in range(len(parts))}
+    while True:
+        labels = ["/".join(ps[-depth[i]:]) for i, ps in enumerate(parts)]
+        clashes = {i for i, label in enumerate(labels) if labels.count(label) > 1 and depth[i] < len(parts[i])}
+        if not clashes:
+            return labels
+        for i in clashes:
+            depth[i] += 1
 
 
 def load_logs(paths: Iterable[str | os.PathLike]) -> dict[str, object]:
-    """Several logs, keyed by their directory names."""
-    return {os.path.basename(os.path.normpath(os.fspath(p))): load_log(p) for p in paths}
+    """Several logs, keyed by a unique label each (``unique_labels``: their directory names when
+    those differ); the same directory twice is an OptTreeError."""
+    paths = list(paths)
+    labels = unique_labels(paths)
+    if len(set(labels)) < len(labels):
+        twice = next(label for label in labels if labels.count(label) > 1)
+        raise OptTreeError(f"the same log is given twice: {twice}")
+    return {label: load_log(p) for label, p in zip(labels, paths)}
 
 
 def as_named(logs) -> dict[str, object]:
@@ -85,13 +133,15 @@ def step_info(data, step: int) -> StepInfo:
 
 
 def token_text_map(data, tokenizer=None) -> dict[int, str]:
-    """Token id → text, from the log's ``token_text`` and ``target_text`` columns (the drafted tokens'
-    and the target's own, the bonus tokens included) and, when given, a tokenizer."""
+    """Token id → text, from the log's text columns (``token_text``, ``target_text``, ``bonus_text``:
+    ``opttree_core.records.TEXT_COLUMNS``) and, for ids they lack, a tokenizer when given."""
     texts: dict[int, str] = {}
-    for ids, column in (("target_token", "target_text"), ("token", "token_text")):
-        if column in data.nodes.columns:
-            pairs = data.nodes[[ids, column]].drop_duplicates(ids)
-            texts.update(zip(pairs[ids].astype(int), pairs[column].astype(str)))
+    for frame, columns in ((data.nodes, TEXT_COLUMNS["nodes"]), (data.steps, TEXT_COLUMNS["steps"])):
+        for text, ids in columns.items():
+            if text in frame.columns:
+                pairs = frame[[ids, text]].drop_duplicates(ids)
+                pairs = pairs[pairs[ids] >= 0]
+                texts.update(zip(pairs[ids].astype(int), pairs[text].astype(str)))
     if tokenizer is not None:
         ids = set(data.nodes["token"].astype(int)) | set(data.steps["bonus_token"].astype(int))
         ids |= set(data.nodes["target_token"].astype(int))

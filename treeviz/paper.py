@@ -30,28 +30,36 @@ from .static import COLUMN_WIDTH_IN, PAGE_WIDTH_IN, new_figure, paper_style, sav
 
 
 def ea_heatmap_mpl(logs_or_frame, groups: list[str] | None = None):
-    """Fig. 4: steps per (E(A) rounded, A), a panel per draft/target group, r in each title."""
+    """Fig. 4: steps per (E(A) rounded, A), a panel per draft/target group, r, ρ and n (steps) in each
+    title. Every panel spans the same ranges, cells without a step are blank, and the dotted line
+    A = E(A) + 1 marks where a calibrated draft's steps fall."""
     frame = logs_or_frame if isinstance(logs_or_frame, pd.DataFrame) else ea_a_frame(logs_or_frame)
     groups = groups if groups is not None else sorted(frame["group"].unique())
-    fig, axes = new_figure(min(PAGE_WIDTH_IN, 2.3 * max(1, len(groups)) + 0.4), 2.5, ncols=max(1, len(groups)))
+    shown = frame[frame["group"].isin(groups)]
+    fig, axes = new_figure(min(PAGE_WIDTH_IN, 2.3 * max(1, len(groups)) + 0.4), 2.6, ncols=max(1, len(groups)))
     with paper_style():
         for ax, group in zip(axes[0], groups):
             part = frame[frame["group"] == group]
-            counts = ea_a_counts(part)
-            ax.imshow(counts.to_numpy(), origin="lower", cmap="Blues", aspect="auto",
-                      extent=(counts.columns[0] - 0.5, counts.columns[-1] + 0.5, counts.index[0] - 0.5,
-                              counts.index[-1] + 0.5))
-            for (a, ea), n in np.ndenumerate(counts.to_numpy()):
+            counts = ea_a_counts(part, like=shown)
+            values = counts.to_numpy()
+            extent = (counts.columns[0] - 0.5, counts.columns[-1] + 0.5, counts.index[0] - 0.5, counts.index[-1] + 0.5)
+            ax.imshow(np.ma.masked_equal(values, 0), origin="lower", cmap="Blues", aspect="auto", extent=extent,
+                      vmin=0, vmax=max(1, values.max()))
+            for (a, ea), n in np.ndenumerate(values):
                 if n:
-                    colour = "white" if n > counts.to_numpy().max() * 0.6 else "black"
+                    colour = "white" if n > values.max() * 0.6 else "black"
                     ax.text(counts.columns[ea], counts.index[a], str(n), ha="center", va="center", fontsize=6,
                             color=colour)
+            ax.plot(extent[:2], [extent[0] + 1, extent[1] + 1], color=style.ACCEPTED, lw=0.9, ls=":",
+                    label="A = E(A) + 1")
+            ax.set_xlim(extent[:2])
+            ax.set_ylim(extent[2:])
             r = correlation(part)
-            ax.set_title(f"{group}\nr = {r.pearson:.2f}, ρ = {r.spearman:.2f} (n = {r.n})", fontsize=7)
-            ax.set_xlabel("E(A) (rounded)")
+            ax.set_title(f"{group}\nr = {r.pearson:.2f}, ρ = {r.spearman:.2f}\nn = {r.n} steps", fontsize=7)
             ax.set_xticks(list(counts.columns))
             ax.set_yticks(list(counts.index))
         axes[0, 0].set_ylabel("acceptance length A")
+        fig.supxlabel("E(A), rounded · dotted line: A = E(A) + 1", fontsize=8)  # once: panel labels collide
     return fig
 
 

@@ -3,10 +3,11 @@
 Each figure is first built as a plain JSON-ready dict (``*_spec``: ``{"data": [...],
 "layout": {...}}``), which the HTML export embeds as is; the ``*_figure`` functions wrap
 a spec in a ``go.Figure``. The tree figure always has the same traces, in this order
-(``TREE_TRACES``), so a ``FigureWidget`` can be updated in place from step to step:
-``rejected edges``, ``accepted path``, ``bonus edge``, ``node backgrounds``, ``nodes``
-(colour = p̂ on a colour bar, rejected nodes faded, the accepted path outlined) and
-``bonus token`` (the target's own token: an orange diamond below the last accepted node).
+(``TREE_TRACES``), so a figure can be updated in place from step to step:
+``rejected edges`` (dotted), ``accepted path``, ``bonus edge``, ``nodes`` (every node filled
+with its p̂ colour, read on the colour bar; the accepted path larger and outlined, rejected
+nodes with a thin grey outline) and ``bonus token`` (the target's own token: an orange diamond
+below the last accepted node). Labels sit below the nodes, off the edges (``scene``).
 The hover data of ``nodes`` is its ``customdata`` (columns ``HOVER_COLUMNS``).
 """
 from __future__ import annotations
@@ -35,8 +36,8 @@ NODE_HOVER = ("<b>%{customdata[0]}</b> (id %{customdata[1]})<br>p̂ = %{customda
               " · sibling rank %{customdata[6]}<br>accepted: %{customdata[7]}<br>target's next token:"
               " %{customdata[8]}<extra></extra>")
 BONUS_HOVER = "<b>%{customdata[0]}</b> (id %{customdata[1]})<br>bonus token: produced by the target<extra></extra>"
-TREE_TRACES = ["rejected edges", "accepted path", "bonus edge", "node backgrounds", "nodes", "bonus token"]
-EDGE_LOOKS = ((REJECTED, "rejected edges", {"color": style.REJECTED_EDGE, "width": 1}),
+TREE_TRACES = ["rejected edges", "accepted path", "bonus edge", "nodes", "bonus token"]
+EDGE_LOOKS = ((REJECTED, "rejected edges", {"color": style.REJECTED_EDGE, "width": 1.2, "dash": "dot"}),
               (ACCEPTED, "accepted path", {"color": style.ACCEPTED, "width": 3.5}),
               (BONUS, "bonus edge", {"color": style.TARGET, "width": 2.5, "dash": "dot"}))
 
@@ -71,20 +72,12 @@ def tree_spec(scene: TreeScene) -> dict:
         xs, ys = edge_lines(scene.edges, kind)
         traces.append({"type": "scatter", "x": xs, "y": ys, "mode": "lines", "name": name, "line": line,
                        "hoverinfo": "skip", "showlegend": kind != BONUS})
-    traces += [_underlay_trace(scene), _node_trace(scene), _bonus_trace(scene)]
+    traces += [_node_trace(scene), _bonus_trace(scene)]
     return {"data": traces, "layout": tree_layout(scene)}
 
 
-def _underlay_trace(scene: TreeScene) -> dict:
-    """White discs under the faded nodes, so edges don't show through them."""
-    nodes = scene.nodes[scene.nodes["kind"] == REJECTED]
-    return {"type": "scatter", "x": _list(nodes["x"]), "y": _list(nodes["y"]), "mode": "markers",
-            "name": "node backgrounds", "hoverinfo": "skip", "showlegend": False,
-            "marker": {"size": scene.marker_px, "color": "#FFFFFF", "line": {"width": 0}}}
-
-
 def _text_position(scene: TreeScene) -> str:
-    return "top center" if scene.orientation == "td" else "middle right"
+    return "bottom center" if scene.orientation == "td" else "middle right"
 
 
 def _node_trace(scene: TreeScene) -> dict:
@@ -99,14 +92,14 @@ def _node_trace(scene: TreeScene) -> dict:
         custom[column] = custom[column].map(_six_digits)
     marker = {"size": _list(np.where(on_path, scene.marker_px * 1.25, scene.marker_px)),
               "color": _list(nodes["p_hat"].astype(float)), "colorscale": style.P_HAT_SCALE, "cmin": 0.0,
-              "cmax": 1.0, "opacity": _list(np.where(on_path, 1.0, style.REJECTED_OPACITY)),
-              "symbol": _list(np.where(kind == ROOT, "square", "circle")),
-              "line": {"color": _list(np.where(on_path, style.ACCEPTED, style.OUTLINE)),
-                       "width": _list(np.where(on_path, 2.5, 0.5))},
-              "colorbar": {"title": {"text": "p̂"}, "thickness": 12, "len": 0.8}}
+              "cmax": 1.0, "opacity": 1.0, "symbol": _list(np.where(kind == ROOT, "square", "circle")),
+              "line": {"color": _list(np.where(on_path, style.ACCEPTED, style.REJECTED_OUTLINE)),
+                       "width": _list(np.where(on_path, 2.5, 1.0))},
+              "colorbar": {"title": {"text": "node colour: p̂"}, "thickness": 12, "len": 0.8}}
     labels = [_safe(t) if show else "" for t, show in zip(nodes["label"], nodes["show_label"])]
     return {"type": "scatter", "x": _list(nodes["x"]), "y": _list(nodes["y"]), "mode": "markers+text",
-            "name": "nodes (colour = p̂)", "text": labels, "textposition": _text_position(scene),
+            "name": "nodes (colour = p̂)", "showlegend": False, "text": labels,
+            "textposition": _text_position(scene),
             "textfont": {"size": FONT_PX, "family": style.FONT},
             "marker": marker, "customdata": custom.to_numpy(dtype=object).tolist(), "hovertemplate": NODE_HOVER}
 
@@ -137,14 +130,25 @@ def tree_layout(scene: TreeScene) -> dict:
             "hoverlabel": {"font": {"family": "DejaVu Sans Mono, monospace"}}}
 
 
-def _mask_trace(graph) -> dict:
+def _node_names(graph) -> list[str]:
+    """``index:token`` for each node: how the mask's rows and columns are labelled."""
+    return [_safe(f"{v}:{visible(graph.nodes[v]['text'], 10)}") for v in range(graph.number_of_nodes())]
+
+
+def _mask_trace(graph, prefix_len: int = 0) -> dict:
+    """0 hidden, 1 visible, 2 both on the accepted path; with ``prefix_len``, one first column for
+    the cached prefix (visible to every node)."""
     mask = ancestor_matrix(parents_array(graph))
     accepted = np.array([graph.nodes[v]["accepted"] for v in range(len(mask))])
-    z = mask.astype(int) + (mask & accepted[:, None] & accepted[None, :])  # 0 hidden, 1 visible, 2 accepted
-    names = [_safe(f"{v}:{graph.nodes[v]['label'][:10]}") for v in range(len(mask))]
+    z = mask.astype(int) + (mask & accepted[:, None] & accepted[None, :])  # (N, N)
+    names = _node_names(graph)
+    columns = names
+    if prefix_len:
+        z = np.hstack([np.ones((len(mask), 1), dtype=int), z])  # (N, 1 + N)
+        columns = [f"prefix ({prefix_len} tokens)"] + names
     scale = [[0, "#FFFFFF"], [0.33, "#FFFFFF"], [0.33, "#6C8EBF"], [0.66, "#6C8EBF"], [0.66, style.ACCEPTED],
              [1, style.ACCEPTED]]
-    return {"type": "heatmap", "z": z.tolist(), "x": names, "y": names, "zmin": 0, "zmax": 2, "colorscale": scale,
+    return {"type": "heatmap", "z": z.tolist(), "x": columns, "y": names, "zmin": 0, "zmax": 2, "colorscale": scale,
             "showscale": False, "xgap": 1, "ygap": 1, "name": "mask",
             "hovertemplate": "query %{y}<br>key %{x}<extra></extra>"}
 
@@ -164,14 +168,21 @@ def _icicle_trace(graph) -> dict:
             "tiling": {"orientation": "v"}, "name": "icicle"}
 
 
-def attention_mask_figure(data, step: int, texts=None) -> go.Figure:
+def attention_mask_figure(data, step: int, texts=None, prefix_len: int = 0) -> go.Figure:
     """The tree-attention mask of ``step``: row i may attend to column j (j is i or an ancestor);
-    cells among accepted nodes are drawn in the accepted colour."""
+    cells among accepted nodes are drawn in the accepted colour. ``prefix_len`` > 0 adds the cached
+    prefix as one block of columns on the left (every node attends to all of it)."""
     graph = step_graph(data, step, bonus=False, texts=texts)
-    return go.Figure({"data": [_mask_trace(graph)], "layout": {
-        **style.PLOTLY_BASE, "title": {"text": f"tree-attention mask, step {step}"}, "width": 460, "height": 460,
-        "yaxis": {"autorange": "reversed", "title": {"text": "query node"}},
-        "xaxis": {"title": {"text": "key node"}}, "margin": {"l": 20, "r": 20, "t": 50, "b": 20}}})
+    n = graph.number_of_nodes()
+    side = int(np.clip(28 * n + 200, 420, 900))
+    ticks = {"tickfont": {"size": 11, "family": "DejaVu Sans Mono, monospace"}, "automargin": True}
+    prefix = f" · left block: the {prefix_len} cached prefix tokens" if prefix_len else ""
+    return go.Figure({"data": [_mask_trace(graph, prefix_len)], "layout": {
+        **style.PLOTLY_BASE, "title": {"text": f"tree-attention mask, step {step}{prefix}"},
+        "width": side + (120 if prefix_len else 0), "height": side,
+        "yaxis": {**ticks, "autorange": "reversed", "title": {"text": "query node (index:token)"}},
+        "xaxis": {**ticks, "tickangle": -60, "title": {"text": "key (index:token)"}},
+        "margin": {"l": 20, "r": 20, "t": 50, "b": 20}}})
 
 
 def icicle_figure(data, step: int, texts=None) -> go.Figure:
@@ -186,7 +197,8 @@ def side_spec(data, step: int, texts=None) -> dict:
     """The tree-attention mask and the p̂ icicle of ``step`` side by side (two traces, this order)."""
     graph = step_graph(data, step, bonus=False, texts=texts)
     few = graph.number_of_nodes() <= 24
-    axis = {"showticklabels": few, "tickfont": {"size": 9}, "showgrid": False, "zeroline": False}
+    axis = {"showticklabels": few, "tickfont": {"size": 10, "family": "DejaVu Sans Mono, monospace"},
+            "showgrid": False, "zeroline": False, "automargin": True}
     titles = [{"text": text, "x": x, "y": 1.0, "xref": "paper", "yref": "paper", "xanchor": "center",
                "yanchor": "bottom", "showarrow": False, "font": {"size": 13}}
               for text, x in (("tree-attention mask (accepted in colour)", 0.22), ("p̂ icicle (area = p̂)", 0.78))]

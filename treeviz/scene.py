@@ -2,8 +2,10 @@
 
 ``tree_scene`` does every decision both renderers share (layout, orientation, figure
 size, marker size, which labels fit); ``plotly_tree`` and ``mpl_tree`` only draw it.
-Labels that would overlap a neighbour are left out (the root, the accepted path and the
-bonus token are always labelled); hover still shows every node.
+Labels sit off the edges (below a node when the root is on top, right of it when the tree
+runs left to right; edges leave a node below or after its label). Every label of the root,
+the accepted path and the bonus token is shown; another is left out where it would overlap
+one already placed on its level; hover still shows every node.
 """
 from __future__ import annotations
 
@@ -95,31 +97,35 @@ def _node_frame(graph, pos, orientation: str) -> pd.DataFrame:
 
 
 def _labels_that_fit(nodes: pd.DataFrame, orientation: str, unit_px: float, level_px: float) -> np.ndarray:
-    """A label shows when it clears its neighbours on its level (always on the accepted path)."""
+    """Which labels to show: every label of the root, the accepted path and the bonus token, then the
+    others by p̂ (largest first), each only where it overlaps no label already placed on its level."""
     along, across = ("x", "y") if orientation == "td" else ("y", "x")
-    fit = np.zeros(len(nodes), dtype=bool)
-    for _, level in nodes.groupby(across):
-        order = level.sort_values(along)
-        coords = order[along].to_numpy()
-        gaps = np.diff(coords) * unit_px  # (k - 1,)
-        room = np.minimum(np.r_[np.inf, gaps], np.r_[gaps, np.inf])  # space to the nearer neighbour
-        need = order["label"].str.len().to_numpy() * CHAR_PX + 4 if orientation == "td" else FONT_PX + 2
-        ok = room >= need
-        if orientation == "lr":
-            ok &= order["label"].str.len().to_numpy() * CHAR_PX <= level_px - 20
-        fit[order.index.to_numpy()] = ok
-    return fit | nodes["kind"].isin([ROOT, ACCEPTED, BONUS]).to_numpy()
+    chars = nodes["label"].str.len().to_numpy()
+    extent = chars * CHAR_PX + 4 if orientation == "td" else np.full(len(nodes), FONT_PX + 2.0)  # px along the level
+    always = nodes["kind"].isin([ROOT, ACCEPTED, BONUS]).to_numpy()
+    fits_level = chars * CHAR_PX <= level_px - 20 if orientation == "lr" else np.ones(len(nodes), dtype=bool)
+    order = np.lexsort((nodes["node"].to_numpy(), -nodes["p_hat"].fillna(2.0).to_numpy(), ~always))
+    placed: dict[float, list[tuple[float, float]]] = {}
+    show = np.zeros(len(nodes), dtype=bool)
+    for i in order:
+        centre = float(nodes[along].iat[i]) * unit_px
+        low, high = centre - extent[i] / 2, centre + extent[i] / 2
+        taken = placed.setdefault(float(nodes[across].iat[i]), [])
+        if always[i] or (fits_level[i] and all(high <= a or low >= b for a, b in taken)):
+            taken.append((low, high))
+            show[i] = True
+    return show
 
 
 def _label_clearance(nodes: pd.DataFrame, orientation: str, marker_px: float, x_px: float,
                      y_px: float) -> pd.Series:
-    """How far (layout units) edges keep off a node's label: outgoing edges start after it
-    (left to right), incoming ones end above it (top down)."""
+    """How far (layout units) a node's outgoing edges start from it, so they pass clear of its
+    label: labels sit below the node (top down) or to its right (left to right), never on an edge."""
     chars = nodes["label"].str.len().to_numpy()
     if orientation == "lr":
         room = (marker_px / 2 + 4 + chars * CHAR_PX) / x_px
     else:
-        room = (marker_px / 2 + FONT_PX + 2) / y_px
+        room = (marker_px / 2 + 2 * FONT_PX + 6) / y_px  # two lines: the token, and p̂ in print figures
     return pd.Series(np.where(nodes["show_label"], room, 0.0), index=nodes["node"])
 
 
@@ -133,7 +139,7 @@ def _edge_frame(graph, nodes: pd.DataFrame, orientation: str, clearance: pd.Seri
         if orientation == "lr":
             x0 = min(x0 + clearance[u], x1)
         else:
-            y1 = min(y1 + clearance[v], y0)
+            y0 = max(y0 - clearance[u], y1)
         rows.append({"x0": x0, "y0": y0, "x1": x1, "y1": y1, "kind": kind})
     return pd.DataFrame(rows, columns=["x0", "y0", "x1", "y1", "kind"])
 

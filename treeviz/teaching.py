@@ -7,12 +7,14 @@
   build (``OPTTREE_HTML=1``), a static copy of its figures (widget JavaScript can't be
   inlined offline).
 - ``step_table``: one row per decoding step of a log: what was drafted, accepted, and the
-  bonus token (notebook 1).
-- ``trace_table`` / ``trace_figure``: a table and an animation of OPT-Tree's construction
+  bonus token (notebook 1); ``speed_verdict``: why a method is faster or slower than AR, in
+  numbers (a step's cost in AR tokens against its MAL; notebooks 1, 6, 7).
+- ``trace_table`` / ``trace_figure`` / ``final_tree_figure``: a table and an animation of OPT-Tree's construction
   (arXiv 2406.17276, Algorithm 1) from the per-layer records the engine's
   ``opttree_core.policies.trace_opt_tree`` returns (E_sub(T, n), its gain, where δ stops).
 - ``chi_square``: a Pearson χ² goodness-of-fit test of sampled tokens against a
-  distribution, pooling rare tokens (notebook 4).
+  distribution, pooling rare tokens; ``rejection_stages`` / ``rejection_figure``: recursive
+  rejection drawn stage by stage (notebook 4).
 
 Like the rest of treeviz, nothing here loads or runs a model: the notebooks run the engine and
 hand these helpers its records.
@@ -69,7 +71,11 @@ def html_build() -> bool:
 def offline_plotly() -> str:
     """Show plotly figures as JupyterLab's plotly mime type plus HTML that needs no network:
     plotly.js is embedded once per notebook and no MathJax CDN script is added (plotly's own
-    "notebook" renderer adds one per figure). Returns the default renderer's name."""
+    "notebook" renderer adds one per figure). Also turns off Hugging Face's loading bars and tqdm's
+    (transformers' one-time GGUF conversion of the embedded model), which would otherwise be saved
+    into the notebook as tqdm widgets. Returns the default renderer's name."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read when huggingface_hub is first imported
+    os.environ.setdefault("TQDM_DISABLE", "1")  # read when tqdm is first imported (the notebooks' first cell)
     pio.renderers[OFFLINE_RENDERER] = OfflineNotebookRenderer()
     pio.renderers.default = f"plotly_mimetype+{OFFLINE_RENDERER}"
     return pio.renderers.default
@@ -111,6 +117,40 @@ def step_table(data, tokenizer=None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def speed_verdict(name: str, mal: float, step_s: float, ar_token_s: float, rows: int | None = None,
+                  verify_s: float | None = None, draft_s: float | None = None) -> str:
+    """Why a tree (or chain) method is faster or slower than AR, in numbers: a step yields MAL
+    tokens and costs step_s; AR costs ar_token_s per token; the speedup is MAL × ar_token_s / step_s,
+    so the method wins only when a step costs less than MAL AR tokens. ``rows`` (n + 1: the root and
+    n drafted nodes), ``verify_s`` and ``draft_s`` (per step) say where a step's time goes."""
+    ratio = step_s / ar_token_s
+    where = ""
+    if verify_s is not None and draft_s is not None:
+        where = (f" (verifying {rows} rows: {verify_s * 1e3:.0f} ms = {verify_s / ar_token_s:.2f} AR tokens; "
+                 f"drafting: {draft_s * 1e3:.0f} ms)") if rows else f" (verify {verify_s * 1e3:.0f} ms, draft {draft_s * 1e3:.0f} ms)"
+    verdict = "faster" if mal > ratio else "slower"
+    return (f"{name}: a step costs {step_s * 1e3:.0f} ms = {ratio:.2f} AR tokens' time{where} and yields MAL "
+            f"{mal:.2f} tokens, so it is {verdict} than AR: speedup = {mal:.2f} / {ratio:.2f} = {mal / ratio:.2f}")
+
+
+def monotone_profile(profile) -> tuple[object, list[str]]:
+    """A hardware profile (``opttree_core.policies.auto.Profile``) whose costs never fall as the tree
+    grows: a larger tree can't be cheaper to verify or draft, so a measured dip is timing noise. Each
+    cost is raised to the largest at any smaller size; returns the profile and one line per change."""
+    import dataclasses
+
+    notes, fixed = [], {}
+    for field_name, label in (("verify_s", "verify"), ("draft_layer_s", "draft layer")):
+        times = np.asarray(getattr(profile, field_name), dtype=float)
+        smooth = np.maximum.accumulate(times)
+        for size, got, used in zip(profile.sizes, times, smooth):
+            if used > got:
+                notes.append(f"{label} at {size} nodes measured {got * 1e3:.1f} ms, less than a smaller tree: "
+                             f"noise, smoothed to {used * 1e3:.1f} ms")
+        fixed[field_name] = tuple(float(t) for t in smooth)
+    return dataclasses.replace(profile, **fixed), notes
+
+
 def trace_table(trace, threshold: float) -> pd.DataFrame:
     """One row per layer of an ``OptTreeTrace``: nodes grown, E_sub(T, n), its gain, and the δ decision."""
     return pd.DataFrame([{"layer": s.depth, "new nodes": len(s.layer), "nodes in T": s.tree.n_nodes - 1,
@@ -142,14 +182,30 @@ def _frame_traces(tree, chosen: set[int], new: set[int], pos: Mapping[int, tuple
     return [go.Scatter(x=xs, y=ys, mode="lines", line={"color": style.REJECTED_EDGE, "width": 1}, hoverinfo="skip",
                        name="edges"),
             go.Scatter(x=[pos[v][0] for v in nodes], y=[pos[v][1] for v in nodes], mode="markers+text",
-                       text=[html.escape(lab) for lab in labels], textposition="top center", marker=marker,
+                       text=[html.escape(lab) for lab in labels], textposition="bottom center", marker=marker,
                        hovertext=hover, hoverinfo="text", name="nodes (colour = p̂; faded: outside the top-n)")]
+
+
+def _trace_axes(pos: Mapping[int, tuple[float, float]]) -> dict:
+    """Axis ranges that hold every node of every frame (with room for labels)."""
+    xs, ys = [x for x, _ in pos.values()], [y for _, y in pos.values()]
+    axis = {"showgrid": False, "zeroline": False, "showticklabels": False, "fixedrange": True}
+    return {"xaxis": {**axis, "range": [min(xs) - 0.8, max(xs) + 0.8]},
+            "yaxis": {**axis, "range": [min(ys) - 0.7, max(ys) + 0.5]}}
+
+
+def _trace_layout(fig: go.Figure, pos, width: int, height: int, title) -> None:
+    fig.update_layout(**style.PLOTLY_BASE, width=width, height=height, **_trace_axes(pos), showlegend=False,
+                      title={"text": title, "x": 0.01, "y": 0.985, "yanchor": "top", "font": {"size": 14}},
+                      modebar={"orientation": "v"},  # down the right edge, never over the title
+                      margin={"l": 20, "r": 50, "t": 90, "b": 90})
 
 
 def trace_figure(trace, texts: Mapping[int, str] | None = None, width: int = 900,
                  height: int = 480) -> go.Figure:
     """An animation of the trace: one frame per layer (new layer outlined, top-n in colour,
-    E_sub in the title), then the final top-n tree. Play button and slider included."""
+    E_sub in the title), then the final top-n tree. Play button and slider included; the axes
+    hold every node of every frame (the layout is the last layer's tree, frames only add nodes)."""
     texts = texts or {}
     last = trace.layers[-1].tree
     pos = tidy_positions(dict(enumerate(last.parents.tolist())))
@@ -160,20 +216,75 @@ def trace_figure(trace, texts: Mapping[int, str] | None = None, width: int = 900
         frames.append(go.Frame(name=f"layer {s.depth}", data=_frame_traces(s.tree, set(s.top), set(s.layer), pos, texts),
                                layout={"title": {"text": title}}))
     kept = set(trace.layers[-1].top)
-    final_title = f"final tree: the top-{len(kept)} nodes, E(A) = {trace.layers[-1].e_sub:.3f}"
     frames.append(go.Frame(name="final top-n", data=_frame_traces(last, kept, set(), pos, texts, only_chosen=True),
-                           layout={"title": {"text": final_title}}))
+                           layout={"title": {"text": _final_title(trace)}}))
     fig = go.Figure(data=frames[0].data, frames=frames)
     steps = [{"method": "animate", "label": f.name, "args": [[f.name], {"mode": "immediate",
               "frame": {"duration": 0, "redraw": True}}]} for f in frames]
-    axis = {"showgrid": False, "zeroline": False, "showticklabels": False}
-    fig.update_layout(**style.PLOTLY_BASE, width=width, height=height, title=frames[0].layout.title,
-                      xaxis=axis, yaxis={**axis, "range": [min(y for _, y in pos.values()) - 0.6, 0.6]},
-                      showlegend=False, margin={"l": 20, "r": 20, "t": 60, "b": 90},
-                      sliders=[{"steps": steps, "currentvalue": {"prefix": ""}, "y": -0.05}],
-                      updatemenus=[{"type": "buttons", "x": 0, "y": 1.12, "xanchor": "left", "buttons": [
+    _trace_layout(fig, pos, width, height, frames[0].layout.title.text)
+    fig.update_layout(sliders=[{"steps": steps, "currentvalue": {"prefix": ""}, "y": -0.05}],
+                      updatemenus=[{"type": "buttons", "x": 0, "y": 1.0, "yanchor": "bottom", "xanchor": "left",
+                                    "pad": {"t": 0, "b": 34}, "buttons": [
                           {"label": "▶ play", "method": "animate",
                            "args": [None, {"frame": {"duration": 1200, "redraw": True}, "fromcurrent": True}]}]}])
+    return fig
+
+
+def _final_title(trace) -> str:
+    kept = trace.layers[-1].top
+    return f"final tree: the top-{len(kept)} nodes, E(A) = {trace.layers[-1].e_sub:.3f}"
+
+
+def final_tree_figure(trace, texts: Mapping[int, str] | None = None, width: int = 900,
+                      height: int = 420) -> go.Figure:
+    """The final top-n tree of the trace as a still figure (the animation's last frame, drawn alone)."""
+    last, kept = trace.layers[-1].tree, set(trace.layers[-1].top)
+    parents = last.parents.tolist()
+    pos = tidy_positions({v: parents[v] for v in range(last.n_nodes) if v == 0 or v in kept})  # the kept tree alone
+    fig = go.Figure(_frame_traces(last, kept, set(), pos, texts or {}, only_chosen=True))
+    _trace_layout(fig, pos, width, height, _final_title(trace))
+    fig.update_layout(margin={"l": 20, "r": 50, "t": 60, "b": 30})
+    return fig
+
+
+def rejection_stages(p, children: Sequence[int]) -> list[dict]:
+    """Recursive rejection over deterministic children, stage by stage: before trying child i, the
+    residual distribution (the target's p with the children already rejected zeroed, renormalised)
+    and the chance of accepting child i; the last stage is the residual the bonus token is drawn
+    from when every child is rejected (SpecInfer's rule with q a point mass on each child)."""
+    residual = np.asarray(p, dtype=np.float64) / float(np.sum(p))
+    stages = []
+    for child in children:
+        stages.append({"child": int(child), "accept": float(residual[child]), "p": residual.copy()})
+        residual = residual.copy()
+        residual[child] = 0.0
+        residual /= residual.sum()
+    stages.append({"child": None, "accept": None, "p": residual})
+    return stages
+
+
+def rejection_figure(p, children: Sequence[int], top: int = 8, width: int = 980, height: int = 300) -> go.Figure:
+    """Bars of the residual distribution at each stage of ``rejection_stages`` (the ``top`` tokens of
+    p): the child being tried in the accepted colour, the children already rejected at 0."""
+    from plotly.subplots import make_subplots
+
+    stages = rejection_stages(p, children)
+    shown = sorted(set(np.argsort(-np.asarray(p))[:top].tolist()) | {int(c) for c in children},
+                   key=lambda t: -float(p[t]))
+    titles = [f"try child t{s['child']}: accept w.p. {s['accept']:.2f}" if s["child"] is not None
+              else "all rejected: bonus ~ residual" for s in stages]
+    fig = make_subplots(rows=1, cols=len(stages), subplot_titles=titles, shared_yaxes=True, horizontal_spacing=0.03)
+    for col, stage in enumerate(stages, start=1):
+        colours = [style.ACCEPTED if t == stage["child"] else style.REJECTED_EDGE if stage["p"][t] == 0
+                   else style.DRAFTED for t in shown]
+        fig.add_trace(go.Bar(x=[f"t{t}" for t in shown], y=[float(stage["p"][t]) for t in shown],
+                             marker={"color": colours}, showlegend=False,
+                             hovertemplate="%{x}: %{y:.3f}<extra></extra>"), row=1, col=col)
+    fig.update_layout(**style.PLOTLY_BASE, width=width, height=height, margin={"l": 50, "r": 10, "t": 60, "b": 40},
+                      title={"text": "recursive rejection: residual p before each try (tried child in colour)",
+                             "x": 0.01, "font": {"size": 13}})
+    fig.update_annotations(font={"size": 11})
+    fig.update_yaxes(title_text="residual p", row=1, col=1)
     return fig
 
 

@@ -7,19 +7,22 @@
 - ``AnalysisDashboard``: pick runs, groups and policies; the E(A)-vs-A heatmap with its r
   and the MAL-vs-budget curves update in place.
 
-Figures are plotly ``FigureWidget``s when ``anywidget`` is installed (plotly ≥ 6 needs it);
-without it they redraw inside an ``Output`` widget, and the explorers say so in one line.
+Every figure is a ``FigureView``: a plain ``go.Figure`` on the Python side, shown in an ipywidgets
+``Output`` whose ``outputs`` state holds the figure's **complete** plotly spec as one display item
+(mime type ``application/vnd.plotly.v1+json``, drawn by plotly's own JupyterLab renderer). Each update
+replaces that state whole, so a front end that missed an update, opened late, or was reloaded with
+the kernel alive draws the latest figure from the widget state alone. Why not plotly's
+``FigureWidget``: see treeviz/README.md ("Why the widgets don't use FigureWidget").
 """
 from __future__ import annotations
 
 import html
-import importlib.util
 import json
 
 import ipywidgets as widgets
 import plotly.graph_objects as go
-from IPython import get_ipython
-from IPython.display import clear_output, display
+import plotly.io as pio
+from IPython.display import display
 
 from . import analysis, analysis_plots
 from .logs import as_named, budget_of, group_name, run_name, token_text_map
@@ -28,9 +31,9 @@ from .rerun import Rerunner, RunRequest, budget_params, parse_param, policy_fiel
 from .scene import tree_scene
 from .stream import stream_html, token_stream
 
-HAS_ANYWIDGET = importlib.util.find_spec("anywidget") is not None
-NO_ANYWIDGET = ("anywidget is not installed, so figures redraw in an Output widget instead of updating a "
-                "plotly FigureWidget in place (pip install anywidget)")
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+FIGURE_CONFIG = {"displaylogo": False, "responsive": False}
+_WIDE = {"description_width": "initial"}  # descriptions in full, never cut off
 
 
 def _wrapping() -> widgets.Layout:
@@ -49,18 +52,29 @@ def _type(trace) -> str:
     return trace.get("type", "scatter") if isinstance(trace, dict) else trace.type
 
 
-class FigureView:
-    """A plotly figure shown in a widget and updated in place (``update(spec_or_figure)``)."""
+def figure_output(figure: go.Figure) -> dict:
+    """One ``display_data`` output holding the complete figure (plain JSON: no numpy, no typed arrays)."""
+    spec = json.loads(pio.to_json(figure, validate=False, engine="json"))
+    spec["config"] = FIGURE_CONFIG
+    title = figure.layout.title.text or "plotly figure"
+    return {"output_type": "display_data", "metadata": {},
+            "data": {PLOTLY_MIME: spec, "text/plain": f"<figure: {title}>"}}
 
-    def __init__(self, figure=None):
+
+class FigureView:
+    """A plotly figure shown in a widget; ``update(spec_or_figure)`` redraws it from the complete spec.
+
+    ``figure`` is the Python-side ``go.Figure`` (updated in place); ``widget`` the ``Output`` whose
+    state is the figure to draw; ``revision`` counts the updates sent."""
+
+    def __init__(self, figure=None, name: str = "figure"):
         data, layout = _parts(figure) if figure is not None else ([], {})
-        if HAS_ANYWIDGET:
-            self.figure = go.FigureWidget(data=data, layout=layout)
-            self.widget = self.figure
-        else:
-            self.figure = go.Figure(data=data, layout=layout)
-            self.widget = widgets.Output()
-            self._redraw()
+        self.figure = go.Figure(data=data, layout=layout)
+        self.widget = widgets.Output()
+        self.widget.add_class("treeviz-figure")
+        self.widget.add_class(f"treeviz-{name}")
+        self.revision = 0
+        self._publish()
 
     def update(self, figure) -> None:
         new, layout = _parts(figure)
@@ -75,15 +89,17 @@ class FigureView:
                 fig.data = []
                 fig.layout = layout
                 fig.add_traces(new)
-        if not HAS_ANYWIDGET:
-            self._redraw()
+        self._publish()
 
-    def _redraw(self) -> None:
-        if get_ipython() is None:  # no notebook: nothing to draw into
-            return
-        with self.widget:
-            clear_output(wait=True)
-            display(self.figure)
+    def _publish(self) -> None:
+        """The widget's state becomes the whole figure (nothing drawn while it has no trace)."""
+        self.revision += 1
+        self.widget.outputs = (figure_output(self.figure),) if self.figure.data else ()
+
+
+def step_label(step: int, n_steps: int) -> str:
+    """How every explorer and the HTML page name a step: ``step 3 / 9`` (steps count from 0, as the slider)."""
+    return f"step {step} / {n_steps - 1}"
 
 
 class StepBrowser:
@@ -91,11 +107,13 @@ class StepBrowser:
 
     def __init__(self, data=None, tokenizer=None, side: bool = True, description: str = "step"):
         self.data, self.tokenizer, self.texts, self.tokens = None, tokenizer, {}, []
-        self.slider = widgets.IntSlider(value=0, min=0, max=0, description=description, continuous_update=False)
+        self.slider = widgets.IntSlider(value=0, min=0, max=0, description=description, continuous_update=False,
+                                        style=_WIDE)
+        self.slider.add_class("treeviz-step")
         self.play = widgets.Play(value=0, min=0, max=0, interval=900, description="play")
         widgets.jslink((self.play, "value"), (self.slider, "value"))
-        self.tree = FigureView()
-        self.side = FigureView() if side else None
+        self.tree = FigureView(name="tree")
+        self.side = FigureView(name="side") if side else None
         self.facts = widgets.HTML()
         self.stream = widgets.HTML()
         self.slider.observe(lambda change: self.show(change["new"]), names="value")
@@ -121,22 +139,20 @@ class StepBrowser:
             self.side.update(side_spec(self.data, step, texts=self.texts))
         steps = self.data.steps
         a = steps["a"].to_numpy()
-        self.facts.value = (f"<b>{html.escape(run_name(self.data.meta, 'log'))}</b> · step {step} of {len(a)} · "
-                            f"A = {a[step]} · E(A) = {steps['ea'].iloc[step]:.2f} · MAL so far {a.mean():.2f}")
+        self.facts.value = (f"<b>{html.escape(run_name(self.data.meta, 'log'))}</b> · {step_label(step, len(a))} · "
+                            f"A = {a[step]} · E(A) = {steps['ea'].iloc[step]:.2f} · "
+                            f"MAL over steps 0–{step}: {a[: step + 1].mean():.2f} (whole run {a.mean():.2f})")
         self.stream.value = stream_html(self.tokens, current=step)
 
     def controls(self) -> widgets.Widget:
         return widgets.HBox([self.play, self.slider])
 
 
-_WIDE = {"description_width": "initial"}  # descriptions in full, never cut off
-
-
 def _param_control(key: str, kind, value) -> widgets.Widget:
     """A control for one policy parameter, typed from its config: numbers and booleans get their own
     controls; anything else (optional values, tuples, paths) a text box read by the registry."""
     if kind is bool:
-        return widgets.Checkbox(value=bool(value), description=key, style=_WIDE)
+        return widgets.Checkbox(value=bool(value), description=key, indent=False, style=_WIDE)
     if kind is int:
         return widgets.IntText(value=int(value), description=key, style=_WIDE)
     if kind is float:
@@ -199,11 +215,15 @@ class DecodeControls:
     """Prompt, temperature, max new tokens, chat, live and the Run button."""
 
     def __init__(self, prompt: str = "", max_new_tokens: int = 32, chat: bool = False, live: bool = True):
-        self.prompt = widgets.Textarea(value=prompt, description="prompt", layout=widgets.Layout(width="480px"))
-        self.temperature = widgets.FloatSlider(value=0.0, min=0.0, max=2.0, step=0.05, description="temperature")
-        self.max_new_tokens = widgets.IntSlider(value=max_new_tokens, min=1, max=512, description="new tokens")
-        self.chat = widgets.Checkbox(value=chat, description="chat template")
-        self.live = widgets.Checkbox(value=live, description="live (draw each step as it is verified)")
+        self.prompt = widgets.Textarea(value=prompt, description="prompt", style=_WIDE,
+                                       layout=widgets.Layout(width="480px"))
+        self.temperature = widgets.FloatSlider(value=0.0, min=0.0, max=2.0, step=0.05, description="temperature",
+                                               style=_WIDE)
+        self.max_new_tokens = widgets.IntSlider(value=max_new_tokens, min=1, max=512, description="new tokens",
+                                                style=_WIDE)
+        self.chat = widgets.Checkbox(value=chat, description="chat template", indent=False, style=_WIDE)
+        self.live = widgets.Checkbox(value=live, description="live (draw each step as it is verified)", indent=False,
+                                     style=_WIDE, layout=widgets.Layout(width="auto"))
         self.run = widgets.Button(description="Run", button_style="primary", icon="play")
         self.status = widgets.HTML()
 
@@ -250,11 +270,12 @@ class TreeExplorer:
         self.decode = DecodeControls(prompt, max_new_tokens, chat, live)
         self.decode.run.on_click(lambda _: self.run())
         self.decode.run.disabled = self.rerunner is None
-        notes = [] if self.rerunner else ["give TreeExplorer a target model to decode prompts"]
-        self.decode.say(" · ".join(notes + ([] if HAS_ANYWIDGET else [NO_ANYWIDGET])))
+        if self.rerunner is None:
+            self.decode.say("give TreeExplorer a target model to decode prompts")
         figures = widgets.Box([self.browser.tree.widget, self.browser.side.widget], layout=_wrapping())
         self.widget = widgets.VBox([widgets.HBox([self.policy.box(), self.decode.box()]), self.browser.controls(),
                                     self.browser.facts, figures, self.browser.stream])
+        self.widget.add_class("treeviz-explorer")
 
     @property
     def data(self):
@@ -286,17 +307,18 @@ class CompareExplorer:
         self.sides = [StepBrowser(left, tokenizer, side=False), StepBrowser(right, tokenizer, side=False)]
         self.policies = [PolicyControls("opt-tree"), PolicyControls("chain", nodes=4)]
         self.decode = DecodeControls(prompt, live=False)
-        self.slider = widgets.IntSlider(value=0, min=0, max=self._last(), description="step", continuous_update=False)
+        self.slider = widgets.IntSlider(value=0, min=0, max=self._last(), description="step", continuous_update=False,
+                                        style=_WIDE)
+        self.slider.add_class("treeviz-step")
         self.play = widgets.Play(value=0, min=0, max=self._last(), interval=900)
         widgets.jslink((self.play, "value"), (self.slider, "value"))
         self.slider.observe(lambda change: self.show(change["new"]), names="value")
         self.decode.run.on_click(lambda _: self.run())
         self.decode.run.disabled = self.rerunner is None
-        if not HAS_ANYWIDGET:
-            self.decode.say(NO_ANYWIDGET)
         columns = [widgets.VBox([p.box(), s.facts, s.tree.widget, s.stream]) for p, s in zip(self.policies, self.sides)]
         self.widget = widgets.VBox([self.decode.box(), widgets.HBox([self.play, self.slider]),
                                     widgets.Box(columns, layout=_wrapping())])
+        self.widget.add_class("treeviz-compare")
 
     def _last(self) -> int:
         return max([len(s.data.steps) - 1 for s in self.sides if s.data is not None] + [0])
@@ -338,12 +360,13 @@ class AnalysisDashboard:
         self.policies = widgets.SelectMultiple(options=sorted({str(m.get("policy", "?")) for m in metas.values()}),
                                                description="policies", rows=4)
         self.policies.value = self.policies.options
-        self.heatmap, self.curves = FigureView(), FigureView()
+        self.heatmap, self.curves = FigureView(name="heatmap"), FigureView(name="curves")
         self.stats = widgets.HTML()
         for control in (self.runs, self.groups, self.policies):
             control.observe(lambda _: self.refresh(), names="value")
         self.widget = widgets.VBox([widgets.HBox([self.runs, self.groups, self.policies]), self.stats,
                                     self.heatmap.widget, self.curves.widget])
+        self.widget.add_class("treeviz-dashboard")
         self.refresh()
 
     def selected(self) -> dict:
@@ -360,7 +383,7 @@ class AnalysisDashboard:
         lines = [f"<b>{html.escape(g)}</b>: {analysis.correlation(frame[frame['group'] == g])}" for g in groups]
         budgets = sorted({b for d in chosen.values() if (b := budget_of(d.meta)) is not None})
         self.stats.value = (f"{len(chosen)} runs, {len(frame)} steps, budgets {budgets}<br>" + "<br>".join(lines)
-                            if chosen else "no run selected") + ("" if HAS_ANYWIDGET else f"<br><i>{NO_ANYWIDGET}</i>")
+                            if chosen else "no run selected")
 
     def _ipython_display_(self):
         display(self.widget)
