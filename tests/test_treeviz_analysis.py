@@ -11,7 +11,9 @@ from scipy import stats
 from treeviz.analysis import (
     acceptance_by_depth,
     acceptance_by_rank,
+    binned_correlation,
     correlation,
+    correlation_intervals,
     ea_a_frame,
     mal_by_budget,
     speedup_stats,
@@ -153,3 +155,39 @@ def test_paper_figures_are_written_reproducibly(logs, tmp_path):
     assert len(mal_budget_mpl(logs).axes[0].lines) >= 2
     frame = pd.DataFrame({"method": ["a", "b", "a", "b"], "speedup": [1.1, 0.9, 1.3, 1.0]})
     assert len(speedup_mpl(frame).axes[0].patches) == 2
+
+
+def _noisy_steps(prompts: int = 6, steps: int = 80, seed: int = 0) -> pd.DataFrame:
+    """Steps whose A is E(A) + 1 plus noise that does not depend on E(A), as a calibrated draft's are."""
+    rng = np.random.default_rng(seed)
+    ea = rng.uniform(0.0, 4.0, prompts * steps)
+    a = np.clip(np.rint(ea + 1 + rng.normal(0, 1.2, ea.size)), 1, None)
+    return pd.DataFrame({"ea": ea, "a": a.astype(int), "ea_bin": np.rint(ea).astype(int),
+                         "prompt_id": np.repeat([f"p{i}" for i in range(prompts)], steps)})
+
+
+def test_binned_correlation_sees_the_calibration_that_noisy_steps_hide():
+    frame = _noisy_steps()
+    per_step = correlation(frame).pearson
+    assert 0.4 < per_step < 0.85  # one step's A is a noisy draw
+    assert binned_correlation(frame) > 0.97 > per_step  # the bins' means lie on A = E(A) + 1
+    bins = frame.groupby("ea_bin")["a"].mean()
+    assert np.isclose(binned_correlation(frame), np.corrcoef(frame.groupby("ea_bin")["ea"].mean(), bins)[0, 1])
+
+
+def test_correlation_intervals_resample_prompts_and_hold_the_estimate():
+    frame = _noisy_steps()
+    out = correlation_intervals(frame, n_boot=300, seed=1)
+    assert out == correlation_intervals(frame, n_boot=300, seed=1)  # seeded
+    for name in ("pearson", "spearman", "binned_pearson"):
+        assert out[f"{name}_lo"] <= out[name] <= out[f"{name}_hi"], (name, out)
+        assert out[f"{name}_hi"] - out[f"{name}_lo"] > 0
+    assert np.isclose(out["pearson"], stats.pearsonr(frame["ea"], frame["a"]).statistic)
+    assert np.isclose(out["spearman"], stats.spearmanr(frame["ea"], frame["a"]).statistic)
+    # one prompt that disagrees with the rest widens the interval: prompts, not steps, are resampled
+    odd = _noisy_steps(prompts=1, seed=2).assign(prompt_id="odd")
+    odd["a"] = odd["a"].to_numpy()[::-1]
+    wide = correlation_intervals(pd.concat([frame, odd], ignore_index=True), n_boot=300, seed=1)
+    assert wide["pearson_hi"] - wide["pearson_lo"] > out["pearson_hi"] - out["pearson_lo"]
+    single = correlation_intervals(frame[frame["prompt_id"] == "p0"], n_boot=50)
+    assert np.isnan(single["pearson_lo"]) and np.isfinite(single["pearson"])

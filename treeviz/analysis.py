@@ -81,6 +81,58 @@ def correlation(frame: pd.DataFrame) -> Correlation:
     return Correlation(float(stats.pearsonr(ea, a).statistic), float(stats.spearmanr(ea, a).statistic), len(a))
 
 
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+    if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def _binned(ea: np.ndarray, a: np.ndarray, bins: np.ndarray, min_steps: int = 5) -> float:
+    keys, index, steps = np.unique(bins, return_inverse=True, return_counts=True)
+    keep = steps >= min_steps
+    if keep.sum() < 3:
+        return float("nan")
+    mean_ea, mean_a = np.bincount(index, ea) / steps, np.bincount(index, a) / steps
+    return _pearson(mean_ea[keep], mean_a[keep])
+
+
+def binned_correlation(frame: pd.DataFrame, min_steps: int = 5) -> float:
+    """Pearson r over E(A) bins: each bin's mean E(A) against its mean A, over the bins (integer-rounded
+    E(A), ``ea_bin``) holding at least ``min_steps`` steps. A step's A is a draw around E(A) + 1, so
+    this is the correlation of the heatmap's column means, far above the per-step r when single steps
+    are noisy. NaN with fewer than 3 such bins."""
+    return _binned(frame["ea"].to_numpy(float), frame["a"].to_numpy(float), frame["ea_bin"].to_numpy(), min_steps)
+
+
+CORRELATIONS = {  # name → statistic of (E(A), A, E(A) bin) arrays
+    "pearson": lambda ea, a, bins: _pearson(ea, a),
+    "spearman": lambda ea, a, bins: _pearson(stats.rankdata(ea), stats.rankdata(a)),
+    "binned_pearson": _binned,
+}
+
+
+def correlation_intervals(frame: pd.DataFrame, by: str = "prompt_id", n_boot: int = 1000, seed: int = 0,
+                          level: float = 0.95) -> dict[str, float]:
+    """Each of ``CORRELATIONS`` over the frame's steps, with a percentile bootstrap interval over ``by``
+    (prompts drawn with replacement, each with all its steps: steps of one prompt are not independent).
+    Keys NAME, NAME_lo, NAME_hi; an interval is NaN with fewer than 2 prompts."""
+    columns = [frame[c].to_numpy(float) for c in ("ea", "a", "ea_bin")]
+    out = {name: stat(*columns) for name, stat in CORRELATIONS.items()}
+    rows = [np.flatnonzero(frame[by].to_numpy() == key) for key in sorted(frame[by].unique())]
+    draws: dict[str, list[float]] = {name: [] for name in CORRELATIONS}
+    rng = np.random.default_rng(seed)
+    for _ in range(n_boot if len(rows) >= 2 else 0):
+        pick = np.concatenate([rows[i] for i in rng.integers(0, len(rows), len(rows))])
+        for name, stat in CORRELATIONS.items():
+            draws[name].append(stat(*(c[pick] for c in columns)))
+    tail = (1 - level) / 2 * 100
+    for name, values in draws.items():
+        finite = np.asarray(values, float)[np.isfinite(values)] if values else np.array([])
+        low, high = np.percentile(finite, [tail, 100 - tail]) if len(finite) else (float("nan"), float("nan"))
+        out[f"{name}_lo"], out[f"{name}_hi"] = float(low), float(high)
+    return out
+
+
 def mal_by_budget(summary: pd.DataFrame) -> pd.DataFrame:
     """Mean MAL (and its spread over runs) per group, policy and node budget."""
     keys = ["group", "policy", "nodes"]

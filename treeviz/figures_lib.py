@@ -17,7 +17,7 @@ import pandas as pd
 from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullLocator
 
 from . import style
-from .analysis import correlation, ea_a_counts, speedup_stats
+from .analysis import correlation_intervals, ea_a_counts, speedup_stats
 from .graph import accepted_path, step_graph
 from .logs import visible
 from .mpl_tree import tree_figure_mpl
@@ -55,13 +55,15 @@ def ea_heatmaps(run: BenchRun):
 
 
 def correlation_table(run: BenchRun) -> pd.DataFrame:
-    """Pearson r and Spearman ρ of E(A) with A per panel of Fig. 4 (n = steps)."""
+    """Per panel of Fig. 4: the per-step Pearson r and Spearman ρ of E(A) with A, the Pearson r of the
+    E(A) bins' mean A (``analysis.binned_correlation``), each with a 95 % bootstrap interval over
+    prompts (``analysis.correlation_intervals``); n = steps, prompts, mean E(A) and mean A."""
     frame = step_frame(run)
     rows = []
     for group, part in frame.groupby("group", sort=True):
-        r = correlation(part)
-        rows.append({"group": group, "pearson": r.pearson, "spearman": r.spearman, "n": r.n,
-                     "mean_ea": float(part["ea"].mean()), "mean_a": float(part["a"].mean())})
+        rows.append({"group": group, **correlation_intervals(part), "n": len(part),
+                     "prompts": part["prompt_id"].nunique(), "mean_ea": float(part["ea"].mean()),
+                     "mean_a": float(part["a"].mean())})
     return pd.DataFrame(rows)
 
 

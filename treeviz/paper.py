@@ -17,6 +17,7 @@ from . import style
 from .analysis import (
     acceptance_by_depth,
     acceptance_by_rank,
+    binned_correlation,
     correlation,
     ea_a_counts,
     ea_a_frame,
@@ -30,8 +31,8 @@ from .static import COLUMN_WIDTH_IN, PAGE_WIDTH_IN, new_figure, paper_style, sav
 
 
 def ea_heatmap_mpl(logs_or_frame, groups: list[str] | None = None):
-    """Fig. 4: steps per (E(A) rounded, A), a panel per draft/target group, r, ρ and n (steps) in each
-    title. Every panel spans the same ranges, cells without a step are blank, and the dotted line
+    """Fig. 4: steps per (E(A) rounded, A), a panel per draft/target group; in each title the per-step r
+    and ρ, the r of the E(A) bins' mean A (``analysis.binned_correlation``) and n (steps). Every panel spans the same ranges, cells without a step are blank, and the dotted line
     A = E(A) + 1 marks where a calibrated draft's steps fall."""
     frame = logs_or_frame if isinstance(logs_or_frame, pd.DataFrame) else ea_a_frame(logs_or_frame)
     groups = groups if groups is not None else sorted(frame["group"].unique())
@@ -55,7 +56,8 @@ def ea_heatmap_mpl(logs_or_frame, groups: list[str] | None = None):
             ax.set_xlim(extent[:2])
             ax.set_ylim(extent[2:])
             r = correlation(part)
-            ax.set_title(f"{group}\nr = {r.pearson:.2f}, ρ = {r.spearman:.2f}\nn = {r.n} steps", fontsize=7)
+            ax.set_title(f"{group}\nr = {r.pearson:.2f}, ρ = {r.spearman:.2f}\nbins r = {binned_correlation(part):.2f}"
+                         f" · n = {r.n} steps", fontsize=7)
             ax.set_xticks(list(counts.columns))
             ax.set_yticks(list(counts.index))
         axes[0, 0].set_ylabel("acceptance length A")
