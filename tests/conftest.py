@@ -50,6 +50,26 @@ def random_prompt(seed: int, length: int = 7, vocab_size: int = VOCAB) -> torch.
     return torch.randint(3, vocab_size, (length,), generator=gen)
 
 
+def first_two_tokens_pvalue(target, drafter, policy, prompt: torch.Tensor, runs: int, children: str,
+                            vocab_size: int = 8) -> float:
+    """Two-sample χ² p-value: the first two tokens of ``runs`` tree-sampled outputs against ``runs``
+    plainly sampled ones (T = 1, different seeds), as a distribution over the vocab_size² pairs."""
+    from scipy.stats import chi2_contingency
+
+    from opttree_core.decoding import DecodeConfig, generate, generate_autoregressive
+
+    counts = torch.zeros(2, vocab_size * vocab_size)
+    for seed in range(runs):
+        config = DecodeConfig(max_new_tokens=2, temperature=1.0, seed=seed, stop_at_eos=False, children=children)
+        tree = generate(target, drafter, policy, prompt, config).token_ids
+        plain = generate_autoregressive(target, prompt, DecodeConfig(max_new_tokens=2, temperature=1.0,
+                                                                     seed=10_000 + seed, stop_at_eos=False)).token_ids
+        counts[0, tree[0] * vocab_size + tree[1]] += 1
+        counts[1, plain[0] * vocab_size + plain[1]] += 1
+    keep = counts.sum(0) > 0
+    return float(chi2_contingency(counts[:, keep].numpy()).pvalue)
+
+
 class ScriptedDrafter:
     """A drafter whose distribution below a path is a fixed function of that path.
 

@@ -27,7 +27,7 @@ from opttree_core.policies.registry import POLICIES
 from opttree_core.skinny import use_skinny_matmul
 from opttree_core.syncs import GROWTH_READS, NGRAM_READ, STEP_READ
 from opttree_core.treelog import TreeLog
-from conftest import hf_greedy, perturbed_copy, random_prompt, tiny_model
+from conftest import first_two_tokens_pvalue, hf_greedy, perturbed_copy, random_prompt, tiny_model
 from golden import SMOLLM_PROMPTS, TINY_PROMPTS, make_policy, tiny_drafters
 from sync_guard import cuda_sync_error, guarded_steps
 
@@ -163,19 +163,8 @@ def test_half_precision_agreement_is_measured_and_reported(record_property):
 def test_lossless_sampling_chi_square_on_cuda(children):
     """tests/test_sampling.py's end-to-end check on the GPU: the first two tokens of tree sampling and
     of plain sampling come from one distribution (two-sample χ², 1000 runs each)."""
-    from scipy.stats import chi2_contingency
-
     target = on_cuda(tiny_model(3, vocab_size=8, init_range=0.4))
     drafter = DraftLMDrafter(on_cuda(perturbed_copy(tiny_model(3, vocab_size=8, init_range=0.4), 3, noise=0.3)))
     policy = OptTreePolicy(OptTreeConfig(nodes=4, threshold=0.0, max_depth=3))
     prompt = random_prompt(3, length=4, vocab_size=8).to(DEVICE)
-    counts = torch.zeros(2, 64)
-    for seed in range(1000):
-        config = DecodeConfig(max_new_tokens=2, temperature=1.0, seed=seed, stop_at_eos=False, children=children)
-        tree = generate(target, drafter, policy, prompt, config).token_ids
-        plain = generate_autoregressive(target, prompt, DecodeConfig(max_new_tokens=2, temperature=1.0,
-                                                                     seed=10_000 + seed, stop_at_eos=False)).token_ids
-        counts[0, tree[0] * 8 + tree[1]] += 1
-        counts[1, plain[0] * 8 + plain[1]] += 1
-    keep = counts.sum(0) > 0
-    assert chi2_contingency(counts[:, keep].numpy()).pvalue > 1e-3
+    assert first_two_tokens_pvalue(target, drafter, policy, prompt, runs=1000, children=children) > 1e-3
