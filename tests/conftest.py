@@ -50,6 +50,18 @@ def random_prompt(seed: int, length: int = 7, vocab_size: int = VOCAB) -> torch.
     return torch.randint(3, vocab_size, (length,), generator=gen)
 
 
+def load_benchmark(name: str):
+    """``benchmarks/NAME.py`` imported as a module (the benchmarks are scripts, not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def first_two_tokens_pvalue(target, drafter, policy, prompt: torch.Tensor, runs: int, children: str,
                             vocab_size: int = 8) -> float:
     """Two-sample χ² p-value: the first two tokens of ``runs`` tree-sampled outputs against ``runs``

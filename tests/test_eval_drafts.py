@@ -1,19 +1,14 @@
 """benchmarks/eval_drafts.py's report arithmetic: MAL, tree depth and shard merging."""
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "eval_drafts.py"
+from conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def eval_drafts():
-    spec = importlib.util.spec_from_file_location("eval_drafts", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("eval_drafts")
 
 
 def _report(lengths, depths):

@@ -1,22 +1,17 @@
 """benchmarks/gpu_check.py, the prepared GPU run, in its CPU smoke mode (tiny models, tiny budgets):
 every section runs and lands in the one Markdown file; the cuda tests' results are read from
 gpu_check.sh's JUnit XML and report; asking for CUDA where there is none is a one-line error."""
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+from conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def gpu_check():
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("gpu_check")
 
 
 def test_smoke_run_writes_every_section_into_one_file(gpu_check, tmp_path, monkeypatch):
