@@ -33,10 +33,6 @@ def target_signature(config) -> dict:
     return {k: getattr(config, k, None) for k in SIGNATURE_KEYS}
 
 
-def sha256(path: Path) -> str:
-    return file_sha256(path)
-
-
 def shipped_names(directory: Path = WEIGHTS_DIR) -> list[str]:
     return sorted(p.stem for p in directory.glob("*.json")) if directory.is_dir() else []
 
@@ -53,7 +49,7 @@ def save_draft(path: Path, kind: str, own_state: dict[str, torch.Tensor], config
     tensors = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in own_state.items()}
     save_tensors(tensors, weights, metadata={"kind": kind, "target": target_name})
     record = {"kind": kind, "config": config.to_dict(), "target": target_name,
-              "target_signature": target_signature(target_config), "sha256": sha256(weights), "card": card}
+              "target_signature": target_signature(target_config), "sha256": file_sha256(weights), "card": card}
     if token_counts is not None:
         counts_file = path.with_name(f"{path.name}.token-counts.safetensors")
         shutil.copyfile(token_counts, counts_file)
@@ -108,7 +104,7 @@ def load_draft(manifest: Path, target: LoadedModel, name: str | None = None, dra
     weights = manifest.with_suffix(".safetensors")
     if not weights.is_file():
         raise OptTreeError(f"draft '{name}': weights file {weights} is missing")
-    if sha256(weights) != record["sha256"]:
+    if file_sha256(weights) != record["sha256"]:
         raise OptTreeError(f"draft '{name}': {weights.name} does not match its recorded sha256 (corrupt or replaced)")
     expected, actual = record["target_signature"], target_signature(target.model.config)
     if expected != actual:

@@ -9,9 +9,9 @@ from opttree_core.decoding import DecodeConfig, generate
 from opttree_core.drafters.draft_lm import build_draft_lm, draft_lm_config
 from opttree_core.drafters.eagle import EagleDrafter, EagleHead, head_config
 from opttree_core.errors import OptTreeError
-from opttree_core.models import LoadedModel, load_model, tiny_llama_config
+from opttree_core.models import LoadedModel, file_sha256, load_model, tiny_llama_config
 from opttree_core.policies import OptTreeConfig, OptTreePolicy
-from opttree_core.shipped import WEIGHTS_DIR, load_draft, save_draft, sha256
+from opttree_core.shipped import WEIGHTS_DIR, load_draft, save_draft
 from opttree_core.tools.train.data import Sequence
 from opttree_core.tools.train.evaluate import heldout_agreement, heldout_mal
 from opttree_core.tools.datasets import DEFAULT_SPEC_BENCH
@@ -138,7 +138,7 @@ def test_shipped_weights_are_small_and_match_their_checksums(name):
     manifest = json.loads((WEIGHTS_DIR / f"{name}.json").read_text())
     weights = WEIGHTS_DIR / f"{name}.safetensors"
     assert weights.stat().st_size <= 12 * 2**20
-    assert sha256(weights) == manifest["sha256"]
+    assert file_sha256(weights) == manifest["sha256"]
     assert manifest["target"] == "smollm2-135m" and manifest["target_signature"]["vocab_size"] == 49152
 
 
