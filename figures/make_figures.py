@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from treeviz import open_questions as oq
 from treeviz.figures_lib import (
     budget_curves,
     case_tree,
@@ -32,7 +33,7 @@ from treeviz.figures_lib import (
     ea_heatmaps,
     speedup_bars,
 )
-from treeviz.runs import BenchRun, find_runs, load_run, shootout_table
+from treeviz.runs import BenchRun, combine_runs, find_runs, load_run, shootout_table
 from treeviz.static import save_figure
 
 FIGURES = {"fig4_ea_vs_a": ea_heatmaps, "fig5_budget": budget_curves, "speedup_bars": speedup_bars,
@@ -42,6 +43,10 @@ PNG_DPI = 200  # keeps gallery PNGs small; the PDFs are vector
 EXPECTED_FILES = sorted([f"{name}.{ext}" for name in FIGURES for ext in (*FORMATS, "csv")]
                         + ["fig4_correlation.csv", "shootout.csv", "shootout.md"])
 FLOAT_FORMAT = "%.6g"
+# Runs that sweep parts of one grid, joined on their shared prompts into one Fig. 5 (out/<name>/).
+COMBINED = {"paper-fig5-all": ("paper-fig5", "paper-fig5-large")}
+OPEN_QUESTIONS_DIR = "open-questions"
+OPEN_QUESTION_PREFIX = "oq-"  # runs behind the open questions only: no per-run figure set of their own
 
 
 def write_csv(table: pd.DataFrame, path: Path) -> Path:
@@ -55,18 +60,34 @@ def _cell(value) -> str:
     return f"{value:.2f}" if isinstance(value, float) else str(value)
 
 
+def _with_interval(value, low, high) -> str:
+    """"2.31 (2.10–2.55)"; the bare value where there is no interval."""
+    if any(_cell(v) == "–" for v in (low, high)):
+        return _cell(value)
+    return f"{_cell(value)} ({low:.2f}–{high:.2f})"
+
+
 def shootout_markdown(table: pd.DataFrame, run_name: str) -> str:
-    """The shoot-out as a Markdown table (numbers to 2 decimals; – where not applicable)."""
-    columns = ["method", "drafter", "policy", "budget", "temperature", "n_prompts", "mal", "tokens_per_s", "speedup",
-               "matches_ar"]
-    heads = ["method", "drafter", "policy", "budget n", "T", "prompts", "MAL", "tokens/s", "speedup", "= AR"]
+    """The shoot-out as a Markdown table (numbers to 2 decimals, 95 % intervals in brackets; – where
+    not applicable)."""
+    heads = ["method", "drafter", "policy", "budget n", "T", "prompts", "MAL (95 % CI)", "tokens/s",
+             "speedup (95 % CI)", "= AR"]
     note = ("Pooled over prompts: MAL = Σ tokens / Σ steps, tokens/s = Σ tokens / Σ seconds, "
-            "speedup = tokens/s over autoregressive decoding at the same temperature, same run.")
+            "speedup = tokens/s over autoregressive decoding at the same temperature, same run. "
+            "In brackets: 95 % percentile-bootstrap intervals over prompts (1000 draws, seed 0).")
     lines = [f"# Policy shoot-out: {run_name}", "", note, "",
              "| " + " | ".join(heads) + " |", "|" + "|".join("---" for _ in heads) + "|"]
-    for row in table[columns].itertuples(index=False):
-        lines.append("| " + " | ".join(_cell(v) for v in row) + " |")
+    for row in table.itertuples(index=False):
+        cells = [_cell(v) for v in (row.method, row.drafter, row.policy, row.budget, row.temperature, row.n_prompts)]
+        cells += [_with_interval(row.mal, row.mal_lo, row.mal_hi), _cell(row.tokens_per_s),
+                  _with_interval(row.speedup, row.speedup_lo, row.speedup_hi), _cell(row.matches_ar)]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _save(fig, table: pd.DataFrame, path: Path) -> list[Path]:
+    return (save_figure(fig, path, ("png",), dpi=PNG_DPI) + save_figure(fig, path, ("pdf",))
+            + [write_csv(table, path.with_suffix(".csv"))])
 
 
 def make_run_figures(run: BenchRun, out: Path, case_method: str | None = None) -> list[Path]:
@@ -74,9 +95,7 @@ def make_run_figures(run: BenchRun, out: Path, case_method: str | None = None) -
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, draw in FIGURES.items():
-        fig, table = draw(run, case_method) if draw is case_tree else draw(run)
-        paths += save_figure(fig, out / name, ("png",), dpi=PNG_DPI) + save_figure(fig, out / name, ("pdf",))
-        paths.append(write_csv(table, out / f"{name}.csv"))
+        paths += _save(*(draw(run, case_method) if draw is case_tree else draw(run)), out / name)
     paths.append(write_csv(correlation_table(run), out / "fig4_correlation.csv"))
     shootout = shootout_table(run.results)
     paths.append(write_csv(shootout, out / "shootout.csv"))
@@ -85,14 +104,59 @@ def make_run_figures(run: BenchRun, out: Path, case_method: str | None = None) -
     return paths
 
 
-def make_figures(data: Path, out: Path, case_method: str | None = None) -> list[Path]:
-    """Figures for the run folder ``data``, or for each run folder in it (into ``out/<run name>``)."""
-    runs = find_runs(data)
-    single = len(runs) == 1 and runs[0] == Path(data)
+def make_combined_figures(runs: dict[str, BenchRun], out: Path) -> list[Path]:
+    """Fig. 5 and the shoot-out of each ``COMBINED`` set whose runs are all in ``runs``."""
     paths = []
-    for path in runs:
-        paths += make_run_figures(load_run(path), out if single else out / path.name, case_method)
+    for name, members in COMBINED.items():
+        if all(m in runs for m in members):
+            run = combine_runs([runs[m] for m in members], name)
+            fig, table = budget_curves(run)
+            paths += _save(fig, table, out / name / "fig5_budget")
+            shootout = shootout_table(run.results)
+            paths.append(write_csv(shootout, out / name / "shootout.csv"))
+            (out / name / "shootout.md").write_text(shootout_markdown(shootout, f"{name} ({' + '.join(members)})"))
+            paths.append(out / name / "shootout.md")
     return paths
+
+
+def _runs_named(runs: dict[str, BenchRun], *names: str, prefix: str | None = None) -> list[BenchRun]:
+    return [run for name, run in sorted(runs.items()) if name in names or (prefix and name.startswith(prefix))]
+
+
+def make_open_question_figures(runs: dict[str, BenchRun], out: Path) -> list[Path]:
+    """The paper's open questions (``treeviz.open_questions``) from the ``oq-*`` runs, into
+    ``out/open-questions/``; a question whose runs are absent is skipped with a line on stderr."""
+    out, paths = out / OPEN_QUESTIONS_DIR, []
+    strength = _runs_named(runs, prefix="oq-strength")
+    delta = _runs_named(runs, prefix="oq-delta-")
+    large = _runs_named(runs, "paper-fig5", "paper-fig5-large", "oq-large")
+    if strength:
+        paths += _save(*oq.strength_figure(oq.strength_table(strength)), out / "oq_strength")
+    if delta:
+        table = oq.delta_table(delta)
+        paths += _save(*oq.delta_figure(table), out / "oq_delta")
+        paths.append(write_csv(oq.best_deltas(table), out / "oq_delta_best.csv"))
+    if "oq-large" in runs:
+        paths += _save(*oq.large_budget_figure(oq.large_budget_table(large)), out / "oq_large")
+    for question, present in (("draft strength (oq-strength*)", strength), ("best δ (oq-delta-*)", delta),
+                              ("past 500 nodes (oq-large)", "oq-large" in runs)):
+        if not present:
+            print(f"make_figures: open question '{question}' skipped: its runs are not in the data", file=sys.stderr)
+    return paths
+
+
+def make_figures(data: Path, out: Path, case_method: str | None = None) -> list[Path]:
+    """Figures for the run folder ``data``, or for each run folder in it (into ``out/<run name>``),
+    then the combined Fig. 5 and the open questions from a folder of runs."""
+    paths = find_runs(data)
+    if len(paths) == 1 and paths[0] == Path(data):
+        return make_run_figures(load_run(paths[0]), out, case_method)
+    runs = {path.name: load_run(path) for path in paths}
+    written = []
+    for name, run in runs.items():
+        if not name.startswith(OPEN_QUESTION_PREFIX):
+            written += make_run_figures(run, out / name, case_method)
+    return written + make_combined_figures(runs, out) + make_open_question_figures(runs, out)
 
 
 def main(argv: list[str] | None = None) -> int:

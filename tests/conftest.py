@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -114,6 +116,60 @@ class ScriptedDrafter:
 
     def commit(self, tokens, features=None, accepted_slots=()):
         pass
+
+
+TREEVIZ_LOGS = Path(__file__).parent / "data" / "treeviz"
+
+
+def _tree_row(prompt_id: str, data) -> dict:
+    meta, steps = data.meta, data.steps
+    budget = meta["policy_config"].get("nodes", meta["policy_config"].get("length"))
+    method = f"{meta['policy']}-{budget}@{meta['draft']}"
+    tokens = len(meta["token_ids"])
+    return {"method": method, "kind": "tree", "policy": meta["policy"], "budget": budget, "drafter": meta["draft"],
+            "temperature": 0.0, "dataset": "tiny", "category": "tiny", "prompt_id": prompt_id,
+            "new_tokens": tokens, "steps": len(steps), "mal": tokens / len(steps), "seconds": meta["seconds"],
+            "tokens_per_s": tokens / meta["seconds"], "draft_s": steps["draft_s"].sum(),
+            "verify_s": steps["verify_s"].sum(), "build_s": float("nan"), "expected_acceptance": steps["ea"].mean(),
+            "log_dir": f"logs/{method.replace('@', '--')}/{prompt_id}", "output_matches_ar": True}
+
+
+def make_tiny_run(run: Path, ar_seconds: float, prompts=("p0", "p1"), logs: str = "tiny-*",
+                  config: dict | None = None, ar_seconds_per_prompt: dict | None = None) -> Path:
+    """A bench run folder (results.parquet, config.json, logs/) around the real tiny tree logs of
+    tests/data/treeviz matching ``logs``: each log stands for every prompt in ``prompts``; AR makes 40
+    tokens in ``ar_seconds`` (or ``ar_seconds_per_prompt[prompt]``)."""
+    import shutil
+
+    import pandas as pd
+
+    from opttree_core.records import RESULT_COLUMNS, read_log
+
+    rows = []
+    for prompt_id in prompts:
+        seconds = (ar_seconds_per_prompt or {}).get(prompt_id, ar_seconds)
+        rows.append({c: None for c in RESULT_COLUMNS} | {
+            "method": "ar", "kind": "ar", "temperature": 0.0, "dataset": "tiny", "category": "tiny",
+            "prompt_id": prompt_id, "new_tokens": 40, "steps": 40, "mal": 1.0, "seconds": seconds,
+            "tokens_per_s": 40 / seconds, "output_matches_ar": True})
+        for log in sorted(TREEVIZ_LOGS.glob(logs)):
+            row = _tree_row(prompt_id, read_log(log))
+            shutil.copytree(log, run / row["log_dir"])
+            rows.append(row)
+    results = pd.DataFrame(rows, columns=RESULT_COLUMNS).astype({"budget": "Int64"})
+    results.to_parquet(run / "results.parquet", index=False)
+    (run / "config.json").write_text(json.dumps(config or {"fixture": "tests/data/treeviz"}))
+    return run
+
+
+def text_boxes(fig) -> list[tuple[str, object]]:
+    """Every title, axis label and figure label drawn, with its box in display pixels."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    texts = [fig._suptitle, fig._supxlabel, fig._supylabel]
+    for ax in fig.axes:
+        texts += [ax.title, ax._left_title, ax._right_title, ax.xaxis.label, ax.yaxis.label]
+    return [(t.get_text(), t.get_window_extent(renderer)) for t in texts if t is not None and t.get_text()]
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,5 @@
 """figures/make_figures.py: every file written, same bytes twice, no model code imported, and each
 figure and table holding the numbers it claims (recomputed from results.parquet and the logs)."""
-import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,47 +11,21 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the figures/ scripts live beside the packages
 
+from conftest import make_tiny_run, text_boxes
+
 from figures.make_figures import EXPECTED_FILES, make_figures, shootout_markdown
 from treeviz.figures_lib import budget_curves, case_tree, ea_heatmaps, speedup_bars
-from treeviz.runs import RESULT_COLUMNS, load_run, read_log_dir, shootout_table
+from treeviz.runs import load_run, read_log_dir, shootout_table
 
-LOGS = ROOT / "tests" / "data" / "treeviz"
 COMMITTED = ROOT / "figures" / "data" / "small"
 AR_SECONDS = 4.0  # the fixture's autoregressive time for its 40 tokens
-
-
-def _tree_row(name: str, prompt_id: str, data) -> dict:
-    meta, steps = data.meta, data.steps
-    budget = meta["policy_config"].get("nodes", meta["policy_config"].get("length"))
-    method = f"{meta['policy']}-{budget}@{meta['draft']}"
-    tokens = len(meta["token_ids"])
-    return {"method": method, "kind": "tree", "policy": meta["policy"], "budget": budget, "drafter": meta["draft"],
-            "temperature": 0.0, "dataset": "tiny", "category": "tiny", "prompt_id": prompt_id,
-            "new_tokens": tokens, "steps": len(steps), "mal": tokens / len(steps), "seconds": meta["seconds"],
-            "tokens_per_s": tokens / meta["seconds"], "draft_s": steps["draft_s"].sum(),
-            "verify_s": steps["verify_s"].sum(), "build_s": np.nan, "expected_acceptance": steps["ea"].mean(),
-            "log_dir": f"logs/{method.replace('@', '--')}/{prompt_id}", "output_matches_ar": True}
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
     """A run folder in the bench schema around the real tiny logs of tests/data/treeviz
     (two drafts × OPT-Tree 4/12/24 and a chain; each log stands for two prompts)."""
-    run = tmp_path_factory.mktemp("runs") / "tiny"
-    rows = []
-    for prompt_id in ("p0", "p1"):
-        rows.append({c: None for c in RESULT_COLUMNS} | {
-            "method": "ar", "kind": "ar", "temperature": 0.0, "dataset": "tiny", "category": "tiny",
-            "prompt_id": prompt_id, "new_tokens": 40, "steps": 40, "mal": 1.0, "seconds": AR_SECONDS,
-            "tokens_per_s": 40 / AR_SECONDS, "output_matches_ar": True})
-        for log in sorted(LOGS.glob("tiny-*")):
-            row = _tree_row(log.name, prompt_id, read_log_dir(log))
-            shutil.copytree(log, run / row["log_dir"])
-            rows.append(row)
-    results = pd.DataFrame(rows, columns=RESULT_COLUMNS).astype({"budget": "Int64"})
-    results.to_parquet(run / "results.parquet", index=False)
-    (run / "config.json").write_text(json.dumps({"fixture": "tests/data/treeviz"}))
-    return run
+    return make_tiny_run(tmp_path_factory.mktemp("runs") / "tiny", AR_SECONDS)
 
 
 @pytest.fixture(scope="module")
@@ -199,23 +171,13 @@ def test_committed_run_matches_its_summary_and_gallery(tmp_path):
             assert (gallery / name).stat().st_size <= 200_000, f"{name} is too big for the gallery"
 
 
-def _text_boxes(fig) -> list[tuple[str, object]]:
-    """Every title, axis label and figure label drawn, with its box in display pixels."""
-    fig.canvas.draw()
-    renderer = fig.canvas.get_renderer()
-    texts = [fig._suptitle, fig._supxlabel, fig._supylabel]
-    for ax in fig.axes:
-        texts += [ax.title, ax._left_title, ax._right_title, ax.xaxis.label, ax.yaxis.label]
-    return [(t.get_text(), t.get_window_extent(renderer)) for t in texts if t is not None and t.get_text()]
-
-
 @pytest.mark.skipif(not COMMITTED.is_dir(), reason="figures/data/small is not in this checkout")
 @pytest.mark.parametrize("draw", [ea_heatmaps, budget_curves, speedup_bars, case_tree])
 def test_titles_and_labels_fit_and_never_overlap(draw):
     """What a reader sees of the committed gallery: no title or label runs off the figure or over another
     (the heatmaps' four 'E(A) (rounded) · dotted …' labels overlapped; the case tree's title ran off its right)."""
     fig, _ = draw(load_run(COMMITTED))
-    boxes = _text_boxes(fig)
+    boxes = text_boxes(fig)
     whole = fig.bbox
     for text, box in boxes:
         assert box.x0 >= whole.x0 - 1 and box.x1 <= whole.x1 + 1 and box.y0 >= whole.y0 - 1 and box.y1 <= whole.y1 + 1, \

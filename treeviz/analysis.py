@@ -120,17 +120,31 @@ def correlation_intervals(frame: pd.DataFrame, by: str = "prompt_id", n_boot: in
     out = {name: stat(*columns) for name, stat in CORRELATIONS.items()}
     rows = [np.flatnonzero(frame[by].to_numpy() == key) for key in sorted(frame[by].unique())]
     draws: dict[str, list[float]] = {name: [] for name in CORRELATIONS}
-    rng = np.random.default_rng(seed)
-    for _ in range(n_boot if len(rows) >= 2 else 0):
-        pick = np.concatenate([rows[i] for i in rng.integers(0, len(rows), len(rows))])
+    for picked in bootstrap_picks(len(rows), n_boot, seed):
+        pick = np.concatenate([rows[i] for i in picked])
         for name, stat in CORRELATIONS.items():
             draws[name].append(stat(*(c[pick] for c in columns)))
-    tail = (1 - level) / 2 * 100
     for name, values in draws.items():
-        finite = np.asarray(values, float)[np.isfinite(values)] if values else np.array([])
-        low, high = np.percentile(finite, [tail, 100 - tail]) if len(finite) else (float("nan"), float("nan"))
-        out[f"{name}_lo"], out[f"{name}_hi"] = float(low), float(high)
+        out[f"{name}_lo"], out[f"{name}_hi"] = percentile_interval(values, level)
     return out
+
+
+def bootstrap_picks(n_items: int, n_boot: int = 1000, seed: int = 0) -> list[np.ndarray]:
+    """The draws of a bootstrap over ``n_items`` items (prompts): ``n_boot`` arrays of ``n_items``
+    indices drawn with replacement, seeded; none with fewer than 2 items (no interval then)."""
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, n_items, n_items) for _ in range(n_boot if n_items >= 2 else 0)]
+
+
+def percentile_interval(values, level: float = 0.95) -> tuple[float, float]:
+    """The percentile interval of the finite ``values`` of a bootstrap (NaN, NaN when there are none)."""
+    values = np.asarray(values, float)
+    finite = values[np.isfinite(values)]
+    if not len(finite):
+        return float("nan"), float("nan")
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(finite, [tail, 100 - tail])
+    return float(low), float(high)
 
 
 def mal_by_budget(summary: pd.DataFrame) -> pd.DataFrame:

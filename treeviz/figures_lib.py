@@ -36,6 +36,24 @@ MIN_REJECTED = 2  # a case-study step has at least this many drafted nodes off t
 CURVE_VALUES = {"mal": "mean acceptance length", "tokens_per_s": "tokens / s"}
 
 
+def data_caption(run: BenchRun) -> str:
+    """What a figure of ``run`` shows, for its title: target, prompts (and their datasets), budgets,
+    temperatures and the token cap, e.g. ``smollm2-135m · 24 prompts (spec_bench) · n = 25 · greedy · 128 new tokens``."""
+    results, config = run.results, run.config.get("config", {})
+    tree = results[results["kind"] == "tree"]
+    budgets = sorted(int(b) for b in tree["budget"].dropna().unique())
+    temperatures = sorted(float(t) for t in results["temperature"].unique())
+    parts = [str(config["target"])] if config.get("target") else []
+    datasets = ", ".join(sorted(str(d) for d in results["dataset"].dropna().unique()))
+    parts.append(f"{results['prompt_id'].nunique()} prompts" + (f" ({datasets})" if datasets else ""))
+    if budgets:
+        parts.append(f"n = {budgets[0]}" if len(budgets) == 1 else f"n = {budgets[0]}–{budgets[-1]}")
+    parts.append("greedy" if temperatures == [0.0] else "T = " + ", ".join(f"{t:g}" for t in temperatures))
+    if config.get("max_new_tokens"):
+        parts.append(f"{config['max_new_tokens']} new tokens")
+    return " · ".join(parts)
+
+
 def ea_heatmaps(run: BenchRun):
     """Fig. 4: steps per (rounded E(A), A), one panel per drafter · policy, Pearson r and Spearman ρ
     (on the unrounded E(A)) in each title. Table: group, a, ea_bin, steps (zeros left out)."""
@@ -43,9 +61,8 @@ def ea_heatmaps(run: BenchRun):
     groups = sorted(frame["group"].unique())
     fig = ea_heatmap_mpl(frame, groups)
     with paper_style():
-        prompts = run.results["prompt_id"].nunique()
-        fig.suptitle(f"Acceptance length A against expected acceptance E(A), per step ({prompts} prompts; "
-                     "n = steps per panel)", fontsize=8)
+        fig.suptitle(f"Acceptance length A against expected acceptance E(A), per step (n = steps per panel)\n"
+                     f"{data_caption(run)}", fontsize=8)
     parts = []
     for group in groups:
         counts = ea_a_counts(frame[frame["group"] == group]).stack().rename("steps").reset_index()
@@ -133,7 +150,7 @@ def budget_curves(run: BenchRun):
             axes[row, 0].set_ylabel(label)
         axes[1, -1].legend(frameon=False, fontsize=6.5, loc="upper left", bbox_to_anchor=(1.02, 1.0))
         fig.suptitle("Mean acceptance length and throughput against the node budget "
-                     f"(mean ± sd over {_prompts(tree)})", fontsize=8)
+                     f"(mean ± sd over {_prompts(tree)})\n{data_caption(run)}", fontsize=8)
     return fig, table
 
 
@@ -168,7 +185,8 @@ def speedup_bars(run: BenchRun):
         axes[0, -1].legend(frameon=False, fontsize=6.5, loc="upper left", bbox_to_anchor=(1.02, 1.0))
         prompts = sorted(set(table["count"].astype(int)))
         fig.suptitle(f"Speedup over autoregressive decoding on the same prompt (mean ± sd over "
-                     f"n = {prompts[0] if len(prompts) == 1 else f'{prompts[0]}–{prompts[-1]}'} prompts)", fontsize=8)
+                     f"n = {prompts[0] if len(prompts) == 1 else f'{prompts[0]}–{prompts[-1]}'} prompts)\n"
+                     f"{data_caption(run)}", fontsize=8)
     return fig, table
 
 

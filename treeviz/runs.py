@@ -9,7 +9,8 @@ The schema and the metrics are the engine's own, imported from its torch-free mo
 (``opttree_core.records``, ``opttree_core.metrics``): over a method's prompts, MAL = Σ new tokens
 / Σ steps and tokens/s = Σ new tokens / Σ seconds; speedup = the method's pooled tokens/s over
 autoregressive decoding's (``kind == "ar"``) at the same temperature, on the prompts both
-finished (``records.speedup_over_ar``: what ``bench-table`` reports too).
+finished (``records.speedup_over_ar``: what ``bench-table`` reports too). The shoot-out gives each a
+95 % bootstrap interval over prompts (``pooled_intervals``).
 """
 from __future__ import annotations
 
@@ -21,12 +22,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from opttree_core.records import AR_KIND, RESULT_COLUMNS, LogData, read_log, speedup_over_ar
+from opttree_core.records import (
+    AR_KIND,
+    RESULT_COLUMNS,
+    LogData,
+    read_log,
+    speedup_over_ar,
+)
 
-from .analysis import ea_a_frame
+from .analysis import bootstrap_picks, ea_a_frame, percentile_interval
 
 SHOOTOUT_COLUMNS = ["method", "kind", "drafter", "policy", "budget", "temperature", "n_prompts", "new_tokens",
-                    "steps", "seconds", "mal", "tokens_per_s", "speedup", "matches_ar"]
+                    "steps", "seconds", "mal", "mal_lo", "mal_hi", "tokens_per_s", "speedup", "speedup_lo",
+                    "speedup_hi", "matches_ar"]
 read_log_dir = read_log  # a log directory, by the engine's one reader (no torch)
 
 
@@ -84,6 +92,37 @@ def find_runs(data_dir: str | os.PathLike) -> list[Path]:
     return runs
 
 
+def combine_runs(runs: list[BenchRun], name: str) -> BenchRun:
+    """One run from ``runs`` that sweep different parts of one grid (e.g. small budgets on many prompts,
+    large ones on a few), restricted to the prompts all of them finished, so that one curve compares
+    like with like. Each prompt's AR rows are pooled into one (Σ tokens / Σ seconds); a method in two
+    runs is a ValueError. The combined run's log paths point into the runs' own folders."""
+    if not runs:
+        raise ValueError(f"{name}: no runs to combine")
+    shared = set.intersection(*(set(r.results["prompt_id"]) for r in runs))
+    if not shared:
+        raise ValueError(f"{name}: the runs {', '.join(r.name for r in runs)} share no prompt")
+    tree, ar = [], []
+    for run in runs:
+        rows = run.results[run.results["prompt_id"].isin(shared)]
+        drafts = rows[rows["kind"] != AR_KIND]
+        tree.append(drafts.assign(log_dir=[None if pd.isna(d) else str(run.path / d) for d in drafts["log_dir"]]))
+        ar.append(rows[rows["kind"] == AR_KIND])
+    tree = pd.concat(tree, ignore_index=True)
+    twice = tree.groupby(["method", "prompt_id"]).size()
+    if (twice > 1).any():
+        raise ValueError(f"{name}: {twice[twice > 1].index[0][0]!r} is in more than one of the runs combined")
+    ar = pd.concat(ar, ignore_index=True)
+    pooled = ar.groupby(["method", "temperature", "prompt_id"], sort=True).agg(
+        new_tokens=("new_tokens", "sum"), steps=("steps", "sum"), seconds=("seconds", "sum")).reset_index()
+    first = ar.drop_duplicates(["method", "temperature", "prompt_id"]).drop(columns=["new_tokens", "steps", "seconds"])
+    pooled = first.merge(pooled, on=["method", "temperature", "prompt_id"])
+    pooled["tokens_per_s"] = pooled["new_tokens"] / pooled["seconds"]
+    results = pd.concat([pooled[RESULT_COLUMNS], tree[RESULT_COLUMNS]], ignore_index=True)
+    config = {"combined": [r.name for r in runs], "prompts": sorted(shared)}
+    return BenchRun(path=runs[0].path.parent / name, config=config, results=results)
+
+
 def multi_temperature(results: pd.DataFrame) -> bool:
     return results["temperature"].nunique() > 1
 
@@ -122,10 +161,30 @@ def shootout_table(results: pd.DataFrame) -> pd.DataFrame:
     rows = {key: part for key, part in results.groupby(keys, sort=False, dropna=False)}
     table["speedup"] = [speedup_over_ar(rows[(m, t)], rows[(ar[t], t)])
                         for m, t in zip(table["method"], table["temperature"])]
+    intervals = [pooled_intervals(rows[(m, t)], rows[(ar[t], t)]) for m, t in zip(table["method"], table["temperature"])]
+    for i, column in enumerate(("mal_lo", "mal_hi", "speedup_lo", "speedup_hi")):
+        table[column] = [interval[i] for interval in intervals]
     table["budget"] = table["budget"].astype("Int64")
     order = table.assign(_ar=table["kind"] != AR_KIND).sort_values(
         ["temperature", "_ar", "drafter", "policy", "budget", "method"], na_position="first", kind="stable")
     return order[SHOOTOUT_COLUMNS].reset_index(drop=True)
+
+
+def pooled_intervals(rows: pd.DataFrame, ar_rows: pd.DataFrame, n_boot: int = 1000, seed: int = 0,
+                     level: float = 0.95) -> tuple[float, float, float, float]:
+    """95 % percentile-bootstrap intervals over prompts of one method's pooled MAL (its prompts) and
+    pooled speedup over AR (the prompts both finished, drawn together, as ``speedup_over_ar`` pools
+    them): (mal_lo, mal_hi, speedup_lo, speedup_hi); NaN with fewer than 2 prompts."""
+    own = rows.set_index(rows["prompt_id"].astype(str))
+    base = ar_rows.set_index(ar_rows["prompt_id"].astype(str))
+    tokens, steps = own["new_tokens"].to_numpy(float), own["steps"].to_numpy(float)
+    mal = [tokens[p].sum() / steps[p].sum() for p in bootstrap_picks(len(own), n_boot, seed)]
+    both = sorted(set(own.index) & set(base.index))
+    m_tok, m_sec = (own.loc[both, c].to_numpy(float) for c in ("new_tokens", "seconds"))
+    a_tok, a_sec = (base.loc[both, c].to_numpy(float) for c in ("new_tokens", "seconds"))
+    speedup = [(m_tok[p].sum() / m_sec[p].sum()) / (a_tok[p].sum() / a_sec[p].sum())
+               for p in bootstrap_picks(len(both), n_boot, seed)]
+    return (*percentile_interval(mal, level), *percentile_interval(speedup, level))
 
 
 def per_prompt_speedups(results: pd.DataFrame) -> pd.DataFrame:

@@ -1,0 +1,180 @@
+"""The paper-scale tables and the open questions (issue 17): shoot-out intervals, runs joined into one
+Fig. 5, and treeviz.open_questions' tables recomputed by hand from the logs they read."""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the figures/ scripts live beside the packages
+
+from conftest import make_tiny_run, text_boxes
+
+from figures.make_figures import OPEN_QUESTIONS_DIR, make_figures
+from treeviz import open_questions as oq
+from treeviz.runs import (
+    BenchRun,
+    combine_runs,
+    load_run,
+    pooled_intervals,
+    read_log_dir,
+    shootout_table,
+)
+
+LOGS = ROOT / "tests" / "data" / "treeviz"
+PROMPTS = ("p0", "p1", "p2", "p3")
+
+
+def _config(**params) -> dict:
+    return {"config": {"target": "tiny", "max_new_tokens": 40, "policy_params": params}}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    """A folder of runs as the committed paper-scale data names them: the open questions' oq-* runs
+    and the two Fig. 5 runs (small budgets on four prompts, large ones on two)."""
+    data = tmp_path_factory.mktemp("data")
+    slow = {"p0": 4.0, "p1": 5.0, "p2": 8.0, "p3": 2.0}  # AR differs per prompt: the intervals have width
+    make_tiny_run(data / "oq-strength", 4.0, PROMPTS, "tiny-*-opt-tree-12", _config(), slow)
+    make_tiny_run(data / "oq-delta-0", 4.0, PROMPTS, "tiny-*-opt-tree-24", _config(**{"opt-tree": {"threshold": 0.0}}),
+                  slow)
+    make_tiny_run(data / "oq-delta-0.5", 4.0, PROMPTS, "tiny-*-opt-tree-4", _config(), slow)
+    make_tiny_run(data / "paper-fig5", 4.0, PROMPTS, "tiny-*-opt-tree-[14]*", _config(), slow)
+    make_tiny_run(data / "paper-fig5-large", 6.0, PROMPTS[:2], "tiny-*-opt-tree-2*", _config())
+    make_tiny_run(data / "oq-large", 6.0, PROMPTS[:3], "tiny-close-opt-tree-24", _config())
+    return data
+
+
+def test_shootout_intervals_bracket_the_pooled_numbers_and_come_from_prompts(runs):
+    run = load_run(runs / "paper-fig5")
+    table = shootout_table(run.results).set_index("method")
+    ar = table.loc["ar"]
+    assert (ar["mal_lo"], ar["mal_hi"], ar["speedup_lo"], ar["speedup_hi"]) == (1.0, 1.0, 1.0, 1.0)
+    results = run.results
+    for method, row in table.drop(index="ar").iterrows():
+        assert row["mal_lo"] <= row["mal"] <= row["mal_hi"]
+        assert row["speedup_lo"] < row["speedup"] < row["speedup_hi"]  # AR's per-prompt times differ
+        per_prompt = (results[results["method"] == method].set_index("prompt_id")["tokens_per_s"]
+                      / results[results["kind"] == "ar"].set_index("prompt_id")["tokens_per_s"])
+        assert per_prompt.min() - 1e-9 <= row["speedup_lo"] and row["speedup_hi"] <= per_prompt.max() + 1e-9
+    mine, base = results[results["method"] == table.index[1]], results[results["kind"] == "ar"]
+    assert pooled_intervals(mine, base) == pooled_intervals(mine, base)  # seeded
+    assert np.isnan(pooled_intervals(mine.iloc[:1], base.iloc[:1])).all()  # one prompt: no interval
+
+
+def test_combined_fig5_keeps_the_shared_prompts_and_pools_their_ar(runs):
+    small, large = load_run(runs / "paper-fig5"), load_run(runs / "paper-fig5-large")
+    both = combine_runs([small, large], "fig5-all")
+    assert set(both.results["prompt_id"]) == {"p0", "p1"}
+    assert sorted(both.results.loc[both.results["kind"] == "tree", "budget"].unique()) == [4, 12, 24]
+    ar = both.results[both.results["kind"] == "ar"].set_index("prompt_id")
+    assert ar.loc["p0", "new_tokens"] == 80 and ar.loc["p0", "tokens_per_s"] == pytest.approx(80 / (4.0 + 6.0))
+    row = both.results[both.results["budget"] == 24].iloc[0]
+    assert read_log_dir(Path(row["log_dir"])).n_steps == row["steps"]  # logs read from the run they came from
+    with pytest.raises(ValueError, match="more than one of the runs"):
+        combine_runs([small, small], "twice")
+
+
+def test_first_token_agreement_and_the_deepest_layer_recompute_from_nodes():
+    nodes = pd.DataFrame({"step": [0, 0, 0, 0, 1, 1, 1, 2], "depth": [0, 1, 1, 2, 0, 1, 2, 0],
+                          "p_hat": [1.0, 0.6, 0.3, 0.4, 1.0, 0.9, 0.5, 1.0],
+                          "accepted": [True, False, True, True, True, True, False, True]})
+    assert oq.first_token_hits(nodes).tolist() == [False, True, False]  # step 2 drafted nothing: a miss
+    assert oq.deepest_layer_gain(nodes).to_dict() == {0: 0.4, 1: 0.5}
+    steps = pd.DataFrame({"step": [0, 1, 2], "n_nodes": [4, 128, 1], "a": [3, 2, 1]})
+    profile = oq.SimulatedProfile(saturate=64, layer_cost=0.1, ngram_layer_cost=0.0)
+    expected = 6 / ((1 + 0.2) + (2 + 0.2) + 1)
+    assert oq.simulated_speedup(nodes, steps, "eagle", profile) == pytest.approx(expected)
+    assert oq.simulated_speedup(nodes, steps, "ngram", profile) == pytest.approx(6 / 4)
+
+
+def test_strength_table_matches_the_logs(runs):
+    table = oq.strength_table([load_run(runs / "oq-strength")]).set_index("draft")
+    for draft in ("tiny-close", "tiny-noisy"):
+        data = read_log_dir(LOGS / f"{draft}-opt-tree-12")
+        row = table.loc[draft]
+        assert row["steps"] == 4 * data.n_steps and row["prompts"] == 4
+        assert row["mal"] == pytest.approx(data.steps["a"].mean())
+        assert row["first_token_agreement"] == pytest.approx(oq.first_token_hits(data.nodes).mean())
+        assert row["pearson"] == pytest.approx(np.corrcoef(data.steps["ea"], data.steps["a"])[0, 1])
+    assert table.loc["tiny-close", "first_token_agreement"] > table.loc["tiny-noisy", "first_token_agreement"]
+    assert oq.draft_label("eagle-smollm2", 512) == "eagle-smollm2 · vocab 512"
+
+
+def test_delta_table_reads_each_runs_threshold_and_picks_the_best(runs):
+    delta = [load_run(runs / name) for name in ("oq-delta-0", "oq-delta-0.5")]
+    table = oq.delta_table(delta)
+    assert sorted(table["delta"].unique()) == [0.0, 0.5]  # 0.5: OPT-Tree's default when the run sets none
+    row = table[(table["drafter"] == "tiny-close") & (table["delta"] == 0.0)].iloc[0]
+    data = read_log_dir(LOGS / "tiny-close-opt-tree-24")
+    assert row["mal"] == pytest.approx(len(data.meta["token_ids"]) / data.n_steps)
+    assert row["sim_speedup"] == pytest.approx(oq.simulated_speedup(data.nodes, data.steps, "tiny-close",
+                                                                    oq.SimulatedProfile()))
+    best = oq.best_deltas(table).set_index("drafter")
+    for drafter, part in table.groupby("drafter"):
+        assert best.loc[drafter, "best_delta_here"] == part.loc[part["speedup"].idxmax(), "delta"]
+        assert best.loc[drafter, "best_delta_simulated"] == part.loc[part["sim_speedup"].idxmax(), "delta"]
+
+
+def test_large_budget_curve_joins_runs_on_their_shared_prompts(runs):
+    names = ("paper-fig5", "paper-fig5-large", "oq-large")
+    table = oq.large_budget_table([load_run(runs / n) for n in names])
+    assert set(table["prompts"]) == {2}  # p0, p1: the prompts all three runs finished
+    close = table[table["drafter"] == "tiny-close"].set_index("budget")
+    assert sorted(close.index) == [4, 12, 24]
+    data = read_log_dir(LOGS / "tiny-close-opt-tree-24")
+    assert close.loc[24, "mal"] == pytest.approx(len(data.meta["token_ids"]) / data.n_steps)
+    assert close.loc[24, "run"] == "oq-large"  # a budget in two runs is drawn once, from the first by name
+
+
+def test_make_figures_writes_the_open_questions_and_no_per_run_set_for_them(runs, tmp_path):
+    make_figures(runs, tmp_path)
+    written = sorted(p.name for p in (tmp_path / OPEN_QUESTIONS_DIR).iterdir())
+    assert written == sorted([f"{name}.{ext}" for name in ("oq_strength", "oq_delta", "oq_large")
+                              for ext in ("png", "pdf", "csv")] + ["oq_delta_best.csv"])
+    assert not any((tmp_path / name).exists() for name in ("oq-strength", "oq-delta-0", "oq-large"))
+    assert (tmp_path / "paper-fig5-all" / "fig5_budget.png").is_file()
+    drawn = pd.read_csv(tmp_path / "paper-fig5-all" / "fig5_budget.csv")
+    assert set(drawn.loc[drawn["policy"] == "opt-tree", "budget"].astype(int)) == {4, 12, 24}
+    again = tmp_path / "again"
+    make_figures(runs, again)
+    for path in (tmp_path / OPEN_QUESTIONS_DIR).iterdir():
+        assert path.read_bytes() == (again / OPEN_QUESTIONS_DIR / path.name).read_bytes(), path.name
+
+
+@pytest.mark.parametrize("question", ["strength", "delta", "large"])
+def test_open_question_figures_draw_their_table_and_keep_titles_apart(runs, question):
+    if question == "strength":
+        fig, table = oq.strength_figure(oq.strength_table([load_run(runs / "oq-strength")]))
+        points = fig.axes[0].containers[0].lines[0].get_ydata()
+        np.testing.assert_allclose(points, table["pearson"])
+    elif question == "delta":
+        fig, table = oq.delta_figure(oq.delta_table([load_run(runs / n) for n in ("oq-delta-0", "oq-delta-0.5")]))
+        fixed = table[table["policy"] == "opt-tree"]
+        lines = {line.get_label(): line for line in fig.axes[1].get_lines() if not line.get_label().startswith("_")}
+        for drafter, part in fixed.groupby("drafter"):
+            np.testing.assert_allclose(lines[drafter].get_ydata(), part.sort_values("delta")["sim_speedup"])
+    else:
+        fig, table = oq.large_budget_figure(oq.large_budget_table([load_run(runs / n) for n in
+                                                                   ("paper-fig5", "paper-fig5-large", "oq-large")]))
+        lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+        for drafter, part in table.groupby("drafter"):
+            np.testing.assert_allclose(lines[drafter].get_ydata(), part.sort_values("budget")["mal"])
+    boxes = text_boxes(fig)
+    for i, (text, box) in enumerate(boxes):
+        assert fig.bbox.x0 - 1 <= box.x0 and box.x1 <= fig.bbox.x1 + 1, f"{text!r} runs off the figure"
+        for other, other_box in boxes[i + 1:]:
+            assert not box.overlaps(other_box), f"{text!r} overlaps {other!r}"
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "figures" / "experiments").glob("oq-delta-*.toml")),
+                         ids=lambda p: p.stem)
+def test_the_delta_of_each_committed_sweep_config_is_read_back_from_its_config_json(config):
+    """delta_table reads δ where the bench harness writes it (config.json's ``config``: BenchConfig.to_dict())."""
+    from opttree_core.tools.bench.config import load_config
+
+    run = BenchRun(path=config, config={"config": load_config(config).to_dict()},
+                   results=pd.DataFrame())
+    assert oq._threshold(run, "opt-tree") == float(config.stem.removeprefix("oq-delta-"))
