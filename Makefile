@@ -33,7 +33,7 @@ demo: venv
 	$(BIN)/python -m treeviz html out/demo/chat out/demo/code out/demo/math out/demo/explain --out out/demo/demo.html
 
 # The notebooks run too, in fast mode (OPTTREE_FAST=1: small budgets, a few minutes on 2 cores).
-NOTEBOOKS := $(wildcard notebooks/0*.ipynb)
+NOTEBOOKS := $(wildcard notebooks/[0-9][0-9]_*.ipynb)
 
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

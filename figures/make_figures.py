@@ -40,6 +40,8 @@ FIGURES = {"fig4_ea_vs_a": ea_heatmaps, "fig5_budget": budget_curves, "speedup_b
            "case_tree": case_tree}
 FORMATS = ("png", "pdf")
 PNG_DPI = 200  # keeps gallery PNGs small; the PDFs are vector
+MAX_PNG_PIXELS = 0.8e6  # a gallery PNG's pixel budget (a figure of many panels gets a lower dpi)
+MIN_PNG_DPI = 48  # no lower: a huge case tree (hundreds of nodes) is then still one small file
 EXPECTED_FILES = sorted([f"{name}.{ext}" for name in FIGURES for ext in (*FORMATS, "csv")]
                         + ["fig4_correlation.csv", "shootout.csv", "shootout.md"])
 FLOAT_FORMAT = "%.6g"
@@ -85,8 +87,15 @@ def shootout_markdown(table: pd.DataFrame, run_name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _png_dpi(fig) -> int:
+    """``PNG_DPI``, lowered for a large figure (many panels) so its gallery PNG stays under
+    ``MAX_PNG_PIXELS``."""
+    width, height = fig.get_size_inches()
+    return max(MIN_PNG_DPI, min(PNG_DPI, int(math.sqrt(MAX_PNG_PIXELS / (width * height)))))
+
+
 def _save(fig, table: pd.DataFrame, path: Path) -> list[Path]:
-    return (save_figure(fig, path, ("png",), dpi=PNG_DPI) + save_figure(fig, path, ("pdf",))
+    return (save_figure(fig, path, ("png",), dpi=_png_dpi(fig)) + save_figure(fig, path, ("pdf",))
             + [write_csv(table, path.with_suffix(".csv"))])
 
 

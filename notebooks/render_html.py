@@ -96,14 +96,14 @@ def write_index(pages: list[Path], out_dir: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("notebooks", nargs="*", type=Path, help="default: notebooks/0*.ipynb")
+    p.add_argument("notebooks", nargs="*", type=Path, help="default: notebooks/[0-9][0-9]_*.ipynb")
     p.add_argument("--out", type=Path, default=Path("out/html"))
     p.add_argument("--fast", action="store_true", help="fast mode (OPTTREE_FAST=1): small budgets, as in CI")
     args = p.parse_args(argv)
     os.environ["OPTTREE_HTML"] = "1"  # the kernels inherit the environment
     if args.fast:
         os.environ["OPTTREE_FAST"] = "1"
-    paths = args.notebooks or sorted(HERE.glob("0*.ipynb"))
+    paths = args.notebooks or sorted(HERE.glob("[0-9][0-9]_*.ipynb"))
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise SystemExit(f"no such notebook: {missing[0]}")

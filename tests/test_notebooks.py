@@ -29,12 +29,12 @@ from treeviz.teaching import (
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
-SOURCES = sorted(NOTEBOOKS.glob("0*.py"))
+SOURCES = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.py"))
 DATA = Path(__file__).parent / "data" / "treeviz"
 
 
-def test_the_nine_notebooks_exist():
-    assert [p.stem[:2] for p in SOURCES] == [f"{i:02d}" for i in range(1, 10)]
+def test_the_ten_notebooks_exist():
+    assert [p.stem[:2] for p in SOURCES] == [f"{i:02d}" for i in range(1, 11)]
 
 
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)

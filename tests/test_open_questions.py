@@ -81,7 +81,10 @@ def test_first_token_agreement_and_the_deepest_layer_recompute_from_nodes():
     nodes = pd.DataFrame({"step": [0, 0, 0, 0, 1, 1, 1, 2], "depth": [0, 1, 1, 2, 0, 1, 2, 0],
                           "p_hat": [1.0, 0.6, 0.3, 0.4, 1.0, 0.9, 0.5, 1.0],
                           "accepted": [True, False, True, True, True, True, False, True]})
-    assert oq.first_token_hits(nodes).tolist() == [False, True, False]  # step 2 drafted nothing: a miss
+    assert oq.first_token_hits(nodes).tolist() == [False, True]  # the last step drafted nothing: the token cap
+    middle = pd.concat([nodes, pd.DataFrame({"step": [3, 3], "depth": [0, 1], "p_hat": [1.0, 0.7],
+                                             "accepted": [True, True]})], ignore_index=True)
+    assert oq.first_token_hits(middle).tolist() == [False, True, False, True]  # step 2 drafted nothing: a miss
     assert oq.deepest_layer_gain(nodes).to_dict() == {0: 0.4, 1: 0.5}
     steps = pd.DataFrame({"step": [0, 1, 2], "n_nodes": [4, 128, 1], "a": [3, 2, 1]})
     profile = oq.SimulatedProfile(saturate=64, layer_cost=0.1, ngram_layer_cost=0.0)

@@ -32,7 +32,10 @@ from .runs import (
 )
 from .static import PAGE_WIDTH_IN, new_figure, paper_style
 
+CASE_MAX_BUDGET = 32  # the default case study's largest tree: a bigger one is unreadable as one picture
 MIN_REJECTED = 2  # a case-study step has at least this many drafted nodes off the accepted path
+MIN_WIDTH_IN = 5.6  # wide enough for a two-line title that states the data
+AXIS_FLOOR = {"mal": 1.0, "tokens_per_s": 0.0}  # MAL is at least 1 (the bonus token); throughput at least 0
 CURVE_VALUES = {"mal": "mean acceptance length", "tokens_per_s": "tokens / s"}
 
 
@@ -125,6 +128,11 @@ def _prompts(table: pd.DataFrame) -> str:
     return f"n = {counts[0]} prompts" if len(counts) == 1 else f"n = {counts[0]}–{counts[-1]} prompts"
 
 
+def _width(groups) -> float:
+    """A figure with a panel per group: 2.6 in a panel and 1.6 for the legend, within the page."""
+    return min(PAGE_WIDTH_IN, max(MIN_WIDTH_IN, 2.6 * len(groups) + 1.6))
+
+
 def budget_curves(run: BenchRun):
     """Fig. 5: MAL (top row) and tokens/s (bottom row) against the node budget (log₂ axis), a line
     per policy (dodged sideways so error bars don't overlap), a column per drafter; AR's tokens/s as
@@ -133,7 +141,7 @@ def budget_curves(run: BenchRun):
     tree = table[table["policy"] != AR_KIND]
     groups = sorted(tree["group"].unique())
     colours = style.policy_colours(tree["policy"].unique())
-    fig, axes = new_figure(min(PAGE_WIDTH_IN, 2.6 * len(groups) + 1.6), 3.9, ncols=len(groups), nrows=2,
+    fig, axes = new_figure(_width(groups), 3.9, ncols=len(groups), nrows=2,
                            sharex="col", sharey="row")
     with paper_style():
         for col, group in enumerate(groups):
@@ -146,8 +154,10 @@ def budget_curves(run: BenchRun):
                                      label="autoregressive")
             axes[0, col].set_title(group, fontsize=8)
             axes[1, col].set_xlabel("node budget n (log₂ axis)")
-        for row, label in enumerate(CURVE_VALUES.values()):
+        for row, (value, label) in enumerate(CURVE_VALUES.items()):
             axes[row, 0].set_ylabel(label)
+            for ax in axes[row]:
+                ax.set_ylim(bottom=AXIS_FLOOR[value])  # after every panel is drawn: the top spans them all
         axes[1, -1].legend(frameon=False, fontsize=6.5, loc="upper left", bbox_to_anchor=(1.02, 1.0))
         fig.suptitle("Mean acceptance length and throughput against the node budget "
                      f"(mean ± sd over {_prompts(tree)})\n{data_caption(run)}", fontsize=8)
@@ -166,7 +176,7 @@ def speedup_bars(run: BenchRun):
     groups = sorted(table["group"].unique())
     policies = sorted(table["policy"].unique())
     colours = style.policy_colours(policies)
-    fig, axes = new_figure(min(PAGE_WIDTH_IN, 2.6 * len(groups) + 1.6), 2.5, ncols=len(groups), sharey=True)
+    fig, axes = new_figure(_width(groups), 2.5, ncols=len(groups), sharey=True)
     width = 0.8 / len(policies)
     with paper_style():
         for ax, group in zip(axes[0], groups):
@@ -192,13 +202,16 @@ def speedup_bars(run: BenchRun):
 
 def pick_case(run: BenchRun, method: str | None = None) -> tuple[pd.Series, int]:
     """The case-study step: in ``method``'s logs (default: the OPT-Tree method with the largest
-    budget and, among those, the highest pooled MAL), the step with the longest acceptance among
+    budget up to ``CASE_MAX_BUDGET`` nodes, or the smallest budget run when all are larger, and among
+    those the highest pooled MAL), the step with the longest acceptance among
     those with at least ``MIN_REJECTED`` rejected nodes, so the picture shows a tree rather than a
     lucky chain (ties: the lowest prompt id, then the earliest step). Returns (results row, step)."""
     rows = run.tree_rows()
     if method is None:
         trees = rows[rows["policy"] == "opt-tree"] if (rows["policy"] == "opt-tree").any() else rows
-        top = trees[trees["budget"] == trees["budget"].max()]
+        readable = trees[trees["budget"] <= CASE_MAX_BUDGET]
+        top = (trees[trees["budget"] == readable["budget"].max()] if len(readable)
+               else trees[trees["budget"] == trees["budget"].min()])
         pooled = top.groupby("method")[["new_tokens", "steps"]].sum()
         method = str((pooled["new_tokens"] / pooled["steps"]).sort_index().idxmax())
     chosen = rows[rows["method"] == method].sort_values("prompt_id")

@@ -41,10 +41,13 @@ def _log_vocab(meta: dict):
 
 def first_token_hits(nodes: pd.DataFrame) -> pd.Series:
     """Per step: whether the draft's best depth-1 guess (largest p̂) was the target's token. A step
-    that drafted nothing counts as a miss."""
+    that drafted nothing counts as a miss (an n-gram table with no match), except a run's last step,
+    which drafts nothing when the token cap leaves room for one token only."""
     steps = nodes["step"].unique()
     first = nodes[nodes["depth"] == 1].sort_values(["step", "p_hat"], ascending=[True, False], kind="stable")
     best = first.drop_duplicates("step").set_index("step")["accepted"].astype(bool)
+    if len(steps) and steps.max() not in best.index:
+        steps = steps[steps != steps.max()]
     return best.reindex(steps, fill_value=False)
 
 
@@ -55,7 +58,7 @@ def _tree_runs(runs: list[BenchRun], policy: str | None = None):
                 yield run, row
 
 
-def strength_table(runs: list[BenchRun]) -> pd.DataFrame:
+def strength_table(runs: list[BenchRun], n_boot: int = 1000) -> pd.DataFrame:
     """One row per draft (drafter and draft vocabulary) over ``runs``' tree logs: steps, prompts,
     first-token agreement, MAL, mean E(A) and the correlations of ``analysis.correlation_intervals``."""
     steps, hits, budgets = {}, {}, {}
@@ -73,7 +76,7 @@ def strength_table(runs: list[BenchRun]) -> pd.DataFrame:
         rows.append({"draft": label, "budget": _span(budgets[label]), "steps": len(frame),
                      "prompts": frame["prompt_id"].nunique(),
                      "first_token_agreement": float(agree.mean()), "mal": float(frame["a"].mean()),
-                     "mean_ea": float(frame["ea"].mean()), **correlation_intervals(frame)})
+                     "mean_ea": float(frame["ea"].mean()), **correlation_intervals(frame, n_boot=n_boot)})
     if not rows:
         raise ValueError("no tree runs with logs for the draft-strength question")
     return pd.DataFrame(rows).sort_values("first_token_agreement", kind="stable").reset_index(drop=True)
@@ -97,9 +100,7 @@ def strength_figure(table: pd.DataFrame):
             y = table[column].to_numpy(float)
             err = np.abs(np.vstack([y - table[f"{column}_lo"], table[f"{column}_hi"] - y]))
             ax.errorbar(x, y, yerr=np.nan_to_num(err), fmt="o", ms=3.5, capsize=2, lw=0.9, color=colour, label=label)
-        for row in table.itertuples(index=False):
-            ax.annotate(row.draft, (row.first_token_agreement, row.pearson), fontsize=5.5, xytext=(3, -8),
-                        textcoords="offset points", color="#333")
+        _label_points(ax, table)
         ax.set_xlabel("first-token agreement (best depth-1 guess = target's token)")
         ax.set_ylabel("correlation of E(A) with A")
         ax.set_xlim(0, 1.05)
@@ -113,6 +114,16 @@ def strength_figure(table: pd.DataFrame):
                      f"{prompts[-1]} prompts · {int(table['steps'].min())}–{int(table['steps'].max())} steps per draft",
                      fontsize=7)
     return fig, table
+
+
+def _label_points(ax, table: pd.DataFrame) -> None:
+    """Name each draft's per-step point from a column of labels in the figure's empty middle (drafts
+    of similar strength sit close together), each joined to its point by a thin line."""
+    order = table.sort_values("pearson", kind="stable")
+    heights = np.linspace(0.22, 0.8, len(order)) if len(order) > 1 else np.array([0.4])
+    for height, row in zip(heights, order.itertuples(index=False)):
+        ax.annotate(row.draft, (row.first_token_agreement, row.pearson), xytext=(0.6, height), fontsize=5.5,
+                    color="#333", va="center", arrowprops={"arrowstyle": "-", "color": "#bbb", "lw": 0.5})
 
 
 @dataclass(frozen=True)
@@ -182,10 +193,16 @@ def delta_table(runs: list[BenchRun], profile: SimulatedProfile = SimulatedProfi
         out.append({"drafter": drafter, "policy": policy, "budget": part["budget"].iloc[0],
                     "delta": part["delta"].iloc[0], "prompts": len(part),
                     "mal": part["new_tokens"].sum() / part["steps"].sum(), "speedup": speedup_over_ar(mine, ar),
-                    "sim_speedup": part["new_tokens"].sum() / part["sim_time"].sum(), "nodes": part["nodes"].mean(),
+                    "sim_speedup": _simulated(part, policy), "nodes": part["nodes"].mean(),
                     "depth": part["depth"].mean(), "layer_gain": part["layer_gain"].median(), "run": name})
     table = pd.DataFrame(out)
     return table.sort_values(["drafter", "policy", "delta"], kind="stable").reset_index(drop=True)
+
+
+def _simulated(part: pd.DataFrame, policy: str) -> float:
+    """Pooled tokens per AR-step-time under the simulated profile; NaN for opt-tree-auto, whose trees
+    follow the measured profile of the machine it ran on, so replaying them elsewhere says nothing."""
+    return float("nan") if policy == AUTO else float(part["new_tokens"].sum() / part["sim_time"].sum())
 
 
 def best_deltas(table: pd.DataFrame) -> pd.DataFrame:

@@ -30,6 +30,12 @@ from .mpl_tree import tree_figure_mpl
 from .static import COLUMN_WIDTH_IN, PAGE_WIDTH_IN, new_figure, paper_style, save_figure
 
 
+def _heatmap_columns(groups: list[str]) -> int:
+    """Panels per row of Fig. 4 (more groups wrap to further rows): four fit a page, three when a
+    panel's title (``drafter · policy · T=…``) is long."""
+    return max(1, min(len(groups), 4 if max((len(g) for g in groups), default=0) <= 28 else 3))
+
+
 def ea_heatmap_mpl(logs_or_frame, groups: list[str] | None = None):
     """Fig. 4: steps per (E(A) rounded, A), a panel per draft/target group; in each title the per-step r
     and ρ, the r of the E(A) bins' mean A (``analysis.binned_correlation``) and n (steps). Every panel spans the same ranges, cells without a step are blank, and the dotted line
@@ -37,9 +43,13 @@ def ea_heatmap_mpl(logs_or_frame, groups: list[str] | None = None):
     frame = logs_or_frame if isinstance(logs_or_frame, pd.DataFrame) else ea_a_frame(logs_or_frame)
     groups = groups if groups is not None else sorted(frame["group"].unique())
     shown = frame[frame["group"].isin(groups)]
-    fig, axes = new_figure(min(PAGE_WIDTH_IN, 2.3 * max(1, len(groups)) + 0.4), 2.6, ncols=max(1, len(groups)))
+    ncols = _heatmap_columns(groups)
+    nrows = max(1, -(-len(groups) // ncols))
+    fig, axes = new_figure(min(PAGE_WIDTH_IN, 2.3 * ncols + 0.4), 2.6 * nrows, ncols=ncols, nrows=nrows)
     with paper_style():
-        for ax, group in zip(axes[0], groups):
+        for ax in axes.flat[len(groups):]:
+            ax.set_axis_off()
+        for ax, group in zip(axes.flat, groups):
             part = frame[frame["group"] == group]
             counts = ea_a_counts(part, like=shown)
             values = counts.to_numpy()
@@ -60,7 +70,8 @@ def ea_heatmap_mpl(logs_or_frame, groups: list[str] | None = None):
                          f" · n = {r.n} steps", fontsize=7)
             ax.set_xticks(list(counts.columns))
             ax.set_yticks(list(counts.index))
-        axes[0, 0].set_ylabel("acceptance length A")
+        for row in axes:
+            row[0].set_ylabel("acceptance length A")
         fig.supxlabel("E(A), rounded · dotted line: A = E(A) + 1", fontsize=8)  # once: panel labels collide
     return fig
 

@@ -119,7 +119,7 @@ def combine_runs(runs: list[BenchRun], name: str) -> BenchRun:
     pooled = first.merge(pooled, on=["method", "temperature", "prompt_id"])
     pooled["tokens_per_s"] = pooled["new_tokens"] / pooled["seconds"]
     results = pd.concat([pooled[RESULT_COLUMNS], tree[RESULT_COLUMNS]], ignore_index=True)
-    config = {"combined": [r.name for r in runs], "prompts": sorted(shared)}
+    config = {**runs[0].config, "combined": [r.name for r in runs], "prompts": sorted(shared)}  # the first run's settings
     return BenchRun(path=runs[0].path.parent / name, config=config, results=results)
 
 

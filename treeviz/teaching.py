@@ -12,6 +12,7 @@
 - ``trace_table`` / ``trace_figure`` / ``final_tree_figure``: a table and an animation of OPT-Tree's construction
   (arXiv 2406.17276, Algorithm 1) from the per-layer records the engine's
   ``opttree_core.policies.trace_opt_tree`` returns (E_sub(T, n), its gain, where δ stops).
+- ``static_figure``: a matplotlib paper figure as an inline PNG (notebook 10).
 - ``chi_square``: a Pearson χ² goodness-of-fit test of sampled tokens against a
   distribution, pooling rare tokens; ``rejection_stages`` / ``rejection_figure``: recursive
   rejection drawn stage by stage (notebook 4).
@@ -101,6 +102,18 @@ def _figure_views(explorer) -> list:
     if hasattr(explorer, "sides"):
         return [side.tree for side in explorer.sides]
     return [explorer.heatmap, explorer.curves]
+
+
+def static_figure(fig, dpi: int = 110):
+    """A matplotlib figure (``treeviz.figures_lib``, ``treeviz.open_questions``) as an inline PNG for a
+    notebook cell and its HTML export (no pyplot, no inline backend needed)."""
+    import io
+
+    from IPython.display import Image
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return Image(data=buffer.getvalue(), format="png")
 
 
 def step_table(data, tokenizer=None) -> pd.DataFrame:
