@@ -13,6 +13,11 @@ them; each run's files go to ``--out`` (or ``--out/<run name>`` for a folder of 
     speedup_bars.{png,pdf,csv}   speedup over AR, mean ± sd over prompts
     case_tree.{png,pdf,csv}      one step's tree, accepted path and tokens (``--case METHOD``)
 
+From a folder of runs, also ``COMBINED`` sets (``paper-fig5-all/``: Fig. 5 and its shoot-out over
+``paper-fig5`` + ``paper-fig5-large`` on their shared prompts) and the paper's open questions from
+the ``oq-*`` runs (``open-questions/oq_strength``, ``oq_delta`` + ``oq_delta_best.csv``, ``oq_large``;
+``oq-*`` runs get no per-run set of their own).
+
 Same logs → same bytes (``treeviz.static`` pins fonts and strips dates). Reads Parquet and
 JSON with pandas only: no torch, no transformers, no ``opttree_core``.
 """

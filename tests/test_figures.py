@@ -120,6 +120,19 @@ def test_case_tree_highlights_the_logged_accepted_path(tiny_run):
     assert f"A = {data.steps['a'].iloc[step]}" in fig.axes[0].get_title(loc="left")
 
 
+def test_the_default_case_study_is_the_largest_readable_tree(tiny_run, monkeypatch):
+    """Past CASE_MAX_BUDGET nodes one tree is unreadable as a picture: the default case study takes
+    the largest OPT-Tree budget within it, or the smallest budget when every run is larger."""
+    import treeviz.figures_lib as figures_lib
+
+    run = load_run(tiny_run)
+    assert figures_lib.pick_case(run)[0]["budget"] == 24
+    monkeypatch.setattr(figures_lib, "CASE_MAX_BUDGET", 12)
+    assert figures_lib.pick_case(run)[0]["budget"] == 12
+    monkeypatch.setattr(figures_lib, "CASE_MAX_BUDGET", 2)
+    assert figures_lib.pick_case(run)[0]["budget"] == 4
+
+
 def test_bad_run_folders_are_one_line_errors(tiny_run, tmp_path):
     with pytest.raises(ValueError, match="no bench run folders"):
         make_figures(tmp_path, tmp_path / "out")
