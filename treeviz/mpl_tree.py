@@ -43,8 +43,12 @@ def draw_scene(ax, scene: TreeScene, colorbar: bool = True, fontsize: float = 6.
         right = 1.3 if scene.orientation == "lr" else 0.6  # room for labels on the right
         bottom = 0.6 if scene.orientation == "lr" else 0.9  # room for the labels under the deepest nodes
         ax.set_xlim(xs.min() - 0.6, xs.max() + right)
-        ax.set_ylim(ys.min() - bottom, ys.max() + 0.6)
+        top = 0.6 + (LEGEND_ROOM if legend and scene.orientation == "td" else 0.0)  # the legend sits above the root
+        ax.set_ylim(ys.min() - bottom, ys.max() + top)
     return points
+
+
+LEGEND_ROOM = 0.7  # levels of empty space above a top-down tree's root for the legend's three rows
 
 
 def _legend(ax, size: float, fontsize: float, corner: str) -> None:
