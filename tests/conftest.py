@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,10 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaConfig
 
 from opttree_core.skinny import use_skinny_matmul
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # the figures/ scripts live beside the packages (tests import figures.*)
 
 VOCAB = 64
 
@@ -55,7 +60,6 @@ def random_prompt(seed: int, length: int = 7, vocab_size: int = VOCAB) -> torch.
 def load_benchmark(name: str):
     """``benchmarks/NAME.py`` imported as a module (the benchmarks are scripts, not a package)."""
     import importlib.util
-    from pathlib import Path
 
     path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name, path)

@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the figures/ scripts live beside the packages
 
 from conftest import make_tiny_run, text_boxes
 
@@ -123,7 +122,7 @@ def test_case_tree_highlights_the_logged_accepted_path(tiny_run):
 def test_the_default_case_study_is_the_largest_readable_tree(tiny_run, monkeypatch):
     """Past CASE_MAX_BUDGET nodes one tree is unreadable as a picture: the default case study takes
     the largest OPT-Tree budget within it, or the smallest budget when every run is larger."""
-    import treeviz.figures_lib as figures_lib
+    from treeviz import figures_lib
 
     run = load_run(tiny_run)
     assert figures_lib.pick_case(run)[0]["budget"] == 24

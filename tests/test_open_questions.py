@@ -1,6 +1,5 @@
 """The paper-scale tables and the open questions (issue 17): shoot-out intervals, runs joined into one
 Fig. 5, and treeviz.open_questions' tables recomputed by hand from the logs they read."""
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -8,8 +7,8 @@ import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the figures/ scripts live beside the packages
 
+from conftest import TREEVIZ_LOGS as LOGS
 from conftest import make_tiny_run, text_boxes
 
 from figures.make_figures import OPEN_QUESTIONS_DIR, make_figures
@@ -23,7 +22,6 @@ from treeviz.runs import (
     shootout_table,
 )
 
-LOGS = ROOT / "tests" / "data" / "treeviz"
 PROMPTS = ("p0", "p1", "p2", "p3")
 
 
