@@ -19,7 +19,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
@@ -151,6 +150,12 @@ class Lab:
         self.start = time.monotonic()
         page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: self.errors.append(f"uncaught: {e}"))
+        # The notebook saves this page sends (PUT /api/contents/...) and the HTTP status each got.
+        self.saves_sent: list = []
+        self.saves_done: dict = {}
+        page.on("request", lambda r: self.saves_sent.append(r) if _is_save(r) else None)
+        page.on("response", lambda r: self.saves_done.__setitem__(r.request, r.status) if _is_save(r.request) else None)
+        page.on("requestfailed", lambda r: self.saves_done.__setitem__(r, f"failed ({r.failure})") if _is_save(r) else None)
 
     def open(self, notebook: str) -> None:
         self.page.goto(f"{self.base}/lab/tree/{notebook}?token={self.token}")
@@ -188,23 +193,15 @@ class Lab:
         with urllib.request.urlopen(url, timeout=30) as reply:
             return json.load(reply)
 
-    def readable(self, notebook: str, deadline: float) -> dict | None:
-        """The notebook as the server has it, or None while the server is writing it: a read during a
-        save (ours, or JupyterLab's autosave) answers 400, 404 or 500 until the file is whole again."""
-        try:
-            return self.contents(notebook)
-        except urllib.error.HTTPError as err:
-            if err.code not in (400, 404, 500) or time.monotonic() > deadline:
-                raise
-            return None
+    def save(self, notebook: str, timeout_s: float = 90) -> dict:
+        """Save the notebook (File ▸ Save Notebook; Ctrl+S in the notebook if the click sent nothing)
+        and return it as the server then has it.
 
-    def save(self, notebook: str, timeout_s: float = 60) -> dict:
-        """Save the notebook (File ▸ Save Notebook; Ctrl+S in the notebook if a click was lost) and
-        return it as the server then has it."""
+        A second save is sent only when the first sent no PUT at all: two PUTs of one notebook in
+        flight race in the server's atomic write (one renames the other's temporary file away, and
+        the page logs "Unexpected error while saving file ... No such file or directory")."""
         deadline = time.monotonic() + timeout_s
-        before = None
-        while before is None:
-            before = self.readable(notebook, deadline)
+        sent = len(self.saves_sent)
         for attempt in range(3):
             if attempt == 0:
                 self.menu("File", "Save Notebook")
@@ -213,13 +210,22 @@ class Lab:
                 self.page.locator(f"{NB} .jp-Notebook").first.click(position={"x": 5, "y": 5})
                 self.page.keyboard.press("Control+s")
             wait_until = min(deadline, time.monotonic() + 15)
-            while time.monotonic() < wait_until:
-                saved = self.readable(notebook, deadline)
-                if saved is not None and saved["last_modified"] != before["last_modified"]:
-                    return saved["content"]
+            while len(self.saves_sent) == sent and time.monotonic() < wait_until:
                 self.page.wait_for_timeout(250)
-        self.shot("save-timed-out")
-        raise AssertionError(f"{notebook} was not saved within {timeout_s:.0f} s (menu, then Ctrl+S twice)")
+            if len(self.saves_sent) > sent:
+                break
+        else:
+            self.shot("save-not-sent")
+            raise AssertionError(f"{notebook}: no save was sent within 45 s (menu, then Ctrl+S twice)")
+        request = self.saves_sent[sent]
+        while request not in self.saves_done and time.monotonic() < deadline:
+            self.page.wait_for_timeout(250)
+        if request not in self.saves_done:
+            self.shot("save-timed-out")
+            raise AssertionError(f"{notebook}: the server did not answer its save within {timeout_s:.0f} s")
+        status = self.saves_done[request]
+        assert status == 200, f"{notebook}: the save answered HTTP {status}"
+        return self.contents(notebook)["content"]
 
     def drawn(self, selector: str, index: int = 0, timeout_s: float = 60, until=lambda seen: True) -> dict:
         """What the ``index``-th plotly figure under ``selector`` shows, once it has drawn markers
@@ -249,6 +255,10 @@ class Lab:
         target = self.page.locator(selector).first if selector else self.page
         target.screenshot(path=str(path))
         return path
+
+
+def _is_save(request) -> bool:
+    return request.method == "PUT" and "/api/contents/" in request.url
 
 
 def plots(selector: str) -> str:
