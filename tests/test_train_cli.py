@@ -77,7 +77,9 @@ def test_eagle3_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path
 
 @pytest.mark.parametrize("args,needle", [(["--ttt-steps", "0"], "--ttt-steps must be >= 1"),
                                          (["--per-category", "1"], "--per-category must be >= 2"),
-                                         (["--layers", "2"], "an EAGLE-3 head has one layer")])
+                                         (["--layers", "2"], "an EAGLE-3 head has one layer"),
+                                         (["--gsm8k", "missing.jsonl"], "GSM8K file not found: missing.jsonl"),
+                                         (["--mix", "spec-bench", "--gsm8k", "missing.jsonl"], "GSM8K file not found")])
 def test_eagle3_settings_are_checked_before_anything_is_written(tmp_path, capsys, monkeypatch, args, needle):
     monkeypatch.setattr(train_cli, "load_model", lambda *a, **k: pytest.fail("the target was loaded"))
     monkeypatch.chdir(tmp_path)
@@ -90,7 +92,7 @@ def test_eagle3_settings_are_checked_before_anything_is_written(tmp_path, capsys
 def test_eagle3_on_a_target_too_shallow_for_the_default_layers_is_one_line(tmp_path, capsys, monkeypatch):
     shallow = str(save_target(tmp_path / "shallow", layers=2))
     monkeypatch.chdir(tmp_path)
-    assert train_cli.main(["eagle3", "--target", shallow, "--no-progress", "--device", "cpu"]) == 2
+    assert train_cli.main(["eagle3", "--target", shallow, "--n-gsm8k", "0", "--no-progress", "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip()
     assert "pass --feature-layers" in err and "\n" not in err
     assert not (tmp_path / "out").exists()

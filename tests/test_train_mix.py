@@ -5,21 +5,15 @@ from collections import Counter
 import pytest
 
 from opttree_core.errors import OptTreeError
-from opttree_core.tools.datasets import DEFAULT_SPEC_BENCH
+from opttree_core.tools.datasets import DEFAULT_GSM8K, DEFAULT_SPEC_BENCH
 from opttree_core.tools.train.mix import CHAT_STYLES, first_stage, second_stage
-
-GSM8K_CANDIDATES = [DEFAULT_SPEC_BENCH.parents[1] / "gsm8k" / "train.jsonl",
-                    DEFAULT_SPEC_BENCH.parents[4] / "shared" / "data" / "gsm8k" / "train.jsonl"]
-SPEC_BENCH_CANDIDATES = [DEFAULT_SPEC_BENCH,
-                         DEFAULT_SPEC_BENCH.parents[4] / "shared" / "data" / "spec_bench" / "question.jsonl"]
 
 
 @pytest.fixture
 def gsm8k(tmp_path):
     """GSM8K train where a checkout has it, else a few questions of the same shape."""
-    for path in GSM8K_CANDIDATES:
-        if path.is_file():
-            return path
+    if DEFAULT_GSM8K.is_file():
+        return DEFAULT_GSM8K
     path = tmp_path / "train.jsonl"
     path.write_text("".join(json.dumps({"question": f"Tom has {i} apples and buys {i + 3}. How many now?",
                                         "answer": "#### 0"}) + "\n" for i in range(40)))
@@ -27,11 +21,10 @@ def gsm8k(tmp_path):
 
 
 def spec_bench_turns() -> set[str]:
-    """Every Spec-Bench turn text, from the first copy found (empty when there is none here)."""
-    for path in SPEC_BENCH_CANDIDATES:
-        if path.is_file():
-            return {t for line in path.read_text().splitlines() if line.strip() for t in json.loads(line)["turns"]}
-    return set()
+    """Every Spec-Bench turn text (empty when there is no copy here)."""
+    if not DEFAULT_SPEC_BENCH.is_file():
+        return set()
+    return {t for line in DEFAULT_SPEC_BENCH.read_text().splitlines() if line.strip() for t in json.loads(line)["turns"]}
 
 
 def fake_answers(prompts) -> list[tuple[str, str, str]]:

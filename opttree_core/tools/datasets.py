@@ -13,7 +13,19 @@ from ..errors import OptTreeError
 
 MT_BENCH_CATEGORIES = ("writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities")
 SPEC_BENCH_TASKS = ("translation", "summarization", "qa", "math_reasoning", "rag")
-DEFAULT_SPEC_BENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "spec_bench" / "question.jsonl"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _shared_data() -> Path:
+    """The project's datasets: ``../shared/data`` beside the checkout (CI's layout), or ``shared/data``
+    inside it where a checkout carries one; the first, which the docs name, when neither exists."""
+    beside, inside = REPO_ROOT.parent / "shared" / "data", REPO_ROOT / "shared" / "data"
+    return inside if inside.is_dir() and not beside.is_dir() else beside
+
+
+SHARED_DATA = _shared_data()
+DEFAULT_SPEC_BENCH = SHARED_DATA / "spec_bench" / "question.jsonl"
+DEFAULT_GSM8K = SHARED_DATA / "gsm8k" / "train.jsonl"
 
 
 @dataclass(frozen=True)

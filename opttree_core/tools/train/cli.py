@@ -24,6 +24,7 @@ import transformers
 from ...draft_vocab import DEFAULT_DRAFT_VOCAB, DraftVocab, count_tokens, save_counts
 from ...errors import OptTreeError, report_errors
 from ...models import load_model
+from ..datasets import DEFAULT_GSM8K
 from .card import write_card
 from .data import compute_features, self_distill
 from .eagle3 import TTT_STEPS, Eagle3Recipe, check_feature_layers
@@ -33,8 +34,6 @@ from .mix import spec_bench_data
 from .prompts import context_prompts, training_prompts
 from .recipes import DraftLMRecipe, EagleRecipe
 from .save import drafter, save_epoch, save_final
-
-DEFAULT_GSM8K = Path(__file__).resolve().parents[3] / "shared" / "data" / "gsm8k" / "train.jsonl"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -157,6 +156,8 @@ def _check_args(args) -> None:
         raise OptTreeError(f"--holdout is the share of sequences held out, in (0, 1); got {args.holdout}")
     if args.max_seconds is not None and not (math.isfinite(args.max_seconds) and args.max_seconds > 0):
         raise OptTreeError(f"--max-seconds must be a finite number > 0, got {args.max_seconds}")
+    if (args.mix == "spec-bench" or args.n_gsm8k != 0) and not Path(args.gsm8k).is_file():
+        raise OptTreeError(f"GSM8K file not found: {args.gsm8k} (expected ../shared/data/gsm8k/train.jsonl or --gsm8k PATH)")
     if args.name is not None and (not args.name.strip(". ") or Path(args.name).name != args.name):
         raise OptTreeError(f"--name {args.name!r} must be a plain file name (no '/', not '.' or '..')")
 
