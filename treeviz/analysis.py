@@ -76,9 +76,7 @@ def correlation(frame: pd.DataFrame) -> Correlation:
     """Pearson and Spearman correlation of E(A) with A over the frame's steps (NaN below 2 steps
     or when either is constant)."""
     ea, a = frame["ea"].to_numpy(float), frame["a"].to_numpy(float)
-    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(ea) == 0:
-        return Correlation(float("nan"), float("nan"), len(a))
-    return Correlation(float(stats.pearsonr(ea, a).statistic), float(stats.spearmanr(ea, a).statistic), len(a))
+    return Correlation(CORRELATIONS["pearson"](ea, a, None), CORRELATIONS["spearman"](ea, a, None), len(a))
 
 
 def _pearson(x: np.ndarray, y: np.ndarray) -> float:
