@@ -5,13 +5,25 @@ import json
 from pathlib import Path
 
 
+KINDS = {"eagle": "An EAGLE-1 head", "eagle3": "An EAGLE-3 head", "draft-lm": "A small draft LM"}
+TEACHER = {"eagle": "it regresses the target's next feature and matches the target's next-token distribution "
+                    "through the target's frozen LM head",
+           "eagle3": "it reads the target's features from three layers and is trained on its own unrolled drafts "
+                     "(training-time test) with a token-level loss only",
+           "draft-lm": "it matches the target's next-token distribution (logit distillation)"}
+
+
+def _what(kind: str) -> str:
+    return KINDS.get(kind, f"A {kind} draft")
+
+
 def write_card(path: Path, card: dict) -> None:
     data, held = card["data"], card["heldout"]
     lines = [
         f"# {card['name']}",
         "",
-        f"A {card['kind']} draft for `{card['target']}`, trained by self-distillation: the target's own greedy "
-        "answers to training prompts, with the target's features as the teacher signal.",
+        f"{_what(card['kind'])} for `{card['target']}`, trained by self-distillation on the target's own greedy "
+        f"answers to training prompts: {TEACHER.get(card['kind'], 'the target is the teacher')}.",
         "",
         "## Data",
         f"- prompts: {data['prompts']} ({', '.join(f'{k} {v}' for k, v in sorted(data['by_source'].items()))})",
