@@ -31,7 +31,7 @@ from .eagle3 import TTT_STEPS, Eagle3Recipe, check_feature_layers
 from .evaluate import heldout_agreement, heldout_mal
 from .loop import TrainConfig, planned_steps, train
 from .mix import spec_bench_data
-from .prompts import context_prompts, training_prompts
+from .prompts import check_gsm8k, context_prompts, training_prompts
 from .recipes import DraftLMRecipe, EagleRecipe
 from .save import drafter, save_epoch, save_final
 
@@ -156,8 +156,8 @@ def _check_args(args) -> None:
         raise OptTreeError(f"--holdout is the share of sequences held out, in (0, 1); got {args.holdout}")
     if args.max_seconds is not None and not (math.isfinite(args.max_seconds) and args.max_seconds > 0):
         raise OptTreeError(f"--max-seconds must be a finite number > 0, got {args.max_seconds}")
-    if (args.mix == "spec-bench" or args.n_gsm8k != 0) and not Path(args.gsm8k).is_file():
-        raise OptTreeError(f"GSM8K file not found: {args.gsm8k} (expected ../shared/data/gsm8k/train.jsonl or --gsm8k PATH)")
+    if args.mix == "spec-bench" or args.n_gsm8k != 0:
+        check_gsm8k(args.gsm8k)
     if args.name is not None and (not args.name.strip(". ") or Path(args.name).name != args.name):
         raise OptTreeError(f"--name {args.name!r} must be a plain file name (no '/', not '.' or '..')")
 

@@ -23,10 +23,16 @@ class Prompt:
     source: str  # gsm8k | humaneval | a style of STYLE_TEMPLATES | reasoning | code | foreign | a context style
 
 
-def gsm8k_prompts(path: str | Path, limit: int | None = None) -> list[Prompt]:
+def check_gsm8k(path: str | Path) -> Path:
+    """``path`` if it is a file, else the one-line error that names it."""
     path = Path(path)
     if not path.is_file():
         raise OptTreeError(f"GSM8K file not found: {path} (expected ../shared/data/gsm8k/train.jsonl or --gsm8k PATH)")
+    return path
+
+
+def gsm8k_prompts(path: str | Path, limit: int | None = None) -> list[Prompt]:
+    path = check_gsm8k(path)
     with path.open() as f:
         rows = [json.loads(line) for line in itertools.islice(f, limit)]
     return [Prompt(row["question"], "gsm8k") for row in rows]
