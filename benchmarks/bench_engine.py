@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import transformers
 
-from opttree_core.api import encode_prompt, load_drafter
+from opttree_core import encode_prompt, load_drafter
 from opttree_core.decoding import DecodeConfig, generate, generate_autoregressive
 from opttree_core.tools.demo import PROMPTS
 from opttree_core.metrics import mean_acceptance_length, speedup

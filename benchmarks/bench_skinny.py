@@ -21,7 +21,7 @@ import torch
 from transformers import DynamicCache
 
 from opttree_core import skinny
-from opttree_core.api import load_drafter
+from opttree_core import load_drafter
 from opttree_core.draft_vocab import VocabHead
 from opttree_core.modelcall import forward, keep_prefix
 from opttree_core.models import load_model

@@ -22,7 +22,7 @@ import torch
 import transformers
 from tqdm.auto import tqdm
 
-from opttree_core.api import encode_prompt, load_drafter
+from opttree_core import encode_prompt, load_drafter
 from opttree_core.atomic import write_atomic
 from opttree_core.tools.datasets import DEFAULT_SPEC_BENCH, spec_bench
 from opttree_core.decoding import DecodeConfig, generate, generate_autoregressive

@@ -26,7 +26,7 @@
 #   machine.**
 # * δ trades draft passes for E(A): a layer is drafted only if it adds more than δ to E_sub.
 #
-# `opt-tree-auto` (`opttree_core/policies/auto.py`, profiled by `opttree_core/tools/profile.py`)
+# `opt-tree-auto` (`opttree_core/policies/auto.py`, profiled by `opttree_core/profiling.py`)
 # closes the loop: it measures the target's verify time per tree size and the draft's time per
 # layer once per machine, then at every step keeps the
 # n* of the grown tree that maximises modelled tokens per second, (E_sub(T, n) + 1) / (t_verify +
@@ -62,11 +62,9 @@ config = oc.DecodeConfig(max_new_tokens=MAX_NEW_TOKENS)
 
 def logged_run(policy, text, budget):
     """Decode ``text`` with ``policy``; the log's meta records the node budget as ``nodes``."""
-    info = oc.RunInfo(target=target.name, draft=DRAFT, policy=policy.name,
-                      policy_config={**asdict(policy.config), "nodes": budget}, decode_config=asdict(config),
-                      prompt=text, chat=True, seed=0, device="cpu", dtype="float32")
-    ids = oc.encode_prompt(target.tokenizer, text, chat=True)
-    return oc.decode_prompt(target, drafter, policy, ids, config, info).log.to_frames(target.tokenizer)
+    frames = oc.Session(target, drafter, policy).run(text, config, chat=True).frames()
+    frames.meta["policy_config"] = {**frames.meta["policy_config"], "nodes": budget}
+    return frames
 
 # %% [markdown]
 # ## MAL against the node budget
@@ -140,7 +138,7 @@ assert deltas["mean depth"].iloc[0] > deltas["mean depth"].iloc[-1], "a larger �
 
 # %%
 from opttree_core.policies.auto import OptTreeAutoConfig, OptTreeAutoPolicy
-from opttree_core.tools.profile import profile_hardware
+from opttree_core.profiling import profile_hardware
 from treeviz.teaching import monotone_profile
 
 measured = profile_hardware(target.model, drafter, sizes=PROFILE_SIZES, repeats=pick(2, 5))

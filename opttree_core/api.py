@@ -1,59 +1,17 @@
-"""The public entry points the CLI, the demo, the benchmarks and the explorer widget share:
-build a drafter from a name, encode a prompt, decode it with logging, describe a run."""
+"""What every recorded run shares: checking and encoding a prompt, and ``RunInfo``, what a
+log's meta.json says about the run (made by ``session.Session.run`` alone). The one entry point
+is ``session.Session``; drafters are loaded by ``drafters.registry.load_drafter``."""
 from __future__ import annotations
 
 import platform
 import time
 from dataclasses import asdict, dataclass
 from importlib import metadata
-from pathlib import Path
 
 import torch
 
-from .decoding import DecodeConfig, DecodeResult, generate
-from .draft_vocab import draft_vocab_size
-from .drafters import Drafter, DraftLMDrafter, NGramDrafter, self_drafter
-from .eagle_checkpoints import load_eagle_checkpoint
-from .eagle_files import eagle_directory
+from .decoding import DecodeResult
 from .errors import OptTreeError
-from .memory import check_tree_memory
-from .models import LoadedModel, check_same_tokenizer, load_model
-from .policies import TreePolicy
-from .shipped import load_draft, resolve_manifest
-from .treelog import TreeLog
-
-SELF_DRAFT = "self"
-NGRAM_DRAFT = "ngram"
-
-
-def load_drafter(spec: str, target: LoadedModel, draft_vocab: int | None = None, **load_options) -> Drafter:
-    """A drafter by name: ``"self"`` (the target drafts for itself: the greedy oracle), ``"ngram"``
-    (training-free prompt lookup with real distributions), a trained
-    draft shipped with the package (``eagle-smollm2``, ``tiny-smollm2``) or saved by
-    ``opttree_core.train`` (a path to its ``.json``/``.safetensors``), a published EAGLE-1/2 or EAGLE-3
-    head (a directory with config.json and its weights, or a hub id holding one: ``eagle_checkpoints.py``),
-    or any model ``load_model`` takes.
-
-    ``draft_vocab`` (trained drafts only): propose only the K most frequent tokens (0: all; None: the
-    draft's default, see ``draft_vocab.py``)."""
-    manifest = resolve_manifest(spec)
-    if manifest is None and str(spec).endswith((".json", ".safetensors")):
-        raise OptTreeError(f"draft '{spec}': no such trained draft (its manifest "
-                           f"{Path(spec).with_suffix('.json')} is not there)")
-    if draft_vocab and manifest is None:
-        raise OptTreeError(f"a draft vocabulary needs a trained draft with token counts, and '{spec}' is not one")
-    if spec == SELF_DRAFT:
-        return self_drafter(target.model)
-    if spec == NGRAM_DRAFT:
-        return NGramDrafter(target.model.get_output_embeddings().weight.shape[0], device=target.model.device)
-    if manifest is not None:
-        return load_draft(manifest, target, name=str(spec), draft_vocab=draft_vocab)
-    eagle = eagle_directory(spec)  # a published EAGLE head: a local directory or a hub repo holding one
-    if eagle is not None:
-        return load_eagle_checkpoint(eagle, target, name=str(spec))
-    draft = load_model(spec, **load_options)
-    check_same_tokenizer(target, draft)
-    return DraftLMDrafter(draft.model, name=draft.name)
 
 
 def check_prompt_text(text: str, what: str = "the prompt") -> str:
@@ -120,20 +78,3 @@ class RunInfo:
                 "steps": result.steps, "mal": result.mal, "tokens_per_s": result.tokens_per_s,
                 "seconds": result.seconds, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "versions": package_versions()}
-
-
-def decode_prompt(target: LoadedModel, drafter: Drafter, policy: TreePolicy, prompt_ids: torch.Tensor,
-                  config: DecodeConfig, info: RunInfo, log_path=None, on_step=None,
-                  log: TreeLog | None = None) -> DecodeResult:
-    """Decode one prompt into a TreeLog (``log``, or a new one); when ``log_path`` is given, write the
-    log there (atomically). ``on_step`` gets every step's ``StepRecord``."""
-    torch.manual_seed(info.seed)
-    device = target.model.get_input_embeddings().weight.device
-    check_tree_memory(policy.max_nodes, config.max_new_tokens, device, model=target.model, prompt_len=len(prompt_ids))
-    if log is None:
-        log = TreeLog(max_steps=config.max_new_tokens, max_nodes=policy.max_nodes + 1, device=device)
-    result = generate(target.model, drafter, policy, prompt_ids, config, log=log, on_step=on_step)
-    log.meta.update(info.to_meta(prompt_ids.tolist(), result, target.tokenizer), draft_vocab=draft_vocab_size(drafter))
-    if log_path is not None:
-        log.save(log_path, tokenizer=target.tokenizer)
-    return result

@@ -114,11 +114,33 @@ class DecodeResult:
 StepCallback = Callable[[StepRecord], None]
 
 
+def prompt_tensor(prompt_ids, vocab_size: int) -> torch.Tensor:
+    """Prompt ids as a LongTensor (L,): one sequence of integer ids in [0, vocab_size). Text, a
+    batch, floats or out-of-range ids are a one-line OptTreeError (batches are not supported)."""
+    if isinstance(prompt_ids, str):
+        raise OptTreeError("the prompt must be token ids (a 1-D tensor or list of ints), not text: encode it "
+                           "first (encode_prompt), or give the text to Session.run")
+    try:
+        ids = torch.as_tensor(prompt_ids)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise OptTreeError(f"the prompt must be token ids (a 1-D tensor or list of ints), "
+                           f"got {type(prompt_ids).__name__}") from e
+    if ids.dim() != 1:
+        raise OptTreeError(f"the prompt must be one sequence of token ids, shape (L,), got shape {tuple(ids.shape)}"
+                           f"{': batches are not supported' if ids.dim() > 1 else ''}")
+    if ids.numel() == 0:
+        raise OptTreeError("the prompt is empty: give at least one token")
+    if ids.dtype == torch.bool or ids.is_floating_point() or ids.is_complex():
+        raise OptTreeError(f"prompt token ids must be integers, got {str(ids.dtype).removeprefix('torch.')}")
+    if not (0 <= int(ids.min()) and int(ids.max()) < vocab_size):
+        raise OptTreeError(f"prompt token ids must lie in [0, {vocab_size}) for this model, got "
+                           f"{int(ids.min())}..{int(ids.max())}")
+    return ids.to(torch.long)
+
+
 def check_prompt(model, prompt_ids: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
     """A 1-D LongTensor of prompt ids that fits the model's context with the new tokens."""
-    prompt_ids = torch.as_tensor(prompt_ids, dtype=torch.long).flatten()
-    if prompt_ids.numel() == 0:
-        raise OptTreeError("the prompt is empty: give at least one token")
+    prompt_ids = prompt_tensor(prompt_ids, model.get_input_embeddings().weight.shape[0])
     context = getattr(model.config, "max_position_embeddings", None)
     if context is not None and prompt_ids.numel() + max_new_tokens > context:
         raise OptTreeError(
@@ -233,12 +255,28 @@ def _step(loop: _Loop, step: int, tokens_left: int) -> tuple[StepRecord, bool]:
     return record, finished
 
 
+_KINDS = {"target_model": (torch.nn.Module, "the model (a LoadedModel's .model)"),
+          "drafter": (Drafter, "a Drafter (load_drafter(...))"),
+          "policy": (TreePolicy, "a TreePolicy (make_policy(name, ...))"),
+          "config": (DecodeConfig, "a DecodeConfig"), "log": ((TreeLog, type(None)), "a TreeLog or None")}
+
+
+def check_arguments(**given) -> None:
+    """Each argument of ``generate`` has the right kind (``_KINDS``), or a one-line OptTreeError names it."""
+    for name, value in given.items():
+        kind, what = _KINDS[name]
+        if not isinstance(value, kind):
+            raise OptTreeError(f"{name} must be {what}, not {type(value).__name__}")
+
+
 def generate(target_model, drafter: Drafter, policy: TreePolicy, prompt_ids, config: DecodeConfig = DecodeConfig(),
              log: TreeLog | None = None, on_step: StepCallback | None = None) -> DecodeResult:
     """Tree speculative decoding of one prompt (greedy: output equals plain greedy decoding).
 
     Every step's ``StepRecord`` goes to ``log.record`` and to ``on_step``. A policy that needs a
-    latency profile (opt-tree-auto) must have one already (``tools.profile.calibrate``)."""
+    latency profile (opt-tree-auto) must have one already (``profiling.calibrate``; ``Session.run``
+    gives it one)."""
+    check_arguments(target_model=target_model, drafter=drafter, policy=policy, config=config, log=log)
     prompt = check_prompt(target_model, prompt_ids, config.max_new_tokens)
     device, eos = model_device(target_model), _eos_ids(target_model) if config.stop_at_eos else set()
     start = time.perf_counter()
@@ -269,6 +307,7 @@ def generate(target_model, drafter: Drafter, policy: TreePolicy, prompt_ids, con
 def generate_autoregressive(target_model, prompt_ids, config: DecodeConfig = DecodeConfig()) -> DecodeResult:
     """Plain decoding, one target forward per token, through the same model-call path and state
     update (greedy, or sampled from the same processed distribution as tree decoding)."""
+    check_arguments(target_model=target_model, config=config)
     prompt = check_prompt(target_model, prompt_ids, config.max_new_tokens)
     eos = _eos_ids(target_model) if config.stop_at_eos else set()
     sampling = config.sampling(prompt.device)

@@ -11,7 +11,7 @@ from opttree_core.drafters import DraftLMDrafter
 from opttree_core.errors import OptTreeError
 from opttree_core.policies.auto import AutoChoice, OptTreeAutoConfig, OptTreeAutoPolicy, Profile
 from opttree_core.policies.registry import make_policy, policy_for_budget
-from opttree_core.tools.profile import cached_profile, calibrate, profile_hardware
+from opttree_core.profiling import cached_profile, calibrate, profile_hardware
 
 SIZES = (1, 2, 4, 8, 16, 32, 64)
 
@@ -115,7 +115,7 @@ def test_profile_is_measured_once_then_read_from_the_cache(target, tmp_path, mon
     def must_not_measure(*args, **kwargs):
         raise AssertionError("measured again although the profile is cached")
 
-    monkeypatch.setattr("opttree_core.tools.profile.profile_hardware", must_not_measure)
+    monkeypatch.setattr("opttree_core.profiling.profile_hardware", must_not_measure)
     assert cached_profile(target, drafter, sizes=(1, 2, 4), repeats=1, cache_dir=tmp_path) == (profile, path)
     monkeypatch.undo()
     path.write_text("{truncated")  # a corrupt cache file is reported in one line and rebuilt

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from opttree_core.api import load_drafter
+from opttree_core import load_drafter
 from opttree_core.decoding import DecodeConfig, generate
 from opttree_core.drafters.draft_lm import build_draft_lm, draft_lm_config
 from opttree_core.draft_vocab import DraftVocab, VocabHead, count_tokens, load_counts, save_counts

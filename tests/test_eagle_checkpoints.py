@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from opttree_core.api import load_drafter
+from opttree_core import load_drafter
 from opttree_core.decoding import DecodeConfig, generate, generate_autoregressive
 from opttree_core.drafters.base import feature_layers
 from opttree_core.drafters.eagle3 import default_feature_layers

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from opttree_core.api import load_drafter
+from opttree_core import load_drafter
 from opttree_core.atomic import umask_mode
 from opttree_core.decoding import DecodeConfig, generate
 from opttree_core.drafters import DraftLMDrafter

@@ -116,7 +116,7 @@ def test_every_policy_grows_its_tree_in_buffers_of_one_shape(policy, nodes, monk
 @pytest.mark.parametrize("policy", ["chain", "opt-tree", "eagle2", "sequoia"])
 def test_a_published_eagle3_head_reads_the_host_only_where_the_code_names_it(policy, tmp_path, monkeypatch):
     """EAGLE-3 (three layers' features, its own vocabulary with d2t) adds no read of its own."""
-    from opttree_core.api import load_drafter
+    from opttree_core import load_drafter
     from opttree_core.models import load_model
     from published_heads import save_target, write_eagle3
 

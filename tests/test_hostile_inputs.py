@@ -49,7 +49,7 @@ def no_model_load(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("the model was loaded before the problem was reported")
 
-    monkeypatch.setattr(cli, "load_model", forbidden)
+    monkeypatch.setattr("opttree_core.session.load_model", forbidden)
 
 
 # --- items 1, 2, 19 and the umask: where a log may be written -----------------------------------
@@ -297,7 +297,7 @@ def test_ctrl_c_is_one_line_and_exit_130(target_dir, capsys, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "decode_prompt", interrupted)
+    monkeypatch.setattr(cli.Session, "run", interrupted)
     with pytest.raises(SystemExit) as stop:
         generate(capsys, target_dir)
     assert stop.value.code == 130 and capsys.readouterr().err == "interrupted\n"

@@ -22,7 +22,7 @@ def test_one_growth_loop_feeds_drafters():
     """Only ``grow.grow`` asks a drafter to expand a tree layer (the latency profiler times one call)."""
     callers = sorted(str(p.relative_to(ROOT)) for p in ROOT.glob("opttree_core/**/*.py")
                      if re.search(r"(?<![\w.])drafter\.expand\b", p.read_text()))  # not the stopwatch's self.drafter
-    assert callers == ["opttree_core/grow.py", "opttree_core/tools/profile.py"]
+    assert callers == ["opttree_core/grow.py", "opttree_core/profiling.py"]
     loops = [p for p in ROOT.glob("opttree_core/**/*.py") if "for depth in range(1, max_depth + 1)" in p.read_text()]
     assert [p.name for p in loops] == ["grow.py"]
 
@@ -39,6 +39,31 @@ def test_the_core_never_imports_the_tools_or_treeviz():
                    for n in names):
                 offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert offenders == []
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    """(line, module) of every import in ``path`` (relative imports resolved within opttree_core)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            found.append((node.lineno, node.module or ""))
+    return found
+
+
+def test_treeviz_imports_nothing_from_the_tools_layer():
+    """treeviz reaches the engine through its core (``Session``, the registries), never ``opttree_core.tools``."""
+    offenders = [f"{p.relative_to(ROOT)}:{line} {name}" for p in ROOT.glob("treeviz/*.py")
+                 for line, name in _imports(p) if name.startswith("opttree_core.tools")]
+    assert offenders == []
+
+
+def test_run_info_is_made_in_one_place():
+    """Every recorded run's meta comes from ``Session.run``: RunInfo is constructed nowhere else."""
+    places = sorted(f"{p.relative_to(ROOT)}" for folder in ("opttree_core", "treeviz", "benchmarks", "figures")
+                    for p in ROOT.glob(f"{folder}/**/*.py") if "RunInfo(" in p.read_text())
+    assert places == ["opttree_core/session.py"]
 
 
 def test_records_and_metrics_import_without_torch():

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from opttree_core.api import encode_prompt, load_drafter
+from opttree_core import encode_prompt, load_drafter
 from opttree_core.decoding import DecodeConfig, generate, generate_autoregressive
 from opttree_core.draft_vocab import draft_vocab_size
 from opttree_core.models import load_model

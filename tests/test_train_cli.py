@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from opttree_core.api import load_drafter
+from opttree_core import load_drafter
 from opttree_core.eagle_checkpoints import load_eagle_checkpoint
 from opttree_core.models import load_model
 from opttree_core.tools.train import cli as train_cli

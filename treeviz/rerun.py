@@ -1,5 +1,5 @@
 """The one place treeviz runs a model: re-decoding a prompt for the explorer widgets, through
-``opttree_core``'s public API (``make_policy``, ``decode_prompt``).
+``opttree_core``'s one entry point (``Session``).
 
 The explorer's policy controls are typed from each registered policy's config
 (``opttree_core.policies.registry``: its fields, their types, ``for_budget``), so every parameter
@@ -7,7 +7,6 @@ of every policy — including policies registered later — has a control.
 """
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -86,21 +85,13 @@ class Rerunner:
 
     def run(self, request: RunRequest, on_step: Callable[[object], None] | None = None):
         """Decode ``request.prompt``; ``on_step(log_so_far)`` after each verified step when given."""
-        from opttree_core import DecodeConfig, RunInfo, TreeLog, decode_prompt, encode_prompt, make_policy
-        from opttree_core.tools.profile import calibrate
+        from opttree_core import Session, make_policy
 
         params = budget_params(request.policy, 16) if request.params is None else request.params
-        target, drafter = self.target, self.drafter
-        policy = calibrate(make_policy(request.policy, **params), target.model, drafter)
-        config = DecodeConfig(max_new_tokens=request.max_new_tokens, temperature=request.temperature,
-                              seed=request.seed)
-        prompt_ids = encode_prompt(target.tokenizer, request.prompt, chat=request.chat)
-        info = RunInfo(target=target.name, draft=self.draft_name(), policy=policy.name,
-                       policy_config=dataclasses.asdict(policy.config), decode_config=dataclasses.asdict(config),
-                       prompt=request.prompt, chat=request.chat, seed=request.seed, device=str(target.model.device),
-                       dtype=str(target.model.dtype).removeprefix("torch."))
-        log = TreeLog(max_steps=config.max_new_tokens, max_nodes=policy.max_nodes + 1, device=target.model.device,
-                      meta=dataclasses.asdict(info))
-        callback = None if on_step is None else (lambda record: on_step(log.to_frames(target.tokenizer)))
-        result = decode_prompt(target, drafter, policy, prompt_ids, config, info, on_step=callback, log=log)
-        return result.log.to_frames(target.tokenizer)
+        session = Session(self.target, self.drafter, make_policy(request.policy, **params))
+        log = session.new_log(request.max_new_tokens)
+        tokenizer = session.target.tokenizer
+        callback = None if on_step is None else (lambda record: on_step(log.to_frames(tokenizer)))
+        run = session.run(request.prompt, chat=request.chat, max_new_tokens=request.max_new_tokens,
+                          temperature=request.temperature, seed=request.seed, on_step=callback, log=log)
+        return run.frames()

@@ -15,19 +15,18 @@ import argparse
 import importlib
 import json
 import sys
-from dataclasses import asdict, fields
+from dataclasses import fields
 from pathlib import Path
 
 import transformers
 
-from ..api import RunInfo, check_prompt_text, decode_prompt, encode_prompt, load_drafter
-from ..decoding import CHILDREN, DecodeConfig, check_prompt
+from ..api import check_prompt_text
+from ..decoding import CHILDREN, DecodeConfig
 from ..errors import OptTreeError, report_errors
 from ..memory import check_tree_memory
-from ..models import load_model
 from ..policies.registry import POLICIES, parse_param, policy_for_budget, policy_params
 from ..records import check_log_destination
-from .profile import calibrate
+from ..session import Session
 
 # Commands with parsers of their own: ``python -m opttree_core NAME ...`` hands the rest to them.
 DELEGATED = {"demo": ("demo", "OPT-Tree against AR on the embedded SmolLM2-135M"),
@@ -131,22 +130,15 @@ def run_generate(args) -> dict:
     check_prompt_text(args.prompt)
     log_path = check_log_destination(args.log) if args.log is not None else None
     check_tree_memory(policy.max_nodes, config.max_new_tokens, args.device)
-    load_options = {"device": args.device, "dtype": args.dtype}
-    target = load_model(args.target, **load_options)
-    drafter = load_drafter(args.draft, target, draft_vocab=args.draft_vocab, **load_options)
-    prompt_ids = encode_prompt(target.tokenizer, args.prompt, chat=args.chat)
-    check_prompt(target.model, prompt_ids, config.max_new_tokens)
-    calibrate(policy, target.model, drafter)
-    info = RunInfo(target=target.name, draft=args.draft, policy=policy.name,
-                   policy_config=asdict(policy.config), decode_config=asdict(config), prompt=args.prompt,
-                   chat=args.chat, seed=args.seed, device=args.device, dtype=args.dtype)
-    result = decode_prompt(target, drafter, policy, prompt_ids, config, info)
-    text = target.tokenizer.decode(result.token_ids, skip_special_tokens=True)
-    out = {"text": text, "token_ids": result.token_ids, "steps": result.steps, "mal": result.mal,
+    session = Session.load(args.target, args.draft, policy, device=args.device, dtype=args.dtype,
+                           draft_vocab=args.draft_vocab)
+    run = session.run(args.prompt, config, chat=args.chat)
+    result = run.result
+    out = {"text": run.text, "token_ids": result.token_ids, "steps": result.steps, "mal": result.mal,
            "tokens_per_s": result.tokens_per_s, "seconds": result.seconds, "log": args.log}
     if log_path is not None:
         try:
-            result.log.save(log_path, tokenizer=target.tokenizer)
+            run.save(log_path)
         except OptTreeError as err:  # e.g. the disk filled up while decoding
             out.update(log=None, log_error=f"the tree log was not written: {err}")
     return out

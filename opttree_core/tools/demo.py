@@ -2,7 +2,7 @@
 
 The policy is OPT-Tree auto (``--policy`` takes any other): it is OPT-Tree whose node budget and
 threshold come from this machine's latency profile (measured once, cached), and it drafts nothing
-while drafting cannot pay, so it is the fastest configuration on the machine it runs on.
+while its cost model says drafting cannot pay, so it aims never to be slower than plain decoding.
 The draft is the trained EAGLE-style head shipped with the package (``eagle-smollm2``);
 ``--draft tiny-smollm2`` uses the distilled independent draft LM, ``--draft self`` the
 target itself (the acceptance ceiling: every greedy draft is accepted, but each draft
@@ -18,15 +18,14 @@ from pathlib import Path
 import numpy as np
 import transformers
 
-from ..api import RunInfo, decode_prompt, encode_prompt, load_drafter
-from ..decoding import DecodeConfig, generate, generate_autoregressive
+from ..decoding import DecodeConfig, generate_autoregressive
 from ..errors import report_errors
 from ..metrics import speedup
-from ..models import load_model
 from ..policies.auto import OptTreeAutoPolicy
 from ..policies.registry import POLICIES, policy_for_budget
+from ..records import check_log_destination
+from ..session import Session
 from .cli import parse_policy_params
-from .profile import calibrate
 
 PROMPTS = {
     "chat": "What are three good habits for staying healthy?",
@@ -46,6 +45,7 @@ def parse_args(argv):
     p.add_argument("--policy-param", action="append", default=[], metavar="KEY=VALUE",
                    help="any field of the policy's config (repeatable)")
     p.add_argument("--draft", default="eagle-smollm2", help="eagle-smollm2, tiny-smollm2, ngram or self")
+    p.add_argument("--target", default="smollm2-135m", help="the target model (default: the embedded SmolLM2-135M)")
     return p.parse_args(argv)
 
 
@@ -76,25 +76,19 @@ def main(argv=None) -> int:
 def _demo(args) -> bool:
     policy = policy_for_budget(args.policy, args.nodes, **parse_policy_params(args.policy, args.policy_param))
     config = DecodeConfig(max_new_tokens=args.max_new_tokens)
-    target = load_model("smollm2-135m")
-    drafter = load_drafter(args.draft, target)
-    calibrate(policy, target.model, drafter)  # opt-tree-auto: this machine's profile, measured once and cached
-    print(f"target: smollm2-135m | draft: {args.draft} (other drafts and policies: `python -m opttree_core demo -h`)"
+    log_paths = {name: check_log_destination(Path(args.out) / name) for name in PROMPTS}  # before anything loads
+    session = Session.load(args.target, args.draft, policy)
+    session.run("Hello!", max_new_tokens=4, chat=True)  # calibrates opt-tree-auto; no timed run pays a first call
+    generate_autoregressive(session.target.model, session.encode("Hello!", chat=True), DecodeConfig(max_new_tokens=4))
+    print(f"target: {args.target} | draft: {args.draft} (other drafts and policies: `python -m opttree_core demo -h`)"
           f"\npolicy: {describe(policy)}\ngreedy, {config.max_new_tokens} new tokens, chat template\n")
-    warm = encode_prompt(target.tokenizer, "Hello!", chat=True)  # so that no timed run pays the first call
-    generate_autoregressive(target.model, warm, DecodeConfig(max_new_tokens=4))
-    generate(target.model, drafter, policy, warm, DecodeConfig(max_new_tokens=4))
     print(f"{'prompt':<8} {'MAL':>5} {'tree tok/s':>10} {'AR tok/s':>9} {'speedup':>8}  log")
     for name, text in PROMPTS.items():
-        prompt_ids = encode_prompt(target.tokenizer, text, chat=True)
-        ar = generate_autoregressive(target.model, prompt_ids, config)
-        info = RunInfo(target="smollm2-135m", draft=args.draft, policy=policy.name, policy_config=asdict(policy.config),
-                       decode_config=asdict(config), prompt=text, chat=True, seed=0, device="cpu", dtype="float32")
-        log_path = Path(args.out) / name
-        tree = decode_prompt(target, drafter, policy, prompt_ids, config, info, log_path=log_path)
+        ar = generate_autoregressive(session.target.model, session.encode(text, chat=True), config)
+        tree = session.run(text, config, chat=True, log_path=log_paths[name]).result
         assert tree.token_ids == ar.token_ids, "tree decoding diverged from greedy decoding"
         print(f"{name:<8} {tree.mal:>5.2f} {tree.tokens_per_s:>10.1f} {ar.tokens_per_s:>9.1f} "
-              f"{speedup(tree.tokens_per_s, ar.tokens_per_s):>7.2f}x  {log_path}{auto_summary(policy)}")
+              f"{speedup(tree.tokens_per_s, ar.tokens_per_s):>7.2f}x  {Path(args.out) / name}{auto_summary(policy)}")
     print("\nTree decoding produced exactly the autoregressive tokens for every prompt.")
     return True
 

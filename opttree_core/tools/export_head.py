@@ -14,7 +14,8 @@ import sys
 
 import torch
 
-from ..api import encode_prompt, load_drafter
+from ..api import encode_prompt
+from ..drafters.registry import load_drafter
 from ..decoding import DecodeConfig, generate
 from ..drafters.eagle3 import Eagle3Head
 from ..eagle_export import DTYPES, WEIGHT_FORMATS, export_head

@@ -12,7 +12,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..api import encode_prompt, load_drafter
+from ..api import encode_prompt
+from ..drafters.registry import load_drafter
 from ..decoding import DecodeConfig, generate
 from ..errors import OptTreeError, report_errors
 from ..models import load_model

@@ -9,7 +9,6 @@ one `make demo` log (SmolLM2-135M with the self-draft), kept for real token text
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -17,14 +16,7 @@ sys.path.insert(0, str(HERE.parent))  # tests/: conftest's tiny models
 
 from conftest import perturbed_copy, tiny_model
 
-from opttree_core import (
-    DecodeConfig,
-    DraftLMDrafter,
-    LoadedModel,
-    RunInfo,
-    decode_prompt,
-    make_policy,
-)
+from opttree_core import DecodeConfig, DraftLMDrafter, LoadedModel, Session, make_policy
 from opttree_core.models import tiny_tokenizer
 
 PROMPT = "t5 t9 t20 t7 t33 t41 t12"
@@ -43,13 +35,10 @@ def main(out: Path = HERE / "treeviz") -> None:
     for draft_name, noise in DRAFTS.items():
         drafter = DraftLMDrafter(perturbed_copy(target.model, 2, noise=noise), name=draft_name)
         for policy_name, params in RUNS:
-            policy = make_policy(policy_name, **params)
-            info = RunInfo(target=target.name, draft=draft_name, policy=policy.name,
-                           policy_config=asdict(policy.config), decode_config=asdict(config), prompt=PROMPT,
-                           chat=False, seed=0, device="cpu", dtype="float32")
+            session = Session(target, drafter, make_policy(policy_name, **params))
             budget = params.get("nodes", params.get("length"))
             path = out / f"{draft_name}-{policy_name}-{budget}"
-            result = decode_prompt(target, drafter, policy, prompt_ids, config, info, log_path=path)
+            result = session.run(prompt_ids, config, prompt_text=PROMPT, log_path=path).result
             print(f"{path.name}: {result.steps} steps, MAL {result.mal:.2f}")
 
 

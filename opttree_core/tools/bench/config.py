@@ -3,7 +3,7 @@
 Every key (paths are relative to the config file, or absolute)::
 
     target = "smollm2-135m"                  # any spec models.load_model takes
-    drafters = ["eagle-smollm2", "tiny-smollm2"]   # any spec api.load_drafter takes
+    drafters = ["eagle-smollm2", "tiny-smollm2"]   # any spec load_drafter takes
     draft_vocab = 8192                       # optional: trained drafts propose only the K most frequent
                                              # tokens (0: all; default: each draft's own default)
     policies = ["opt-tree", "chain"]         # names in registry.POLICIES (unknown → error)

@@ -14,19 +14,19 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from ...api import RunInfo, decode_prompt, encode_prompt
+from ...api import encode_prompt
 from ...decoding import check_prompt, generate_autoregressive
 from ...drafters import DraftLMDrafter
 from ...errors import OptTreeError
 from ...metrics import mean_expected_acceptance, pooled_mal, tokens_per_second
 from ...models import LoadedModel
 from ...policies.registry import policy_for_budget
-from ..profile import calibrate
+from ...session import Session
 from .config import BenchConfig, BenchPrompt, turn_id
 
 
@@ -141,15 +141,10 @@ def _run_hf(bench, method: Method, prompt_ids: torch.Tensor) -> tuple[dict, list
 
 
 def _run_tree(bench, method: Method, prompt: BenchPrompt, prompt_ids: torch.Tensor) -> tuple[dict, list[int]]:
-    config = bench.config
-    policy = bench.policy(method)
-    decode = config.decode_config(method.temperature)
-    info = RunInfo(target=bench.target.name, draft=method.drafter, policy=policy.name,
-                   policy_config=asdict(policy.config), decode_config=asdict(decode), prompt=prompt.text,
-                   chat=prompt.chat, seed=config.seed, device=config.device, dtype=config.dtype)
     log_dir = Path("logs") / method.slug / prompt.prompt_id
-    result = decode_prompt(bench.target, bench.drafters[method.drafter], policy, prompt_ids, decode, info,
-                           log_path=bench.out_dir / log_dir)
+    result = bench.session(method).run(prompt_ids, bench.config.decode_config(method.temperature),
+                                       prompt_text=prompt.text, chat=prompt.chat,
+                                       log_path=bench.out_dir / log_dir).result
     steps = result.log.to_frames().steps
     row = {"new_tokens": len(result.token_ids), "steps": result.steps, "mal": result.mal, "seconds": result.seconds,
            "tokens_per_s": result.tokens_per_s, "draft_s": float(steps["draft_s"].sum()),
@@ -167,15 +162,16 @@ class Bench:
     drafters: dict
     out_dir: Path
     records: dict  # (prompt_id, method label) → {"row": ..., "token_ids": ...}
-    policies: dict = field(default_factory=dict)  # method label → its policy, calibrated once
+    sessions: dict = field(default_factory=dict)  # method label → its Session
 
-    def policy(self, method: Method):
-        """The method's policy at its budget (with the config's overrides), calibrated when it needs
-        a latency profile; made once per method, ``generate`` resets it per prompt."""
-        if method.label not in self.policies:
+    def session(self, method: Method) -> Session:
+        """The method's session: its drafter and its policy at its budget (with the config's overrides),
+        made once per method (``generate`` resets the policy per prompt; the session calibrates a
+        policy that needs a latency profile before its first prompt)."""
+        if method.label not in self.sessions:
             policy = policy_for_budget(method.policy, method.budget, **self.config.policy_params.get(method.policy, {}))
-            self.policies[method.label] = calibrate(policy, self.target.model, self.drafters[method.drafter])
-        return self.policies[method.label]
+            self.sessions[method.label] = Session(self.target, self.drafters[method.drafter], policy)
+        return self.sessions[method.label]
 
 
 def conversation_ids(bench: Bench, prompt: BenchPrompt, temperature: float) -> torch.Tensor:

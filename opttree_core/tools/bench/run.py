@@ -10,7 +10,7 @@ The run folder: ``config.json`` (resolved config, versions, device, start time, 
 sha256, so a resumed run refuses prompts that changed), ``progress.jsonl`` (one line per finished
 (prompt, method) pair: its row and output tokens; what a resumed run skips), ``results.parquet`` (one row per pair, rewritten atomically after each prompt),
 ``summary.parquet``/``summary.json`` (one row per method, ``summary.py``) and
-``logs/<method-slug>/<prompt_id>/`` (a TreeLog per tree-decoding pair, via ``api.decode_prompt``).
+``logs/<method-slug>/<prompt_id>/`` (a TreeLog per tree-decoding pair, via ``Session.run``).
 A run holds the folder's lock (``.NAME.lock`` beside it, ``atomic.path_lock``) from start to end, so
 a second process on the same folder stops at once instead of running every pair again.
 """
@@ -28,9 +28,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ...api import encode_prompt, load_drafter, package_versions
+from ...api import encode_prompt, package_versions
 from ...atomic import lock_holder, path_lock, write_atomic
-from ...decoding import DecodeConfig, check_prompt, generate, generate_autoregressive
+from ...decoding import DecodeConfig, check_prompt, generate_autoregressive
+from ...drafters.registry import load_drafter
 from ...errors import OptTreeError
 from ...models import load_model
 from ...records import RESULT_COLUMNS
@@ -213,7 +214,7 @@ def _warm_up(bench: Bench, methods: list[Method], prompt: BenchPrompt) -> None:
     ids = check_prompt(model, encode_prompt(bench.target.tokenizer, prompt.turns[0], chat=prompt.chat), 4)
     generate_autoregressive(model, ids, warm)
     for method in {m.drafter: m for m in methods if m.kind == "tree"}.values():
-        generate(model, bench.drafters[method.drafter], bench.policy(method), ids, warm)
+        bench.session(method).run(ids, warm, chat=prompt.chat)
 
 
 def run_bench(config: BenchConfig | str | os.PathLike | dict, out_dir: str | os.PathLike, progress: bool = True,

@@ -1,0 +1,96 @@
+"""Every drafter by name or by the form of its spec, and the one way to load one
+(``load_drafter``; the CLI, ``Session``, the bench harness and the explorer all go through it).
+
+Drafters are found in two tables, beside the policy registry (``policies/registry.py``):
+
+    NAMED     an exact name → a factory: ``self`` (the target drafts for itself), ``ngram``
+    LOADERS   tried in order on any other spec; the first that recognises it loads it:
+              a trained draft (shipped ``eagle-smollm2`` / ``tiny-smollm2``, or a ``.json`` /
+              ``.safetensors`` written by ``opttree_core.train``), a published EAGLE-1/2 or EAGLE-3
+              head (a directory with config.json and weights, or a hub id holding one), and last
+              any model ``load_model`` takes (an independent draft LM with the target's tokenizer).
+
+A new drafter kind is one factory and one line in ``NAMED`` (or a loader in ``LOADERS``).
+This module is imported on demand (not by ``drafters/__init__``): it reaches up to the loaders
+of shipped drafts and published heads, which themselves build drafters.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from ..eagle_checkpoints import load_eagle_checkpoint
+from ..eagle_files import eagle_directory
+from ..errors import OptTreeError
+from ..models import LoadedModel, check_same_tokenizer, load_model
+from ..shipped import load_draft, resolve_manifest
+from .base import Drafter
+from .draft_lm import DraftLMDrafter, self_drafter
+from .ngram import NGramDrafter
+
+Factory = Callable[[LoadedModel], Drafter]
+Loader = Callable[[str, LoadedModel, dict], "Drafter | None"]  # None: not this loader's kind of spec
+
+
+def _ngram(target: LoadedModel) -> Drafter:
+    return NGramDrafter(target.model.get_output_embeddings().weight.shape[0], device=target.model.device)
+
+
+NAMED: dict[str, Factory] = {
+    "self": lambda target: self_drafter(target.model),  # the greedy oracle: every greedy draft is accepted
+    "ngram": _ngram,  # training-free prompt lookup with real distributions
+}
+
+
+def _refuse_draft_vocab(spec: str, draft_vocab: int | None) -> None:
+    if draft_vocab:
+        raise OptTreeError(f"a draft vocabulary needs a trained draft with token counts, and '{spec}' is not one")
+
+
+def _trained(spec: str, target: LoadedModel, options: dict) -> Drafter | None:
+    """A shipped or trained draft (its manifest ``.json``); ``draft_vocab`` applies to these only."""
+    manifest = resolve_manifest(spec)
+    if manifest is None and spec.endswith((".json", ".safetensors")):
+        raise OptTreeError(f"draft '{spec}': no such trained draft (its manifest "
+                           f"{Path(spec).with_suffix('.json')} is not there)")
+    if manifest is None:
+        _refuse_draft_vocab(spec, options.get("draft_vocab"))
+        return None
+    return load_draft(manifest, target, name=spec, draft_vocab=options.get("draft_vocab"))
+
+
+def _published_head(spec: str, target: LoadedModel, options: dict) -> Drafter | None:
+    eagle = eagle_directory(spec)  # a local directory or a hub repo holding a published EAGLE head
+    return None if eagle is None else load_eagle_checkpoint(eagle, target, name=spec)
+
+
+def _draft_model(spec: str, target: LoadedModel, options: dict) -> Drafter:
+    draft = load_model(spec, **options.get("load_options", {}))
+    check_same_tokenizer(target, draft)
+    return DraftLMDrafter(draft.model, name=draft.name)
+
+
+LOADERS: tuple[tuple[str, Loader], ...] = (("trained draft", _trained), ("published EAGLE head", _published_head),
+                                           ("draft model", _draft_model))
+
+
+def load_drafter(spec: str, target: LoadedModel, draft_vocab: int | None = None, **load_options) -> Drafter:
+    """A drafter for ``target`` by name (``NAMED``) or spec (``LOADERS``, in order).
+
+    ``draft_vocab`` (trained drafts only): propose only the K most frequent tokens (0: all; None: the
+    draft's default, see ``draft_vocab.py``). ``load_options`` (``device``, ``dtype``) go to
+    ``load_model`` for a draft model."""
+    if not isinstance(spec, (str, Path)):
+        raise OptTreeError(f"a draft is named by a string (a name, path or hub id), not {type(spec).__name__}")
+    if not isinstance(target, LoadedModel):
+        raise OptTreeError(f"load_drafter needs the target as a LoadedModel (from load_model), "
+                           f"not {type(target).__name__}")
+    spec, options = str(spec), {"draft_vocab": draft_vocab, "load_options": load_options}
+    if spec in NAMED:
+        _refuse_draft_vocab(spec, draft_vocab)
+        return NAMED[spec](target)
+    for _, loader in LOADERS:
+        drafter = loader(spec, target, options)
+        if drafter is not None:
+            return drafter
+    raise AssertionError("the last loader, a draft model, takes any spec")
