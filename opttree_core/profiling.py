@@ -28,7 +28,7 @@ from .drafters.base import feature_layers
 from .errors import OptTreeError
 from .grow import TreeBuilder
 from .modelcall import model_device, timed_call
-from .models import _cache_root
+from .models import cache_root
 from .policies.auto import DEFAULT_SIZES, Profile, _check_sizes, read_profile
 from .policies.base import HardwareAware
 from .shipped import target_signature
@@ -174,7 +174,7 @@ def verify_latencies(target_model, sizes=DEFAULT_SIZES, repeats: int = 5, contex
 
 def profile_path(key: dict, cache_dir: str | os.PathLike | None = None) -> Path:
     """Where the profile for ``key`` is cached: <cache>/profiles/<drafter>-<hash of the key>.json."""
-    root = Path(cache_dir) if cache_dir is not None else _cache_root()
+    root = Path(cache_dir) if cache_dir is not None else cache_root()
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in key["drafter"].split(":")[-1])
     return root / "profiles" / f"{slug}-{digest}.json"

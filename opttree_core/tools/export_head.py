@@ -20,7 +20,8 @@ from ..decoding import DecodeConfig, generate
 from ..drafters.eagle3 import Eagle3Head
 from ..eagle_export import DTYPES, WEIGHT_FORMATS, export_head
 from ..errors import report_errors
-from ..models import SMOLLM2, SMOLLM2_HUB_ID, load_model
+from ..embedded import EMBEDDED
+from ..models import load_model
 from ..policies import OptTreeConfig, OptTreePolicy
 from ..treelog import TreeLog
 
@@ -47,7 +48,7 @@ def compare_drafts(target, before, after, prompt_ids: torch.Tensor) -> dict:
 def _usage(out: str, target: str, layout: str) -> list[str]:
     """Engine command lines; the embedded target becomes its hub id (the engine loads the hub's
     unquantized weights, ours are the GGUF Q4_1 weights dequantized, so acceptance can differ a little)."""
-    target = SMOLLM2_HUB_ID if target == SMOLLM2 else target
+    target = EMBEDDED[target].hub_id if target in EMBEDDED else target
     algorithm, method = ("EAGLE3", "eagle3") if layout == "eagle3" else ("EAGLE", "eagle")
     return [f"python -m sglang.launch_server --model-path {target} --speculative-algorithm {algorithm} "
             f"--speculative-draft-model-path {out} --speculative-num-steps 5 --speculative-eagle-topk 8 "

@@ -1,0 +1,78 @@
+"""A second model family, as the Qwen2.5-Coder pair is built: tiny random Qwen2 models (q/k/v biases,
+an untied LM head, grouped-query attention 6:1) drafted by a smaller Qwen2 of another width and depth.
+Greedy tree decoding equals plain greedy, every node's logits equal sequential decoding of its path,
+and tree sampling keeps the target's distribution."""
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, Qwen2Config
+
+from conftest import first_two_tokens_pvalue, hf_greedy, random_prompt
+from opttree_core.decoding import DecodeConfig, generate
+from opttree_core.drafters import DraftLMDrafter
+from opttree_core.policies import make_policy
+from opttree_core.skinny import use_skinny_matmul
+from opttree_core.tree import DraftTree
+from opttree_core.verify import prefill_target, score_tree
+
+VOCAB = 64
+
+
+def tiny_qwen2(seed: int, hidden: int = 48, layers: int = 2, vocab_size: int = VOCAB, init_range: float = 0.3):
+    """A tiny random Qwen2: 6 query heads sharing 1 KV head, q/k/v biases, its own LM head."""
+    config = Qwen2Config(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden,
+                         num_hidden_layers=layers, num_attention_heads=6, num_key_value_heads=1,
+                         max_position_embeddings=256, tie_word_embeddings=False, initializer_range=init_range,
+                         bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    config._attn_implementation = "sdpa"
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config).eval()
+        for name, param in model.named_parameters():
+            if name.endswith("bias"):  # Qwen2 initialises biases to 0: make them matter
+                torch.nn.init.normal_(param, std=0.2)
+    use_skinny_matmul(model)
+    return model
+
+
+def test_the_tiny_qwen2_is_built_like_the_real_one():
+    model = tiny_qwen2(0)
+    attention = model.model.layers[0].self_attn
+    assert attention.q_proj.bias is not None and attention.k_proj.bias is not None and attention.o_proj.bias is None
+    assert model.config.num_attention_heads // model.config.num_key_value_heads == 6
+    assert model.lm_head.weight.data_ptr() != model.model.embed_tokens.weight.data_ptr()
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("policy,params", [("opt-tree", {"nodes": 8, "threshold": 0.0, "max_depth": 5}),
+                                           ("eagle2", {"depth": 4, "top_k": 3, "total_tokens": 10}),
+                                           ("chain", {"length": 4})])
+def test_greedy_tree_decoding_equals_plain_greedy_with_a_smaller_qwen2_draft(seed, policy, params):
+    target = tiny_qwen2(seed)
+    draft = tiny_qwen2(seed + 100, hidden=24, layers=1)  # another size, the same vocabulary
+    prompt = random_prompt(seed, length=4 + seed)
+    result = generate(target, DraftLMDrafter(draft), make_policy(policy, **params), prompt,
+                      DecodeConfig(max_new_tokens=32, stop_at_eos=False))
+    assert result.token_ids == hf_greedy(target, prompt, 32)
+
+
+def test_every_node_logit_equals_sequential_decoding_of_its_path():
+    target = tiny_qwen2(7)
+    tree = DraftTree.from_paths(20, [[5, 6, 7, 8], [5, 9], [10, 11, 12], [13]])
+    prompt = random_prompt(7, length=9)
+    state, _ = prefill_target(target, torch.cat([prompt, torch.tensor([20])]))
+    logits = score_tree(state, tree).logits  # (N, V)
+    tokens = tree.tokens.tolist()
+    for node in range(tree.n_nodes):
+        sequence = torch.cat([prompt, torch.tensor([20] + [tokens[i] for i in tree.path_to(node)])])
+        with torch.no_grad():
+            reference = target(sequence[None]).logits[0, -1]
+        torch.testing.assert_close(logits[node], reference, atol=1e-4, rtol=0)
+
+
+@pytest.mark.slow
+def test_tree_sampling_keeps_the_qwen2_targets_distribution():
+    target = tiny_qwen2(3, vocab_size=8, init_range=0.4)
+    drafter = DraftLMDrafter(tiny_qwen2(4, hidden=24, layers=1, vocab_size=8, init_range=0.4))
+    policy = make_policy("opt-tree", nodes=4, threshold=0.0, max_depth=3)
+    prompt = random_prompt(3, length=4, vocab_size=8)
+    assert first_two_tokens_pvalue(target, drafter, policy, prompt, runs=1500, children="top-k") > 1e-3
