@@ -19,6 +19,7 @@ from tokenizers.pre_tokenizers import Whitespace
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedTokenizerFast
 
 from opttree_core.errors import OptTreeError
+from opttree_core.invariant import use_invariant_kernels
 from opttree_core.skinny import use_skinny_matmul
 
 SMOLLM2 = "smollm2-135m"
@@ -49,6 +50,7 @@ class _Options:
     device_map: str | dict | None
     attn_implementation: str
     skinny_matmul: bool = True
+    invariant: bool | None = None  # None: on for bf16/fp16 on a CPU (``_wants_invariant``)
 
 
 def load_model(
@@ -59,6 +61,7 @@ def load_model(
     device_map: str | dict | None = None,
     attn_implementation: str = "sdpa",
     skinny_matmul: bool = True,
+    invariant: bool | None = None,
 ) -> LoadedModel:
     """Load `spec`: an embedded model (``embedded.EMBEDDED``: "smollm2-135m", "qwen2.5-coder-1.5b",
     "qwen2.5-coder-0.5b"), "tiny-random", a config, a local HF directory or a hub id.
@@ -66,9 +69,14 @@ def load_model(
     `dtype` "auto": an embedded model's fastest dtype on the device (``embedded.preferred_dtype``),
     float32 for everything else.
     `device_map` (e.g. "auto") is passed to `from_pretrained` and replaces `device`.
-    `skinny_matmul` gives a CPU model's linear layers the faster few-row kernel of `skinny.py`.
+    `skinny_matmul` gives a float32 CPU model's linear layers the faster few-row kernel of `skinny.py`.
+    `invariant` gives it the row-count-invariant kernels of `invariant.py` instead, so that a tree's
+    logits equal sequential decoding's bit for bit (None: on for bfloat16 and float16 on a CPU, where
+    rounding that depends on the row count flips argmaxes; off for float32, where it practically never
+    does, and on a GPU, whose kernels these do not cover yet). Drafts need no exactness: the drafter
+    registry loads them with ``invariant=False``.
     """
-    opts = _options(device, dtype, device_map, attn_implementation, skinny_matmul)
+    opts = _options(device, dtype, device_map, attn_implementation, skinny_matmul, invariant)
     if isinstance(spec, str) and spec in EMBEDDED_NAMES:
         from .embedded import load_embedded  # the GGUF packages, assembly and conversion
 
@@ -183,7 +191,7 @@ def cache_root() -> Path:
 
 
 def _options(device: str | torch.device, dtype: torch.dtype | str, device_map: str | dict | None,
-             attn_implementation: str, skinny_matmul: bool = True) -> _Options:
+             attn_implementation: str, skinny_matmul: bool = True, invariant: bool | None = None) -> _Options:
     """Validate the load options; every problem is a one-line OptTreeError."""
     if attn_implementation not in _ATTENTION:
         raise OptTreeError(f"attn_implementation '{attn_implementation}' is not supported: the engine passes "
@@ -200,7 +208,9 @@ def _options(device: str | torch.device, dtype: torch.dtype | str, device_map: s
         raise OptTreeError(f"bad device {device!r}: {e}") from e
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise OptTreeError(f"device '{dev}' requested but CUDA is not available")
-    return _Options(dev, dtype, device_map, attn_implementation, skinny_matmul)
+    if invariant not in (None, True, False):
+        raise OptTreeError(f"invariant must be True, False or None (auto), got {invariant!r}")
+    return _Options(dev, dtype, device_map, attn_implementation, skinny_matmul, invariant)
 
 
 def _embedded_options(name: str, opts: _Options) -> _Options:
@@ -212,10 +222,18 @@ def _embedded_options(name: str, opts: _Options) -> _Options:
     return dataclasses.replace(opts, dtype=preferred_dtype(EMBEDDED[name], opts.device))
 
 
+def _wants_invariant(model: transformers.PreTrainedModel, opts: _Options) -> bool:
+    if opts.invariant is not None:
+        return opts.invariant
+    return model.dtype in (torch.bfloat16, torch.float16) and model.device.type == "cpu"
+
+
 def _finish(model: transformers.PreTrainedModel, tokenizer: Tok | None, name: str, opts: _Options) -> LoadedModel:
     model.eval()
     model.requires_grad_(False)
-    if opts.skinny_matmul and model.dtype == torch.float32:  # bf16's own kernels beat it (README, "A real pair")
+    if _wants_invariant(model, opts):
+        use_invariant_kernels(model)
+    elif opts.skinny_matmul and model.dtype == torch.float32:  # bf16's own kernels beat it (README, "A real pair")
         use_skinny_matmul(model)
     return LoadedModel(model=model, tokenizer=tokenizer, name=name)
 

@@ -9,10 +9,11 @@ from transformers import AutoModelForCausalLM, Qwen2Config
 from conftest import first_two_tokens_pvalue, hf_greedy, random_prompt
 from opttree_core.decoding import DecodeConfig, generate
 from opttree_core.drafters import DraftLMDrafter
+from opttree_core.invariant import invariant_linear, use_invariant_kernels
 from opttree_core.policies import make_policy
 from opttree_core.skinny import use_skinny_matmul
 from opttree_core.tree import DraftTree
-from opttree_core.verify import prefill_target, score_tree
+from opttree_core.verify import prefill_target, score_root, score_tree
 
 VOCAB = 64
 
@@ -76,3 +77,70 @@ def test_tree_sampling_keeps_the_qwen2_targets_distribution():
     policy = make_policy("opt-tree", nodes=4, threshold=0.0, max_depth=3)
     prompt = random_prompt(3, length=4, vocab_size=8)
     assert first_two_tokens_pvalue(target, drafter, policy, prompt, runs=1500, children="top-k") > 1e-3
+
+
+# --- bfloat16: the row-count-invariant kernels (opttree_core/invariant.py) ------------------------
+
+def sequential_logits(target, prompt: torch.Tensor, path: list[int]) -> torch.Tensor:
+    """The logits after ``prompt`` and then ``path`` fed one token per forward, as AR decoding does."""
+    state, _ = prefill_target(target, prompt)
+    for token in path:
+        score_root(state)
+        state.advance([token])
+    return score_root(state).logits[-1]
+
+
+def bf16_qwen2(seed: int, invariant: bool = True, **sizes):
+    model = tiny_qwen2(seed, **sizes)
+    use_skinny_matmul(model, on=False)
+    model.to(torch.bfloat16)
+    use_invariant_kernels(model, on=invariant)
+    return model
+
+
+def test_a_row_of_an_invariant_product_depends_on_that_row_alone():
+    gen = torch.Generator().manual_seed(0)
+    weight = (torch.randn(700, 384, generator=gen) * 0.05).bfloat16()
+    x = torch.randn(40, 384, generator=gen).bfloat16()
+    alone = torch.cat([invariant_linear(x[i : i + 1], weight) for i in range(40)])
+    for rows in (2, 5, 16, 17, 40):
+        assert torch.equal(invariant_linear(x[:rows], weight), alone[:rows]), rows
+    assert torch.equal(invariant_linear(x.flip(0), weight), alone.flip(0))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_with_invariant_kernels_every_node_logit_equals_sequential_decoding_bit_for_bit(dtype):
+    target = tiny_qwen2(7, hidden=192)
+    use_skinny_matmul(target, on=False)
+    target.to(dtype)
+    use_invariant_kernels(target)
+    paths = [[5, 6, 7, 8], [5, 9], [10, 11, 12], [13], [14, 15], [16, 17, 18, 19], [21], [22, 23]]
+    tree = DraftTree.from_paths(20, paths)  # 19 nodes: two blocks of 16 rows
+    prompt = torch.cat([random_prompt(7, length=30), torch.tensor([20])])
+    state, _ = prefill_target(target, prompt)
+    logits = score_tree(state, tree).logits  # (N, V)
+    tokens = tree.tokens.tolist()
+    for node in range(tree.n_nodes):
+        assert torch.equal(logits[node], sequential_logits(target, prompt, [tokens[i] for i in tree.path_to(node)]))
+
+
+def test_stock_bf16_kernels_do_differ_with_the_row_count():
+    """Why the invariant kernels exist: without them the same check fails in bfloat16."""
+    target = bf16_qwen2(7, invariant=False, hidden=384)
+    tree = DraftTree.from_paths(20, [[5, 6, 7, 8], [5, 9], [10, 11, 12], [13], [14, 15], [16, 17, 18, 19]])
+    prompt = torch.cat([random_prompt(7, length=30), torch.tensor([20])])
+    state, _ = prefill_target(target, prompt)
+    logits = score_tree(state, tree).logits
+    tokens = tree.tokens.tolist()
+    assert any(not torch.equal(logits[n], sequential_logits(target, prompt, [tokens[i] for i in tree.path_to(n)]))
+               for n in range(tree.n_nodes))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_bf16_greedy_tree_decoding_equals_model_generate(seed):
+    target = bf16_qwen2(seed, hidden=96)
+    draft = tiny_qwen2(seed + 100, hidden=24, layers=1)  # float32, stock kernels: a draft needs no exactness
+    prompt = random_prompt(seed, length=5 + seed)
+    policy = make_policy("opt-tree", nodes=12, threshold=0.0, max_depth=5)
+    result = generate(target, DraftLMDrafter(draft), policy, prompt, DecodeConfig(max_new_tokens=40))
+    assert result.token_ids == hf_greedy(target, prompt, 40)  # both stop at EOS

@@ -65,7 +65,7 @@ def _published_head(spec: str, target: LoadedModel, options: dict) -> Drafter | 
 
 
 def _draft_model(spec: str, target: LoadedModel, options: dict) -> Drafter:
-    draft = load_model(spec, **options.get("load_options", {}))
+    draft = load_model(spec, **{"invariant": False, **options.get("load_options", {})})  # a draft needs no exactness
     check_same_tokenizer(target, draft)
     return DraftLMDrafter(draft.model, name=draft.name)
 

@@ -1,0 +1,111 @@
+"""Row-count-invariant kernels: a decoding row's numbers do not depend on what else is in its batch.
+
+Tree verification scores n + 1 rows in one forward; sequential decoding scores one. Greedy tree
+decoding equals plain greedy decoding only if every row gets the same logits either way. In
+float32 the kernels' row-count-dependent rounding practically never flips an argmax; in bfloat16
+it does: with the Qwen2.5-Coder pair on a 2-core Zen 5, OPT-Tree's tokens left plain greedy's
+after 22-25 tokens on every one of the first prompts tried. Two ops depend on the row count:
+
+- a GEMM: its blocking, and so its summation order, depends on how many rows it multiplies
+  (measured: 1536 × 8960 in bf16, 12 of 16 rows differ from the same rows multiplied one by one).
+  With the row count fixed, a row's result depends on nothing but that row (measured: bit-equal at
+  every position of a 16-row product). So ``invariant_linear`` multiplies every input of up to
+  ``MAX_ROWS`` rows in blocks of exactly ``BLOCK`` rows (the last padded with zeros);
+- attention over a tree: a node sees the prefix and its ancestors among masked siblings, a
+  sequential step sees the same keys contiguous. ``invariant_attention`` gathers each query row's
+  visible keys and values into a contiguous block and attends to them alone, so a tree node and the
+  sequential step at its position compute the same products of the same shapes.
+
+Inputs of more than ``MAX_ROWS`` rows (prefills of long prompts) take the stock kernels: both
+tree and sequential decoding prefill a prompt the same way. Every consumer of a model with these
+kernels (tree decoding, the autoregressive baseline, ``model.generate``) uses them alike, so a
+speedup stays a fair ratio; what the guarantee costs is measured per machine
+(``benchmarks/bench_invariant.py``): a 1-row product now costs a ``BLOCK``-row one.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+BLOCK = 16  # rows per product: a tree of up to BLOCK - 1 nodes (and its root) is one product
+MAX_ROWS = 128  # inputs of up to this many rows are computed in blocks; larger ones (prefill) as they are
+ATTENTION = "opttree_invariant"
+
+
+def invariant_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear`` whose every row is computed in a product of exactly ``BLOCK`` rows."""
+    rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
+    if not 1 <= rows <= MAX_ROWS:
+        return F.linear(x, weight, bias)
+    flat = x.reshape(rows, x.shape[-1])
+    padded = torch.zeros(-(-rows // BLOCK) * BLOCK, flat.shape[1], dtype=flat.dtype, device=flat.device)
+    padded[:rows] = flat
+    out = torch.cat([F.linear(block, weight, bias) for block in padded.split(BLOCK)])[:rows]
+    return out.reshape(*x.shape[:-1], out.shape[-1])
+
+
+class InvariantLinear(nn.Linear):
+    """An ``nn.Linear`` that computes through ``invariant_linear``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return invariant_linear(x, self.weight, self.bias)
+
+
+def _allowed(mask: torch.Tensor | None, q_len: int, kv_len: int, device) -> torch.Tensor:
+    """(q, kv) bool: which keys each query row sees (None: causal after the cache)."""
+    if mask is None:
+        return torch.arange(kv_len, device=device)[None] <= torch.arange(kv_len - q_len, kv_len, device=device)[:, None]
+    mask = mask[0, 0]  # (q, kv): one mask for the batch of 1 and every head
+    return mask if mask.dtype == torch.bool else mask > torch.finfo(mask.dtype).min / 2
+
+
+def invariant_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
+    """Attention of each query row over its own visible keys, gathered contiguous.
+
+    query (1, H, q, d), key and value (1, H_kv, kv, d) with the cache; returns (1, q, H, d)."""
+    batch, heads, q_len, dim = query.shape
+    if batch != 1 or q_len > MAX_ROWS:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)
+    kv_heads = key.shape[1]
+    scaling = dim ** -0.5 if scaling is None else scaling
+    allowed = _allowed(attention_mask, q_len, key.shape[2], query.device)
+    grouped = query[0].reshape(kv_heads, heads // kv_heads, q_len, dim)  # (H_kv, group, q, d)
+    rows = []
+    for i in range(q_len):
+        seen = allowed[i].nonzero().squeeze(1)  # (L_i,) the keys row i attends to, in cache order
+        keys, values = key[0][:, seen], value[0][:, seen]  # (H_kv, L_i, d), contiguous copies
+        scores = torch.matmul(grouped[:, :, i], keys.transpose(1, 2)).float() * scaling  # (H_kv, group, L_i)
+        weights = torch.softmax(scores, dim=-1).to(values.dtype)
+        rows.append(torch.matmul(weights, values).reshape(heads, dim))  # (H, d)
+    return torch.stack(rows)[None], None  # (1, q, H, d)
+
+
+AttentionInterface.register(ATTENTION, invariant_attention)
+AttentionMaskInterface.register(ATTENTION, sdpa_mask)
+
+
+def use_invariant_kernels(model: nn.Module, on: bool = True) -> int:
+    """Give ``model`` the row-count-invariant kernels in place (``on=False``: back to stock
+    ``nn.Linear`` and SDPA). Returns how many linear layers changed."""
+    before, after = (nn.Linear, InvariantLinear) if on else (InvariantLinear, nn.Linear)
+    changed = 0
+    for module in model.modules():
+        if type(module) is before:
+            module.__class__ = after
+            changed += 1
+    config = getattr(model, "config", None)
+    if config is not None:
+        config._attn_implementation = ATTENTION if on else "sdpa"
+        for sub in ("text_config",):
+            if getattr(config, sub, None) is not None:
+                getattr(config, sub)._attn_implementation = config._attn_implementation
+    return changed
+
+
+def uses_invariant_kernels(model: nn.Module) -> bool:
+    return any(type(module) is InvariantLinear for module in model.modules())
