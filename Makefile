@@ -41,7 +41,8 @@ demo: venv
 # The notebooks run too, in fast mode (OPTTREE_FAST=1: small budgets, a few minutes on 2 cores).
 NOTEBOOKS := $(wildcard notebooks/[0-9][0-9]_*.ipynb)
 
-test: venv
+# The whole suite includes one exactness check on the Qwen2.5-Coder pair (tests/test_pair.py): hence `pair`.
+test: venv pair
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	OPTTREE_FAST=1 $(BIN)/python -m pytest -p no:cacheprovider --nbmake --nbmake-timeout=900 $(NOTEBOOKS)
 
