@@ -33,7 +33,7 @@ from .errors import OptTreeError
 from .memory import check_tree_memory
 from .modelcall import model_device
 from .models import LoadedModel, load_model
-from .policies.base import TreePolicy
+from .policies.base import HardwareAware, TreePolicy
 from .policies.registry import make_policy, policy_for_budget
 from .profiling import calibrate
 from .records import LogData, StepRecord
@@ -144,11 +144,17 @@ class Session:
         torch.manual_seed(config.seed)
         result = generate(self.target.model, self.drafter, self.policy, ids, config, log=log, on_step=on_step)
         log.meta.update(info.to_meta(ids.tolist(), result, self.target.tokenizer),
-                        draft_vocab=draft_vocab_size(self.drafter))
+                        draft_vocab=draft_vocab_size(self.drafter), **self._latency_profile())
         run = Run(result, log.meta["text"], self.target.tokenizer)
         if log_path is not None:
             run.save(log_path)
         return run
+
+    def _latency_profile(self) -> dict:
+        """``latency_profile``: the key of the profile a hardware-aware policy decided with (machine,
+        threads, dtype, kernels, drafter), so a log says which costs it was built for."""
+        profile = getattr(self.policy, "profile", None) if isinstance(self.policy, HardwareAware) else None
+        return {"latency_profile": dict(profile.key)} if hasattr(profile, "key") else {}
 
     @staticmethod
     def _config(config: DecodeConfig | None, options: dict) -> DecodeConfig:

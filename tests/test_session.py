@@ -82,8 +82,9 @@ def test_a_hardware_aware_policy_is_calibrated_once_before_its_first_decode(targ
     session = Session(target, drafter, policy)
     assert not policy.calibrated  # nothing is measured before a prompt is known to be valid
     session.run(PROMPT, max_new_tokens=6)
-    session.run(PROMPT, max_new_tokens=6)
+    run = session.run(PROMPT, max_new_tokens=6)
     assert policy.calibrated and len(measured) == 1
+    assert run.meta["latency_profile"] == {"device": "test"}  # the log says which costs its trees were built for
 
 
 @pytest.mark.parametrize("make,needle", [

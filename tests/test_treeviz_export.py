@@ -83,3 +83,44 @@ def test_page_names_the_draft_vocabulary(tmp_path, logs):
     subset = type(data)(nodes=data.nodes, steps=data.steps, meta={**data.meta, "draft_vocab": 8192})
     text = export_html(subset, tmp_path / "subset.html").read_text(encoding="utf-8")
     assert "draft vocabulary" not in full and "(8192-token draft vocabulary)" in text
+
+
+def _auto_like(data):
+    """``data`` whose first two steps drafted nothing (the root alone), as opt-tree-auto's often do."""
+    steps, nodes = data.steps.copy(), data.nodes.copy()
+    steps.loc[steps.index[:2], "n_nodes"] = 1
+    nodes = nodes[(nodes["step"] > 1) | (nodes["node"] == 0)]
+    return type(data)(nodes=nodes, steps=steps, meta={**data.meta, "policy": "opt-tree-auto",
+                                                      "policy_config": {"max_nodes": 8, "profile": None},
+                                                      "latency_profile": {"device": "AMD EPYC", "threads": 2}})
+
+
+def test_a_run_opens_on_its_first_drafted_step_and_names_its_profile(tmp_path, logs):
+    path = export_html(_auto_like(logs["tiny-close-opt-tree-12"]), tmp_path / "auto.html")
+    text = path.read_text(encoding="utf-8")
+    assert runs_in(path)[0]["start"] == 2
+    assert "profile=None" not in text and "profile=this machine&#x27;s (AMD EPYC, 2 threads)" in text
+
+
+@needs_chromium
+def test_in_chromium_arrow_keys_move_one_step_and_the_page_opens_where_a_tree_was_drafted(tmp_path, logs):
+    """In a real browser: the page opens on the first step that drafted; → moves one step whether the
+    page or the slider has focus (the slider's own arrow handling and the page's used to add up)."""
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    path = export_html(_auto_like(logs["tiny-close-opt-tree-12"]), tmp_path / "auto.html")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=find_chromium(), args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page()
+            page.goto(path.as_uri())
+            label = page.locator("#tv-label")
+            assert label.text_content().startswith("step 2 /")
+            page.keyboard.press("ArrowRight")
+            assert label.text_content().startswith("step 3 /")
+            page.locator("#tv-slider").focus()
+            page.keyboard.press("ArrowRight")
+            assert label.text_content().startswith("step 4 /")
+            page.keyboard.press("ArrowLeft")
+            assert label.text_content().startswith("step 3 /")
+        finally:
+            browser.close()

@@ -50,14 +50,30 @@ def run_payload(data, tokenizer=None, max_steps: int | None = None) -> dict:
     n = len(data.steps) if max_steps is None else min(max_steps, len(data.steps))
     steps = [{"tree": tree_spec(tree_scene(data, s, texts=texts)), "side": side_spec(data, s, texts=texts),
               "a": int(data.steps.iloc[s]["a"]), "ea": float(data.steps.iloc[s]["ea"])} for s in range(n)]
-    return {"steps": steps, "heatmap": _figure_json(ea_heatmap_figure([data])),
+    return {"steps": steps, "start": first_drafted_step(data, n), "heatmap": _figure_json(ea_heatmap_figure([data])),
             "timeline": _figure_json(timeline_figure(data))}
+
+
+def first_drafted_step(data, n: int) -> int:
+    """The step a page opens on: the first of the ``n`` shown whose tree drafted a node (a step that
+    drafted nothing, as opt-tree-auto's often do, shows a root alone and a one-cell mask), else 0."""
+    drafted = (data.steps["n_nodes"].to_numpy()[:n] > 1).nonzero()[0]
+    return int(drafted[0]) if len(drafted) else 0
+
+
+def _policy_settings(meta: dict) -> str:
+    """The policy's config as KEY=VALUE; an unset latency profile says which one the run used."""
+    config = dict(meta.get("policy_config") or {})
+    used = meta.get("latency_profile")
+    if "profile" in config and config["profile"] is None and isinstance(used, dict):
+        config["profile"] = f"this machine's ({used.get('device', '?')}, {used.get('threads', '?')} threads)"
+    return ", ".join(f"{k}={v}" for k, v in config.items())
 
 
 def _facts(name: str, data, shown: int) -> str:
     row = summarize_logs({name: data}).iloc[0]
     meta = data.meta
-    config = ", ".join(f"{k}={v}" for k, v in (meta.get("policy_config") or {}).items())
+    config = _policy_settings(meta)
     vocab = f" ({meta['draft_vocab']}-token draft vocabulary)" if meta.get("draft_vocab") else ""
     facts = [f"target <b>{html.escape(str(row['target']))}</b>",
              f"draft <b>{html.escape(str(row['draft']))}</b>{vocab}",
@@ -129,16 +145,17 @@ document.getElementById('tv-prev').addEventListener('click', () => tvShow(TV.run
 document.getElementById('tv-next').addEventListener('click', () => tvShow(TV.run, TV.step + 1));
 document.getElementById('tv-play').addEventListener('click', tvPlay);
 const menu = document.getElementById('tv-run-menu');
-if (menu) menu.addEventListener('change', e => tvShow(Number(e.target.value), 0));
+if (menu) menu.addEventListener('change', e => tvShow(Number(e.target.value), RUNS[Number(e.target.value)].start));
 document.addEventListener('keydown', e => {
-  if (e.target.tagName === 'SELECT') return;
+  if (e.target.tagName === 'SELECT' || e.target.tagName === 'INPUT') return;  // the slider steps by itself
   if (e.key === 'ArrowLeft') tvShow(TV.run, TV.step - 1);
   if (e.key === 'ArrowRight') tvShow(TV.run, TV.step + 1);
 });
 document.querySelectorAll('.tv-stream .tv-step').forEach(el => el.addEventListener('click', () =>
   tvShow(Number(el.closest('.tv-run').id.split('-').pop()), Number(el.dataset.step))));
 const start = new URLSearchParams(location.hash.slice(1));  // e.g. page.html#run=1&step=5
-tvShow(Math.min(RUNS.length - 1, Number(start.get('run')) || 0), Number(start.get('step')) || 0);
+const startRun = Math.min(RUNS.length - 1, Number(start.get('run')) || 0);
+tvShow(startRun, start.has('step') ? Number(start.get('step')) : RUNS[startRun].start);
 """
 
 
