@@ -57,6 +57,31 @@ def random_prompt(seed: int, length: int = 7, vocab_size: int = VOCAB) -> torch.
     return torch.randint(3, vocab_size, (length,), generator=gen)
 
 
+def tree_and_path_logits(target, prompt: torch.Tensor, tree, sequential: bool = False):
+    """(the tree's logits at every node (N, V), for each node the reference logits of its path).
+
+    The tree is scored after ``prompt`` (its last token is the tree's root). A reference is one
+    forward over prompt + the node's path, or with ``sequential`` the path fed one token per
+    forward after a prefill, as AR decoding computes it."""
+    from opttree_core.verify import prefill_target, score_root, score_tree
+
+    state, _ = prefill_target(target, prompt)
+    logits = score_tree(state, tree).logits  # (N, V)
+    tokens, references = tree.tokens.tolist(), []
+    for node in range(tree.n_nodes):
+        path = [tokens[i] for i in tree.path_to(node)]
+        if sequential:
+            state, _ = prefill_target(target, prompt)
+            for token in path:
+                score_root(state)
+                state.advance([token])
+            references.append(score_root(state).logits[-1])
+        else:
+            with torch.no_grad():
+                references.append(target(torch.cat([prompt, torch.tensor(path, dtype=torch.long)])[None]).logits[0, -1])
+    return logits, references
+
+
 def load_benchmark(name: str):
     """``benchmarks/NAME.py`` imported as a module (the benchmarks are scripts, not a package)."""
     import importlib.util

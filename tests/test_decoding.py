@@ -8,8 +8,7 @@ from opttree_core.drafters import DraftLMDrafter, self_drafter
 from opttree_core.modelcall import forward
 from opttree_core.policies import ChainConfig, ChainPolicy, OptTreeConfig, OptTreePolicy
 from opttree_core.tree import DraftTree
-from opttree_core.verify import prefill_target, score_tree
-from conftest import hf_greedy, perturbed_copy, random_prompt, tiny_model
+from conftest import hf_greedy, perturbed_copy, random_prompt, tiny_model, tree_and_path_logits
 
 GRID = [(seed, n, depth, delta) for seed in range(6) for n, depth, delta in
         ((1, 1, 0.0), (4, 3, 0.0), (8, 6, 0.1), (24, 4, 0.0), (50, 10, 0.5))]
@@ -84,14 +83,8 @@ def test_every_node_logit_equals_sequential_decoding_of_its_path(target):
     paths = [[5, 6, 7, 8, 9], [5, 6, 10], [5, 11, 12, 13], [14, 15, 16, 17], [14, 18], [19]]
     tree = DraftTree.from_paths(20, paths)
     assert tree.max_depth >= 4 and (tree.parents == 0).sum() == 3
-    prompt = random_prompt(3, length=9)
-    state, _ = prefill_target(target, torch.cat([prompt, torch.tensor([20])]))
-    logits = score_tree(state, tree).logits  # (N, V)
-    tokens = tree.tokens.tolist()
-    for node in range(tree.n_nodes):
-        sequence = torch.cat([prompt, torch.tensor([20] + [tokens[i] for i in tree.path_to(node)])])
-        with torch.no_grad():
-            reference = target(sequence[None]).logits[0, -1]
+    logits, references = tree_and_path_logits(target, torch.cat([random_prompt(3, length=9), torch.tensor([20])]), tree)
+    for node, reference in enumerate(references):
         torch.testing.assert_close(logits[node], reference, atol=1e-4, rtol=0)
 
 

@@ -6,14 +6,13 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, Qwen2Config
 
-from conftest import first_two_tokens_pvalue, hf_greedy, random_prompt
+from conftest import first_two_tokens_pvalue, hf_greedy, random_prompt, tree_and_path_logits
 from opttree_core.decoding import DecodeConfig, generate
 from opttree_core.drafters import DraftLMDrafter
 from opttree_core.invariant import invariant_linear, use_invariant_kernels
 from opttree_core.policies import make_policy
 from opttree_core.skinny import use_skinny_matmul
 from opttree_core.tree import DraftTree
-from opttree_core.verify import prefill_target, score_root, score_tree
 
 VOCAB = 64
 
@@ -59,14 +58,8 @@ def test_greedy_tree_decoding_equals_plain_greedy_with_a_smaller_qwen2_draft(see
 def test_every_node_logit_equals_sequential_decoding_of_its_path():
     target = tiny_qwen2(7)
     tree = DraftTree.from_paths(20, [[5, 6, 7, 8], [5, 9], [10, 11, 12], [13]])
-    prompt = random_prompt(7, length=9)
-    state, _ = prefill_target(target, torch.cat([prompt, torch.tensor([20])]))
-    logits = score_tree(state, tree).logits  # (N, V)
-    tokens = tree.tokens.tolist()
-    for node in range(tree.n_nodes):
-        sequence = torch.cat([prompt, torch.tensor([20] + [tokens[i] for i in tree.path_to(node)])])
-        with torch.no_grad():
-            reference = target(sequence[None]).logits[0, -1]
+    logits, references = tree_and_path_logits(target, torch.cat([random_prompt(7, length=9), torch.tensor([20])]), tree)
+    for node, reference in enumerate(references):
         torch.testing.assert_close(logits[node], reference, atol=1e-4, rtol=0)
 
 
@@ -80,15 +73,6 @@ def test_tree_sampling_keeps_the_qwen2_targets_distribution():
 
 
 # --- bfloat16: the row-count-invariant kernels (opttree_core/invariant.py) ------------------------
-
-def sequential_logits(target, prompt: torch.Tensor, path: list[int]) -> torch.Tensor:
-    """The logits after ``prompt`` and then ``path`` fed one token per forward, as AR decoding does."""
-    state, _ = prefill_target(target, prompt)
-    for token in path:
-        score_root(state)
-        state.advance([token])
-    return score_root(state).logits[-1]
-
 
 def bf16_qwen2(seed: int, invariant: bool = True, **sizes):
     model = tiny_qwen2(seed, **sizes)
@@ -117,23 +101,18 @@ def test_with_invariant_kernels_every_node_logit_equals_sequential_decoding_bit_
     paths = [[5, 6, 7, 8], [5, 9], [10, 11, 12], [13], [14, 15], [16, 17, 18, 19], [21], [22, 23]]
     tree = DraftTree.from_paths(20, paths)  # 19 nodes: two blocks of 16 rows
     prompt = torch.cat([random_prompt(7, length=30), torch.tensor([20])])
-    state, _ = prefill_target(target, prompt)
-    logits = score_tree(state, tree).logits  # (N, V)
-    tokens = tree.tokens.tolist()
-    for node in range(tree.n_nodes):
-        assert torch.equal(logits[node], sequential_logits(target, prompt, [tokens[i] for i in tree.path_to(node)]))
+    logits, references = tree_and_path_logits(target, prompt, tree, sequential=True)
+    for node, reference in enumerate(references):
+        assert torch.equal(logits[node], reference)
 
 
 def test_stock_bf16_kernels_do_differ_with_the_row_count():
     """Why the invariant kernels exist: without them the same check fails in bfloat16."""
     target = bf16_qwen2(7, invariant=False, hidden=384)
     tree = DraftTree.from_paths(20, [[5, 6, 7, 8], [5, 9], [10, 11, 12], [13], [14, 15], [16, 17, 18, 19]])
-    prompt = torch.cat([random_prompt(7, length=30), torch.tensor([20])])
-    state, _ = prefill_target(target, prompt)
-    logits = score_tree(state, tree).logits
-    tokens = tree.tokens.tolist()
-    assert any(not torch.equal(logits[n], sequential_logits(target, prompt, [tokens[i] for i in tree.path_to(n)]))
-               for n in range(tree.n_nodes))
+    logits, references = tree_and_path_logits(target, torch.cat([random_prompt(7, length=30), torch.tensor([20])]),
+                                              tree, sequential=True)
+    assert any(not torch.equal(logits[node], reference) for node, reference in enumerate(references))
 
 
 @pytest.mark.parametrize("seed", range(3))
