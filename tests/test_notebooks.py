@@ -22,6 +22,7 @@ from treeviz.teaching import (
     chi_square,
     fast_mode,
     pick,
+    speed_verdict,
     step_table,
     trace_figure,
     trace_table,
@@ -125,3 +126,20 @@ def test_make_html_renders_a_notebook_that_works_offline(tmp_path):
     assert distinct_colours(check.png) > 200, "the screenshot looks blank"
     if os.environ.get("OPTTREE_KEEP_SHOTS"):
         (Path(os.environ["OPTTREE_KEEP_SHOTS"]) / "nb03.png").write_bytes(check.png.read_bytes())
+
+
+def test_a_speed_verdict_whose_interval_holds_1_calls_no_winner():
+    line = speed_verdict("opt-tree n=4", 2.18, 0.079, 0.037, interval=(0.95, 1.09))
+    assert "not distinguishable from AR in this run" in line and "faster" not in line
+    assert "95 % interval over prompts 0.95–1.09" in line
+    assert "slower than AR" in speed_verdict("opt-tree n=8", 2.0, 0.1, 0.037, interval=(0.72, 0.82))
+
+
+def test_notebook_6_says_speeds_only_from_a_run_with_ar_interleaved():
+    """Its speed lines come from the bench harness (AR interleaved on the same prompts, a 95 % interval
+    over them, the machine named), never from one separate AR run (issue 27: it printed 2.83× that way)."""
+    cells = [c.source for c in jupytext.read(NOTEBOOKS / "06_budget_threshold_hardware.py").cells
+             if c.cell_type == "code"]
+    speed = [c for c in cells if "speed_verdict(" in c]
+    assert speed and all("run_bench(" in c and "interval=" in c and "device_name(" in c for c in speed)
+    assert not any("generate_autoregressive(" in c for c in speed)

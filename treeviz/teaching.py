@@ -131,19 +131,27 @@ def step_table(data, tokenizer=None) -> pd.DataFrame:
 
 
 def speed_verdict(name: str, mal: float, step_s: float, ar_token_s: float, rows: int | None = None,
-                  verify_s: float | None = None, draft_s: float | None = None) -> str:
+                  verify_s: float | None = None, draft_s: float | None = None,
+                  interval: tuple[float, float] | None = None) -> str:
     """Why a tree (or chain) method is faster or slower than AR, in numbers: a step yields MAL
     tokens and costs step_s; AR costs ar_token_s per token; the speedup is MAL × ar_token_s / step_s,
     so the method wins only when a step costs less than MAL AR tokens. ``rows`` (n + 1: the root and
-    n drafted nodes), ``verify_s`` and ``draft_s`` (per step) say where a step's time goes."""
+    n drafted nodes), ``verify_s`` and ``draft_s`` (per step) say where a step's time goes.
+    ``interval``: the speedup's 95 % interval over prompts; when it contains 1 the verdict says the
+    run cannot tell the method from AR instead of calling it faster or slower."""
     ratio = step_s / ar_token_s
     where = ""
     if verify_s is not None and draft_s is not None:
         where = (f" (verifying {rows} rows: {verify_s * 1e3:.0f} ms = {verify_s / ar_token_s:.2f} AR tokens; "
                  f"drafting: {draft_s * 1e3:.0f} ms)") if rows else f" (verify {verify_s * 1e3:.0f} ms, draft {draft_s * 1e3:.0f} ms)"
-    verdict = "faster" if mal > ratio else "slower"
+    verdict = f"{'faster' if mal > ratio else 'slower'} than AR"
+    spread = ""
+    if interval is not None and all(np.isfinite(interval)):
+        spread = f" (95 % interval over prompts {interval[0]:.2f}–{interval[1]:.2f})"
+        if interval[0] <= 1 <= interval[1]:
+            verdict = "not distinguishable from AR in this run"
     return (f"{name}: a step costs {step_s * 1e3:.0f} ms = {ratio:.2f} AR tokens' time{where} and yields MAL "
-            f"{mal:.2f} tokens, so it is {verdict} than AR: speedup = {mal:.2f} / {ratio:.2f} = {mal / ratio:.2f}")
+            f"{mal:.2f} tokens, so it is {verdict}: speedup = {mal:.2f} / {ratio:.2f} = {mal / ratio:.2f}{spread}")
 
 
 def monotone_profile(profile) -> tuple[object, list[str]]:
