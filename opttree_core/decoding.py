@@ -6,14 +6,13 @@ Both loops call the target through ``modelcall.forward`` and move its state thro
 """
 from __future__ import annotations
 
-import math
-import numbers
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
+from .checks import check_int, check_real
 from .drafters.base import Drafter, feature_layers
 from .errors import OptTreeError
 from .grow import ChildSampling
@@ -27,17 +26,7 @@ from .tree import TreeLayer
 from .treelog import TreeLog
 from .verify import Sampling, TargetState, prefill_target, score_root, verify
 
-
 CHILDREN = ("top-k", "sampled")
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_real(value) -> bool:
-    """A finite real number (not a bool): inf and nan are never a valid setting."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -61,18 +50,13 @@ class DecodeConfig:
     progress: bool = False
 
     def __post_init__(self):
-        if not (_is_int(self.max_new_tokens) and self.max_new_tokens >= 1):
-            raise OptTreeError(f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}")
-        if self.max_time is not None and not (_is_real(self.max_time) and self.max_time > 0):
-            raise OptTreeError(f"max_time must be a finite number > 0 of seconds, got {self.max_time!r}")
-        if not (_is_real(self.temperature) and self.temperature >= 0):
-            raise OptTreeError(f"temperature must be a finite number >= 0, got {self.temperature!r}")
-        if not (_is_int(self.top_k) and self.top_k >= 0):
-            raise OptTreeError(f"top_k must be an integer >= 0 (0: off), got {self.top_k!r}")
-        if not (_is_real(self.top_p) and 0 < self.top_p <= 1):
-            raise OptTreeError(f"top_p must lie in (0, 1], got {self.top_p!r}")
-        if not _is_int(self.seed):
-            raise OptTreeError(f"seed must be an integer, got {self.seed!r}")
+        check_int(self.max_new_tokens, "max_new_tokens")
+        if self.max_time is not None:
+            check_real(self.max_time, "max_time (seconds)", 0, open_low=True)
+        check_real(self.temperature, "temperature", 0)
+        check_int(self.top_k, "top_k (0: off)", 0)
+        check_real(self.top_p, "top_p", 0, 1, open_low=True)
+        check_int(self.seed, "seed", None)
         if self.children not in CHILDREN:
             raise OptTreeError(f"children must be one of {', '.join(CHILDREN)}, got {self.children!r}")
 

@@ -5,7 +5,8 @@ index, ``nonzero``, a blocking host→device copy) it waits for every kernel que
 the launch pipeline drains. A greedy step needs exactly one such read: choosing the accepted path
 (``STEP_READ``, in ``verify.choose_greedy``), because the host decides what to commit. Policies
 whose growth depends on the draft's numbers decide on the host, once per layer, whether and where
-to grow (``GROWTH_READS``); the n-gram drafter is a host-side table and reads its layer's paths.
+to grow (each rule declares its reads: ``GrowthRule.host_reads``, a policy's ``host_reads``); the
+n-gram drafter is a host-side table and reads its layer's paths.
 Static-shape policies with a model drafter make no read but ``STEP_READ``.
 
     with host_read(STEP_READ, device):      # the only places device values reach the host
@@ -30,8 +31,6 @@ OPT_TREE_READ = "opt-tree: a layer's E_sub and frontier"  # the δ rule (opt-tre
 AUTO_READ = "opt-tree-auto: the cost model"  # p̂ into the numpy cost model, per layer and at the end
 DYNATREE_READ = "dynatree: breadths, expansion, history"  # per layer, and once after verification
 NGRAM_READ = "ngram: a layer's token paths"  # the lookup table lives on the host, per layer
-GROWTH_READS = {"opt-tree": (OPT_TREE_READ,), "opt-tree-auto": (OPT_TREE_READ, AUTO_READ),
-                "dynatree": (DYNATREE_READ,)}  # policy name → the named reads its growth makes
 
 _open: list[str] = []  # named host reads (and uploads) in progress, innermost last
 _log: list[str] | None = None  # while recording: every named read, in order

@@ -25,7 +25,7 @@ from opttree_core.drafters import DraftLMDrafter
 from opttree_core.policies import OptTreeConfig, OptTreePolicy
 from opttree_core.policies.registry import POLICIES
 from opttree_core.skinny import use_skinny_matmul
-from opttree_core.syncs import GROWTH_READS, NGRAM_READ, STEP_READ
+from opttree_core.syncs import NGRAM_READ, STEP_READ
 from opttree_core.treelog import TreeLog
 from conftest import first_two_tokens_pvalue, hf_greedy, perturbed_copy, random_prompt, tiny_model
 from golden import SMOLLM_PROMPTS, TINY_PROMPTS, make_policy, tiny_drafters
@@ -58,9 +58,10 @@ def decode(target, drafter, policy_name: str, prompt, tokens: int, log: bool = F
 
 
 def check_reads(steps: list[list[str]], policy: str, drafter: str) -> None:
-    allowed = {STEP_READ, *GROWTH_READS.get(policy, ()), *((NGRAM_READ,) if drafter == "ngram" else ())}
+    growth = make_policy(policy, 16).host_reads
+    allowed = {STEP_READ, *growth, *((NGRAM_READ,) if drafter == "ngram" else ())}
     assert steps and all(reads.count(STEP_READ) == 1 and set(reads) <= allowed for reads in steps), steps
-    if policy not in GROWTH_READS and drafter != "ngram":
+    if not growth and drafter != "ngram":
         assert all(reads == [STEP_READ] for reads in steps), steps
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from opttree_core.policies.registry import POLICIES
 from golden import differences, tiny_runs
 
 FIXTURE = Path(__file__).parent / "data" / "golden_trees.json"
@@ -24,13 +25,10 @@ def recorded():
 
 
 def test_the_fixture_covers_every_registered_policy(recorded):
-    from opttree_core.policies.registry import POLICIES
-
     assert {key.split(" ")[0] for key in recorded} == set(POLICIES)
 
 
-@pytest.mark.parametrize("policy", ["binary", "chain", "cum-logprob", "dynatree", "eagle-static", "eagle2", "k-ary",
-                                    "opt-tree", "opt-tree-auto", "sequoia"])
+@pytest.mark.parametrize("policy", sorted(POLICIES))
 def test_trees_and_tokens_equal_the_recorded_ones(recorded, policy):
     now = tiny_runs([policy])
     before = {k: v for k, v in recorded.items() if k.split(" ")[0] == policy}

@@ -1,7 +1,7 @@
 """Host reads in the decoding hot path, checked on the CPU (``sync_guard.no_host_sync``), so CI sees
 what ``tests/test_cuda.py`` checks with CUDA's own sync debug mode on a GPU: a greedy step reads
 the host once, at ``verify.choose_greedy`` (``syncs.STEP_READ``), plus only the named per-layer
-reads of the policies that decide on the host how to grow (``syncs.GROWTH_READS``) and of the
+reads of the policies that decide on the host how to grow (their rule's ``host_reads``) and of the
 n-gram table; ``TreeLog.record`` reads nothing; and the guard does catch a sync that creeps in."""
 import importlib
 
@@ -10,7 +10,7 @@ import torch
 
 from opttree_core.decoding import DecodeConfig, generate
 from opttree_core.policies.registry import POLICIES
-from opttree_core.syncs import GROWTH_READS, NGRAM_READ, STEP_READ
+from opttree_core.syncs import NGRAM_READ, STEP_READ
 from opttree_core.treelog import TreeLog
 from conftest import hf_greedy, tiny_model
 from golden import TINY_PROMPTS, make_policy, tiny_drafters
@@ -26,8 +26,12 @@ def models():
     return target, tiny_drafters(target)
 
 
+def growth_reads(policy: str) -> tuple[str, ...]:
+    return make_policy(policy, 16).host_reads
+
+
 def allowed_reads(policy: str, drafter: str) -> set[str]:
-    return {STEP_READ, *GROWTH_READS.get(policy, ()), *((NGRAM_READ,) if drafter == "ngram" else ())}
+    return {STEP_READ, *growth_reads(policy), *((NGRAM_READ,) if drafter == "ngram" else ())}
 
 
 def decode_guarded(models, policy: str, drafter: str, monkeypatch, guard=no_host_sync):
@@ -48,7 +52,7 @@ def test_a_greedy_step_reads_the_host_only_where_the_code_names_it(models, polic
     assert len(steps) == result.steps >= 1  # every step ran inside the guard
     for reads in steps:
         assert reads.count(STEP_READ) == 1 and set(reads) <= allowed_reads(policy, drafter), reads
-    if policy not in GROWTH_READS and drafter != "ngram":  # static shapes, a model drafter: one read a step
+    if not growth_reads(policy) and drafter != "ngram":  # static shapes, a model drafter: one read a step
         assert all(reads == [STEP_READ] for reads in steps)
     assert result.token_ids == reference
 

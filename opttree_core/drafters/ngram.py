@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..checks import check_int, check_real
 from ..errors import OptTreeError
 from ..syncs import NGRAM_READ, host_read, to_device
 from ..tree import TreeLayer
@@ -52,14 +53,10 @@ class NGramConfig:
     floor: float = 1e-3
 
     def __post_init__(self):
-        if not (isinstance(self.min_n, int) and self.min_n >= 1):
-            raise OptTreeError(f"min_n must be an integer >= 1, got {self.min_n!r}")
-        if not (isinstance(self.max_n, int) and self.max_n >= self.min_n):
-            raise OptTreeError(f"max_n must be an integer >= min_n ({self.min_n}), got {self.max_n!r}")
-        if not (0.0 <= float(self.backoff) < 1.0):
-            raise OptTreeError(f"backoff beta must lie in [0, 1), got {self.backoff!r}")
-        if not (0.0 <= float(self.floor) < 1.0):
-            raise OptTreeError(f"floor epsilon must lie in [0, 1), got {self.floor!r}")
+        check_int(self.min_n, "min_n")
+        check_int(self.max_n, "max_n (>= min_n)", self.min_n)
+        check_real(self.backoff, "backoff beta", 0, 1, open_high=True)
+        check_real(self.floor, "floor epsilon", 0, 1, open_high=True)
 
 
 class NGramDrafter:
@@ -69,8 +66,7 @@ class NGramDrafter:
     name = "ngram"
 
     def __init__(self, vocab_size: int, config: NGramConfig = NGramConfig(), device="cpu"):
-        if not (isinstance(vocab_size, int) and vocab_size >= 1):
-            raise OptTreeError(f"vocab_size must be an integer >= 1, got {vocab_size!r}")
+        check_int(vocab_size, "vocab_size")
         self.vocab_size, self.config, self.device = vocab_size, config, torch.device(device)
         self.seq: list[int] | None = None  # committed tokens; None before start()
         self.index: dict[int, dict[tuple[int, ...], Counter]] = {}

@@ -28,10 +28,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..checks import check_int
 from ..errors import OptTreeError
 from ..grow import TreeBuilder, grow
-from ..tree import DraftTree
 from ..syncs import AUTO_READ, host_read
+from ..tree import DraftTree
 from .base import GrowthPolicy
 from .opt_tree import OptTreeRule
 
@@ -111,7 +112,9 @@ class Profile:
 
 def _check_sizes(sizes) -> tuple[int, ...]:
     sizes = tuple(sizes)
-    if not sizes or not all(isinstance(s, int) and s >= 1 for s in sizes) or list(sizes) != sorted(set(sizes)):
+    for size in sizes:
+        check_int(size, "a profile size")
+    if not sizes or list(sizes) != sorted(set(sizes)):
         raise OptTreeError(f"profile sizes must be increasing integers >= 1, got {sizes!r}")
     return sizes
 
@@ -155,10 +158,8 @@ class OptTreeAutoConfig:
         return cls(max_nodes=nodes)
 
     def __post_init__(self):
-        if not (isinstance(self.max_nodes, int) and self.max_nodes >= 1):
-            raise OptTreeError(f"max_nodes must be an integer >= 1, got {self.max_nodes!r}")
-        if not (isinstance(self.max_depth, int) and self.max_depth >= 1):
-            raise OptTreeError(f"max depth must be an integer >= 1, got {self.max_depth!r}")
+        check_int(self.max_nodes, "max_nodes")
+        check_int(self.max_depth, "max depth")
         object.__setattr__(self, "sizes", _check_sizes(self.sizes))
         if self.profile is not None:
             object.__setattr__(self, "profile", os.fspath(self.profile))
@@ -195,6 +196,8 @@ def best_budget(p_hat_sorted: np.ndarray, verify_s: np.ndarray, draft_s: float) 
 class CostRule(OptTreeRule):
     """OPT-Tree's layers (n = max_nodes) with auto's stop and keep: grow on while the next layer
     could raise max_n J (``keep_growing``); keep the top n* nodes (``keep``), recorded as ``choice``."""
+
+    host_reads = (*OptTreeRule.host_reads, AUTO_READ)
 
     def __init__(self, n: int, profile: Profile, verify_s: np.ndarray):
         super().__init__(n, threshold=0.0)
@@ -250,23 +253,12 @@ class OptTreeAutoPolicy(GrowthPolicy):
     ``config.adapt`` the profile is checked against the observed step times (``observe``) and
     rescaled when they disagree (``recalibrations`` counts it)."""
 
-    name = "opt-tree-auto"
+    name, config_class, rule_class = "opt-tree-auto", OptTreeAutoConfig, CostRule
+    max_nodes_field = "max_nodes"
 
-    def __init__(self, config: OptTreeAutoConfig = OptTreeAutoConfig(), profile: Profile | None = None):
-        self.config, self.profile = config, profile
-        self.last_choice: AutoChoice | None = None
-        self.choices: list[AutoChoice] = []
-        self._verify_s: np.ndarray | None = None
-        self.recalibrations = 0
-        self.reset()
-
-    @property
-    def max_nodes(self) -> int:
-        return self.config.max_nodes
-
-    @property
-    def depth(self) -> int:
-        return self.config.max_depth
+    def __init__(self, config: OptTreeAutoConfig | None = None, profile: Profile | None = None):
+        self.profile, self._verify_s, self.recalibrations = profile, None, 0
+        super().__init__(config)
 
     @property
     def calibrated(self) -> bool:
@@ -277,7 +269,8 @@ class OptTreeAutoPolicy(GrowthPolicy):
         self.profile, self._verify_s = profile, None
 
     def reset(self) -> None:
-        self.choices, self.last_choice = [], None
+        self.choices: list[AutoChoice] = []
+        self.last_choice: AutoChoice | None = None
         self._skip, self._backoff = 0, 0
         self._ratios: list[tuple[float, float | None]] = []  # (observed / modelled verify, draft or None)
 

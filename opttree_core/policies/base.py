@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from ..errors import OptTreeError
 from ..grow import ChildSampling, GrowthRule, grow
 from ..tree import DraftTree
 
@@ -51,20 +50,34 @@ class HardwareAware(Protocol):
 class GrowthPolicy:
     """A policy whose tree is grown layer by layer by ``grow`` with the rule ``rule()`` makes.
 
-    Subclasses set ``name`` and ``config`` and define ``depth`` (the most layers drafted),
-    ``max_nodes`` and ``rule``; policies that learn from the acceptance history override
-    ``reset``/``observe``."""
+    A subclass names itself (``name``), its config dataclass (``config_class``: the default config
+    is ``config_class()``) and its rule (``rule_class``, whose ``host_reads`` are the policy's), and
+    makes a fresh rule per tree in ``rule``. ``depth`` (the most layers drafted) and ``max_nodes``
+    are the config's attributes named by ``depth_field`` and ``max_nodes_field`` (a field, or a
+    property where they are worked out). Policies that learn from the acceptance history override
+    ``reset`` (called here, once, and before each prompt) and ``observe``."""
 
     name: str
-    config: object
+    config_class: type
+    rule_class: type[GrowthRule] = GrowthRule
+    depth_field, max_nodes_field = "max_depth", "nodes"
+
+    def __init__(self, config=None):
+        self.config = self.config_class() if config is None else config
+        self.reset()
 
     @property
     def depth(self) -> int:
-        raise NotImplementedError
+        return getattr(self.config, self.depth_field)
 
     @property
     def max_nodes(self) -> int:
-        raise NotImplementedError
+        return getattr(self.config, self.max_nodes_field)
+
+    @property
+    def host_reads(self) -> tuple[str, ...]:
+        """The named host reads (``syncs``) its growth makes besides the step's own."""
+        return self.rule_class.host_reads
 
     def rule(self) -> GrowthRule:
         raise NotImplementedError
@@ -78,13 +91,3 @@ class GrowthPolicy:
 
     def observe(self, record) -> None:
         pass
-
-
-def check_int(value, what: str, low: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise OptTreeError(f"{what} must be an integer >= {low}, got {value!r}")
-
-
-def check_prob(value, what: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise OptTreeError(f"{what} must lie in [0, 1], got {value!r}")

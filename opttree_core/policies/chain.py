@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import OptTreeError
+from ..checks import check_int
 from ..grow import GrowthRule, TreeBuilder
 from .base import GrowthPolicy
 
@@ -21,8 +21,7 @@ class ChainConfig:
         return cls(length=nodes)
 
     def __post_init__(self):
-        if not (isinstance(self.length, int) and self.length >= 1):
-            raise OptTreeError(f"chain length must be an integer >= 1, got {self.length!r}")
+        check_int(self.length, "chain length")
 
 
 class ChainRule(GrowthRule):
@@ -38,18 +37,8 @@ class ChainRule(GrowthRule):
 class ChainPolicy(GrowthPolicy):
     """Linear draft of ``length`` tokens, each the draft's top-1 below the previous one."""
 
-    name = "chain"
-
-    def __init__(self, config: ChainConfig = ChainConfig()):
-        self.config = config
-
-    @property
-    def max_nodes(self) -> int:
-        return self.config.length
-
-    @property
-    def depth(self) -> int:
-        return self.config.length
+    name, config_class, rule_class = "chain", ChainConfig, ChainRule
+    depth_field = max_nodes_field = "length"
 
     def rule(self) -> ChainRule:
         return ChainRule()

@@ -4,7 +4,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .base import GrowthPolicy, check_int
+from ..checks import check_int
+from .base import GrowthPolicy
 from .kary import CappedWidthRule
 
 
@@ -33,18 +34,8 @@ class CumLogProbPolicy(GrowthPolicy):
     ``max_total_nodes`` are drafted (the last level is cut to fit): ``CappedWidthRule`` with
     per_node = width. Parameters: max_nodes_per_level, max_total_nodes (``CumLogProbConfig``)."""
 
-    name = "cum-logprob"
-
-    def __init__(self, config: CumLogProbConfig = CumLogProbConfig()):
-        self.config = config
-
-    @property
-    def max_nodes(self) -> int:
-        return self.config.max_total_nodes
-
-    @property
-    def depth(self) -> int:
-        return self.config.max_total_nodes  # every level adds at least one node
+    name, config_class, rule_class = "cum-logprob", CumLogProbConfig, CappedWidthRule
+    depth_field = max_nodes_field = "max_total_nodes"  # every level adds at least one node
 
     def rule(self) -> CappedWidthRule:
         width = self.config.max_nodes_per_level

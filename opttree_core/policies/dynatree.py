@@ -7,10 +7,11 @@ from dataclasses import dataclass
 
 import torch
 
+from ..checks import check_int, check_prob
 from ..errors import OptTreeError
 from ..grow import GrowthRule, TreeBuilder
 from ..syncs import DYNATREE_READ, host_read, to_device
-from .base import GrowthPolicy, check_int, check_prob
+from .base import GrowthPolicy
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,8 @@ class DynaTreeRule(GrowthRule):
     expanded only when p̂ ≥ early_stop and p̂ ≥ τ, and past ``base_depth`` only when p̂ >
     deep_threshold; nodes failing a test are kept, not expanded (the code's ``continue``)."""
 
+    host_reads = (DYNATREE_READ,)  # and once per step in ``DynaTreePolicy.observe``
+
     def __init__(self, policy: DynaTreePolicy):
         self.policy, self.drafted = policy, 0
 
@@ -130,19 +133,7 @@ class DynaTreePolicy(GrowthPolicy):
     positions by flattened index and shared sibling cache (docs/architecture.md, "Traps"); the
     engine's drafters and verifier do neither. Parameters: ``DynaTreeConfig``."""
 
-    name = "dynatree"
-
-    def __init__(self, config: DynaTreeConfig = DynaTreeConfig()):
-        self.config = config
-        self.reset()
-
-    @property
-    def max_nodes(self) -> int:
-        return self.config.nodes
-
-    @property
-    def depth(self) -> int:
-        return self.config.max_depth
+    name, config_class, rule_class = "dynatree", DynaTreeConfig, DynaTreeRule
 
     def rule(self) -> DynaTreeRule:
         return DynaTreeRule(self)

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 import torch
 
+from ..checks import check_int
 from ..grow import GrowthRule, TreeBuilder
-from .base import GrowthPolicy, check_int
+from .base import GrowthPolicy
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,10 @@ class Eagle2Config:
         check_int(self.depth, "EAGLE-2 depth")
         check_int(self.top_k, "EAGLE-2 top_k")
         check_int(self.total_tokens, "EAGLE-2 total_tokens")
+
+    @property
+    def max_nodes(self) -> int:
+        return min(self.total_tokens, self.top_k + (self.depth - 1) * self.top_k ** 2)
 
 
 class Eagle2Rule(GrowthRule):
@@ -65,19 +70,8 @@ class Eagle2Rule(GrowthRule):
 class Eagle2Policy(GrowthPolicy):
     """EAGLE-2. Parameters: depth, top_k, total_tokens (``Eagle2Config``)."""
 
-    name = "eagle2"
-
-    def __init__(self, config: Eagle2Config = Eagle2Config()):
-        self.config = config
-
-    @property
-    def max_nodes(self) -> int:
-        k = self.config.top_k
-        return min(self.config.total_tokens, k + (self.config.depth - 1) * k * k)
-
-    @property
-    def depth(self) -> int:
-        return self.config.depth
+    name, config_class, rule_class = "eagle2", Eagle2Config, Eagle2Rule
+    depth_field, max_nodes_field = "depth", "max_nodes"
 
     def rule(self) -> Eagle2Rule:
         return Eagle2Rule(self.config.top_k, self.config.total_tokens)

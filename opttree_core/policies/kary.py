@@ -6,13 +6,20 @@ from dataclasses import dataclass
 
 import torch
 
+from ..checks import check_int
 from ..grow import GrowthRule, TreeBuilder
-from .base import GrowthPolicy, check_int
+from .base import GrowthPolicy
 
 
 def full_tree_size(k: int, depth: int) -> int:
     """Drafted nodes of the full k-ary tree of ``depth`` layers: k + k² + … + k^depth."""
     return sum(k ** d for d in range(1, depth + 1))
+
+
+def capped_size(k: int, depth: int, nodes: int | None) -> int:
+    """Drafted nodes of the full k-ary tree of ``depth`` layers, at most ``nodes`` (None: no cap)."""
+    full = full_tree_size(k, depth)
+    return full if nodes is None else min(full, nodes)
 
 
 def _kary_for_budget(k: int, nodes: int) -> tuple[int, int]:
@@ -50,6 +57,10 @@ class KAryConfig:
         if self.nodes is not None:
             check_int(self.nodes, "k-ary tree: nodes (the node cap)")
 
+    @property
+    def max_nodes(self) -> int:
+        return capped_size(self.k, self.depth, self.nodes)
+
 
 @dataclass(frozen=True)
 class BinaryTreeConfig:
@@ -72,6 +83,10 @@ class BinaryTreeConfig:
         check_int(self.depth, "binary tree: depth")
         if self.nodes is not None:
             check_int(self.nodes, "binary tree: nodes (the node cap)")
+
+    @property
+    def max_nodes(self) -> int:
+        return capped_size(self.k, self.depth, self.nodes)
 
 
 class CappedWidthRule(GrowthRule):
@@ -98,19 +113,8 @@ class CappedWidthRule(GrowthRule):
 class KAryPolicy(GrowthPolicy):
     """Full k-ary tree. Parameters: k, depth, nodes (``KAryConfig``)."""
 
-    name = "k-ary"
-
-    def __init__(self, config: KAryConfig | BinaryTreeConfig = KAryConfig()):
-        self.config = config
-
-    @property
-    def max_nodes(self) -> int:
-        full = full_tree_size(self.config.k, self.config.depth)
-        return full if self.config.nodes is None else min(full, self.config.nodes)
-
-    @property
-    def depth(self) -> int:
-        return self.config.depth
+    name, config_class, rule_class = "k-ary", KAryConfig, CappedWidthRule
+    depth_field, max_nodes_field = "depth", "max_nodes"
 
     def rule(self) -> CappedWidthRule:
         return CappedWidthRule(self.config.k, None, self.max_nodes)
@@ -119,7 +123,4 @@ class KAryPolicy(GrowthPolicy):
 class BinaryTreePolicy(KAryPolicy):
     """Full binary tree: ``KAryPolicy`` with k = 2. Parameters: depth, nodes (``BinaryTreeConfig``)."""
 
-    name = "binary"
-
-    def __init__(self, config: BinaryTreeConfig = BinaryTreeConfig()):
-        super().__init__(config)
+    name, config_class = "binary", BinaryTreeConfig

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import OptTreeError
+from ..checks import check_int, check_prob
 from ..grow import ChildSampling, GrowthRule, TreeBuilder, grow
 from ..syncs import OPT_TREE_READ, host_read
 from ..tree import DraftTree
@@ -36,12 +36,9 @@ class OptTreeConfig:
         return cls(nodes=nodes)
 
     def __post_init__(self):
-        if not (isinstance(self.nodes, int) and self.nodes >= 1):
-            raise OptTreeError(f"node budget n must be an integer >= 1, got {self.nodes!r}")
-        if not (0.0 <= float(self.threshold) <= 1.0):
-            raise OptTreeError(f"threshold delta must lie in [0, 1], got {self.threshold!r}")
-        if not (isinstance(self.max_depth, int) and self.max_depth >= 1):
-            raise OptTreeError(f"max depth must be an integer >= 1, got {self.max_depth!r}")
+        check_int(self.nodes, "node budget n")
+        check_prob(self.threshold, "threshold delta")
+        check_int(self.max_depth, "max depth")
 
 
 class OptTreeRule(GrowthRule):
@@ -53,6 +50,8 @@ class OptTreeRule(GrowthRule):
     Only layer nodes inside the current top-n are expanded: a child's p̂ never exceeds its
     parent's, so children of the others can't reach the final top-n (this saves draft compute
     and changes no output, up to exact ties in p̂)."""
+
+    host_reads = (OPT_TREE_READ,)
 
     def __init__(self, n: int, threshold: float):
         self.n, self.threshold, self.best = n, threshold, 0.0
@@ -83,18 +82,7 @@ class OptTreeRule(GrowthRule):
 class OptTreePolicy(GrowthPolicy):
     """OPT-Tree: ``OptTreeRule`` with n = ``nodes``, δ = ``threshold``, up to ``max_depth`` layers."""
 
-    name = "opt-tree"
-
-    def __init__(self, config: OptTreeConfig = OptTreeConfig()):
-        self.config = config
-
-    @property
-    def max_nodes(self) -> int:
-        return self.config.nodes
-
-    @property
-    def depth(self) -> int:
-        return self.config.max_depth
+    name, config_class, rule_class = "opt-tree", OptTreeConfig, OptTreeRule
 
     def rule(self) -> OptTreeRule:
         return OptTreeRule(self.config.nodes, self.config.threshold)

@@ -13,10 +13,10 @@ from functools import lru_cache
 
 import torch
 
-from ..errors import OptTreeError
+from ..checks import check_int
 from ..grow import GrowthRule, TreeBuilder
 from ..syncs import to_device
-from .base import GrowthPolicy, check_int
+from .base import GrowthPolicy
 
 RankPath = tuple[int, ...]
 
@@ -123,31 +123,23 @@ class EagleStaticConfig:
         return cls(nodes=min(nodes, len(EAGLE_TREE)))
 
     def __post_init__(self):
-        if isinstance(self.nodes, bool) or not isinstance(self.nodes, int) or not 1 <= self.nodes <= len(EAGLE_TREE):
-            raise OptTreeError(f"EAGLE's static tree has {len(EAGLE_TREE)} nodes: nodes must be 1..{len(EAGLE_TREE)}, "
-                               f"got {self.nodes!r}")
+        check_int(self.nodes, f"nodes (EAGLE's static tree has {len(EAGLE_TREE)})", 1, len(EAGLE_TREE))
 
     @property
     def choices(self) -> tuple[RankPath, ...]:
         return EAGLE_TREE[: self.nodes]
+
+    @property
+    def depth(self) -> int:
+        return max(map(len, self.choices))
 
 
 class EagleStaticPolicy(GrowthPolicy):
     """EAGLE-1 (arXiv 2401.15077): the fixed tree ``EAGLE_TREE`` through ``RankPathRule``; entries
     deeper than the step's depth cap are dropped. Parameter: nodes (``EagleStaticConfig``)."""
 
-    name = "eagle-static"
-
-    def __init__(self, config: EagleStaticConfig = EagleStaticConfig()):
-        self.config = config
-
-    @property
-    def max_nodes(self) -> int:
-        return self.config.nodes
-
-    @property
-    def depth(self) -> int:
-        return max(map(len, self.config.choices))
+    name, config_class, rule_class = "eagle-static", EagleStaticConfig, RankPathRule
+    depth_field = "depth"
 
     def rule(self) -> RankPathRule:
         # Every node is offered as many candidates as the widest node of the list (4 for the full

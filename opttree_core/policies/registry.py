@@ -13,29 +13,30 @@ import typing
 from dataclasses import fields
 
 from ..errors import OptTreeError
-from .auto import OptTreeAutoConfig, OptTreeAutoPolicy
+from .auto import OptTreeAutoPolicy
 from .base import TreePolicy
-from .chain import ChainConfig, ChainPolicy
-from .cum_logprob import CumLogProbConfig, CumLogProbPolicy
-from .dynatree import DynaTreeConfig, DynaTreePolicy
-from .eagle2 import Eagle2Config, Eagle2Policy
-from .kary import BinaryTreeConfig, BinaryTreePolicy, KAryConfig, KAryPolicy
-from .opt_tree import OptTreeConfig, OptTreePolicy
-from .rank_paths import EagleStaticConfig, EagleStaticPolicy
-from .sequoia import SequoiaConfig, SequoiaPolicy
+from .chain import ChainPolicy
+from .cum_logprob import CumLogProbPolicy
+from .dynatree import DynaTreePolicy
+from .eagle2 import Eagle2Policy
+from .kary import BinaryTreePolicy, KAryPolicy
+from .opt_tree import OptTreePolicy
+from .rank_paths import EagleStaticPolicy
+from .sequoia import SequoiaPolicy
 
-POLICIES = {
-    "opt-tree": (OptTreePolicy, OptTreeConfig),
-    "chain": (ChainPolicy, ChainConfig),
-    "sequoia": (SequoiaPolicy, SequoiaConfig),
-    "opt-tree-auto": (OptTreeAutoPolicy, OptTreeAutoConfig),
-    "k-ary": (KAryPolicy, KAryConfig),
-    "binary": (BinaryTreePolicy, BinaryTreeConfig),
-    "eagle-static": (EagleStaticPolicy, EagleStaticConfig),
-    "eagle2": (Eagle2Policy, Eagle2Config),
-    "dynatree": (DynaTreePolicy, DynaTreeConfig),
-    "cum-logprob": (CumLogProbPolicy, CumLogProbConfig),
-}
+# One line a policy: its class names it, its config and its rule. name → (policy class, config class).
+POLICIES = {policy.name: (policy, policy.config_class) for policy in (
+    OptTreePolicy,
+    ChainPolicy,
+    SequoiaPolicy,
+    OptTreeAutoPolicy,
+    KAryPolicy,
+    BinaryTreePolicy,
+    EagleStaticPolicy,
+    Eagle2Policy,
+    DynaTreePolicy,
+    CumLogProbPolicy,
+)}
 
 
 def _spec(name: str):

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import write_atomic
+from ..checks import check_int
 from ..errors import OptTreeError
 from ..memory import require
 from .base import GrowthPolicy
@@ -49,6 +50,12 @@ def _check_acceptance(acceptance) -> tuple[float, ...]:
         raise OptTreeError(f"acceptance rates sum to {sum(p):.4f} > 1: p_i must be the probability that the "
                            f"rank-i child is the accepted one (disjoint events), not a conditional rate")
     return p
+
+
+def _check_size(nodes: int, max_depth: int | None) -> None:
+    check_int(nodes, "node budget n")
+    if max_depth is not None:
+        check_int(max_depth, "max depth (or None)")
 
 
 def _combine(left: np.ndarray, p_b: float, right: np.ndarray) -> np.ndarray:
@@ -145,10 +152,7 @@ def optimal_tree(acceptance, nodes: int, max_depth: int | None = None) -> list[R
     """Sequoia's optimal static tree: the ``nodes`` rank paths (root excluded, breadth-first) that
     maximise F(T) = Σ_v Π p_rank along v's path, children of a node taking ranks 0..c-1 (at most
     k = len(acceptance)), depth at most ``max_depth`` (None: no limit). Memoised; O(n² k · depth)."""
-    if not (isinstance(nodes, int) and nodes >= 1):
-        raise OptTreeError(f"node budget must be an integer >= 1, got {nodes!r}")
-    if max_depth is not None and not (isinstance(max_depth, int) and max_depth >= 1):
-        raise OptTreeError(f"max depth must be an integer >= 1 or None, got {max_depth!r}")
+    _check_size(nodes, max_depth)
     return list(_optimal_tree(_check_acceptance(acceptance), nodes, max_depth))
 
 
@@ -179,10 +183,7 @@ def level_uniform_tree(acceptance, nodes: int, max_depth: int | None = None) -> 
     most ``nodes`` nodes and ``max_depth`` levels. Level d then holds every rank combination, so F
     factorises: F = Σ_d Π_{i≤d} P(c_i), P(c) = p_1 + … + p_c, and the DP runs over (width, nodes left,
     levels left) instead of over subtree shapes."""
-    if not (isinstance(nodes, int) and nodes >= 1):
-        raise OptTreeError(f"node budget must be an integer >= 1, got {nodes!r}")
-    if max_depth is not None and not (isinstance(max_depth, int) and max_depth >= 1):
-        raise OptTreeError(f"max depth must be an integer >= 1 or None, got {max_depth!r}")
+    _check_size(nodes, max_depth)
     p = _check_acceptance(acceptance)
     _, children = _uniform_cached(p, 1, nodes, nodes if max_depth is None else min(max_depth, nodes))
     return children or (1,)  # nothing pays (p = 0): one node, the least a static tree drafts
@@ -246,10 +247,7 @@ class SequoiaConfig:
         return cls(nodes=nodes)
 
     def __post_init__(self):
-        if not (isinstance(self.nodes, int) and self.nodes >= 1):
-            raise OptTreeError(f"node budget n must be an integer >= 1, got {self.nodes!r}")
-        if self.max_depth is not None and not (isinstance(self.max_depth, int) and self.max_depth >= 1):
-            raise OptTreeError(f"max depth must be an integer >= 1 or None, got {self.max_depth!r}")
+        _check_size(self.nodes, self.max_depth)
         acceptance = load_acceptance(DEFAULT_ACCEPTANCE_FILE) if self.acceptance is None else self.acceptance
         object.__setattr__(self, "acceptance", _check_acceptance(acceptance))
 
@@ -259,16 +257,11 @@ class SequoiaPolicy(GrowthPolicy):
     ``RankPathRule``: each node expands into exactly the ranks the tree lists (its top-c
     candidates, or its first c draws when children are sampled)."""
 
-    name = "sequoia"
+    name, config_class, rule_class = "sequoia", SequoiaConfig, RankPathRule
 
     def __init__(self, config: SequoiaConfig | None = None):
-        config = SequoiaConfig() if config is None else config  # the default reads the shipped vector
-        self.config = config
-        self.paths = optimal_tree(config.acceptance, config.nodes, config.max_depth)
-
-    @property
-    def max_nodes(self) -> int:
-        return self.config.nodes
+        super().__init__(config)  # the default config reads the shipped vector
+        self.paths = optimal_tree(self.config.acceptance, self.config.nodes, self.config.max_depth)
 
     @property
     def depth(self) -> int:
