@@ -58,7 +58,7 @@ def bench(capsys, config_file, out):
     ("max_time = inf", "'max_time' must be a finite number"),
     ("draft_vocab = -1", "'draft_vocab' must be >= 0"),
     ("target = 5", "'target' must be a string"),
-    ("[policy_params.opt-tree]\nthreshold = 7", "threshold delta must lie in [0, 1]"),
+    ("[policy_params.opt-tree]\nthreshold = 7", "threshold delta must be a number in [0, 1]"),
     ('[policy_params.opt-tree]\nthreshold = "high"', "threshold = 'high': not a valid float"),
     ("budgets = [100000000]", "a node budget of 100000000 needs about"),
 ])

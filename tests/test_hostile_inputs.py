@@ -226,8 +226,8 @@ def test_same_size_corruption_of_the_model_cache_is_found_and_rebuilt(tmp_path, 
     (["--policy", "sequoia", "--nodes", "100000"], "Sequoia's tree of 100000 nodes"),
     (["--temperature", "inf"], "temperature must be a finite number"),
     (["--temperature", "nan"], "temperature must be a finite number"),
-    (["--max-time", "inf"], "max_time must be a finite number"),
-    (["--top-p", "nan"], "top_p must lie in (0, 1]"),
+    (["--max-time", "inf"], "max_time (seconds) must be a finite number > 0"),
+    (["--top-p", "nan"], "top_p must be a number in (0, 1]"),
     (["--prompt", "abc\udcff\udcfe"], "not valid UTF-8 text: byte 0xff at character 3"),
 ])
 def test_bad_values_are_one_line_before_the_model_loads(target_dir, capsys, no_model_load, args, needle):

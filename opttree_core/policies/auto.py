@@ -14,7 +14,7 @@ tree of N nodes, root included, and the drafter's latency per layer) and at ever
     verify the top-n* nodes, n* = argmax_n J(n) (n* = 0 verifies the root alone).
 
 The profile comes from whoever makes the policy: ``profile=PATH`` in the config, ``use_profile``,
-or ``tools.profile.calibrate`` (the CLI, the bench harness and the explorer call it), which
+or ``profiling.calibrate`` (``Session.run`` calls it before its first decode), which
 measures it once per machine and caches it (``python -m opttree_core profile``). ``generate``
 never measures anything.
 """
@@ -140,7 +140,7 @@ class OptTreeAutoConfig:
     max_nodes: the most drafted nodes per step (the tree is grown with n = max_nodes).
     max_depth: the most layers drafted.
     profile: a profile JSON (``python -m opttree_core profile --out PATH``); None: the policy
-    needs ``use_profile`` (``tools.profile.calibrate`` measures or reads the cached one).
+    needs ``use_profile`` (``profiling.calibrate`` measures or reads the cached one).
     sizes: the tree sizes a measured profile covers.
     adapt: check the profile against the step times observed while decoding and rescale it when
     they disagree by more than ``DISAGREE`` (a profile measured on a busy machine); off: the
@@ -279,7 +279,7 @@ class OptTreeAutoPolicy(GrowthPolicy):
         if self.profile is None:
             if self.config.profile is None:
                 raise OptTreeError("opt-tree-auto has no hardware profile: calibrate it first "
-                                   "(opttree_core.tools.profile.calibrate, as the CLI and bench do) or pass "
+                                   "(opttree_core.profiling.calibrate, as Session.run does) or pass "
                                    "profile=PATH from `python -m opttree_core profile --out PATH`")
             self.use_profile(read_profile(self.config.profile))
         if self._verify_s is None:

@@ -38,7 +38,7 @@ class TreePolicy(Protocol):
 @runtime_checkable
 class HardwareAware(Protocol):
     """A policy that needs a latency profile of the target and drafter before it can build
-    (OPT-Tree auto). Whoever makes the policy gives it one (``tools.profile.calibrate``):
+    (OPT-Tree auto). Whoever makes the policy gives it one (``profiling.calibrate``; ``Session.run`` does it):
     ``generate`` never measures anything."""
 
     def use_profile(self, profile) -> None: ...
