@@ -13,7 +13,11 @@
 # ---
 
 # %% [markdown]
-# # 7 · Structure shoot-out: every tree policy on Spec-Bench
+# # 7 · Structure shoot-out: tree policies, AR interleaved
+#
+# Full mode runs every registered policy on Spec-Bench (one prompt per task and per MT-Bench
+# category); fast mode, for a quick look in class, runs four of them (opt-tree, chain, eagle-static,
+# eagle2) on the demo's two shortest prompts. The configuration printed below says which ran.
 #
 # Many tree shapes have been proposed for speculative decoding: a **chain** (classic),
 # fixed **k-ary** and **binary** trees, EAGLE's static 25-node tree (**eagle-static**), EAGLE-2's
@@ -25,7 +29,9 @@
 # interleaved so that drift (other processes, thermal state) hits every method alike
 # (docs/architecture.md, trap 9). The bench harness `opttree_core.tools.bench.run_bench` does exactly
 # that: per prompt it runs every method in a rotated order, and reports each method's **MAL**
-# and its **speedup** = its tokens/s over AR's on the same prompts.
+# and its **speedup** = its tokens/s over AR's on the same prompts, pooled over them (Σ tokens / Σ
+# seconds of each), with a 95 % interval over the prompts: the table and the bar chart below show
+# the same numbers.
 #
 # Speedups on a shared 2-core CPU are noisy; MAL is a property of draft + policy and is not.
 
@@ -96,23 +102,26 @@ assert (trees["mal"] >= 1).all() and trees.loc["opt-tree", "mal"] > trees.loc["c
 # gives both numbers for this run (pooled over its prompts).
 
 # %%
+from treeviz.runs import shootout_table
 from treeviz.teaching import speed_verdict
 
+shootout = shootout_table(results)  # the summary's speedups, with their 95 % intervals over the prompts
+intervals = shootout.set_index("method")[["speedup_lo", "speedup_hi"]]
 ar_rows = results[results["kind"] == "ar"]
 ar_token_s = ar_rows["seconds"].sum() / ar_rows["new_tokens"].sum()
-for policy, rows in results[results["kind"] == "tree"].groupby("policy"):
+for (method, policy), rows in results[results["kind"] == "tree"].groupby(["method", "policy"]):
     print(speed_verdict(f"{policy} n={BUDGET}", rows["new_tokens"].sum() / rows["steps"].sum(),
-                        rows["seconds"].sum() / rows["steps"].sum(), ar_token_s))
+                        rows["seconds"].sum() / rows["steps"].sum(), ar_token_s,
+                        interval=tuple(intervals.loc[method])))
 
 # %%
 import plotly.express as px
 
-from treeviz import speedup_figure
-from treeviz.analysis import speedups
+from treeviz import pooled_speedup_figure
 
 px.bar(trees.reset_index().sort_values("mal"), x="policy", y="mal", title=f"MAL per policy (n = {BUDGET})",
        width=640, height=360, template="none").show()
-ar_method = results.loc[results["kind"] == "ar", "method"].iloc[0]
-per_prompt = speedups(results, baseline=ar_method, on="prompt_id")  # each prompt's tokens/s over AR's
-assert per_prompt["speedup"].notna().all() and (per_prompt["speedup"] > 0).all()
-speedup_figure(per_prompt, by="policy").show()
+figure = pooled_speedup_figure(shootout)  # the table's numbers, as bars
+figure.show()
+bars = dict(zip(figure.data[0].x, figure.data[0].y))
+assert all(abs(bars[p] - trees.loc[p, "speedup"]) < 1e-12 for p in trees.index), "bars and table must agree"

@@ -8,10 +8,16 @@
     speedup = a method's tokens/s over autoregressive decoding's, measured in the same run;
               pooled over several prompts: Σ tokens / Σ seconds of each, over the prompts both
               finished (``pooled_speedup``)
+    interval = a 95 % percentile-bootstrap interval over prompts (``bootstrap_picks``,
+              ``percentile_interval``)
+
+The tables built from these (per method, per prompt, with intervals) are ``summary.py``.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+import numpy as np
 
 
 def mean_acceptance_length(accept_lengths: Sequence[int]) -> float:
@@ -49,3 +55,21 @@ def pooled_speedup(method: dict[str, tuple[int, float]], baseline: dict[str, tup
     m_tokens, m_seconds = (sum(method[p][i] for p in common) for i in (0, 1))
     b_tokens, b_seconds = (sum(baseline[p][i] for p in common) for i in (0, 1))
     return speedup(tokens_per_second(m_tokens, m_seconds), tokens_per_second(b_tokens, b_seconds))
+
+
+def bootstrap_picks(n_items: int, n_boot: int = 1000, seed: int = 0) -> list[np.ndarray]:
+    """The draws of a bootstrap over ``n_items`` items (prompts): ``n_boot`` arrays of ``n_items``
+    indices drawn with replacement, seeded; none with fewer than 2 items (no interval then)."""
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, n_items, n_items) for _ in range(n_boot if n_items >= 2 else 0)]
+
+
+def percentile_interval(values, level: float = 0.95) -> tuple[float, float]:
+    """The percentile interval of the finite ``values`` of a bootstrap (NaN, NaN when there are none)."""
+    values = np.asarray(values, float)
+    finite = values[np.isfinite(values)]
+    if not len(finite):
+        return float("nan"), float("nan")
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(finite, [tail, 100 - tail])
+    return float(low), float(high)

@@ -10,9 +10,11 @@
       steps.parquet   one row per step: n_nodes, A, bonus token, E(A), draft_s / verify_s / build_s
       meta.json       models, policy and its config, decode config, prompt, seed, versions, ...
 
-- The benchmark's result and summary columns (``RESULT_COLUMNS``, ``SUMMARY_COLUMNS``).
+- The benchmark's result and summary columns (``RESULT_COLUMNS``, ``SUMMARY_COLUMNS``) and the
+  meta keys a log's meta.json holds (``META_FIELDS``).
 
-Metrics (MAL, E(A), tokens/s, the pooled speedup) are in ``metrics.py``, also torch-free.
+Metrics (MAL, E(A), tokens/s, the pooled speedup, bootstrap intervals) are in ``metrics.py`` and
+the tables built from them in ``summary.py``, both torch-free too.
 """
 from __future__ import annotations
 
@@ -25,7 +27,6 @@ import pandas as pd
 
 from .atomic import open_files, replace_dir
 from .errors import OptTreeError
-from .metrics import pooled_speedup
 
 LOG_FILES = ("nodes.parquet", "steps.parquet", "meta.json")
 # name → numpy dtype. With a tokenizer, the text of every token is stored too (TEXT_COLUMNS), so a
@@ -38,6 +39,13 @@ OPTIONAL_STEP_COLUMNS = ("build_s",)  # logs written before it existed load all 
 TEXT_COLUMNS = {"nodes": {"token_text": "token", "target_text": "target_token"},  # text column → its id column
                 "steps": {"bonus_text": "bonus_token"}}
 
+# The keys of a log's meta.json (written by ``session.Session.run`` through ``api.RunInfo.to_meta``)
+# and their JSON types; readers check the ones they use (``treeviz.logs``), null allowed for each.
+META_FIELDS = {"target": str, "draft": str, "policy": str, "policy_config": dict, "decode_config": dict,
+               "prompt": str, "chat": bool, "seed": int, "device": str, "dtype": str, "prompt_ids": list,
+               "token_ids": list, "text": str, "steps": int, "mal": float, "tokens_per_s": float,
+               "seconds": float, "created": str, "versions": dict, "draft_vocab": int, "latency_profile": dict}
+
 ID_COLUMNS = ["method", "kind", "policy", "budget", "drafter", "temperature"]
 RESULT_COLUMNS = ID_COLUMNS + ["dataset", "category", "prompt_id", "new_tokens", "steps", "mal", "seconds",
                                "tokens_per_s", "draft_s", "verify_s", "build_s", "expected_acceptance", "log_dir",
@@ -45,16 +53,6 @@ RESULT_COLUMNS = ID_COLUMNS + ["dataset", "category", "prompt_id", "new_tokens",
 SUMMARY_COLUMNS = ID_COLUMNS + ["n_prompts", "new_tokens", "mal", "tokens_per_s", "speedup", "draft_s", "verify_s",
                                 "build_s", "expected_acceptance"]
 AR_KIND = "ar"
-
-
-def speedup_over_ar(rows: pd.DataFrame, ar_rows: pd.DataFrame) -> float:
-    """The pooled speedup (``metrics.pooled_speedup``) of one method's result rows over the AR rows
-    of the same temperature, on the prompts both finished: what ``bench-table`` and the paper
-    figures both report."""
-    def totals(frame: pd.DataFrame) -> dict[str, tuple[int, float]]:
-        return {str(r.prompt_id): (int(r.new_tokens), float(r.seconds)) for r in frame.itertuples(index=False)}
-
-    return pooled_speedup(totals(rows), totals(ar_rows))
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .records import STEP_COLUMNS, TEXT_COLUMNS, LogData, StepRecord, read_log, write_log
+from .records import NODE_COLUMNS, STEP_COLUMNS, TEXT_COLUMNS, LogData, StepRecord, read_log, write_log
 
-NODE_FIELDS = {  # name → dtype of the on-device buffer, shape (capacity_steps, max_nodes)
-    "token": torch.int32, "parent": torch.int32, "depth": torch.int16, "p_hat": torch.float32,
-    "q": torch.float32, "rank": torch.int16, "target_token": torch.int32, "accepted": torch.bool,
-}
+# name → dtype of the on-device buffer, shape (capacity_steps, max_nodes): the node columns of the
+# log's schema (``records.NODE_COLUMNS``) but the two the export adds (``step``, ``node``)
+NODE_FIELDS = {name: getattr(torch, dtype) for name, dtype in NODE_COLUMNS.items() if name not in ("step", "node")}
 HOST_FIELDS = ("n_nodes", "a", "bonus_token", "draft_s", "verify_s", "build_s")
 
 TreeLogData = LogData  # what ``to_frames`` and ``load`` return

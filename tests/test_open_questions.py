@@ -13,14 +13,8 @@ from conftest import make_tiny_run, text_boxes
 
 from figures.make_figures import OPEN_QUESTIONS_DIR, make_figures
 from treeviz import open_questions as oq
-from treeviz.runs import (
-    BenchRun,
-    combine_runs,
-    load_run,
-    pooled_intervals,
-    read_log_dir,
-    shootout_table,
-)
+from opttree_core.summary import pooled_intervals
+from treeviz.runs import BenchRun, combine_runs, load_run, read_log_dir, shootout_table
 
 PROMPTS = ("p0", "p1", "p2", "p3")
 

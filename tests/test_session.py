@@ -150,3 +150,15 @@ def test_a_log_passed_to_generate_is_still_a_treelog(target, drafter):
     log = TreeLog(4, 3)
     generate(target.model, drafter, make_policy("chain", length=2), [5, 9], DecodeConfig(max_new_tokens=4), log=log)
     assert log.n_steps >= 1
+
+
+def test_the_meta_a_run_writes_is_the_schema_records_declares(target, drafter):
+    """Every key Session.run writes is declared once, with its JSON type, in records.META_FIELDS (the
+    schema treeviz checks logs against); and a hardware-aware run adds only latency_profile."""
+    from opttree_core.records import META_FIELDS
+
+    meta = Session(target, drafter, make_policy("chain", length=2)).run(PROMPT, max_new_tokens=4).meta
+    assert set(meta) == set(META_FIELDS) - {"latency_profile"}
+    for key, value in meta.items():
+        assert value is None or isinstance(value, META_FIELDS[key]) or (META_FIELDS[key] is float and
+                                                                        isinstance(value, int)), key

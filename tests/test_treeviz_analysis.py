@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from opttree_core.summary import method_summary, per_prompt_speedups
 from treeviz.analysis import (
     acceptance_by_depth,
     acceptance_by_rank,
@@ -17,7 +18,6 @@ from treeviz.analysis import (
     ea_a_frame,
     mal_by_budget,
     speedup_stats,
-    speedups,
     summarize_logs,
     timeline_frame,
 )
@@ -25,10 +25,12 @@ from treeviz.analysis_plots import (
     acceptance_figure,
     ea_heatmap_figure,
     mal_budget_figure,
+    pooled_speedup_figure,
     speedup_figure,
     timeline_figure,
 )
 from treeviz.logs import load_logs
+from treeviz.runs import shootout_table
 from treeviz.paper import (
     ea_heatmap_mpl,
     mal_budget_mpl,
@@ -107,18 +109,40 @@ def test_mal_against_budget_has_a_line_per_policy_and_group(logs):
     assert sorted(map(list, (t.y for t in opt))) == sorted(expected.tolist())
 
 
+def _results(tokens_per_s: dict) -> pd.DataFrame:
+    """Bench result rows (the columns the tables read): method → per-prompt tokens/s, 10 tokens each."""
+    rows = []
+    for method, speeds in tokens_per_s.items():
+        kind, policy = ("ar", None) if method == "ar" else ("tree", method)
+        for prompt, speed in enumerate(speeds):
+            rows.append({"method": method, "kind": kind, "policy": policy, "budget": None if kind == "ar" else 4,
+                         "drafter": None if kind == "ar" else "d", "temperature": 0.0, "prompt_id": f"p{prompt}",
+                         "new_tokens": 10, "steps": 10 if kind == "ar" else 5, "seconds": 10 / speed,
+                         "tokens_per_s": speed, "draft_s": None, "verify_s": None, "build_s": None,
+                         "expected_acceptance": None, "output_matches_ar": True if kind == "tree" else None})
+    return pd.DataFrame(rows)
+
+
 def test_speedup_bars_carry_mean_and_sd():
-    frame = pd.DataFrame({"method": ["ar", "opt-tree", "chain"] * 3, "prompt": np.repeat([0, 1, 2], 3),
-                          "tokens_per_s": [10, 14, 12, 11, 15, 12.5, 9, 13, 11]})
-    ratios = speedups(frame, baseline="ar")
-    assert ratios.loc[ratios.method == "opt-tree", "speedup"].tolist() == pytest.approx([1.4, 15 / 11, 13 / 9])
+    ratios = per_prompt_speedups(_results({"ar": [10, 11, 9], "opt-tree": [14, 15, 13], "chain": [12, 12.5, 11]}))
+    assert ratios.loc[ratios.policy == "opt-tree", "speedup"].tolist() == pytest.approx([1.4, 15 / 11, 13 / 9])
     table = speedup_stats(ratios)
     bar = speedup_figure(ratios).data[0]
     assert list(bar.x) == ["opt-tree", "chain"]
     np.testing.assert_allclose(bar.y, table["mean"])
     np.testing.assert_allclose(bar.error_y.array, table["std"])
-    with pytest.raises(ValueError, match="baseline"):
-        speedups(frame, baseline="nope")
+
+
+def test_the_pooled_bars_show_the_summary_tables_numbers():
+    """Notebook 07 drew per-prompt means as bars beside a table of pooled speedups (0.68 against 0.576 on
+    one run): its bars are now the summary's own pooled speedups, with their intervals as whiskers."""
+    results = _results({"ar": [10, 11, 9], "opt-tree": [14, 15, 13], "chain": [12, 12.5, 11]})
+    summary = method_summary(results).set_index("policy")
+    shootout = shootout_table(results)
+    bar = pooled_speedup_figure(shootout).data[0]
+    assert dict(zip(bar.x, bar.y)) == {p: summary.loc[p, "speedup"] for p in ("chain", "opt-tree")}
+    trees = shootout[shootout["kind"] == "tree"]
+    np.testing.assert_allclose(bar.error_y.array, trees["speedup_hi"] - trees["speedup"])
 
 
 def test_acceptance_by_depth_and_rank_count_the_nodes(logs):

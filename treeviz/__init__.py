@@ -12,9 +12,9 @@ public API (``treeviz.rerun``).
     mpl_tree       tree_figure_mpl, draw_scene
     stream         token_stream, stream_html
     analysis       summarize_logs, ea_a_frame, ea_a_counts, correlation, mal_by_budget,
-                   speedups, speedup_stats, acceptance_by_depth/rank, timeline_frame
-    analysis_plots ea_heatmap_figure, mal_budget_figure, speedup_figure, acceptance_figure,
-                   timeline_figure (plotly)
+                   speedup_stats, acceptance_by_depth/rank, timeline_frame
+    analysis_plots ea_heatmap_figure, mal_budget_figure, speedup_figure, pooled_speedup_figure,
+                   acceptance_figure, timeline_figure (plotly)
     paper, static  the same in matplotlib for print; save_figure, save_paper_figures
     export         export_html: one standalone page, every step browsable offline
     browser        open_page: headless Chromium screenshot + console errors
@@ -26,6 +26,7 @@ from .analysis_plots import (
     acceptance_figure,
     ea_heatmap_figure,
     mal_budget_figure,
+    pooled_speedup_figure,
     speedup_figure,
     timeline_figure,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "load_log",
     "load_logs",
     "mal_budget_figure",
+    "pooled_speedup_figure",
     "side_figure",
     "speedup_figure",
     "step_graph",

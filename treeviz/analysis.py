@@ -12,10 +12,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from opttree_core.metrics import bootstrap_picks, percentile_interval, pooled_mal
+
 from .logs import as_named, budget_of, group_name
 
-SUMMARY_COLUMNS = ["run", "group", "target", "draft", "policy", "nodes", "prompt", "steps", "tokens", "mal",
-                   "mean_ea", "tokens_per_s", "seconds"]
+LOG_SUMMARY_COLUMNS = ["run", "group", "target", "draft", "policy", "nodes", "prompt", "steps", "tokens", "mal",
+                       "mean_ea", "tokens_per_s", "seconds"]  # one row per tree log (a bench run's: records.SUMMARY_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -39,11 +41,11 @@ def summarize_logs(logs) -> pd.DataFrame:
     for name, data in as_named(logs).items():
         a = data.steps["a"].to_numpy()
         rows.append({**_run_columns(name, data.meta), "prompt": data.meta.get("prompt"), "steps": len(a),
-                     "tokens": int(a.sum()), "mal": float(a.mean()) if len(a) else float("nan"),
+                     "tokens": int(a.sum()), "mal": pooled_mal(int(a.sum()), len(a)),
                      "mean_ea": float(data.steps["ea"].mean()) if len(a) else float("nan"),
                      "tokens_per_s": float(data.meta.get("tokens_per_s", float("nan"))),
                      "seconds": float(data.meta.get("seconds", float("nan")))})
-    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    return pd.DataFrame(rows, columns=LOG_SUMMARY_COLUMNS)
 
 
 def ea_a_frame(logs) -> pd.DataFrame:
@@ -127,42 +129,11 @@ def correlation_intervals(frame: pd.DataFrame, by: str = "prompt_id", n_boot: in
     return out
 
 
-def bootstrap_picks(n_items: int, n_boot: int = 1000, seed: int = 0) -> list[np.ndarray]:
-    """The draws of a bootstrap over ``n_items`` items (prompts): ``n_boot`` arrays of ``n_items``
-    indices drawn with replacement, seeded; none with fewer than 2 items (no interval then)."""
-    rng = np.random.default_rng(seed)
-    return [rng.integers(0, n_items, n_items) for _ in range(n_boot if n_items >= 2 else 0)]
-
-
-def percentile_interval(values, level: float = 0.95) -> tuple[float, float]:
-    """The percentile interval of the finite ``values`` of a bootstrap (NaN, NaN when there are none)."""
-    values = np.asarray(values, float)
-    finite = values[np.isfinite(values)]
-    if not len(finite):
-        return float("nan"), float("nan")
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(finite, [tail, 100 - tail])
-    return float(low), float(high)
-
-
 def mal_by_budget(summary: pd.DataFrame) -> pd.DataFrame:
     """Mean MAL (and its spread over runs) per group, policy and node budget."""
     keys = ["group", "policy", "nodes"]
     out = summary.dropna(subset=["nodes"]).groupby(keys, sort=True)["mal"].agg(["mean", "std", "count"])
     return out.rename(columns={"mean": "mal", "std": "mal_std", "count": "runs"}).reset_index()
-
-
-def speedups(frame: pd.DataFrame, baseline: str, method: str = "method", value: str = "tokens_per_s",
-             on: str = "prompt") -> pd.DataFrame:
-    """Per-item speedup over ``baseline``: each method's ``value`` / the baseline's on the same ``on``.
-
-    Use throughputs measured in the same process (docs/architecture.md, trap 9)."""
-    base = frame[frame[method] == baseline].set_index(on)[value]
-    if base.empty:
-        raise ValueError(f"no baseline rows ({method} == {baseline!r}) to compare against")
-    out = frame[frame[method] != baseline].copy()
-    out["speedup"] = out[value].to_numpy() / base.reindex(out[on]).to_numpy()
-    return out
 
 
 def speedup_stats(frame: pd.DataFrame, by: str | list[str] = "method", value: str = "speedup") -> pd.DataFrame:

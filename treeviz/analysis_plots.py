@@ -115,6 +115,22 @@ def speedup_figure(frame: pd.DataFrame, by: str = "method", value: str = "speedu
     return _layout(fig, f"{value.capitalize()} by {by}", width=560, height=400)
 
 
+def pooled_speedup_figure(shootout: pd.DataFrame, by: str = "policy") -> go.Figure:
+    """Bars of each tree method's pooled speedup over AR (``treeviz.runs.shootout_table``: the number
+    the bench summary and its table report), whiskers to its 95 % interval over prompts."""
+    trees = shootout[shootout["kind"] == "tree"]
+    low, high = trees["speedup"] - trees["speedup_lo"], trees["speedup_hi"] - trees["speedup"]
+    fig = go.Figure(go.Bar(x=trees[by].astype(str), y=trees["speedup"], marker_color="#4c78a8",
+                           error_y={"type": "data", "symmetric": False, "array": high.fillna(0),
+                                    "arrayminus": low.fillna(0), "visible": True},
+                           customdata=trees[["speedup_lo", "speedup_hi", "n_prompts"]],
+                           hovertemplate="%{x}<br>speedup %{y:.3f} (95 % interval %{customdata[0]:.3f}–"
+                                         "%{customdata[1]:.3f}, %{customdata[2]} prompts)<extra></extra>"))
+    fig.add_hline(y=1.0, line={"color": "#555", "dash": "dot", "width": 1})
+    fig.update_layout(yaxis_title="speedup over AR (pooled, 95 % interval)", xaxis_title=by, showlegend=False)
+    return _layout(fig, "Speedup over AR, pooled over the prompts", width=560, height=400)
+
+
 def acceptance_figure(logs) -> go.Figure:
     """Acceptance rate by depth and by sibling rank (given the parent was accepted), a line per run kind."""
     by_depth, by_rank = acceptance_by_depth(logs), acceptance_by_rank(logs)

@@ -22,14 +22,9 @@ from .graph import accepted_path, step_graph
 from .logs import visible
 from .mpl_tree import tree_figure_mpl
 from .paper import ea_heatmap_mpl
-from .runs import (
-    AR_KIND,
-    BenchRun,
-    multi_temperature,
-    panel_name,
-    per_prompt_speedups,
-    step_frame,
-)
+from opttree_core.summary import per_prompt_speedups
+
+from .runs import AR_KIND, BenchRun, multi_temperature, panel_name, step_frame
 from .static import PAGE_WIDTH_IN, new_figure, paper_style
 
 CASE_MAX_BUDGET = 32  # the default case study's largest tree: a bigger one is unreadable as one picture

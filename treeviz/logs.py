@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from opttree_core.errors import OptTreeError
-from opttree_core.records import TEXT_COLUMNS, read_log
+from opttree_core.records import META_FIELDS, TEXT_COLUMNS, read_log
 
 WHITESPACE = {" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"}
 
@@ -37,8 +37,8 @@ class StepInfo:
     build_s: float | None = None
 
 
-META_TYPES = {"policy": str, "policy_config": dict, "prompt": str, "target": str, "draft": str, "token_ids": list,
-              "draft_vocab": int}  # the meta keys treeviz reads, and their JSON types (null allowed)
+META_READ = ("policy", "policy_config", "prompt", "target", "draft", "token_ids", "draft_vocab")  # what treeviz
+# reads from a meta.json; their JSON types are the log schema's (``opttree_core.records.META_FIELDS``)
 
 
 def load_log(path: str | os.PathLike):
@@ -50,10 +50,10 @@ def load_log(path: str | os.PathLike):
 
 
 def check_log(data, where: Path) -> None:
-    """Meta values of the right types (``META_TYPES``); every node row in a logged step, a root per step."""
+    """Meta values of the right types (``META_FIELDS``); every node row in a logged step, a root per step."""
     meta = where / "meta.json"
-    for key, kind in META_TYPES.items():
-        value = data.meta.get(key)
+    for key in META_READ:
+        kind, value = META_FIELDS[key], data.meta.get(key)
         if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
             raise OptTreeError(f"{meta}: {key!r} must be a JSON {kind.__name__}, not {type(value).__name__}")
     for key, value in (data.meta.get("policy_config") or {}).items():

@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullLocator
 
-from opttree_core.records import speedup_over_ar
+from opttree_core.metrics import pooled_mal, tokens_per_second
+from opttree_core.summary import speedup_over_ar
 
 from . import style
 from .analysis import correlation_intervals, ea_a_frame
@@ -192,7 +193,8 @@ def delta_table(runs: list[BenchRun], profile: SimulatedProfile = SimulatedProfi
         ar = results[(results["kind"] == AR_KIND) & (results["temperature"] == mine["temperature"].iloc[0])]
         out.append({"drafter": drafter, "policy": policy, "budget": part["budget"].iloc[0],
                     "delta": part["delta"].iloc[0], "prompts": len(part),
-                    "mal": part["new_tokens"].sum() / part["steps"].sum(), "speedup": speedup_over_ar(mine, ar),
+                    "mal": pooled_mal(part["new_tokens"].sum(), part["steps"].sum()),
+                    "speedup": speedup_over_ar(mine, ar),
                     "sim_speedup": _simulated(part, policy), "nodes": part["nodes"].mean(),
                     "depth": part["depth"].mean(), "layer_gain": part["layer_gain"].median(), "run": name})
     table = pd.DataFrame(out)
@@ -259,8 +261,8 @@ def large_budget_table(runs: list[BenchRun], policy: str = "opt-tree") -> pd.Dat
         for (drafter, budget), part in tree.groupby(["drafter", "budget"], sort=True):
             rows.append({"drafter": drafter, "budget": int(budget), "delta": _threshold(run, policy),
                          "prompts": part["prompt_id"].nunique(),
-                         "mal": part["new_tokens"].sum() / part["steps"].sum(),
-                         "tokens_per_s": part["new_tokens"].sum() / part["seconds"].sum(),
+                         "mal": pooled_mal(part["new_tokens"].sum(), part["steps"].sum()),
+                         "tokens_per_s": tokens_per_second(part["new_tokens"].sum(), part["seconds"].sum()),
                          "speedup": speedup_over_ar(part, ar), "run": run.name})
     table = pd.DataFrame(rows).sort_values(["drafter", "budget", "run"], kind="stable")
     return table.drop_duplicates(["drafter", "budget"]).reset_index(drop=True)

@@ -5,12 +5,13 @@ A run folder holds ``config.json``, ``results.parquet`` (one row per method × p
 Everything here reads Parquet/JSON with pandas only (no torch, no transformers), so figure
 scripts never pull in model code.
 
-The schema and the metrics are the engine's own, imported from its torch-free modules
-(``opttree_core.records``, ``opttree_core.metrics``): over a method's prompts, MAL = Σ new tokens
-/ Σ steps and tokens/s = Σ new tokens / Σ seconds; speedup = the method's pooled tokens/s over
-autoregressive decoding's (``kind == "ar"``) at the same temperature, on the prompts both
-finished (``records.speedup_over_ar``: what ``bench-table`` reports too). The shoot-out gives each a
-95 % bootstrap interval over prompts (``pooled_intervals``).
+The schema, the metrics and the tables are the engine's own, from its torch-free modules
+(``opttree_core.records``, ``opttree_core.metrics``, ``opttree_core.summary``): over a method's
+prompts, MAL = Σ new tokens / Σ steps and tokens/s = Σ new tokens / Σ seconds; speedup = the
+method's pooled tokens/s over autoregressive decoding's (``kind == "ar"``) at the same temperature,
+on the prompts both finished. The shoot-out is the bench summary (``summary.method_summary``: what
+``bench-table`` reports) with each figure's 95 % bootstrap interval over prompts
+(``summary.pooled_intervals``) and whether the tokens matched AR's.
 """
 from __future__ import annotations
 
@@ -19,18 +20,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from opttree_core.records import (
-    AR_KIND,
-    RESULT_COLUMNS,
-    LogData,
-    read_log,
-    speedup_over_ar,
-)
+from opttree_core.records import AR_KIND, RESULT_COLUMNS, LogData, read_log
+from opttree_core.summary import ar_rows, method_summary, pooled_intervals
 
-from .analysis import bootstrap_picks, ea_a_frame, percentile_interval
+from .analysis import ea_a_frame
 
 SHOOTOUT_COLUMNS = ["method", "kind", "drafter", "policy", "budget", "temperature", "n_prompts", "new_tokens",
                     "steps", "seconds", "mal", "mal_lo", "mal_hi", "tokens_per_s", "speedup", "speedup_lo",
@@ -141,63 +136,33 @@ def _all_or_na(flags: pd.Series):
     return bool(known.astype(bool).all()) if len(known) else pd.NA
 
 
-def shootout_table(results: pd.DataFrame) -> pd.DataFrame:
-    """Pooled MAL, tokens/s and speedup per method and temperature (``SHOOTOUT_COLUMNS``), AR first,
-    then by drafter, policy and budget."""
-    keys = ["method", "temperature"]
-    grouped = results.groupby(keys, sort=False, dropna=False)
-    table = grouped.agg(kind=("kind", "first"), drafter=("drafter", "first"), policy=("policy", "first"),
-                        budget=("budget", "first"), n_prompts=("prompt_id", "nunique"),
-                        new_tokens=("new_tokens", "sum"), steps=("steps", "sum"), seconds=("seconds", "sum"),
-                        matches_ar=("output_matches_ar", _all_or_na)).reset_index()
-    table["mal"] = table["new_tokens"] / table["steps"]
-    table["tokens_per_s"] = table["new_tokens"] / table["seconds"]
-    ar = table[table["kind"] == AR_KIND].set_index("temperature")["method"]
-    if ar.index.duplicated().any():
+def _check_baselines(results: pd.DataFrame) -> None:
+    """One autoregressive method per temperature, at every temperature: the speedups' baseline."""
+    ar = results[results["kind"] == AR_KIND].groupby("temperature")["method"].nunique()
+    if (ar > 1).any():
         raise ValueError("more than one autoregressive method per temperature: which is the baseline is ambiguous")
-    lacking = sorted(set(table["temperature"]) - set(ar.index))
+    lacking = sorted(set(results["temperature"]) - set(ar.index))
     if lacking:
         raise ValueError(f"no autoregressive baseline at temperature {lacking[0]:g}")
-    rows = {key: part for key, part in results.groupby(keys, sort=False, dropna=False)}
-    table["speedup"] = [speedup_over_ar(rows[(m, t)], rows[(ar[t], t)])
-                        for m, t in zip(table["method"], table["temperature"])]
-    intervals = [pooled_intervals(rows[(m, t)], rows[(ar[t], t)]) for m, t in zip(table["method"], table["temperature"])]
+
+
+def shootout_table(results: pd.DataFrame) -> pd.DataFrame:
+    """The bench summary (``summary.method_summary``: pooled MAL, tokens/s and speedup per method)
+    with steps, seconds, each figure's 95 % interval over prompts and whether every output matched
+    AR's (``SHOOTOUT_COLUMNS``), AR first, then by drafter, policy and budget."""
+    _check_baselines(results)
+    table = method_summary(results)
+    grouped = results.groupby("method", sort=False)
+    extra = grouped.agg(steps=("steps", "sum"), seconds=("seconds", "sum"),
+                        matches_ar=("output_matches_ar", _all_or_na)).reset_index()
+    table = table.merge(extra, on="method", how="left", validate="one_to_one")
+    rows = dict(iter(grouped))
+    intervals = [pooled_intervals(rows[m], ar_rows(results, t)) for m, t in zip(table["method"], table["temperature"])]
     for i, column in enumerate(("mal_lo", "mal_hi", "speedup_lo", "speedup_hi")):
         table[column] = [interval[i] for interval in intervals]
-    table["budget"] = table["budget"].astype("Int64")
     order = table.assign(_ar=table["kind"] != AR_KIND).sort_values(
         ["temperature", "_ar", "drafter", "policy", "budget", "method"], na_position="first", kind="stable")
     return order[SHOOTOUT_COLUMNS].reset_index(drop=True)
-
-
-def pooled_intervals(rows: pd.DataFrame, ar_rows: pd.DataFrame, n_boot: int = 1000, seed: int = 0,
-                     level: float = 0.95) -> tuple[float, float, float, float]:
-    """95 % percentile-bootstrap intervals over prompts of one method's pooled MAL (its prompts) and
-    pooled speedup over AR (the prompts both finished, drawn together, as ``speedup_over_ar`` pools
-    them): (mal_lo, mal_hi, speedup_lo, speedup_hi); NaN with fewer than 2 prompts."""
-    own = rows.set_index(rows["prompt_id"].astype(str))
-    base = ar_rows.set_index(ar_rows["prompt_id"].astype(str))
-    tokens, steps = own["new_tokens"].to_numpy(float), own["steps"].to_numpy(float)
-    mal = [tokens[p].sum() / steps[p].sum() for p in bootstrap_picks(len(own), n_boot, seed)]
-    both = sorted(set(own.index) & set(base.index))
-    m_tok, m_sec = (own.loc[both, c].to_numpy(float) for c in ("new_tokens", "seconds"))
-    a_tok, a_sec = (base.loc[both, c].to_numpy(float) for c in ("new_tokens", "seconds"))
-    speedup = [(m_tok[p].sum() / m_sec[p].sum()) / (a_tok[p].sum() / a_sec[p].sum())
-               for p in bootstrap_picks(len(both), n_boot, seed)]
-    return (*percentile_interval(mal, level), *percentile_interval(speedup, level))
-
-
-def per_prompt_speedups(results: pd.DataFrame) -> pd.DataFrame:
-    """Each tree method's tokens/s over AR's on the same prompt and temperature (column ``speedup``)."""
-    ar = results[results["kind"] == AR_KIND].set_index(["temperature", "prompt_id"])["tokens_per_s"]
-    if ar.index.duplicated().any():
-        raise ValueError("more than one autoregressive row per (temperature, prompt)")
-    out = results[results["kind"] == "tree"].copy()
-    base = ar.reindex(pd.MultiIndex.from_frame(out[["temperature", "prompt_id"]])).to_numpy()
-    if np.isnan(base).any():
-        raise ValueError("some tree runs have no autoregressive run on the same prompt and temperature")
-    out["speedup"] = out["tokens_per_s"].to_numpy() / base
-    return out
 
 
 def step_frame(run: BenchRun) -> pd.DataFrame:

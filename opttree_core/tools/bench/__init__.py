@@ -4,8 +4,8 @@ process, resumable, summarised with the one metric definitions (``summary.py``).
 from .config import BenchConfig, BenchPrompt, load_config, load_prompts, parse_config
 from .methods import Method, build_methods
 from .run import RunResult, read_progress, results_frame, run_bench
-from .summary import markdown_table, published_of, summarize, summary_frame, write_summary
+from .summary import markdown_table, published_of, summarize, write_summary
 
 __all__ = ["BenchConfig", "BenchPrompt", "Method", "RunResult", "build_methods", "load_config", "load_prompts",
            "markdown_table", "parse_config", "published_of", "read_progress", "results_frame", "run_bench", "summarize",
-           "summary_frame", "write_summary"]
+           "write_summary"]

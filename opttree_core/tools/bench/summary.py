@@ -1,5 +1,5 @@
-"""A bench run's summary: one row per method (``records.SUMMARY_COLUMNS``), pooled over its prompts
-with the one metric definitions of ``metrics.py``, and its Markdown table."""
+"""A bench run's summary (``summary.method_summary``, the core's one per-method table: one row per
+method, ``records.SUMMARY_COLUMNS``), written beside its results, and its Markdown table."""
 from __future__ import annotations
 
 import json
@@ -10,41 +10,11 @@ import pandas as pd
 
 from ...atomic import write_atomic
 from ...errors import OptTreeError
-from ...metrics import mean_expected_acceptance, pooled_mal, tokens_per_second
-from ...records import AR_KIND, ID_COLUMNS, SUMMARY_COLUMNS, speedup_over_ar
-
-
-def _totals(rows: pd.DataFrame) -> tuple[int, float]:
-    return int(rows["new_tokens"].sum()), float(rows["seconds"].sum())
-
-
-def _summary_row(rows: pd.DataFrame, ar: pd.DataFrame) -> dict:
-    """One method's totals; speedup over AR at the same temperature on the prompts both finished."""
-    tokens, seconds = _totals(rows)
-    ea = rows.dropna(subset=["expected_acceptance"])
-    split = {c: (float(rows[c].sum()) if rows[c].notna().any() else None) for c in ("draft_s", "verify_s", "build_s")}
-    return {**{c: rows[c].iloc[0] for c in ID_COLUMNS}, "n_prompts": int(rows["prompt_id"].nunique()),
-            "new_tokens": tokens, "mal": pooled_mal(tokens, int(rows["steps"].sum())),
-            "tokens_per_s": tokens_per_second(tokens, seconds),
-            "speedup": speedup_over_ar(rows, ar),
-            **split, "expected_acceptance": (mean_expected_acceptance(ea["expected_acceptance"].tolist(),
-                                                                      ea["steps"].tolist()) if len(ea) else None)}
-
-
-def summary_frame(results: pd.DataFrame) -> pd.DataFrame:
-    rows = []
-    for _, group in results.groupby("method", sort=False):
-        ar = results[(results["kind"] == AR_KIND) & (results["temperature"] == group["temperature"].iloc[0])]
-        rows.append(_summary_row(group, ar))
-    frame = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
-    frame["budget"] = frame["budget"].astype("Int64")
-    for column in ("draft_s", "verify_s", "build_s", "expected_acceptance"):
-        frame[column] = frame[column].astype("float64")
-    return frame
+from ...summary import method_summary
 
 
 def write_summary(run_dir: Path, results: pd.DataFrame) -> pd.DataFrame:
-    summary = summary_frame(results)
+    summary = method_summary(results)
     write_atomic(run_dir / "summary.parquet", lambda p: summary.to_parquet(p, index=False))
     records = json.loads(summary.to_json(orient="records"))
     write_atomic(run_dir / "summary.json", lambda p: p.write_text(json.dumps(records, indent=1)))
@@ -56,7 +26,7 @@ def summarize(run_dir: str | os.PathLike) -> pd.DataFrame:
     path = Path(run_dir) / "results.parquet"
     if not path.is_file():
         raise OptTreeError(f"{run_dir} is not a bench run: it has no results.parquet")
-    return summary_frame(pd.read_parquet(path))
+    return method_summary(pd.read_parquet(path))
 
 
 def published_of(run_dir: str | os.PathLike) -> tuple[dict, ...]:

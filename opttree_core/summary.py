@@ -1,0 +1,94 @@
+"""Every table of a benchmark's results, built once (torch-free: the bench harness, treeviz, figures
+and notebooks all read them from here), from ``records.RESULT_COLUMNS`` rows with the one metric
+definitions of ``metrics.py``:
+
+    method_summary(results)       one row per method (``records.SUMMARY_COLUMNS``): pooled MAL,
+                                  tokens/s and speedup over AR at the same temperature
+    per_prompt_speedups(results)  each tree run's tokens/s over AR's on the same prompt and temperature
+    pooled_intervals(rows, ar)    95 % bootstrap intervals over prompts of a method's pooled MAL and
+                                  pooled speedup (a prompt's method and AR runs drawn together)
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .metrics import (
+    bootstrap_picks,
+    mean_expected_acceptance,
+    percentile_interval,
+    pooled_mal,
+    pooled_speedup,
+    tokens_per_second,
+)
+from .records import AR_KIND, ID_COLUMNS, SUMMARY_COLUMNS
+
+
+def _totals(frame: pd.DataFrame) -> dict[str, tuple[int, float]]:
+    """prompt id → (new tokens, seconds) of one method's result rows."""
+    return {str(r.prompt_id): (int(r.new_tokens), float(r.seconds)) for r in frame.itertuples(index=False)}
+
+
+def speedup_over_ar(rows: pd.DataFrame, ar_rows: pd.DataFrame) -> float:
+    """The pooled speedup (``metrics.pooled_speedup``) of one method's result rows over the AR rows of
+    the same temperature, on the prompts both finished: what ``bench-table``, the shoot-out, the
+    notebooks and the paper figures all report."""
+    return pooled_speedup(_totals(rows), _totals(ar_rows))
+
+
+def ar_rows(results: pd.DataFrame, temperature: float) -> pd.DataFrame:
+    """The autoregressive rows at ``temperature``: the baseline every speedup is taken against."""
+    return results[(results["kind"] == AR_KIND) & (results["temperature"] == temperature)]
+
+
+def _summary_row(rows: pd.DataFrame, ar: pd.DataFrame) -> dict:
+    """One method's totals; speedup over AR at the same temperature on the prompts both finished."""
+    tokens, seconds = int(rows["new_tokens"].sum()), float(rows["seconds"].sum())
+    ea = rows.dropna(subset=["expected_acceptance"])
+    split = {c: (float(rows[c].sum()) if rows[c].notna().any() else None) for c in ("draft_s", "verify_s", "build_s")}
+    return {**{c: rows[c].iloc[0] for c in ID_COLUMNS}, "n_prompts": int(rows["prompt_id"].nunique()),
+            "new_tokens": tokens, "mal": pooled_mal(tokens, int(rows["steps"].sum())),
+            "tokens_per_s": tokens_per_second(tokens, seconds), "speedup": speedup_over_ar(rows, ar),
+            **split, "expected_acceptance": (mean_expected_acceptance(ea["expected_acceptance"].tolist(),
+                                                                      ea["steps"].tolist()) if len(ea) else None)}
+
+
+def method_summary(results: pd.DataFrame) -> pd.DataFrame:
+    """One row per method (``SUMMARY_COLUMNS``), in results order: pooled over its prompts."""
+    rows = [_summary_row(group, ar_rows(results, group["temperature"].iloc[0]))
+            for _, group in results.groupby("method", sort=False)]
+    frame = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    frame["budget"] = frame["budget"].astype("Int64")
+    for column in ("draft_s", "verify_s", "build_s", "expected_acceptance"):
+        frame[column] = frame[column].astype("float64")
+    return frame
+
+
+def per_prompt_speedups(results: pd.DataFrame) -> pd.DataFrame:
+    """Each tree method's tokens/s over AR's on the same prompt and temperature (column ``speedup``)."""
+    ar = results[results["kind"] == AR_KIND].set_index(["temperature", "prompt_id"])["tokens_per_s"]
+    if ar.index.duplicated().any():
+        raise ValueError("more than one autoregressive row per (temperature, prompt)")
+    out = results[results["kind"] == "tree"].copy()
+    base = ar.reindex(pd.MultiIndex.from_frame(out[["temperature", "prompt_id"]])).to_numpy()
+    if np.isnan(base).any():
+        raise ValueError("some tree runs have no autoregressive run on the same prompt and temperature")
+    out["speedup"] = out["tokens_per_s"].to_numpy() / base
+    return out
+
+
+def pooled_intervals(rows: pd.DataFrame, ar: pd.DataFrame, n_boot: int = 1000, seed: int = 0,
+                     level: float = 0.95) -> tuple[float, float, float, float]:
+    """95 % percentile-bootstrap intervals over prompts of one method's pooled MAL (its prompts) and
+    pooled speedup over AR (the prompts both finished, drawn together, each draw pooled exactly as
+    ``speedup_over_ar`` pools): (mal_lo, mal_hi, speedup_lo, speedup_hi); NaN with fewer than 2 prompts."""
+    own = rows.set_index(rows["prompt_id"].astype(str))
+    base = ar.set_index(ar["prompt_id"].astype(str))
+    tokens, steps = own["new_tokens"].to_numpy(float), own["steps"].to_numpy(float)
+    mal = [pooled_mal(tokens[p].sum(), steps[p].sum()) for p in bootstrap_picks(len(own), n_boot, seed)]
+    both = sorted(set(own.index) & set(base.index))
+    m_tok, m_sec = (own.loc[both, c].to_numpy(float) for c in ("new_tokens", "seconds"))
+    a_tok, a_sec = (base.loc[both, c].to_numpy(float) for c in ("new_tokens", "seconds"))
+    speedup = [tokens_per_second(m_tok[p].sum(), m_sec[p].sum()) / tokens_per_second(a_tok[p].sum(), a_sec[p].sum())
+               for p in bootstrap_picks(len(both), n_boot, seed)]
+    return (*percentile_interval(mal, level), *percentile_interval(speedup, level))
