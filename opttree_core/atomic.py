@@ -38,6 +38,7 @@ import glob
 import os
 import secrets
 import shutil
+import stat
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -252,18 +253,31 @@ def replace_dir(path: str | os.PathLike, fill: Callable[[Path], None],
     return path
 
 
+def _open_regular(name: str, dir_fd: int, path) -> int:
+    """A descriptor of the regular file ``name`` in the directory ``dir_fd``; anything else (a
+    directory, a device, a pipe) is an ``IsADirectoryError`` naming the file, not a descriptor whose
+    reads fail with only its number."""
+    fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK, dir_fd=dir_fd)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise IsADirectoryError(errno.EISDIR, "not a regular file", os.path.join(os.fspath(path), name))
+    os.set_blocking(fd, True)
+    return fd
+
+
 def open_files(path: str | os.PathLike, names: tuple[str, ...]) -> dict[str, BinaryIO]:
     """The files ``names`` of the directory ``path``, opened for reading, all from one and the same
     directory even while writers replace it (``FileNotFoundError`` / ``NotADirectoryError`` when
-    the directory or a file is not there). The caller closes them."""
+    the directory or a file is not there, ``IsADirectoryError`` when a name is not a regular file).
+    The caller closes them."""
     for _ in range(_READ_ATTEMPTS):
         dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
         opened: dict[str, BinaryIO] = {}
         try:
             for name in names:
-                opened[name] = os.fdopen(os.open(name, os.O_RDONLY, dir_fd=dir_fd), "rb")
+                opened[name] = os.fdopen(_open_regular(name, dir_fd, path), "rb")
             return opened
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError):
             for f in opened.values():
                 f.close()
             if _same_file(dir_fd, Path(path)):

@@ -109,6 +109,8 @@ def read_log(path: str | os.PathLike) -> LogData:
     path = Path(path)
     try:
         files = open_files(path, LOG_FILES)
+    except IsADirectoryError as e:
+        raise OptTreeError(f"{path} is not a tree log: {Path(e.filename).name} is not a file") from e
     except (FileNotFoundError, NotADirectoryError) as e:
         missing = [f for f in LOG_FILES if not (path / f).is_file()] or [str(e)]
         raise OptTreeError(f"{path} is not a tree log: missing {', '.join(missing)}") from e

@@ -121,3 +121,19 @@ def test_a_log_saved_with_a_tokenizer_holds_the_text_of_every_target_token(tmp_p
     texts = token_text_map(data)
     wanted = set(data.nodes["target_token"]) | set(data.steps["bonus_token"]) | set(data.nodes["token"])
     assert all(not token_text(t, texts).startswith("⟨") for t in wanted)
+
+
+@pytest.mark.parametrize("name", ["nodes.parquet", "meta.json"])
+def test_a_log_file_that_is_a_directory_is_one_line_naming_it(run, tmp_path, name):
+    """Issue 26 item 1: it crashed every reader with 'IsADirectoryError: [Errno 21] Is a directory: 4'."""
+    import subprocess
+    import sys
+
+    path = run[0].save(tmp_path / "log")
+    (path / name).unlink()
+    (path / name).mkdir()
+    with pytest.raises(OptTreeError, match=f"^{path} is not a tree log: {name} is not a file$"):
+        TreeLog.load(path)
+    html = subprocess.run([sys.executable, "-m", "treeviz", "html", str(path), "--out", str(tmp_path / "p.html")],
+                          capture_output=True, text=True, timeout=120)
+    assert html.returncode == 2 and html.stderr == f"error: {path} is not a tree log: {name} is not a file\n"
