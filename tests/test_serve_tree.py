@@ -198,3 +198,19 @@ def test_the_command_needs_logs(tmp_path, capsys):
     assert "no tree logs" in capsys.readouterr().err
     with pytest.raises(OptTreeError):
         level_uniform_tree([0.5], 0)
+
+
+def test_an_unbounded_depth_or_width_is_cut_to_the_node_budget(logs, capsys):
+    """Issue 26 item 7: --max-depth 100000 searched for minutes; a tree of n nodes is never deeper or
+    wider than n, so the search is cut there (and the report says what it used)."""
+    import time
+
+    directory, _, _ = logs
+    start = time.perf_counter()
+    code = main(["serve-tree", str(directory), "--nodes", "6", "--max-depth", "100000", "--max-topk", "100000",
+                 "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and time.perf_counter() - start < 30
+    assert report["max_depth"] == 6 and report["max_topk"] == 6
+    assert main(["serve-tree", str(directory), "--max-depth", "0"]) == 2
+    assert capsys.readouterr().err == "error: max depth must be an integer >= 1, got 0\n"

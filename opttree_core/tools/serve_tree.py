@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import write_atomic
+from ..checks import check_int
 from ..errors import OptTreeError, report_errors
 from ..metrics import pooled_mal
 from ..policies.sequoia import MAX_RANKS, expected_accepted, level_uniform_paths, level_uniform_tree
@@ -58,9 +59,12 @@ def _delta_stop(work: dict, sglang_steps: int) -> dict:
 
 
 def serve_report(paths, nodes: int, max_depth: int, max_topk: int = 10) -> dict:
-    """Everything ``serve-tree`` prints: the acceptance vector, vLLM's tree, SGLang's flags, the δ-stop facts."""
-    if not (isinstance(max_topk, int) and max_topk >= 1):
-        raise OptTreeError(f"max topk must be an integer >= 1, got {max_topk!r}")
+    """Everything ``serve-tree`` prints: the acceptance vector, vLLM's tree, SGLang's flags, the δ-stop facts.
+    A tree of n nodes is never deeper or wider than n, so ``max_depth`` and ``max_topk`` are cut to
+    ``nodes`` (the report gives the values used): a depth of 100000 searched for minutes."""
+    for value, what in ((nodes, "nodes"), (max_depth, "max depth"), (max_topk, "max topk")):
+        check_int(value, what)
+    max_depth, max_topk = min(max_depth, nodes), min(max_topk, nodes)
     work = _workload(paths)
     p = acceptance_from_logs(work["steps"], MAX_RANKS)
     _, at_risk = rank_events(work["steps"], len(p))
@@ -75,6 +79,7 @@ def serve_report(paths, nodes: int, max_depth: int, max_topk: int = 10) -> dict:
     return {"logs": work["n_logs"], "steps": len(work["steps"]), "logged_mal": work["logged_mal"],
             "policies": work["policies"], "acceptance": p,
             "acceptance_at_risk": [int(n) for n in at_risk], "nodes": nodes, "max_depth": max_depth,
+            "max_topk": max_topk,
             "vllm": vllm, "sglang": sglang_out, "delta_stop": _delta_stop(work, sglang["steps"])}
 
 
