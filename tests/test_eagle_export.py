@@ -116,3 +116,30 @@ def test_the_shipped_eagle_head_exports_as_an_eagle1_checkpoint(tmp_path, capsys
     assert code == 0 and report["round_trip"]["same_trees"] and report["round_trip"]["max_q_gap"] == 0.0
     assert json.loads((out / "config.json").read_text())["hidden_size"] == 576
     assert all("HuggingFaceTB/SmolLM2-135M-Instruct" in line for line in report["usage"])  # what engines load
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--out", "."], "--out .: that is the current directory or holds it"),
+    (["--out", "{tmp}/file/head"], "cannot write under {tmp}/file (not a directory)"),
+    (["--out", "{tmp}/full"], "--out {tmp}/full: exists and is not an empty directory"),
+    (["--out", "{tmp}/new", "--prompt", ""], "--prompt is empty"),
+    (["--out", "{tmp}/new", "--draft-vocab", "-3"], "--draft-vocab must be an integer >= 0, got -3"),
+])
+def test_export_head_checks_its_arguments_before_the_target_loads(tmp_path, monkeypatch, capsys, args, needle):
+    """Issue 26 item 6 and its weak spots: `--out .` failed with "PosixPath('.') has an empty name" after the
+    target loaded; --out under a file, an empty --prompt and a bad --draft-vocab are one line, first."""
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "thesis.txt").write_text("precious")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("opttree_core.tools.export_head.load_model",
+                        lambda *a, **k: pytest.fail("the target loaded before the problem was reported"))
+    code = main(["export-head", *[a.format(tmp=tmp_path) for a in args]])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and needle.format(tmp=tmp_path) in err, err
+    assert (tmp_path / "full" / "thesis.txt").read_text() == "precious" and not (tmp_path / "new").exists()
+
+
+def test_an_unknown_draft_lists_what_a_draft_may_be(target):
+    with pytest.raises(OptTreeError, match="unknown draft 'no-such-draft': expected self, ngram, eagle-smollm2"):
+        load_drafter("no-such-draft", target)

@@ -23,7 +23,7 @@ from ..eagle_checkpoints import load_eagle_checkpoint
 from ..eagle_files import eagle_directory
 from ..errors import OptTreeError
 from ..models import LoadedModel, check_same_tokenizer, load_model
-from ..shipped import load_draft, resolve_manifest
+from ..shipped import load_draft, resolve_manifest, shipped_names
 from .base import Drafter
 from .draft_lm import DraftLMDrafter, self_drafter
 from .ngram import NGramDrafter
@@ -65,9 +65,21 @@ def _published_head(spec: str, target: LoadedModel, options: dict) -> Drafter | 
 
 
 def _draft_model(spec: str, target: LoadedModel, options: dict) -> Drafter:
-    draft = load_model(spec, **{"invariant": False, **options.get("load_options", {})})  # a draft needs no exactness
+    try:
+        # a draft needs no exactness: stock kernels (invariant=False)
+        draft = load_model(spec, **{"invariant": False, **options.get("load_options", {})})
+    except OptTreeError as e:
+        if not str(e).startswith(f"unknown model '{spec}'"):
+            raise
+        raise OptTreeError(f"unknown draft '{spec}': expected {', '.join(drafter_kinds())}") from e
     check_same_tokenizer(target, draft)
     return DraftLMDrafter(draft.model, name=draft.name)
+
+
+def drafter_kinds() -> list[str]:
+    """What a draft spec may be, for messages: the named drafters, the shipped ones, and the other kinds."""
+    return [*NAMED, *shipped_names(), "a trained draft's .json", "a published EAGLE head (a directory or hub id)",
+            "a draft model on the target's tokenizer (an embedded model, a directory or hub id)"]
 
 
 LOADERS: tuple[tuple[str, Loader], ...] = (("trained draft", _trained), ("published EAGLE head", _published_head),

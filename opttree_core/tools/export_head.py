@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 
 import torch
 
-from ..api import encode_prompt
-from ..drafters.registry import load_drafter
+from ..api import check_prompt_text, encode_prompt
+from ..checks import check_int
 from ..decoding import DecodeConfig, generate
 from ..drafters.eagle3 import Eagle3Head
+from ..drafters.registry import load_drafter
 from ..eagle_export import DTYPES, WEIGHT_FORMATS, export_head
-from ..errors import report_errors
 from ..embedded import EMBEDDED
+from ..errors import OptTreeError, report_errors
 from ..models import load_model
 from ..policies import OptTreeConfig, OptTreePolicy
 from ..treelog import TreeLog
@@ -57,7 +60,35 @@ def _usage(out: str, target: str, layout: str) -> list[str]:
             "\"num_speculative_tokens\": 5}'"]
 
 
+def check_out(path: str) -> Path:
+    """``--out``, checked before anything loads: a new or empty directory, not the current one (nor
+    one holding it), under a writable directory; otherwise a one-line OptTreeError."""
+    out = Path(os.path.abspath(path))
+    if out == Path.cwd() or out in Path.cwd().parents:
+        raise OptTreeError(f"--out {path}: that is the current directory or holds it; "
+                           "name a new directory for the head")
+    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
+        raise OptTreeError(f"--out {path}: exists and is not an empty directory")
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        why = "not a directory" if not parent.is_dir() else "not writable"
+        raise OptTreeError(f"--out {path}: cannot write under {parent} ({why})")
+    return out
+
+
+def _check_args(args) -> None:
+    """Everything cheap, before the target loads."""
+    check_out(args.out)
+    if args.prompt is not None:
+        check_prompt_text(args.prompt, "--prompt")
+    if args.draft_vocab is not None:
+        check_int(args.draft_vocab, "--draft-vocab", 0)
+
+
 def _run(args) -> dict:
+    _check_args(args)
     target = load_model(args.target, device=args.device)
     drafter = load_drafter(args.draft, target, draft_vocab=0 if args.draft_vocab is None else args.draft_vocab,
                            device=args.device)
