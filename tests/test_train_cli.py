@@ -79,9 +79,16 @@ def test_eagle3_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path
                                          (["--per-category", "1"], "--per-category must be >= 2"),
                                          (["--layers", "2"], "an EAGLE-3 head has one layer"),
                                          (["--gsm8k", "missing.jsonl"], "GSM8K file not found: missing.jsonl"),
-                                         (["--mix", "spec-bench", "--gsm8k", "missing.jsonl"], "GSM8K file not found")])
+                                         (["--mix", "spec-bench", "--gsm8k", "missing.jsonl"], "GSM8K file not found"),
+                                         (["--gsm8k", "{plain}"], "line 1 is not JSON"),
+                                         (["--gsm8k", "{other}"], "line 1 has no 'question' field")])
 def test_eagle3_settings_are_checked_before_anything_is_written(tmp_path, capsys, monkeypatch, args, needle):
     monkeypatch.setattr(train_cli, "load_model", lambda *a, **k: pytest.fail("the target was loaded"))
+    data = tmp_path.parent / f"{tmp_path.name}-data"
+    data.mkdir()
+    (data / "plain.txt").write_text("What is 2 + 2?\n")  # issue 26 item 8: a raw JSONDecodeError without the file
+    (data / "other.jsonl").write_text('{"text": "no question here"}\n')
+    args = [a.format(plain=data / "plain.txt", other=data / "other.jsonl") for a in args]
     monkeypatch.chdir(tmp_path)
     assert train_cli.main(["eagle3", "--no-progress", *args]) == 2
     err = capsys.readouterr().err.strip()

