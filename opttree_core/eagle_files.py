@@ -33,17 +33,33 @@ EAGLE1, EAGLE3 = "eagle", "eagle3"
 _READ_ERRORS = (OSError, RuntimeError, ValueError, KeyError, pickle.UnpicklingError, SafetensorError)
 
 
+def read_weight_map(index: Path) -> dict[str, Path]:
+    """An index's ``weight_map`` (tensor name → shard file), checked: a JSON object whose
+    ``weight_map`` maps names to file names inside the index's own directory; anything else (a list, a
+    number for a path, a path that leaves the directory) is one line naming the index."""
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise OptTreeError(f"{index}: not a weights index with a 'weight_map': {type(e).__name__}: {e}") from e
+    if not isinstance(weight_map, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                    for k, v in weight_map.items()):
+        raise OptTreeError(f"{index}: 'weight_map' must map tensor names to file names (a JSON object of strings)")
+    root = index.parent.resolve()
+    sources = {key: (index.parent / file) for key, file in weight_map.items()}
+    outside = next((file for file, path in zip(weight_map.values(), sources.values())
+                    if path.resolve().parent != root), None)
+    if outside is not None:
+        raise OptTreeError(f"{index}: names {outside!r}, a file outside the head's directory: refused")
+    return sources
+
+
 def _weight_sources(directory: Path) -> tuple[dict[str, Path], dict[str, torch.Tensor]]:
     """key → the file holding it (from an index's ``weight_map``, else from the one weights file), and the
     tensors already read on the way (a .bin has no key listing without reading it)."""
     for name in INDEX_NAMES:
         index = directory / name
         if index.is_file():
-            try:
-                weight_map = json.loads(index.read_text())["weight_map"]
-            except (OSError, ValueError, KeyError, TypeError) as e:
-                raise OptTreeError(f"{index}: not a weights index with a 'weight_map': {type(e).__name__}: {e}") from e
-            return {key: directory / file for key, file in weight_map.items()}, {}
+            return read_weight_map(index), {}
     path = directory / WEIGHT_NAMES[0]
     if path.is_file():
         try:
@@ -187,10 +203,10 @@ def fetch_hub_checkpoint(repo_id: str) -> Path | None:
             except EntryNotFoundError:
                 continue
             if name in INDEX_NAMES:
-                weight_map = json.loads(first.read_text()).get("weight_map", {})
+                weight_map = read_weight_map(first)
                 if "fc.weight" not in weight_map:
                     return None  # a sharded model, not a head: fetch no shards
-                for shard in sorted(set(weight_map.values())):
+                for shard in sorted({path.name for path in weight_map.values()}):
                     hf_hub_download(repo_id, shard)
             break
         else:

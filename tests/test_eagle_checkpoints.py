@@ -228,3 +228,20 @@ def test_a_hub_repo_that_is_a_plain_model_is_left_to_load_model(tmp_path, monkey
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
     assert fetch_hub_checkpoint("someone/big-model") is None
     assert fetched == ["config.json", "model.safetensors.index.json"]
+
+
+@pytest.mark.parametrize("weight_map,needle", [
+    ([1, 2], "'weight_map' must map tensor names to file names"),
+    ({"fc.weight": 5}, "'weight_map' must map tensor names to file names"),
+    ({"fc.weight": "../outside.safetensors"}, "names '../outside.safetensors', a file outside the head's directory"),
+    ({"fc.weight": "/etc/passwd"}, "a file outside the head's directory: refused"),
+])
+def test_a_weights_index_is_checked_before_it_is_followed(target, tmp_path, weight_map, needle):
+    """Issue 26 item 3: {"weight_map": [1, 2]} gave an AttributeError, {"fc.weight": 5} a TypeError, and a
+    path outside the head's directory was followed."""
+    directory = write_eagle1(tmp_path / "head", target)
+    (tmp_path / "outside.safetensors").write_bytes(b"x")
+    (directory / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    with pytest.raises(OptTreeError) as err:
+        load_drafter(str(directory), target)
+    assert needle in str(err.value) and "\n" not in str(err.value) and "index.json" in str(err.value)
