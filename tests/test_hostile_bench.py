@@ -81,11 +81,22 @@ def test_dataset_limit_and_kind_are_checked(target_dir, prompts, tmp_path, capsy
     assert not (tmp_path / "run").exists()
 
 
-def test_policy_params_may_set_nodes(target_dir, prompts, tmp_path):
-    result = run_bench(config(target_dir, prompts, policy_params={"opt-tree": {"nodes": 3}}), tmp_path / "run",
-                       progress=False)
+@pytest.mark.parametrize("lines", ["budgets = [4]\n[policy_params.opt-tree]\nnodes = 8",
+                                   "budgets = [4, 8]\n[policy_params.opt-tree]\nnodes = 8"])
+def test_an_override_that_changes_the_budget_is_refused(target_dir, prompts, tmp_path, capsys, lines):
+    """Issue 26 item 2: budgets = [4] with nodes = 8 exited 0 and labelled every result "opt-tree n=4"
+    while every tree used 8 nodes; with budgets = [4, 8] both cells ran at 8."""
+    code, err = bench(capsys, toml(target_dir, prompts, tmp_path, lines), tmp_path / "run")
+    assert code == 2 and err.count("\n") == 1 and "policy_params.opt-tree.nodes = 8 changes how many nodes" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_override_that_keeps_the_budget_is_taken(target_dir, prompts, tmp_path):
+    result = run_bench(config(target_dir, prompts, policy_params={"opt-tree": {"threshold": 0.0, "max_depth": 3}}),
+                       tmp_path / "run", progress=False)
     tree = result.results[result.results["kind"] == "tree"].iloc[0]
-    assert TreeLog.load(result.out_dir / tree.log_dir).meta["policy_config"]["nodes"] == 3
+    meta = TreeLog.load(result.out_dir / tree.log_dir).meta["policy_config"]
+    assert (meta["nodes"], meta["threshold"], meta["max_depth"]) == (2, 0.0, 3) and tree.budget == 2
 
 
 # --- items 4, 5, 17: what a resumed run trusts --------------------------------------------------

@@ -251,6 +251,23 @@ def _check_runnable(config: BenchConfig) -> None:
         check_tree_memory(largest, config.max_new_tokens, config.device)
     except OptTreeError as err:
         raise OptTreeError(f"bench config: {err}") from err
+    _check_budget_labels(config)
+
+
+def _check_budget_labels(config: BenchConfig) -> None:
+    """A run is labelled "NAME n=B" for each B of 'budgets': an override in policy_params that makes the
+    policy draft another number of nodes than its for_budget(B) (``nodes = 8`` beside budgets = [4])
+    would label trees with a budget they did not use, so it is refused."""
+    for name, params in config.policy_params.items():
+        for n in config.budgets:
+            drafts = policy_for_budget(name, n).max_nodes
+            if policy_for_budget(name, n, **params).max_nodes == drafts:
+                continue
+            culprits = [k for k in params if policy_for_budget(name, n, **{k: params[k]}).max_nodes != drafts]
+            named = ", ".join(f"policy_params.{name}.{k} = {params[k]!r}" for k in culprits or params)
+            raise OptTreeError(f"bench config: {named} changes how many nodes {name} drafts at budget {n}, so its "
+                               f"results would be labelled with a budget they did not use: remove it and set the "
+                               f"budgets in 'budgets'")
 
 
 def parse_config(raw: dict, base: Path) -> BenchConfig:
