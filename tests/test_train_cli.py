@@ -115,3 +115,25 @@ def test_train_eagle_keeps_each_epochs_draft_as_a_loadable_manifest(target_dir, 
         drafter = load_drafter(str(tmp_path / "run" / point["checkpoint"] / "eagle-target.json"), target)
         assert drafter.vocab_size == 128
     assert [p["checkpoint"] for p in curve[1:]] == ["epochs/epoch-1", "epochs/epoch-2"]
+
+
+class _Planted:
+    """A pickle that runs code when loaded (what a planted checkpoint.pt could hold)."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch PWNED",))
+
+
+def test_a_planted_checkpoint_is_refused_without_running_it(tmp_path, monkeypatch):
+    """Security (issue 26): the trainer resumed with torch.load(..., weights_only=False)."""
+    from opttree_core.errors import OptTreeError
+    from opttree_core.tools.train.loop import load_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    torch.save({"step": 1, "own_state": {}, "optimizer": {}, "gen_state": torch.zeros(1), "history": [_Planted()]},
+               tmp_path / "checkpoint.pt")
+    with pytest.raises(OptTreeError, match="is not a training checkpoint this trainer wrote") as err:
+        load_checkpoint(tmp_path / "checkpoint.pt")
+    assert "\n" not in str(err.value) and not (tmp_path / "PWNED").exists()

@@ -9,6 +9,7 @@ with a hard time limit never loses its work; the schedule still spans all epochs
 from __future__ import annotations
 
 import math
+import pickle
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ...atomic import write_atomic
+from ...errors import OptTreeError
 from .data import Sequence
 from .recipes import Batch, trainable_parameters
 
@@ -73,6 +75,19 @@ def _save_checkpoint(path: Path, recipe, optimizer, gen, step: int, history: lis
     write_atomic(path, lambda tmp: torch.save(state, tmp))
 
 
+def load_checkpoint(path: Path) -> dict:
+    """A resumable state ``_save_checkpoint`` wrote: tensors, numbers, strings, lists and dicts only,
+    loaded with ``weights_only=True``, so a planted file cannot run code; anything else is one line."""
+    try:
+        state = torch.load(path, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
+        raise OptTreeError(f"{path} is not a training checkpoint this trainer wrote (it holds more than tensors and "
+                           f"plain values, or is damaged): delete it to start the run over") from e
+    if not isinstance(state, dict) or not {"step", "own_state", "optimizer", "gen_state", "history"} <= set(state):
+        raise OptTreeError(f"{path} is not a training checkpoint this trainer wrote: delete it to start the run over")
+    return state
+
+
 def train(recipe, sequences: list[Sequence], features: list[torch.Tensor], config: TrainConfig,
           checkpoint: Path | None = None, progress: bool = True, on_epoch=None) -> list[dict]:
     """Train ``recipe.model``; returns the per-step history (step, epoch, loss, tokens, seconds, metrics).
@@ -90,7 +105,7 @@ def train(recipe, sequences: list[Sequence], features: list[torch.Tensor], confi
     stop = total if config.max_steps is None else min(config.max_steps, total)
     step, history = 0, []
     if checkpoint is not None and checkpoint.is_file():
-        state = torch.load(checkpoint, weights_only=False)
+        state = load_checkpoint(checkpoint)
         recipe.load_own_state(state["own_state"])
         optimizer.load_state_dict(state["optimizer"])
         gen.set_state(state["gen_state"])
