@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -152,8 +154,14 @@ def compute_features(target: LoadedModel, sequences: list[Sequence], path: Path,
     the teacher's logits come from f, the head reads the rest. A cache of another width is rebuilt."""
     columns = target.model.config.hidden_size * (1 + (len(layers) if layers else 0))
     if path.is_file():
-        cached = torch.load(path)
-        if len(cached) == len(sequences) and all(f.shape == (len(s.ids), columns) for f, s in zip(cached, sequences)):
+        try:
+            cached = torch.load(path, weights_only=True)  # tensors only: a planted file cannot run code
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+            print(f"opttree: the features cache {path} is unreadable ({type(e).__name__}); computing it again",
+                  file=sys.stderr)
+            cached = []
+        if (isinstance(cached, list) and len(cached) == len(sequences)
+                and all(f.shape == (len(s.ids), columns) for f, s in zip(cached, sequences))):
             return cached
     decoder, device = target.model.get_decoder(), target.model.device
     features = []
