@@ -77,12 +77,22 @@ def _weight_sources(directory: Path) -> tuple[dict[str, Path], dict[str, torch.T
 def _read_file(path: Path) -> dict[str, torch.Tensor]:
     try:
         if path.suffix == ".safetensors":
-            return load_file(str(path))
+            return check_finite(load_file(str(path)), path)
         state = torch.load(path, map_location="cpu", weights_only=True)
     except _READ_ERRORS as e:
         raise OptTreeError(f"{path}: cannot read the weights: {type(e).__name__}: {e}") from e
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise OptTreeError(f"{path}: not a state dict of tensors")
+    return check_finite(state, path)
+
+
+def check_finite(state: dict[str, torch.Tensor], path) -> dict[str, torch.Tensor]:
+    """``state`` when every floating-point tensor is finite; a NaN or inf (a head that would load and
+    be silently useless) is one line naming the file and the tensor."""
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise OptTreeError(f"{path}: tensor {key} holds {bad} NaN or infinite value(s): not a usable head")
     return state
 
 

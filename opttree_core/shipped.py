@@ -20,6 +20,7 @@ from .atomic import save_tensors, write_atomic
 from .drafters.draft_lm import DraftLMDrafter, build_draft_lm
 from .draft_vocab import DraftVocab, load_counts
 from .drafters.eagle import EagleDrafter, EagleHead
+from .eagle_files import check_finite
 from .errors import OptTreeError
 from .models import LoadedModel, file_sha256
 from .skinny import use_skinny_matmul, uses_skinny_matmul
@@ -112,7 +113,7 @@ def load_draft(manifest: Path, target: LoadedModel, name: str | None = None, dra
         raise OptTreeError(f"draft '{name}' was trained for target '{record['target']}', not '{target.name}': {diff}")
     config = LlamaConfig.from_dict(record["config"])
     config._attn_implementation = "sdpa"
-    state = load_file(str(weights))
+    state = check_finite(load_file(str(weights)), weights)
     model = target.model
     vocab = _draft_vocab(manifest, record, name, draft_vocab, expected["vocab_size"])
     if record["kind"] == "eagle":

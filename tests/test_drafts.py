@@ -187,3 +187,24 @@ def test_context_prompts_wrap_the_targets_own_answers():
     assert all(answer.strip() in p.text or p.source in ("translation", "rag") for p in prompts)
     with pytest.raises(OptTreeError, match="no first-stage answers"):
         context_prompts([("gsm8k", answer)], 5)
+
+
+def test_a_trained_draft_with_an_infinite_weight_is_refused(tiny_target, tmp_path):
+    """Security (issue 26): non-finite weights loaded silently; the manifest's sha256 cannot catch a file
+    written that way, so the weights are checked themselves."""
+    from safetensors.torch import load_file, save_file
+
+    from opttree_core.models import file_sha256
+
+    recipe = EagleRecipe(tiny_target.model)
+    manifest = save_draft(tmp_path / "bad", "eagle", recipe.own_state(), recipe.config, tiny_target.name,
+                          tiny_target.model.config, {"note": "test"})
+    weights = manifest.with_suffix(".safetensors")
+    state = load_file(str(weights))
+    key = sorted(k for k in state if state[k].is_floating_point())[0]
+    state[key].view(-1)[0] = float("inf")
+    save_file(state, str(weights))
+    record = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**record, "sha256": file_sha256(weights)}))
+    with pytest.raises(OptTreeError, match=f"tensor {key} holds 1 NaN or infinite value"):
+        load_drafter(str(manifest), tiny_target)

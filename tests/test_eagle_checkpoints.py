@@ -245,3 +245,12 @@ def test_a_weights_index_is_checked_before_it_is_followed(target, tmp_path, weig
     with pytest.raises(OptTreeError) as err:
         load_drafter(str(directory), target)
     assert needle in str(err.value) and "\n" not in str(err.value) and "index.json" in str(err.value)
+
+
+@pytest.mark.parametrize("layout", ["eagle1", "eagle3"])
+def test_a_head_with_non_finite_weights_is_refused_naming_the_tensor(target, tmp_path, layout):
+    """Security (issue 26): a head with NaN or inf weights loaded and was silently useless."""
+    directory = write(layout, tmp_path / "head", target, **({"draft_vocab": 40} if layout == "eagle3" else {}))
+    _corrupt(directory, lambda state, config: state["fc.weight"].view(-1)[:3].fill_(float("nan")))
+    with pytest.raises(OptTreeError, match=r"pytorch_model.bin: tensor fc.weight holds 3 NaN or infinite value"):
+        load_drafter(str(directory), target)
