@@ -101,14 +101,15 @@ def _data(args, target, data_dir: Path, layers=None) -> tuple[list, list, list, 
     else:
         prompts = training_prompts(args.gsm8k, _limit(args.n_gsm8k), _limit(args.n_humaneval), _limit(args.n_own),
                                    args.seed)
+        chosen_by = {k: getattr(args, k) for k in ("mix", "n_gsm8k", "n_humaneval", "n_own", "seed")}
         sequences = self_distill(target, prompts, data_dir / "sequences.jsonl", args.max_new_tokens, args.gen_batch,
-                                 progress)
+                                 progress, chosen_by)
     if args.n_context > 0 and args.mix == "default":
         texts = [(s.source, target.tokenizer.decode(s.ids[s.n_prompt:], skip_special_tokens=True)) for s in sequences]
         second = context_prompts(texts, args.n_context, args.seed)
         prompts += second
         sequences += self_distill(target, second, data_dir / "sequences_context.jsonl", args.max_new_tokens,
-                                  args.gen_batch, progress)
+                                  args.gen_batch, progress, {**chosen_by, "n_context": args.n_context})
     clock["self_distillation_s"] = time.time() - start
     start = time.time()
     cache = "features.pt" if layers is None else f"features-layers-{'-'.join(map(str, layers))}.pt"

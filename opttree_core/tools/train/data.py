@@ -22,6 +22,7 @@ from transformers import DynamicCache
 
 from ...atomic import write_atomic
 from ...models import LoadedModel
+from .cache import check_cache, made_from
 from .prompts import Prompt
 
 
@@ -46,6 +47,11 @@ def _cut_at_eos(ids: list[int], eos: set[int], pad: int) -> list[int]:
     return ids
 
 
+def _eos_ids(model) -> set[int]:
+    eos = model.generation_config.eos_token_id
+    return set(eos if isinstance(eos, list) else [] if eos is None else [eos])
+
+
 def _left_padded(prompts: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
     """ids and attention mask (B, width), each prompt right-aligned."""
     width = max(map(len, prompts))
@@ -67,8 +73,7 @@ def _generate_batch(target: LoadedModel, prompts: list[list[int]], max_new_token
     and mask are those ``generate`` builds (position = number of real tokens before)."""
     model, device = target.model, target.model.device
     pad = target.tokenizer.pad_token_id if target.tokenizer.pad_token_id is not None else target.tokenizer.eos_token_id
-    eos = model.generation_config.eos_token_id
-    eos = set(eos if isinstance(eos, list) else [eos])
+    eos = _eos_ids(model)
     ids, mask = (t.to(device) for t in _left_padded(prompts, pad))
     positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, width)
     cache = DynamicCache(config=model.config)
@@ -102,20 +107,23 @@ def _generate_batch_hf(target: LoadedModel, prompts: list[list[int]], max_new_to
     ids, mask = _left_padded(prompts, pad)
     out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
                          do_sample=False, pad_token_id=pad)
-    eos = model.generation_config.eos_token_id
-    eos = set(eos if isinstance(eos, list) else [eos])
+    eos = _eos_ids(model)
     return [_cut_at_eos(row[ids.shape[1]:].tolist(), eos, pad) for row in out]
 
 
 def self_distill(target: LoadedModel, prompts: list[Prompt], path: Path, max_new_tokens: int = 128,
-                 batch_size: int = 16, progress: bool = True) -> list[Sequence]:
+                 batch_size: int = 16, progress: bool = True, settings: dict | None = None) -> list[Sequence]:
     """The target's greedy answers to ``prompts``, appended to ``path`` (JSON lines) batch by batch.
 
-    Prompts already answered in ``path`` are skipped, so a second call resumes the first.
+    Prompts already answered in ``path`` are skipped, so a second call resumes the first; answers made from
+    another target, cap or prompts are refused (``cache.py``; ``settings``: what chose the prompts, recorded).
     """
     done = load_sequences(path)
     encoded = [_encode_chat(target.tokenizer, p.text) for p in prompts]
-    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))[len(done):]  # similar lengths batch well
+    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))  # similar lengths batch well
+    check_cache(path, made_from(target, prompts, max_new_tokens, settings or {}), done,
+                [encoded[i] for i in order], _eos_ids(target.model))
+    order = order[len(done):]
     path.parent.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(prompts), initial=len(done), desc="self-distillation", unit="prompt", disable=not progress)
     with path.open("a") as f:
