@@ -78,6 +78,11 @@ def test_eagle3_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path
 @pytest.mark.parametrize("args,needle", [(["--ttt-steps", "0"], "--ttt-steps must be >= 1"),
                                          (["--per-category", "1"], "--per-category must be >= 2"),
                                          (["--layers", "2"], "an EAGLE-3 head has one layer"),
+                                         (["--feature-layers", "1", "2"], "--feature-layers lists [1, 2]: an EAGLE-3 "
+                                          "head reads three distinct target layers in 0..L - 1"),
+                                         (["--feature-layers", "1", "2", "2"], "three distinct"),
+                                         (["--feature-layers", "1", "2", "3", "4"], "three distinct"),
+                                         (["--feature-layers", "-1", "2", "3"], "three distinct"),
                                          (["--gsm8k", "missing.jsonl"], "GSM8K file not found: missing.jsonl"),
                                          (["--mix", "spec-bench", "--gsm8k", "missing.jsonl"], "GSM8K file not found"),
                                          (["--gsm8k", "{plain}"], "line 1 is not JSON"),
@@ -94,6 +99,25 @@ def test_eagle3_settings_are_checked_before_anything_is_written(tmp_path, capsys
     err = capsys.readouterr().err.strip()
     assert needle in err and "\n" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("flag", ["--data", "--out"])
+def test_a_data_or_out_path_that_is_a_file_is_one_line_before_the_target_loads(tmp_path, capsys, monkeypatch, flag):
+    monkeypatch.setattr(train_cli, "load_model", lambda *a, **k: pytest.fail("the target was loaded"))
+    (tmp_path / "notes.txt").write_text("precious")
+    assert train_cli.main(["data", "--no-progress", "--n-gsm8k", "0", flag, str(tmp_path / "notes.txt")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{flag} {tmp_path / 'notes.txt'} exists and is not a directory" in err, err
+    assert (tmp_path / "notes.txt").read_text() == "precious"
+
+
+def test_eagle3_feature_layers_past_the_target_are_one_line(target_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ["eagle3", "--target", target_dir, "--n-gsm8k", "0", "--no-progress", "--device", "cpu"]
+    assert train_cli.main([*args, "--feature-layers", "1", "2", "8"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "three distinct target layers in 0..7 (the target has 8)" in err and "\n" not in err
+    assert not (tmp_path / "out").exists()
 
 
 def test_eagle3_on_a_target_too_shallow_for_the_default_layers_is_one_line(tmp_path, capsys, monkeypatch):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
 import re
 import sys
@@ -151,6 +152,12 @@ def _check_args(args) -> None:
             raise OptTreeError(f"--{key.replace('_', '-')} must be >= 1, got {getattr(args, key)}")
     if args.kind == "eagle3" and args.layers not in (None, 1):
         raise OptTreeError(f"--layers {args.layers}: an EAGLE-3 head has one layer")
+    if args.kind == "eagle3":
+        check_feature_layers(args.feature_layers, None)  # the count now; the range once the target is loaded
+    for flag in ("data", "out"):
+        where = getattr(args, flag)
+        if where is not None and os.path.lexists(where) and not Path(where).is_dir():
+            raise OptTreeError(f"--{flag} {where} exists and is not a directory: give a directory (made if missing)")
     if not (math.isfinite(args.lr) and args.lr > 0):
         raise OptTreeError(f"--lr must be a finite number > 0, got {args.lr}")
     if not 0 < args.holdout < 1:

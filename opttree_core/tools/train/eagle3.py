@@ -41,13 +41,19 @@ TTT_STEPS = 7  # cnets.py ``self.length``
 STEP_DECAY = 0.8  # main.py ``ploss_weight = [0.8 ** i ...]``
 
 
-def check_feature_layers(layers: tuple[int, ...] | None, num_layers: int) -> tuple[int, ...]:
-    """The target layers (HF ``hidden_states`` indices) the head reads, ascending; EAGLE-3's 2, L//2, L−3 by default."""
+def check_feature_layers(layers: tuple[int, ...] | None, num_layers: int | None) -> tuple[int, ...]:
+    """The three target layers (HF ``hidden_states`` indices) the head reads, ascending; EAGLE-3's 2, L//2, L−3 by
+    default. ``num_layers`` None (the target not loaded yet): only the count, distinctness and sign are checked."""
+    if layers is None and num_layers is None:
+        return ()
     chosen = tuple(default_feature_layers(num_layers) if layers is None else layers)
-    if len(set(chosen)) != len(chosen) or not chosen or min(chosen) < 0 or max(chosen) >= num_layers:
+    top = "L - 1" if num_layers is None else num_layers - 1
+    if (len(chosen) != 3 or len(set(chosen)) != 3 or min(chosen) < 0
+            or (num_layers is not None and max(chosen) >= num_layers)):
         where = "EAGLE-3's default 2, L//2, L-3 gives" if layers is None else "--feature-layers lists"
-        raise OptTreeError(f"{where} {list(chosen)}: the head needs distinct target layers in 0..{num_layers - 1} "
-                           f"(the target has {num_layers}); pass --feature-layers")
+        has = "" if num_layers is None else f" (the target has {num_layers})"
+        raise OptTreeError(f"{where} {list(chosen)}: an EAGLE-3 head reads three distinct target layers in 0..{top}"
+                           f"{has}; pass --feature-layers with three of them")
     return tuple(sorted(chosen))
 
 
