@@ -87,13 +87,17 @@ def load_model(
         return _random_model(spec, f"random-{spec.model_type}", opts)
     if spec == TINY_RANDOM:
         return _random_model(tiny_llama_config(), TINY_RANDOM, opts)
-    name = os.fspath(spec)
+    name = os.path.expanduser(os.fspath(spec))  # "~/models/x" from Python or a quoted shell word
     if Path(name).is_dir():
         if not (Path(name) / "config.json").is_file():
             raise OptTreeError(f"model directory '{name}' has no config.json")
         return _load_pretrained(name, opts, local=True)
+    if os.path.lexists(name):
+        raise OptTreeError(f"model '{name}' is a file, not a model directory: give the directory that holds its "
+                           "config.json and weights")
     if _meant_as_directory(spec):
-        raise OptTreeError(f"unknown model '{name}': there is no such directory")
+        raise OptTreeError(f"unknown model '{name}': no such directory (a spec is a local path when it starts with "
+                           "'.', '/' or '~', is not of the hub's 'org/name' form, or its 'org' is a directory here)")
     if is_hub_id(spec):
         _hub_preflight(spec)
         return _load_pretrained(name, opts, local=False)

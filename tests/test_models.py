@@ -263,3 +263,18 @@ def test_smollm2_corrupt_cache_is_rebuilt(smollm2, monkeypatch, capfd) -> None:
     assert len(err_lines) == 1 and "unusable" in err_lines[0] and "rebuilding" in err_lines[0]
     assert torch.equal(smollm2_logits(smollm2["first"]), smollm2_logits(rebuilt))
     assert [p.name for p in smollm2["cache"].iterdir()] == ["smollm2-135m"]  # no temp dirs left
+
+
+def test_a_home_relative_directory_loads_and_a_file_or_a_mistyped_path_says_what_it_is(tmp_path: Path,
+                                                                                      monkeypatch) -> None:
+    """Issue 26: '~/x' was 'no such directory' though it exists, a weights file was 'no such directory' too,
+    and the message did not say when a spec is read as a path."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    load_model(tiny_llama_config()).model.save_pretrained(tmp_path / "mine")
+    assert load_model("~/mine").model.config.num_hidden_layers == 2
+    weights = tmp_path / "mine" / "model.safetensors"
+    assert f"model '{weights}' is a file, not a model directory" in one_line_error(load_model, str(weights))
+    monkeypatch.chdir(tmp_path)
+    message = one_line_error(load_model, "./my-modle")
+    assert "unknown model './my-modle': no such directory (a spec is a local path when it starts with '.'" in message
+    assert "no such directory" in one_line_error(load_model, "mine/typo")  # 'mine' is a directory here
