@@ -1,6 +1,8 @@
 """Writes that a reader, or a run killed half-way, never sees half done.
 
-- ``write_atomic(path, write)``: one whole file, written into a hidden sibling and renamed over it.
+- ``write_atomic(path, write)``: one whole file, written into a hidden sibling and renamed over it
+  (the sibling removed when the write fails); ``write_text(path, text)`` the same for text, with any
+  OS error as one OptTreeError.
 - ``replace_dir(path, fill)``: one whole directory (a tree log; the model cache uses the same parts).
   Every writer of ``path`` holds ``path_lock(path)``, an ``fcntl.flock`` on the hidden sibling
   ``.NAME.lock``, so concurrent writers take turns. Under it the writer sweeps what writers killed
@@ -45,6 +47,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from .errors import OptTreeError
+
 _STALE_KINDS = ("tmp", "old")
 _EXCHANGE = 2  # RENAME_EXCHANGE (Linux renameat2) and RENAME_SWAP (macOS renamex_np) are both 1 << 1
 _AT_FDCWD = -100
@@ -60,9 +64,40 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     path = Path(path)
     sweep_stale(path, own=False)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     return path
+
+
+def check_file_destination(path: str | os.PathLike) -> Path:
+    """``path`` as a file that can be written, checked before any work: not a directory, and its
+    nearest existing parent a writable directory; otherwise a one-line OptTreeError."""
+    path = Path(path)
+    if path.is_dir():
+        raise OptTreeError(f"{path} is a directory: give a file name in it, e.g. {path / 'out.json'}")
+    parent = next(p for p in [path.parent, *path.parent.parents] if os.path.lexists(p))
+    if not parent.is_dir():
+        raise OptTreeError(f"cannot write {path}: {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OptTreeError(f"cannot write {path}: {parent} is not writable")
+    return path
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """``text`` written atomically to the file ``path`` (its missing parents made); a directory at
+    ``path``, a file where a parent should be or any OS error (read-only, full disk) is one
+    OptTreeError naming the path, and leaves neither a half file nor a temporary one behind."""
+    path = check_file_destination(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    except OSError as err:
+        raise OptTreeError(f"cannot write {path}: {err.strerror or err}") from err
 
 
 def umask_mode(mode: int = 0o666) -> int:

@@ -2,6 +2,7 @@
 flags are its EAGLE-2 tree, and replaying the logged steps gives the MAL the command reports."""
 import ast
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -214,3 +215,28 @@ def test_an_unbounded_depth_or_width_is_cut_to_the_node_budget(logs, capsys):
     assert report["max_depth"] == 6 and report["max_topk"] == 6
     assert main(["serve-tree", str(directory), "--max-depth", "0"]) == 2
     assert capsys.readouterr().err == "error: max depth must be an integer >= 1, got 0\n"
+
+
+def test_out_problems_are_one_line_before_the_work_and_leave_nothing_behind(logs, capsys, tmp_path, monkeypatch):
+    """Issue 26: --out problems were tracebacks, and a directory as --out left a hidden .tmp file."""
+    directory, _, _ = logs
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "dir").mkdir()
+    read = []
+    monkeypatch.setattr("opttree_core.tools.serve_tree._workload", lambda paths: read.append(paths))
+    for out, needle in ((tmp_path / "dir", "dir is a directory: give a file name in it"),
+                        (tmp_path / "file" / "r.json", "file is a file, not a directory")):
+        assert main(["serve-tree", str(directory), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and err.count("\n") == 1, err
+    assert read == [] and sorted(p.name for p in (tmp_path / "dir").iterdir()) == []
+    monkeypatch.undo()
+
+    def full_disk(self, text, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    assert main(["serve-tree", str(directory), "--out", str(tmp_path / "r.json"), "--json"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: cannot write {tmp_path / 'r.json'}: No space left on device\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir", "file"]

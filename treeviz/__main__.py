@@ -11,27 +11,18 @@ import argparse
 import sys
 from pathlib import Path
 
+from opttree_core.atomic import check_file_destination
 from opttree_core.errors import OptTreeError, report_errors
 
 from .export import export_html
 from .logs import load_logs
 
 
-def check_out(out: Path) -> Path:
-    """``--out`` must name a file in a directory that exists or can be made."""
-    if out.is_dir():
-        raise OptTreeError(f"--out {out} is a directory: give the page's file name, e.g. {out / 'page.html'}")
-    parent = next((p for p in [out.parent, *out.parent.parents] if p.exists()), None)
-    if parent is not None and not parent.is_dir():
-        raise OptTreeError(f"--out {out}: {parent} is a file, not a directory")
-    return out
-
-
 def html_page(logs: list[str], out: Path, title: str) -> Path:
     missing = [p for p in logs if not Path(p).is_dir()]
     if missing:
         raise OptTreeError(f"not a tree log directory: {missing[0]}")
-    return export_html(load_logs(logs), check_out(out), title=title)
+    return export_html(load_logs(logs), check_file_destination(out), title=title)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,7 @@ from pathlib import Path
 import plotly.io as pio
 import plotly.offline
 
-from opttree_core.atomic import write_atomic
+from opttree_core.atomic import write_text
 from opttree_core.errors import OptTreeError
 
 from .analysis import summarize_logs
@@ -192,13 +192,8 @@ const CONFIG = {{displaylogo: false, responsive: false}};
 
 
 def _write_page(path: Path, page: str) -> Path:
-    """Write the page atomically (``opttree_core.atomic.write_atomic``); an OS error is one OptTreeError
+    """Write the page atomically (``opttree_core.atomic.write_text``): an OS error is one OptTreeError
     line and leaves neither a half page nor a temporary file behind."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return write_atomic(path, lambda tmp: tmp.write_text(page, encoding="utf-8"))
-    except OSError as err:
-        path.with_name(f".{path.name}.tmp-{os.getpid()}").unlink(missing_ok=True)  # write_atomic's own temp file
-        raise OptTreeError(f"cannot write {path}: {err.strerror or err}") from err
+    return write_text(path, page)
 
 

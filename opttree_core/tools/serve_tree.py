@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import write_atomic
+from ..atomic import check_file_destination, write_text
 from ..checks import check_int
 from ..errors import OptTreeError, report_errors
 from ..metrics import pooled_mal
@@ -111,11 +111,11 @@ def _text(report: dict) -> str:
 
 
 def _run(args) -> dict:
+    if args.out:
+        check_file_destination(args.out)
     report = serve_report(args.logs, args.nodes, args.max_depth, args.max_topk)
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(out, lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
+        write_text(args.out, json.dumps(report, indent=2))
     print(json.dumps(report) if args.json else _text(report))
     return report
 
