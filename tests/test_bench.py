@@ -243,3 +243,17 @@ def test_bench_table_and_the_paper_figures_report_one_speedup_on_a_partial_run(f
     common = ar_rows[ar_rows["prompt_id"].isin(rows["prompt_id"])]
     over_common = (rows["new_tokens"].sum() / rows["seconds"].sum()) / (common["new_tokens"].sum() / common["seconds"].sum())
     assert table[method] == pytest.approx(over_common) and table[method] != pytest.approx(over_all)
+
+
+def test_bench_table_on_a_torn_results_file_is_one_line(full_run, tmp_path, capsys):
+    """Issue 26: a truncated results.parquet gave a pyarrow traceback."""
+    import shutil
+
+    torn = tmp_path / "torn"
+    shutil.copytree(full_run.out_dir, torn)
+    data = (torn / "results.parquet").read_bytes()
+    (torn / "results.parquet").write_bytes(data[: len(data) // 2])
+    assert main(["bench-table", str(torn)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {torn / 'results.parquet'} is not a readable results table (") and err.count("\n") == 1
+    assert "rerun the bench command to rewrite it" in err

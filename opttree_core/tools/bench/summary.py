@@ -26,7 +26,12 @@ def summarize(run_dir: str | os.PathLike) -> pd.DataFrame:
     path = Path(run_dir) / "results.parquet"
     if not path.is_file():
         raise OptTreeError(f"{run_dir} is not a bench run: it has no results.parquet")
-    return method_summary(pd.read_parquet(path))
+    try:
+        results = pd.read_parquet(path)
+    except Exception as e:  # pyarrow raises several types for a torn or foreign file
+        raise OptTreeError(f"{path} is not a readable results table ({type(e).__name__}: {e}); "
+                           "rerun the bench command to rewrite it") from e
+    return method_summary(results)
 
 
 def published_of(run_dir: str | os.PathLike) -> tuple[dict, ...]:
