@@ -2,15 +2,18 @@
 the machine at hand: the roofline a tree policy lives on.
 
 For each kernel set (stock ``F.linear`` + SDPA; ``skinny.py``'s few-row products, float32 only;
-``invariant.py``'s row-count-invariant kernels) it prints the fastest of ``--repeats`` passes at a
+``invariant.py``'s row-count-invariant kernels; with ``--weights int8`` also ``weight_only.py``'s int8
+weight-only layers, on a quantized copy: what a draft model runs) it prints the fastest of ``--repeats`` passes at a
 ``--context``-token cache for q = 1, 2, 4, ..., and T(q)/T(1). Kernel sets are interleaved size by
 size in one process, so their ratios compare; absolute times depend on the machine and its load.
 
     .venv/bin/python benchmarks/bench_costs.py --target qwen2.5-coder-1.5b --dtype bfloat16
+    .venv/bin/python benchmarks/bench_costs.py --target qwen2.5-coder-0.5b --weights int8
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import platform
 
 import torch
@@ -19,13 +22,28 @@ from opttree_core.invariant import use_invariant_kernels
 from opttree_core.models import load_model
 from opttree_core.profiling import device_name, verify_latencies
 from opttree_core.skinny import use_skinny_matmul
+from opttree_core.weight_only import quantize_linears
 
 
-def kernel_sets(dtype: torch.dtype) -> dict:
-    sets = {"stock": lambda m: (use_invariant_kernels(m, on=False), use_skinny_matmul(m, on=False)),
-            "invariant": lambda m: (use_skinny_matmul(m, on=False), use_invariant_kernels(m))}
-    if dtype == torch.float32:
-        sets["skinny"] = lambda m: (use_invariant_kernels(m, on=False), use_skinny_matmul(m))
+def kernel_sets(model, int8: bool) -> dict:
+    """Kernel set name → a function giving the model patched for it."""
+    def patched(*patches):
+        def apply():
+            for patch in patches:
+                patch(model)
+            return model
+        return apply
+
+    sets = {"stock": patched(lambda m: use_invariant_kernels(m, on=False), lambda m: use_skinny_matmul(m, on=False)),
+            "invariant": patched(lambda m: use_skinny_matmul(m, on=False), use_invariant_kernels)}
+    if model.dtype == torch.float32:
+        sets["skinny"] = patched(lambda m: use_invariant_kernels(m, on=False), use_skinny_matmul)
+    if int8:
+        quantized = copy.deepcopy(model)
+        use_invariant_kernels(quantized, on=False)
+        use_skinny_matmul(quantized, on=False)
+        quantize_linears(quantized)
+        sets["int8"] = lambda: quantized
     return sets
 
 
@@ -36,6 +54,7 @@ def main() -> int:
     p.add_argument("--sizes", default="1,2,4,8,16,32")
     p.add_argument("--context", type=int, default=256)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--weights", choices=("int8",), default=None, help="also time int8 weight-only layers")
     args = p.parse_args()
     target = load_model(args.target, dtype=args.dtype, invariant=False)
     model, sizes = target.model, tuple(int(s) for s in args.sizes.split(","))
@@ -44,11 +63,11 @@ def main() -> int:
     print(f"{args.target}, {str(model.dtype).removeprefix('torch.')}, {device_name(model.device)} "
           f"({', '.join(flags) or 'no flags read'}), {torch.get_num_threads()} threads, context {args.context}, "
           f"fastest of {args.repeats}")
-    results = {name: [] for name in kernel_sets(model.dtype)}
+    sets = kernel_sets(model, args.weights == "int8")
+    results = {name: [] for name in sets}
     for size in sizes:  # kernel sets interleaved size by size
-        for name, apply in kernel_sets(model.dtype).items():
-            apply(model)
-            results[name].append(verify_latencies(model, (size,), args.repeats, args.context)[0][0])
+        for name, variant in sets.items():
+            results[name].append(verify_latencies(variant(), (size,), args.repeats, args.context)[0][0])
     print(f"{'kernels':<10} " + " ".join(f"{f'q={s}':>8}" for s in sizes) + "   T(q)/T(1)")
     for name, times in results.items():
         print(f"{name:<10} " + " ".join(f"{t * 1e3:>6.0f}ms" for t in times) + "   "

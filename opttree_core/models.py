@@ -21,6 +21,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTr
 from opttree_core.errors import OptTreeError
 from opttree_core.invariant import use_invariant_kernels
 from opttree_core.skinny import use_skinny_matmul
+from opttree_core.weight_only import WEIGHT_FORMATS, quantize_linears
 
 SMOLLM2 = "smollm2-135m"
 TINY_RANDOM = "tiny-random"
@@ -51,6 +52,7 @@ class _Options:
     attn_implementation: str
     skinny_matmul: bool = True
     invariant: bool | None = None  # None: on for bf16/fp16 on a CPU (``_wants_invariant``)
+    weights: str | None = None  # "int8": ``weight_only.quantize_linears``
 
 
 def load_model(
@@ -62,6 +64,7 @@ def load_model(
     attn_implementation: str = "sdpa",
     skinny_matmul: bool = True,
     invariant: bool | None = None,
+    weights: str | None = None,
 ) -> LoadedModel:
     """Load `spec`: an embedded model (``embedded.EMBEDDED``: "smollm2-135m", "qwen2.5-coder-1.5b",
     "qwen2.5-coder-0.5b"), "tiny-random", a config, a local HF directory or a hub id.
@@ -75,8 +78,10 @@ def load_model(
     rounding that depends on the row count flips argmaxes; off for float32, where it practically never
     does, and on a GPU, whose kernels these do not cover yet). Drafts need no exactness: the drafter
     registry loads them with ``invariant=False``.
+    `weights` "int8": int8 weight-only linear layers (``weight_only.py``; a CPU draft model, never a
+    target: its tokens would no longer be the model's).
     """
-    opts = _options(device, dtype, device_map, attn_implementation, skinny_matmul, invariant)
+    opts = _options(device, dtype, device_map, attn_implementation, skinny_matmul, invariant, weights)
     if isinstance(spec, str) and spec in EMBEDDED_NAMES:
         from .embedded import load_embedded  # the GGUF packages, assembly and conversion
 
@@ -195,7 +200,8 @@ def cache_root() -> Path:
 
 
 def _options(device: str | torch.device, dtype: torch.dtype | str, device_map: str | dict | None,
-             attn_implementation: str, skinny_matmul: bool = True, invariant: bool | None = None) -> _Options:
+             attn_implementation: str, skinny_matmul: bool = True, invariant: bool | None = None,
+             weights: str | None = None) -> _Options:
     """Validate the load options; every problem is a one-line OptTreeError."""
     if attn_implementation not in _ATTENTION:
         raise OptTreeError(f"attn_implementation '{attn_implementation}' is not supported: the engine passes "
@@ -214,7 +220,12 @@ def _options(device: str | torch.device, dtype: torch.dtype | str, device_map: s
         raise OptTreeError(f"device '{dev}' requested but CUDA is not available")
     if invariant not in (None, True, False):
         raise OptTreeError(f"invariant must be True, False or None (auto), got {invariant!r}")
-    return _Options(dev, dtype, device_map, attn_implementation, skinny_matmul, invariant)
+    if weights is not None:
+        if weights not in WEIGHT_FORMATS:
+            raise OptTreeError(f"unknown weight format {weights!r}: expected one of {', '.join(WEIGHT_FORMATS)}")
+        if invariant or dev.type != "cpu":
+            raise OptTreeError(f"{weights} weights are for a CPU draft model, without the invariant kernels")
+    return _Options(dev, dtype, device_map, attn_implementation, skinny_matmul, invariant, weights)
 
 
 def _embedded_options(name: str, opts: _Options) -> _Options:
@@ -235,7 +246,9 @@ def _wants_invariant(model: transformers.PreTrainedModel, opts: _Options) -> boo
 def _finish(model: transformers.PreTrainedModel, tokenizer: Tok | None, name: str, opts: _Options) -> LoadedModel:
     model.eval()
     model.requires_grad_(False)
-    if _wants_invariant(model, opts):
+    if opts.weights is not None:
+        quantize_linears(model, opts.weights)
+    elif _wants_invariant(model, opts):
         use_invariant_kernels(model)
     elif opts.skinny_matmul and model.dtype == torch.float32:  # bf16's own kernels beat it (README, "A real pair")
         use_skinny_matmul(model)

@@ -8,7 +8,8 @@ Drafters are found in two tables, beside the policy registry (``policies/registr
               a trained draft (shipped ``eagle-smollm2`` / ``tiny-smollm2``, or a ``.json`` /
               ``.safetensors`` written by ``opttree_core.train``), a published EAGLE-1/2 or EAGLE-3
               head (a directory with config.json and weights, or a hub id holding one), and last
-              any model ``load_model`` takes (an independent draft LM with the target's tokenizer).
+              any model ``load_model`` takes (an independent draft LM with the target's tokenizer;
+              "NAME:int8" loads it with int8 weight-only layers, ``weight_only.py``).
 
 A new drafter kind is one factory and one line in ``NAMED`` (or a loader in ``LOADERS``).
 This module is imported on demand (not by ``drafters/__init__``): it reaches up to the loaders
@@ -24,6 +25,7 @@ from ..eagle_files import eagle_directory
 from ..errors import OptTreeError
 from ..models import LoadedModel, check_same_tokenizer, load_model
 from ..shipped import load_draft, resolve_manifest, shipped_names
+from ..weight_only import WEIGHT_FORMATS
 from .base import Drafter
 from .draft_lm import DraftLMDrafter, self_drafter
 from .ngram import NGramDrafter
@@ -64,22 +66,30 @@ def _published_head(spec: str, target: LoadedModel, options: dict) -> Drafter | 
     return None if eagle is None else load_eagle_checkpoint(eagle, target, name=spec)
 
 
+def weight_suffix(spec: str) -> tuple[str, str | None]:
+    """A draft model's spec and its weight format: "qwen2.5-coder-0.5b:int8" → ("qwen2.5-coder-0.5b", "int8")."""
+    base, _, suffix = spec.rpartition(":")
+    return (base, suffix) if base and suffix in WEIGHT_FORMATS else (spec, None)
+
+
 def _draft_model(spec: str, target: LoadedModel, options: dict) -> Drafter:
+    base, weights = weight_suffix(spec)
     try:
-        # a draft needs no exactness: stock kernels (invariant=False)
-        draft = load_model(spec, **{"invariant": False, **options.get("load_options", {})})
+        # a draft needs no exactness: stock kernels (invariant=False), or int8 weights when asked for
+        draft = load_model(base, **{"invariant": False, "weights": weights, **options.get("load_options", {})})
     except OptTreeError as e:
-        if not str(e).startswith(f"unknown model '{spec}'"):
+        if not str(e).startswith(f"unknown model '{base}'"):
             raise
         raise OptTreeError(f"unknown draft '{spec}': expected {', '.join(drafter_kinds())}") from e
     check_same_tokenizer(target, draft)
-    return DraftLMDrafter(draft.model, name=draft.name)
+    return DraftLMDrafter(draft.model, name=spec)
 
 
 def drafter_kinds() -> list[str]:
     """What a draft spec may be, for messages: the named drafters, the shipped ones, and the other kinds."""
     return [*NAMED, *shipped_names(), "a trained draft's .json", "a published EAGLE head (a directory or hub id)",
-            "a draft model on the target's tokenizer (an embedded model, a directory or hub id)"]
+            "a draft model on the target's tokenizer (an embedded model, a directory or hub id; "
+            f"':{'/'.join(WEIGHT_FORMATS)}' after it for weight-only {'/'.join(WEIGHT_FORMATS)} on a CPU)"]
 
 
 LOADERS: tuple[tuple[str, Loader], ...] = (("trained draft", _trained), ("published EAGLE head", _published_head),
