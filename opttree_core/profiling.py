@@ -178,7 +178,7 @@ def profile_path(key: dict, cache_dir: str | os.PathLike | None = None) -> Path:
     """Where the profile for ``key`` is cached: <cache>/profiles/<drafter>-<hash of the key>.json."""
     root = Path(cache_dir) if cache_dir is not None else cache_root()
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in key["drafter"].split(":")[-1])
+    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in key["drafter"].split(":", 1)[-1])
     return root / "profiles" / f"{slug}-{digest}.json"
 
 
