@@ -34,7 +34,7 @@ $(PAIR_STAMP): $(STAMP) opttree_core/embedded.py
 	$(BIN)/python -m opttree_core models install qwen2.5-coder-1.5b qwen2.5-coder-0.5b
 	touch $@
 
-demo: venv
+demo: venv pair
 	$(BIN)/python -m opttree_core demo --out out/demo
 	$(BIN)/python -m treeviz html out/demo/chat out/demo/code out/demo/math out/demo/explain --out out/demo/demo.html
 

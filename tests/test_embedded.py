@@ -101,3 +101,34 @@ def test_the_models_command_lists_and_refuses_unknown_names(capsys):
     assert all(name in out for name in EMBEDDED) and "GB in all" in out
     assert models_main(["install", "gpt-7"]) == 2
     assert "unknown embedded model 'gpt-7'" in capsys.readouterr().err
+
+
+def test_the_demo_runs_the_pair_where_it_fits_and_says_why_not_elsewhere(monkeypatch):
+    """`make demo` (issue 25): the Qwen pair where its packages, fast bfloat16 and the memory are there;
+    otherwise SmolLM2, with the reason; a named target keeps its own default draft."""
+    import torch
+
+    from opttree_core import embedded, memory
+    from opttree_core.tools import demo
+
+    monkeypatch.setattr(embedded, "part_paths", lambda model: [])
+    monkeypatch.setattr(embedded, "cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr(memory, "available_bytes", lambda device="cpu": 16 * 2**30)
+    assert demo.pair_problem("cpu") is None
+    target, draft, why = demo.choose_models(None, None, "cpu")
+    assert (target, draft) == ("qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b:int8") and "fits" in why
+    monkeypatch.setattr(memory, "available_bytes", lambda device="cpu": 3 * 2**30)
+    assert "it needs about 8.0 GiB of memory and 3.0 GiB is free" in demo.pair_problem("cpu")
+    monkeypatch.setattr(memory, "available_bytes", lambda device="cpu": 16 * 2**30)
+    monkeypatch.setattr(embedded, "cpu_has_fast_bf16", lambda: False)
+    assert embedded.preferred_dtype(embedded.EMBEDDED["qwen2.5-coder-1.5b"], torch.device("cpu")) == torch.float32
+    target, draft, why = demo.choose_models(None, None, "cpu")
+    assert (target, draft) == ("smollm2-135m", "eagle-smollm2") and "no native bfloat16" in why
+    assert demo.choose_models("smollm2-135m", "ngram", "cpu") == ("smollm2-135m", "ngram", "chosen with --target")
+    assert demo.choose_models("qwen2.5-coder-1.5b", None, "cuda")[1] == "qwen2.5-coder-0.5b"
+
+    def missing(model):
+        raise embedded.OptTreeError(f"{model.name} needs the package x==1 (not installed)")
+
+    monkeypatch.setattr(embedded, "part_paths", missing)
+    assert "its packages are not installed (make pair)" in demo.pair_problem("cpu")

@@ -47,13 +47,16 @@ def test_tree_decoding_equals_generate(smollm2, index):
 
 
 def test_the_demo_runs_auto_and_says_why(tmp_path, monkeypatch, capsys):
-    """`make demo`'s default: opt-tree-auto with the shipped head, calibrated on this machine (a fresh
-    cache here), printing that choice; every prompt's tokens equal AR's (the demo asserts it)."""
-    from opttree_core.tools.demo import main
+    """`make demo` where the Qwen pair cannot run: opt-tree-auto on SmolLM2 with the shipped head,
+    calibrated on this machine (a fresh cache here), printing that choice and why; every prompt's
+    tokens equal AR's (the demo asserts it)."""
+    from opttree_core.tools import demo
 
     monkeypatch.setenv("OPTTREE_CACHE", str(tmp_path / "cache"))
-    assert main(["--out", str(tmp_path / "demo"), "--max-new-tokens", "8"]) == 0
+    monkeypatch.setattr(demo, "pair_problem", lambda device: "no room for it")
+    assert demo.main(["--out", str(tmp_path / "demo"), "--max-new-tokens", "8"]) == 0
     out = capsys.readouterr().out
+    assert "target: smollm2-135m (float32) | draft: eagle-smollm2 | the Qwen pair cannot run here (no room " in out
     assert "policy: opt-tree-auto, at most 8 nodes" in out and "latency profile" in out
     assert "exactly the autoregressive tokens" in out and out.count("n* median") == 4
     assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == ["chat", "code", "explain", "math"]

@@ -1,12 +1,16 @@
-"""``make demo``: OPT-Tree on the embedded SmolLM2-135M against autoregressive decoding, in one run.
+"""``make demo``: OPT-Tree against autoregressive decoding, in one run, on the models that show the method.
+
+The models (``choose_models``): the Qwen2.5-Coder pair (the 1.5B target in bfloat16, its 0.5B sibling
+drafting with int8 weights) wherever it fits: its packages installed (``make pair``), bfloat16 fast
+on the device (a GPU, or a CPU with avx512_bf16 / amx_bf16: there verifying 16 tokens costs about
+1.3 AR steps, so trees pay), and the memory for both. Elsewhere the embedded SmolLM2-135M drafted by
+the shipped EAGLE-style head (``eagle-smollm2``), on which trees cannot pay on a CPU; the demo
+says which and why. ``--target smollm2-135m`` (or any target, with ``--draft``) chooses yourself.
 
 The policy is OPT-Tree auto (``--policy`` takes any other): it is OPT-Tree whose node budget and
 threshold come from this machine's latency profile (measured once, cached), and it drafts nothing
 while its cost model says drafting cannot pay, so it aims never to be slower than plain decoding.
-The draft is the trained EAGLE-style head shipped with the package (``eagle-smollm2``);
-``--draft tiny-smollm2`` uses the distilled independent draft LM, ``--draft self`` the
-target itself (the acceptance ceiling: every greedy draft is accepted, but each draft
-layer costs a full target pass). Tree decoding must reproduce the AR tokens exactly.
+Tree decoding must reproduce the AR tokens exactly.
 """
 from __future__ import annotations
 
@@ -44,9 +48,53 @@ def parse_args(argv):
     p.add_argument("--nodes", type=int, default=8, help="node budget (opt-tree-auto: the most it may draft)")
     p.add_argument("--policy-param", action="append", default=[], metavar="KEY=VALUE",
                    help="any field of the policy's config (repeatable)")
-    p.add_argument("--draft", default="eagle-smollm2", help="eagle-smollm2, tiny-smollm2, ngram or self")
-    p.add_argument("--target", default="smollm2-135m", help="the target model (default: the embedded SmolLM2-135M)")
+    p.add_argument("--target", default=None,
+                   help="the target model (default: the Qwen2.5-Coder-1.5B where the pair fits, else SmolLM2-135M)")
+    p.add_argument("--draft", default=None, help="any draft spec (default: the target's own, see DRAFTS)")
+    p.add_argument("--device", default="cpu")
     return p.parse_args(argv)
+
+
+PAIR = ("qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b")
+DRAFTS = {"smollm2-135m": "eagle-smollm2", PAIR[0]: PAIR[1] + ":int8"}  # a target's default draft on a CPU
+PAIR_MEMORY = 8 * 2**30  # the demo's peak on the pair, building its caches included (README, "A real pair")
+
+
+def pair_problem(device: str) -> str | None:
+    """Why the Qwen pair cannot show the method here (None: it can)."""
+    import torch
+
+    from ..embedded import EMBEDDED, part_paths, preferred_dtype
+    from ..errors import OptTreeError
+    from ..memory import available_bytes, size_text
+
+    try:
+        for name in PAIR:
+            part_paths(EMBEDDED[name])
+    except OptTreeError as e:
+        return f"its packages are not installed (make pair): {e}"
+    if preferred_dtype(EMBEDDED[PAIR[0]], torch.device(device)) != torch.bfloat16:
+        return ("this CPU has no native bfloat16 (avx512_bf16 or amx_bf16), and in float32 verifying 16 tokens "
+                "costs the 1.5B about 4 AR steps, so trees cannot pay")
+    if available_bytes(device) < PAIR_MEMORY:
+        return f"it needs about {size_text(PAIR_MEMORY)} of memory and {size_text(available_bytes(device))} is free"
+    return None
+
+
+def choose_models(target: str | None, draft: str | None, device: str) -> tuple[str, str, str]:
+    """The target, the draft and why: what the user named, else the pair where it fits, else SmolLM2."""
+    if target is None:
+        problem = pair_problem(device)
+        target = "smollm2-135m" if problem else PAIR[0]
+        why = (f"the Qwen pair cannot run here ({problem}); SmolLM2-135M runs instead, on which trees do not pay"
+               if problem else "the Qwen pair fits here: bfloat16 is fast on this device and the memory suffices")
+    else:
+        why = "chosen with --target"
+    if draft is None:
+        draft = DRAFTS.get(target, "ngram")
+        if device != "cpu":
+            draft = draft.removesuffix(":int8")  # int8 weight-only layers are a CPU kernel
+    return target, draft, why
 
 
 def describe(policy) -> str:
@@ -77,11 +125,14 @@ def _demo(args) -> bool:
     policy = policy_for_budget(args.policy, args.nodes, **parse_policy_params(args.policy, args.policy_param))
     config = DecodeConfig(max_new_tokens=args.max_new_tokens)
     log_paths = {name: check_log_destination(Path(args.out) / name) for name in PROMPTS}  # before anything loads
-    session = Session.load(args.target, args.draft, policy)
+    target, draft, why = choose_models(args.target, args.draft, args.device)
+    session = Session.load(target, draft, policy, device=args.device)
     session.run("Hello!", max_new_tokens=4, chat=True)  # calibrates opt-tree-auto; no timed run pays a first call
     generate_autoregressive(session.target.model, session.encode("Hello!", chat=True), DecodeConfig(max_new_tokens=4))
-    print(f"target: {args.target} | draft: {args.draft} (other drafts and policies: `python -m opttree_core demo -h`)"
-          f"\npolicy: {describe(policy)}\ngreedy, {config.max_new_tokens} new tokens, chat template\n")
+    dtype = str(session.target.model.dtype).removeprefix("torch.")
+    print(f"target: {target} ({dtype}) | draft: {draft} | {why}\n(other models, drafts and policies: "
+          f"`python -m opttree_core demo -h`)\npolicy: {describe(policy)}\n"
+          f"greedy, {config.max_new_tokens} new tokens, chat template\n")
     print(f"{'prompt':<8} {'MAL':>5} {'tree tok/s':>10} {'AR tok/s':>9} {'speedup':>8}  log")
     for name, text in PROMPTS.items():
         ar = generate_autoregressive(session.target.model, session.encode(text, chat=True), config)
