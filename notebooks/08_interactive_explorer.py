@@ -26,9 +26,11 @@
 #   bonus token as a diamond), its tree-attention mask and p̂ icicle, and the token stream with
 #   the current step outlined.
 #
-# `CompareExplorer` shows two policies side by side on the same prompt and step. In a live
-# JupyterLab every control works; in the exported HTML (`make html`) the widget needs a kernel,
-# so its current figures are shown statically below it.
+# `RegrowExplorer` takes one step of a run and re-grows its tree live as δ, n, max depth or the
+# policy change (one step from that step's prefix: no re-decoding). `CompareExplorer` grows two
+# policies side by side from the **identical prefix and root** of one step, at the **same n**, and
+# the same target verifies each. In a live JupyterLab every control works; in the exported HTML
+# (`make html`) the widget needs a kernel, so its current figures are shown statically below it.
 
 # %% tags=["parameters"]
 from treeviz.teaching import fast_mode, offline_plotly, pick
@@ -44,7 +46,7 @@ print(f"fast mode: {fast_mode()} · renderer: {offline_plotly()}")
 import opttree_core as oc
 from treeviz.plotly_tree import TREE_TRACES
 from treeviz.teaching import show_widget
-from treeviz.widgets import CompareExplorer, TreeExplorer
+from treeviz.widgets import CompareExplorer, RegrowExplorer, TreeExplorer
 
 target = oc.load_model("smollm2-135m")
 explorer = TreeExplorer(target=target, drafter=DRAFT, prompt=PROMPT, policy=POLICY, nodes=NODES,
@@ -69,6 +71,8 @@ assert after == nodes_of_step and after != before
 assert f"step {step}" in explorer.browser.facts.value
 drawn = explorer.browser.tree.widget.outputs[0]["data"]["application/vnd.plotly.v1+json"]  # what the page draws
 assert [row[1] for row in drawn["data"][NODES_TRACE]["customdata"]] == nodes_of_step
+print(f"the slider moved from step 0 to step {step} (A = {data.steps['a'].iloc[step]}): the explorer below shows "
+      f"step {step}'s {len(nodes_of_step)} nodes")
 show_widget(explorer)
 
 # %% [markdown]
@@ -83,14 +87,36 @@ assert explorer.browser.tree.figure.data[NODES_TRACE].customdata is not None
 print(f"n = {NODES}: MAL {data.steps['a'].mean():.2f} · n = 2: MAL {smaller.steps['a'].mean():.2f}")
 
 # %% [markdown]
-# ## Two policies side by side
-# OPT-Tree against a chain of 4, same prompt, same step.
+# ## One step, re-grown live
+# The step with the longest acceptance again, its tree re-grown from the text committed before it.
+# Raising δ stops the growth earlier: fewer nodes are kept and E(A) falls (here from 0 to 0.9). Each change grows one
+# step (one draft pass per layer and one target pass), not the whole answer.
 
 # %%
-compare = CompareExplorer(target=target, drafter=DRAFT, prompt=PROMPT)
-compare.decode.max_new_tokens.value = MAX_NEW_TOKENS
-compare.decode.chat.value = True
-left, right = compare.run()
-assert left.meta["policy"] == "opt-tree" and right.meta["policy"] == "chain"
-assert left.meta["token_ids"] == right.meta["token_ids"]  # greedy: same text, different trees
+regrow = RegrowExplorer(data, target=target, drafter=DRAFT, policy=POLICY, nodes=NODES,
+                        params={"threshold": 0.0, "max_depth": 6})
+regrow.slider.value = step
+side = regrow.sides[0]
+rows = []
+for delta in (0.0, 0.9):
+    side.controls.field("threshold").value = delta  # what moving the δ control does
+    one = side.data.steps.iloc[0]
+    rows.append((delta, int(one["n_nodes"]) - 1, float(one["ea"]), int(one["a"])))
+    print(f"δ = {delta}: {rows[-1][1]} drafted nodes kept, E(A) = {rows[-1][2]:.2f}, A = {rows[-1][3]}")
+assert rows[1][1] <= rows[0][1] and side.data.meta["prompt_ids"] == data.prefix(step)
+show_widget(regrow)
+
+# %% [markdown]
+# ## Two policies side by side, like for like
+# OPT-Tree against a chain, both grown at the same step from the identical prefix and root, at the
+# same n, and verified by the same target: E(A) and A say what each would have got from there.
+
+# %%
+compare = CompareExplorer(data, target=target, drafter=DRAFT, nodes=NODES)
+compare.slider.value = step
+left, right = (side.data for side in compare.sides)
+assert left.meta["prompt_ids"] == right.meta["prompt_ids"] == data.prefix(step)  # the identical prefix and root
+assert (left.meta["policy"], right.meta["policy"]) == ("opt-tree", "chain")
+for one in (left, right):
+    print(f"{one.meta['policy']:>8} at n = {NODES}: E(A) = {one.steps['ea'].iloc[0]:.2f}, A = {one.steps['a'].iloc[0]}")
 show_widget(compare)

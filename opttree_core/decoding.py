@@ -254,13 +254,18 @@ def check_arguments(**given) -> None:
 
 
 def generate(target_model, drafter: Drafter, policy: TreePolicy, prompt_ids, config: DecodeConfig = DecodeConfig(),
-             log: TreeLog | None = None, on_step: StepCallback | None = None) -> DecodeResult:
+             log: TreeLog | None = None, on_step: StepCallback | None = None,
+             max_steps: int | None = None) -> DecodeResult:
     """Tree speculative decoding of one prompt (greedy: output equals plain greedy decoding).
 
-    Every step's ``StepRecord`` goes to ``log.record`` and to ``on_step``. A policy that needs a
+    Every step's ``StepRecord`` goes to ``log.record`` and to ``on_step``. ``max_steps``: stop after
+    that many steps (1: the one tree decoding grows after ``prompt_ids``, as the explorers re-grow a
+    logged step from the text committed before it). A policy that needs a
     latency profile (opt-tree-auto) must have one already (``profiling.calibrate``; ``Session.run``
     gives it one)."""
     check_arguments(target_model=target_model, drafter=drafter, policy=policy, config=config, log=log)
+    if max_steps is not None:
+        check_int(max_steps, "max_steps")
     prompt = check_prompt(target_model, prompt_ids, config.max_new_tokens)
     device, eos = model_device(target_model), _eos_ids(target_model) if config.stop_at_eos else set()
     start = time.perf_counter()
@@ -281,7 +286,7 @@ def generate(target_model, drafter: Drafter, policy: TreePolicy, prompt_ids, con
         if bar is not None:
             bar.update(record.a)
         clock.lap()  # logging and callbacks belong to no phase
-        if finished or _out_of_time(config, start):
+        if finished or _out_of_time(config, start) or len(lengths) == max_steps:
             break
     if bar is not None:
         bar.close()

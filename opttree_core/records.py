@@ -88,6 +88,17 @@ class LogData:
     def n_steps(self) -> int:
         return len(self.steps)
 
+    def prefix(self, step: int) -> list[int]:
+        """The token ids before ``step``: the prompt and every token the steps before it committed
+        (the text ``step``'s tree was drafted from; its root is the last of them)."""
+        if not (isinstance(step, int) and 0 <= step < self.n_steps):
+            raise OptTreeError(f"step must be an integer in [0, {self.n_steps - 1}], got {step!r}")
+        for key in ("prompt_ids", "token_ids"):
+            if not isinstance(self.meta.get(key), list):
+                raise OptTreeError(f"this log's meta has no {key}: the prefix of a step cannot be rebuilt")
+        committed = int(self.steps["a"].iloc[:step].sum())
+        return list(self.meta["prompt_ids"]) + list(self.meta["token_ids"][:committed])
+
 
 DTYPE_KINDS = {"int": "iu", "float": "fiu", "bool": "b"}  # declared dtype → numpy kinds a column may have
 

@@ -123,14 +123,15 @@ class Session:
 
     def run(self, prompt, config: DecodeConfig | None = None, *, chat: bool = False, prompt_text: str | None = None,
             log_path: str | os.PathLike | None = None, on_step: Callable[[StepRecord], None] | None = None,
-            log: TreeLog | None = None, **decode_options) -> Run:
+            log: TreeLog | None = None, max_steps: int | None = None, **decode_options) -> Run:
         """Decode one prompt (text, or token ids) into a recorded run.
 
         ``config`` or ``decode_options`` (``DecodeConfig``'s fields: max_new_tokens, temperature, ...)
         set the decoding; ``chat``: text goes through the chat template (ids are taken as they are, and
         ``chat`` records that they were made with it); ``prompt_text`` names a prompt given as ids in the meta; ``log_path`` writes
         the log there (atomically) at the end; ``on_step`` gets every step's ``StepRecord``; ``log``
-        (from ``new_log``) lets a caller watch the log fill from ``on_step``."""
+        (from ``new_log``) lets a caller watch the log fill from ``on_step``; ``max_steps`` stops after
+        that many steps (``regrow``)."""
         config = self._config(config, decode_options)
         if log is not None:
             _check_type(log, TreeLog, "log", ": make one with session.new_log(max_new_tokens)")
@@ -142,13 +143,28 @@ class Session:
         info = self._info(config, prompt if isinstance(prompt, str) else prompt_text, chat)
         log.meta.update(asdict(info))
         torch.manual_seed(config.seed)
-        result = generate(self.target.model, self.drafter, self.policy, ids, config, log=log, on_step=on_step)
+        result = generate(self.target.model, self.drafter, self.policy, ids, config, log=log, on_step=on_step,
+                          max_steps=max_steps)
         log.meta.update(info.to_meta(ids.tolist(), result, self.target.tokenizer),
                         draft_vocab=draft_vocab_size(self.drafter), **self._latency_profile())
         run = Run(result, log.meta["text"], self.target.tokenizer)
         if log_path is not None:
             run.save(log_path)
         return run
+
+    def regrow(self, data: LogData, step: int, config: DecodeConfig | None = None, **decode_options) -> Run:
+        """The tree this session's policy grows at ``step`` of the logged run ``data``: one step decoded
+        from the identical prefix (its prompt and the tokens committed before that step, so the same
+        root), verified by this session's target; decoding settings default to the log's (its tokens
+        left, temperature, seed). With the policy that made the log (greedy) it is the logged tree
+        again; with another policy or budget, what that one would have drafted there."""
+        prefix = data.prefix(step)
+        logged = data.meta.get("decode_config") or {}
+        left = max(int(logged.get("max_new_tokens", 64)) - (len(prefix) - len(data.meta["prompt_ids"])), 1)
+        defaults = {"max_new_tokens": left, "temperature": logged.get("temperature", 0.0), "seed": logged.get("seed", 0)}
+        config = self._config(config, decode_options if config is not None else {**defaults, **decode_options})
+        return self.run(torch.tensor(prefix), config, prompt_text=data.meta.get("prompt"),
+                        chat=bool(data.meta.get("chat")), max_steps=1)
 
     def _latency_profile(self) -> dict:
         """``latency_profile``: the key of the profile a hardware-aware policy decided with (machine,

@@ -292,7 +292,7 @@ def browser(lab, tmp_path_factory):
         chromium.close()
 
 
-EXPLORER, COMPARE = f"{NB} .treeviz-explorer", f"{NB} .treeviz-compare"
+EXPLORER, COMPARE, REGROW = f"{NB} .treeviz-explorer", f"{NB} .treeviz-compare", f"{NB} .treeviz-regrow"
 TREE = f"{EXPLORER} .treeviz-tree"
 OUT = f"{NB} .jp-OutputArea-output"
 
@@ -305,7 +305,7 @@ def test_notebook_08_explorers_draw_move_run_and_survive_a_reload_on_a_loaded_ma
         lab.mark("notebook 08 ran")
         saved = lab.save("08_interactive_explorer.ipynb")
         assert _errors_in(saved) == []
-        assert _widget_views(saved) == 2, "only the two explorers are widgets (no progress-bar widgets saved)"
+        assert _widget_views(saved) == 3, "only the three explorers are widgets (no progress-bar widgets saved)"
         first = lab.drawn(TREE)
         assert "step 0" in first["title"] and first["points"] >= 2, first
         side = lab.page.locator(f"{EXPLORER} .treeviz-side .js-plotly-plot")
@@ -313,9 +313,21 @@ def test_notebook_08_explorers_draw_move_run_and_survive_a_reload_on_a_loaded_ma
         assert side.locator(".iciclelayer path.surface").count() >= 2  # the p̂ icicle: root and children
         sides = [lab.drawn(f"{COMPARE} .treeviz-tree", i) for i in (0, 1)]
         assert all(s["points"] >= 2 for s in sides), f"CompareExplorer: {sides}"
+        boxes = [lab.page.locator(f"{COMPARE} .treeviz-tree").nth(i).bounding_box() for i in (0, 1)]
+        assert boxes[0]["x"] + boxes[0]["width"] <= boxes[1]["x"] + 1 and abs(boxes[0]["y"] - boxes[1]["y"]) < 5, \
+            f"CompareExplorer's trees are not side by side: {boxes}"
+        lab.page.locator(COMPARE).first.scroll_into_view_if_needed()
+        lab.shot("08-compare-side-by-side", COMPARE)
+        lab.mark("both compare sides drawn, side by side")
+        notebook_last = lab.drawn(f"{REGROW} .treeviz-tree")  # the notebook left δ at 0.9
+        regrown = regrow_at_delta(lab, "0", until=lambda seen: seen["points"] > notebook_last["points"])
+        lab.shot("08-regrow-delta-0", REGROW)
+        fewer = regrow_at_delta(lab, "0.9", until=lambda seen: seen["points"] < regrown["points"])
+        assert fewer["points"] < regrown["points"], (regrown, fewer)
+        lab.shot("08-regrow-delta-0.9", REGROW)
+        lab.mark("one step re-grown live at two δ values")
         lab.page.locator(EXPLORER).first.scroll_into_view_if_needed()
         lab.shot("08-explorer-before-slider", EXPLORER)
-        lab.mark("explorer and both compare sides drawn")
 
         handle = lab.page.locator(f"{EXPLORER} .treeviz-step .noUi-handle").first  # the step slider's handle
         handle.focus()
@@ -349,6 +361,15 @@ def test_notebook_08_explorers_draw_move_run_and_survive_a_reload_on_a_loaded_ma
 
 
 RESTORE_RACE = "widget model not found"
+
+
+def regrow_at_delta(lab, delta: str, until=lambda seen: True) -> dict:
+    """Type δ into RegrowExplorer's threshold box (Enter, as a person does) and wait for the re-grown tree."""
+    lab.page.locator(REGROW).first.scroll_into_view_if_needed()
+    box = lab.page.locator(f"{REGROW} .widget-inline-hbox", has_text="threshold").first.locator("input").first
+    box.fill(delta)
+    box.press("Enter")
+    return lab.drawn(f"{REGROW} .treeviz-tree", timeout_s=60, until=until)
 
 
 def compare_after_reload(lab) -> list[dict]:

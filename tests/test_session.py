@@ -162,3 +162,20 @@ def test_the_meta_a_run_writes_is_the_schema_records_declares(target, drafter):
     for key, value in meta.items():
         assert value is None or isinstance(value, META_FIELDS[key]) or (META_FIELDS[key] is float and
                                                                         isinstance(value, int)), key
+
+
+def test_regrowing_a_logged_step_from_its_prefix_gives_the_logged_tree_and_another_policy_its_own():
+    """``Session.regrow`` (the explorers' like-for-like view): the identical prefix and root."""
+    session = Session.load("tiny-random", "self", "opt-tree", nodes=8, threshold=0.0, max_depth=4)
+    run = session.run(torch.tensor([5, 9, 20, 7]), max_new_tokens=20, stop_at_eos=False)
+    data = run.frames()
+    for step in (0, 2, len(data.steps) - 1):
+        again = session.regrow(data, step).frames()
+        assert again.meta["prompt_ids"] == data.prefix(step) and len(again.steps) == 1
+        logged = data.nodes[data.nodes["step"] == step]
+        assert again.nodes[["token", "parent", "accepted"]].values.tolist() == logged[["token", "parent", "accepted"]].values.tolist()
+    chain = Session(session.target, session.drafter, make_policy("chain", length=3)).regrow(data, 2).frames()
+    assert chain.nodes.query("node == 0")["token"].item() == data.nodes.query("step == 2 and node == 0")["token"].item()
+    assert chain.steps.iloc[0]["n_nodes"] == 4
+    with pytest.raises(OptTreeError, match=r"step must be an integer in \[0, "):
+        data.prefix(len(data.steps))

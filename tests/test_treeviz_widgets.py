@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from opttree_core.models import load_model
-from opttree_core.policies.registry import POLICIES
+from opttree_core.policies.registry import POLICIES, budget_keys
 from treeviz.logs import load_log, load_logs
 from treeviz.plotly_tree import TREE_TRACES
 from treeviz.widgets import AnalysisDashboard, CompareExplorer, TreeExplorer
@@ -70,11 +70,13 @@ def test_policy_menu_comes_from_the_engine_with_a_typed_control_per_parameter(lo
 
     explorer = TreeExplorer(log)
     assert list(explorer.policy.policy.options) == sorted(POLICIES)
-    for name, (_, config_cls) in POLICIES.items():  # every parameter of every policy has a control
+    for name, (_, config_cls) in POLICIES.items():  # every parameter n does not set has a control
         explorer.policy.policy.value = name
-        assert list(explorer.policy.fields) == [f.name for f in dataclasses.fields(config_cls)]
-        assert explorer.policy.values()["params"] == {
-            k: getattr(config_cls.for_budget(16), k) for k in explorer.policy.fields}
+        assert list(explorer.policy.fields) == [f.name for f in dataclasses.fields(config_cls)
+                                                if f.name not in budget_keys(name)]
+        assert explorer.policy.values()["params"] == dataclasses.asdict(config_cls.for_budget(16))
+    explorer.policy.policy.value = "opt-tree"
+    assert "nodes" not in explorer.policy.fields and "n sets nodes for opt-tree" in explorer.policy.note.value
     explorer.policy.policy.value = "dynatree"
     explorer.policy.field("tau").value = 0.2
     explorer.policy.nodes.value = 30  # the budget sets what for_budget sets, and keeps the rest
@@ -84,6 +86,20 @@ def test_policy_menu_comes_from_the_engine_with_a_typed_control_per_parameter(lo
     explorer.policy.field("max_depth").value = "none"
     assert explorer.policy.values()["params"]["max_depth"] is None
     assert explorer.decode.run.disabled  # no model given: nothing to decode with
+
+
+def test_switching_policy_keeps_the_parameters_both_have_and_says_so(log):
+    """Issue 27: switching policy silently reset δ and max depth."""
+    controls = TreeExplorer(log).policy
+    controls.policy.value = "opt-tree"
+    controls.field("threshold").value, controls.field("max_depth").value = 0.05, 3
+    controls.policy.value = "sequoia"
+    assert controls.field("max_depth").value == "3"  # sequoia's max_depth may be none: a text control
+    assert "kept from opt-tree: max_depth = 3; sequoia's defaults: acceptance" in controls.note.value
+    controls.policy.value = "opt-tree"
+    assert controls.field("max_depth").value == 3 and controls.field("threshold").value == 0.5
+    assert "kept from sequoia: max_depth = 3; opt-tree's defaults: threshold" in controls.note.value
+    assert controls.values()["params"] == {"nodes": controls.nodes.value, "threshold": 0.5, "max_depth": 3}
 
 
 def test_run_with_the_self_draft_makes_a_new_log_and_figure(log, target):
@@ -136,16 +152,39 @@ def test_sampling_runs_and_engine_errors_show_in_the_widget_instead_of_raising(t
     assert not explorer.decode.run.disabled
 
 
-def test_compare_explorer_shows_two_policies_on_the_same_step(target):
-    compare = CompareExplorer(target=target, prompt="t5 t9 t20 t7")
-    compare.decode.max_new_tokens.value = 8
-    left, right = compare.run()
+def test_compare_explorer_grows_both_policies_from_the_identical_prefix_at_equal_n(target):
+    """Issue 27: it aligned two runs by step index (different prefixes at step 3) and let n differ."""
+    compare = CompareExplorer(target=target, prompt="t5 t9 t20 t7", nodes=6)
+    compare.decode.max_new_tokens.value = 12
+    reference = compare.run()
+    assert reference.meta["policy"] == "opt-tree" and len(reference.steps) > 2
+    compare.slider.value = 2
+    left, right = (side.data for side in compare.sides)
+    assert left.meta["prompt_ids"] == right.meta["prompt_ids"] == reference.prefix(2)  # the same prefix and root
+    assert left.nodes.query("node == 0")["token"].item() == right.nodes.query("node == 0")["token"].item()
     assert (left.meta["policy"], right.meta["policy"]) == ("opt-tree", "chain")
-    assert left.meta["prompt_ids"] == right.meta["prompt_ids"]
-    compare.slider.value = 1
+    assert left.meta["policy_config"]["nodes"] == right.meta["policy_config"]["length"] == 6  # equal n
+    logged = reference.nodes[reference.nodes["step"] == 2]
+    assert left.nodes["token"].tolist() == logged["token"].tolist()  # the reference policy re-grows its own tree
     for side, data in zip(compare.sides, (left, right)):
-        step = min(1, len(data.steps) - 1)
-        assert len(side.tree.figure.data[NODES].x) == data.steps.iloc[step]["n_nodes"]
+        assert len(side.tree.figure.data[NODES].x) == data.steps.iloc[0]["n_nodes"]
+        assert f"E(A) = {data.steps.iloc[0]['ea']:.2f}" in side.facts.value
+    compare.nodes.value = 3  # one n for both: both re-grow
+    assert [side.data.steps.iloc[0]["n_nodes"] for side in compare.sides] == [4, 4]
+    assert "re-grown from the identical prefix" in compare.decode.status.value
+
+
+def test_regrow_explorer_redraws_one_step_as_delta_changes(target, log):
+    from treeviz.widgets import RegrowExplorer
+
+    explorer = RegrowExplorer(log, target=target, nodes=12, params={"threshold": 0.0, "max_depth": 6})
+    explorer.slider.value = 3
+    side = explorer.sides[0]
+    wide = side.data.steps.iloc[0]["n_nodes"]
+    side.controls.field("threshold").value = 0.9  # a high δ stops growth early: fewer nodes kept
+    assert side.data.steps.iloc[0]["n_nodes"] < wide
+    assert side.data.meta["prompt_ids"] == log.prefix(3)
+    assert len(side.tree.figure.data[NODES].x) == side.data.steps.iloc[0]["n_nodes"]
 
 
 def test_dashboard_updates_heatmap_r_and_curves_in_place():

@@ -45,6 +45,13 @@ def budget_params(name: str, budget: int) -> dict:
     return at_budget(name, budget)
 
 
+def budget_keys(name: str) -> tuple[str, ...]:
+    """The parameters the node budget sets (``opttree_core.policies.registry.budget_keys``)."""
+    from opttree_core.policies.registry import budget_keys as set_by_budget
+
+    return set_by_budget(name)
+
+
 def parse_param(name: str, key: str, text: str):
     """A text control's value typed as the parameter (a one-line OptTreeError when it is not one)."""
     from opttree_core.policies.registry import parse_param as parse
@@ -85,13 +92,21 @@ class Rerunner:
 
     def run(self, request: RunRequest, on_step: Callable[[object], None] | None = None):
         """Decode ``request.prompt``; ``on_step(log_so_far)`` after each verified step when given."""
-        from opttree_core import Session, make_policy
-
-        params = budget_params(request.policy, 16) if request.params is None else request.params
-        session = Session(self.target, self.drafter, make_policy(request.policy, **params))
+        session = self._session(request.policy, request.params)
         log = session.new_log(request.max_new_tokens)
         tokenizer = session.target.tokenizer
         callback = None if on_step is None else (lambda record: on_step(log.to_frames(tokenizer)))
         run = session.run(request.prompt, chat=request.chat, max_new_tokens=request.max_new_tokens,
                           temperature=request.temperature, seed=request.seed, on_step=callback, log=log)
         return run.frames()
+
+    def regrow(self, data, step: int, policy: str, params: dict | None = None):
+        """One step: the tree ``policy`` grows at ``step`` of the log ``data``, from the identical prefix
+        and root, verified by the target (``Session.regrow``); a one-step log."""
+        return self._session(policy, params).regrow(data, step).frames()
+
+    def _session(self, policy: str, params: dict | None):
+        from opttree_core import Session, make_policy
+
+        params = budget_params(policy, 16) if params is None else params
+        return Session(self.target, self.drafter, make_policy(policy, **params))

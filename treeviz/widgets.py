@@ -3,7 +3,9 @@
 - ``TreeExplorer``: a step slider and play button over a log, and controls (policy, node budget,
   every parameter of the policy, temperature, …) with a Run button that re-decodes a prompt and updates the
   figures in place; with "live" ticked, each step's tree appears as it is verified.
-- ``CompareExplorer``: two policies side by side on the same prompt and step.
+- ``RegrowExplorer``: one step of a run, its tree re-grown live as δ, n, max depth or the policy change.
+- ``CompareExplorer``: two policies side by side, grown from the identical prefix and root of one step
+  at the same n, each verified by the same target.
 - ``AnalysisDashboard``: pick runs, groups and policies; the E(A)-vs-A heatmap with its r
   and the MAL-vs-budget curves update in place.
 
@@ -18,16 +20,19 @@ from __future__ import annotations
 
 import html
 import json
+import time
 
 import ipywidgets as widgets
 import plotly.graph_objects as go
 import plotly.io as pio
 from IPython.display import display
 
+from opttree_core.errors import OptTreeError
+
 from . import analysis, analysis_plots
 from .logs import as_named, budget_of, group_name, run_name, token_text_map
 from .plotly_tree import side_spec, tree_spec
-from .rerun import Rerunner, RunRequest, budget_params, parse_param, policy_fields, policy_names
+from .rerun import Rerunner, RunRequest, budget_keys, budget_params, parse_param, policy_fields, policy_names
 from .scene import tree_scene
 from .stream import stream_html, token_stream
 
@@ -168,47 +173,73 @@ def _as_text(value) -> str:
 
 class PolicyControls:
     """The policy dropdown (every policy in ``opttree_core.policies.registry.POLICIES``), the node
-    budget n, and one control per parameter of the chosen policy's config. n sets what the
-    policy's ``for_budget(n)`` sets; the other parameters keep what was typed into them."""
+    budget n, and one control per other parameter of the chosen policy's config. n sets what the
+    policy's ``for_budget(n)`` sets (``registry.budget_keys``: a policy's ``nodes`` is not a second
+    control); the other parameters keep what was typed into them, across a change of n and across a
+    change of policy for the parameters both policies have (the note under the controls says which
+    were kept and which took the new policy's defaults)."""
 
-    def __init__(self, policy: str = "opt-tree", nodes: int = 16, params: dict | None = None):
+    def __init__(self, policy: str = "opt-tree", nodes: int = 16, params: dict | None = None,
+                 nodes_control: widgets.BoundedIntText | None = None):
+        """``nodes_control``: an n shared with other controls (CompareExplorer: equal n on both sides),
+        shown by its owner, not in ``box()``."""
         names = policy_names()
         self.policy = widgets.Dropdown(options=names, value=policy if policy in names else names[0],
                                        description="policy", style=_WIDE)
-        self.nodes = widgets.BoundedIntText(value=nodes, min=1, max=4096, description="n (node budget)", style=_WIDE)
+        self.shared = nodes_control is not None
+        self.nodes = nodes_control or _budget_control(nodes)
         self.params = widgets.VBox()
+        self.note = widgets.HTML()
         self.fields: dict[str, widgets.Widget] = {}
-        self.policy.observe(lambda _: self._rebuild(), names="value")
-        self.nodes.observe(self._budget_changed, names="value")
+        self.policy.observe(self._policy_changed, names="value")
         self._rebuild(params or {})
 
     def _rebuild(self, overrides: dict | None = None) -> None:
         name, kinds = self.policy.value, policy_fields(self.policy.value)
         values = {**budget_params(name, self.nodes.value), **{k: v for k, v in (overrides or {}).items() if k in kinds}}
-        self.fields = {key: _param_control(key, kind, values[key]) for key, kind in kinds.items()}
+        shown = [key for key in kinds if key not in budget_keys(name)]
+        self.fields = {key: _param_control(key, kinds[key], values[key]) for key in shown}
         self.params.children = list(self.fields.values())
+        self.note.value = f"<small>n sets {', '.join(budget_keys(name)) or 'nothing else'} for {html.escape(name)}</small>"
 
-    def _budget_changed(self, change) -> None:
-        name = self.policy.value
-        old, new = budget_params(name, change["old"]), budget_params(name, change["new"])
-        for key, value in new.items():
-            if old[key] != value:
-                control = self.fields[key]
-                control.value = _as_text(value) if isinstance(control, widgets.Text) else value
+    def _policy_changed(self, change) -> None:
+        """Keep the values typed into the old policy's controls (those off its defaults) that the new
+        policy has too; the rest take the new policy's defaults. The note says which."""
+        kept, defaults = {}, budget_params(change["old"], self.nodes.value)
+        for key, control in self.fields.items():
+            if key in policy_fields(change["new"]) and key not in budget_keys(change["new"]):
+                try:
+                    value = self._typed(change["old"], key, control)
+                except OptTreeError:  # an unreadable text: the new policy's default instead
+                    continue
+                if value != defaults[key]:
+                    kept[key] = value
+        self._rebuild(kept)
+        reset = [key for key in self.fields if key not in kept]
+        self.note.value += ("<br><small>kept from " + html.escape(change["old"]) + ": "
+                            + (", ".join(f"{k} = {html.escape(_as_text(v))}" for k, v in kept.items()) or "nothing")
+                            + (f"; {html.escape(change['new'])}'s defaults: {', '.join(reset)}" if reset else "")
+                            + "</small>")
+
+    @staticmethod
+    def _typed(name: str, key: str, control: widgets.Widget):
+        return parse_param(name, key, control.value) if isinstance(control, widgets.Text) else control.value
 
     def field(self, key: str) -> widgets.Widget:
-        """The control of parameter ``key`` of the chosen policy."""
+        """The control of parameter ``key`` of the chosen policy (not one that n sets)."""
         return self.fields[key]
 
     def values(self) -> dict:
-        """``policy`` and its ``params``, typed (a text that is not a valid value is an OptTreeError)."""
+        """``policy`` and its ``params``, typed (a text that is not a valid value is an OptTreeError):
+        what n sets, then every other control."""
         name = self.policy.value
-        params = {key: parse_param(name, key, c.value) if isinstance(c, widgets.Text) else c.value
-                  for key, c in self.fields.items()}
-        return {"policy": name, "params": params}
+        params = {**{key: value for key, value in budget_params(name, self.nodes.value).items()
+                     if key in budget_keys(name)},
+                  **{key: self._typed(name, key, c) for key, c in self.fields.items()}}
+        return {"policy": name, "params": {key: params[key] for key in policy_fields(name)}}
 
     def box(self) -> widgets.Widget:
-        return widgets.VBox([self.policy, self.nodes, self.params])
+        return widgets.VBox([self.policy, *([] if self.shared else [self.nodes]), self.note, self.params])
 
 
 class DecodeControls:
@@ -242,8 +273,6 @@ class DecodeControls:
 
 def _run_safely(controls: DecodeControls, action):
     """Run ``action()``; an engine error (OptTreeError) becomes the status line instead of a crash."""
-    from opttree_core.errors import OptTreeError
-
     controls.run.disabled = True
     controls.say("decoding …")
     try:
@@ -298,53 +327,143 @@ class TreeExplorer:
         display(self.widget)
 
 
-class CompareExplorer:
-    """Two policies side by side on the same prompt and step (logs given, or decoded by Run)."""
+class RegrownTree:
+    """One policy's tree at one step of a reference log, re-grown from that step's prefix (the same
+    text and root), with its policy controls, its facts (E(A), A, the accepted tokens) and its figure."""
 
-    def __init__(self, left=None, right=None, target=None, drafter="self", prompt: str = "", tokenizer=None):
+    def __init__(self, policy: str, nodes, params: dict | None = None, tokenizer=None, width: int | None = None):
+        self.controls = PolicyControls(policy, nodes_control=nodes, params=params)
+        self.tree = FigureView(name="tree")
+        self.facts = widgets.HTML()
+        self.tokenizer, self.width, self.data = tokenizer, width, None
+
+    def grow(self, rerunner: Rerunner, reference, step: int):
+        """Re-grow this side's tree at ``step`` of ``reference``; returns the one-step log."""
+        values = self.controls.values()
+        self.data = rerunner.regrow(reference, step, values["policy"], values["params"])
+        texts = token_text_map(self.data, self.tokenizer)
+        self.tree.update(tree_spec(tree_scene(self.data, 0, texts=texts, width=self.width)))
+        row, nodes = self.data.steps.iloc[0], self.data.nodes
+        path = nodes[nodes["accepted"] & (nodes["node"] > 0)].sort_values("depth")["token"]
+        accepted = "".join(texts.get(int(t), f"({int(t)})") for t in path)
+        self.facts.value = (f"<b>{html.escape(values['policy'])}</b>, {int(row['n_nodes'])} nodes kept · "
+                            f"E(A) = {row['ea']:.2f} · A = {int(row['a'])} (accepted "
+                            f"<code>{html.escape(accepted) or '—'}</code> + bonus)")
+        return self.data
+
+    def box(self) -> widgets.Widget:
+        return widgets.VBox([self.controls.box(), self.facts, self.tree.widget])
+
+
+class _StepRegrowth:
+    """What RegrowExplorer and CompareExplorer share: a reference log (given, or decoded by Run), a
+    step slider over it, the token stream with that step outlined, and re-growing every side's tree
+    at the chosen step whenever the step or a control changes (no re-decoding of the prompt)."""
+
+    def __init__(self, data, target, drafter, prompt: str, tokenizer, sides: list[RegrownTree], nodes):
         self.rerunner = Rerunner(target, drafter) if target is not None else None
-        tokenizer = tokenizer or getattr(target, "tokenizer", None)
-        self.sides = [StepBrowser(left, tokenizer, side=False), StepBrowser(right, tokenizer, side=False)]
-        self.policies = [PolicyControls("opt-tree"), PolicyControls("chain", nodes=4)]
+        self.tokenizer = tokenizer or getattr(target, "tokenizer", None)
+        self.sides, self.nodes, self.reference = sides, nodes, None
+        for side in sides:
+            side.tokenizer = self.tokenizer
         self.decode = DecodeControls(prompt, live=False)
-        self.slider = widgets.IntSlider(value=0, min=0, max=self._last(), description="step", continuous_update=False,
-                                        style=_WIDE)
-        self.slider.add_class("treeviz-step")
-        self.play = widgets.Play(value=0, min=0, max=self._last(), interval=900)
-        widgets.jslink((self.play, "value"), (self.slider, "value"))
-        self.slider.observe(lambda change: self.show(change["new"]), names="value")
         self.decode.run.on_click(lambda _: self.run())
         self.decode.run.disabled = self.rerunner is None
-        columns = [widgets.VBox([p.box(), s.facts, s.tree.widget, s.stream]) for p, s in zip(self.policies, self.sides)]
-        self.widget = widgets.VBox([self.decode.box(), widgets.HBox([self.play, self.slider]),
-                                    widgets.Box(columns, layout=_wrapping())])
-        self.widget.add_class("treeviz-compare")
+        self.slider = widgets.IntSlider(value=0, min=0, max=0, description="step", continuous_update=False,
+                                        style=_WIDE)
+        self.slider.add_class("treeviz-step")
+        self.stream = widgets.HTML()
+        self.slider.observe(lambda _: self.regrow(), names="value")
+        for control in [nodes] + [c for side in sides for c in (side.controls.policy, side.controls.params)]:
+            control.observe(lambda change: self.regrow() if change["name"] != "children" else self._watch(),
+                            names=["value", "children"])
+        self._watch()
+        if self.rerunner is None:
+            self.decode.say("give a target model (and a drafter) to re-grow trees")
+        if data is not None:
+            self.set_reference(data)
 
-    def _last(self) -> int:
-        return max([len(s.data.steps) - 1 for s in self.sides if s.data is not None] + [0])
-
-    def show(self, step: int) -> None:
+    def _watch(self) -> None:
+        """Re-grow when any parameter control changes (they are rebuilt when the policy changes)."""
         for side in self.sides:
-            if side.data is not None and len(side.data.steps):
-                side.show(min(step, len(side.data.steps) - 1))
+            for control in side.controls.fields.values():
+                if not getattr(control, "_treeviz_watched", False):
+                    control.observe(lambda _: self.regrow(), names="value")
+                    control._treeviz_watched = True
+
+    def set_reference(self, data, step: int = 0) -> None:
+        self.reference = data
+        self.slider.max = max(0, len(data.steps) - 1)
+        step = min(max(step, 0), self.slider.max)
+        if self.slider.value != step:
+            self.slider.value = step  # the observer re-grows
+        else:
+            self.regrow()
 
     def run(self):
-        """Decode the prompt with both policies; returns the two logs (None on an error)."""
+        """Decode the prompt once with the first side's policy: the reference run whose steps give the prefixes."""
         if self.rerunner is None:
             return None
-        logs = _run_safely(self.decode, lambda: [self.rerunner.run(self.decode.request(**p.values()))
-                                                 for p in self.policies])
-        if logs is None:
+        data = _run_safely(self.decode, lambda: self.rerunner.run(
+            self.decode.request(**self.sides[0].controls.values())))
+        if data is not None:
+            self.set_reference(data)
+        return data
+
+    def regrow(self) -> list | None:
+        """Every side's tree at the chosen step, from the identical prefix and root; None without a reference."""
+        if self.reference is None or self.rerunner is None or not len(self.reference.steps):
             return None
-        for side, data in zip(self.sides, logs):
-            side.set_data(data)
-        self.play.max = self.slider.max = self._last()
-        self.show(self.slider.value)
-        self.decode.say(" vs ".join(f"{d.meta.get('policy')}: MAL {d.steps['a'].mean():.2f}" for d in logs))
-        return logs
+        step = self.slider.value
+        start = time.perf_counter()
+        grown = _run_safely(self.decode, lambda: [side.grow(self.rerunner, self.reference, step)
+                                                  for side in self.sides])
+        if grown is None:
+            return None
+        tokens = token_stream(self.reference, texts=token_text_map(self.reference, self.tokenizer))
+        self.stream.value = stream_html(tokens, current=step)
+        self.decode.say(f"{step_label(step, len(self.reference.steps))}: every tree re-grown from the identical "
+                        f"prefix ({len(self.reference.prefix(step))} tokens) and root in "
+                        f"{1e3 * (time.perf_counter() - start):.0f} ms")
+        return grown
 
     def _ipython_display_(self):
         display(self.widget)
+
+
+class RegrowExplorer(_StepRegrowth):
+    """One step's tree, re-grown live: choose a step of a logged run, then move δ, n, max depth or the
+    policy and see the tree, its E(A) and the kept nodes change (each change grows one step from the
+    step's prefix: one drafter pass per layer and one target pass, no re-decoding of the prompt)."""
+
+    def __init__(self, data=None, target=None, drafter="self", prompt: str = "", tokenizer=None, *,
+                 policy: str = "opt-tree", nodes: int = 16, params: dict | None = None):
+        n = _budget_control(nodes)
+        super().__init__(data, target, drafter, prompt, tokenizer, [RegrownTree(policy, n, params)], n)
+        self.widget = widgets.VBox([widgets.HBox([self.sides[0].controls.box(), self.decode.box()]), self.slider,
+                                    self.sides[0].facts, self.sides[0].tree.widget, self.stream])
+        self.widget.add_class("treeviz-regrow")
+
+
+class CompareExplorer(_StepRegrowth):
+    """Two policies side by side, like for like: at one step of a reference run (given, or decoded
+    by Run with the left policy), both grow their tree from the identical prefix and root at the
+    same node budget n, and the same target verifies each: their E(A) and the accepted path each
+    would get from there."""
+
+    def __init__(self, data=None, target=None, drafter="self", prompt: str = "", tokenizer=None, *,
+                 policies: tuple[str, str] = ("opt-tree", "chain"), nodes: int = 8):
+        n = _budget_control(nodes)
+        sides = [RegrownTree(name, n, width=460) for name in policies]
+        super().__init__(data, target, drafter, prompt, tokenizer, sides, n)
+        columns = widgets.HBox([side.box() for side in sides], layout=widgets.Layout(flex_flow="row nowrap",
+                                                                                       align_items="flex-start"))
+        self.widget = widgets.VBox([self.decode.box(), widgets.HBox([n, self.slider]), columns, self.stream])
+        self.widget.add_class("treeviz-compare")
+
+
+def _budget_control(nodes: int) -> widgets.BoundedIntText:
+    return widgets.BoundedIntText(value=nodes, min=1, max=4096, description="n (node budget)", style=_WIDE)
 
 
 class AnalysisDashboard:

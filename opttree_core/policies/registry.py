@@ -62,6 +62,12 @@ def budget_params(name: str, budget: int) -> dict:
     return {key: getattr(base, key) for key in policy_params(name)}
 
 
+def budget_keys(name: str) -> tuple[str, ...]:
+    """The parameters of policy ``name`` that the node budget sets (those its ``for_budget`` changes with n)."""
+    small, large = budget_params(name, 4), budget_params(name, 64)
+    return tuple(key for key in small if small[key] != large[key])
+
+
 def parse_param(name: str, key: str, text: str):
     """``text`` typed as the parameter ``key`` of policy ``name`` (int, float, bool, str, a JSON list
     for tuples, "none" where the field may be None); a bad value is a one-line OptTreeError."""
