@@ -174,17 +174,20 @@ def test_compare_explorer_grows_both_policies_from_the_identical_prefix_at_equal
     assert "re-grown from the identical prefix" in compare.decode.status.value
 
 
-def test_regrow_explorer_redraws_one_step_as_delta_changes(target, log):
+def test_regrow_explorer_redraws_one_step_as_its_controls_change(target, log):
     from treeviz.widgets import RegrowExplorer
 
-    explorer = RegrowExplorer(log, target=target, nodes=12, params={"threshold": 0.0, "max_depth": 6})
+    explorer = RegrowExplorer(log, target=target, policy="chain", nodes=6)
     explorer.slider.value = 3
     side = explorer.sides[0]
-    wide = side.data.steps.iloc[0]["n_nodes"]
-    side.controls.field("threshold").value = 0.9  # a high δ stops growth early: fewer nodes kept
-    assert side.data.steps.iloc[0]["n_nodes"] < wide
-    assert side.data.meta["prompt_ids"] == log.prefix(3)
-    assert len(side.tree.figure.data[NODES].x) == side.data.steps.iloc[0]["n_nodes"]
+    assert side.data.meta["prompt_ids"] == log.prefix(3) and int(side.data.nodes["depth"].max()) == 6
+    explorer.nodes.value = 3  # n re-grows the step at once
+    assert side.data.steps.iloc[0]["n_nodes"] == 4 and len(side.tree.figure.data[NODES].x) == 4
+    side.controls.policy.value = "opt-tree"  # so does the policy menu
+    assert side.data.meta["policy"] == "opt-tree" and side.data.meta["policy_config"]["nodes"] == 3
+    side.controls.field("threshold").value = 0.9  # and each parameter's control
+    assert side.data.meta["policy_config"]["threshold"] == 0.9
+    assert "re-grown from the identical prefix" in explorer.decode.status.value
 
 
 def test_dashboard_updates_heatmap_r_and_curves_in_place():

@@ -1,4 +1,4 @@
-"""ipywidgets explorers (the only treeviz module that imports ipywidgets).
+"""ipywidgets explorers (with their controls, ``controls.py``: the only treeviz modules importing ipywidgets).
 
 - ``TreeExplorer``: a step slider and play button over a log, and controls (policy, node budget,
   every parameter of the policy, temperature, …) with a Run button that re-decodes a prompt and updates the
@@ -27,18 +27,17 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from IPython.display import display
 
-from opttree_core.errors import OptTreeError
 
 from . import analysis, analysis_plots
 from .logs import as_named, budget_of, group_name, run_name, token_text_map
 from .plotly_tree import side_spec, tree_spec
-from .rerun import Rerunner, RunRequest, budget_keys, budget_params, parse_param, policy_fields, policy_names
+from .controls import WIDE, DecodeControls, PolicyControls, budget_control, run_safely
+from .rerun import Rerunner
 from .scene import tree_scene
 from .stream import stream_html, token_stream
 
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 FIGURE_CONFIG = {"displaylogo": False, "responsive": False}
-_WIDE = {"description_width": "initial"}  # descriptions in full, never cut off
 
 
 def _wrapping() -> widgets.Layout:
@@ -113,7 +112,7 @@ class StepBrowser:
     def __init__(self, data=None, tokenizer=None, side: bool = True, description: str = "step"):
         self.data, self.tokenizer, self.texts, self.tokens = None, tokenizer, {}, []
         self.slider = widgets.IntSlider(value=0, min=0, max=0, description=description, continuous_update=False,
-                                        style=_WIDE)
+                                        style=WIDE)
         self.slider.add_class("treeviz-step")
         self.play = widgets.Play(value=0, min=0, max=0, interval=900, description="play")
         widgets.jslink((self.play, "value"), (self.slider, "value"))
@@ -153,137 +152,6 @@ class StepBrowser:
         return widgets.HBox([self.play, self.slider])
 
 
-def _param_control(key: str, kind, value) -> widgets.Widget:
-    """A control for one policy parameter, typed from its config: numbers and booleans get their own
-    controls; anything else (optional values, tuples, paths) a text box read by the registry."""
-    if kind is bool:
-        return widgets.Checkbox(value=bool(value), description=key, indent=False, style=_WIDE)
-    if kind is int:
-        return widgets.IntText(value=int(value), description=key, style=_WIDE)
-    if kind is float:
-        return widgets.FloatText(value=float(value), step=0.01, description=key, style=_WIDE)
-    return widgets.Text(value=_as_text(value), description=key, style=_WIDE, layout=widgets.Layout(width="420px"))
-
-
-def _as_text(value) -> str:
-    """How a text control shows a parameter value: JSON, "none" for None (what the registry parses)."""
-    return "none" if value is None else value if isinstance(value, str) else json.dumps(
-        list(value) if isinstance(value, tuple) else value)
-
-
-class PolicyControls:
-    """The policy dropdown (every policy in ``opttree_core.policies.registry.POLICIES``), the node
-    budget n, and one control per other parameter of the chosen policy's config. n sets what the
-    policy's ``for_budget(n)`` sets (``registry.budget_keys``: a policy's ``nodes`` is not a second
-    control); the other parameters keep what was typed into them, across a change of n and across a
-    change of policy for the parameters both policies have (the note under the controls says which
-    were kept and which took the new policy's defaults)."""
-
-    def __init__(self, policy: str = "opt-tree", nodes: int = 16, params: dict | None = None,
-                 nodes_control: widgets.BoundedIntText | None = None):
-        """``nodes_control``: an n shared with other controls (CompareExplorer: equal n on both sides),
-        shown by its owner, not in ``box()``."""
-        names = policy_names()
-        self.policy = widgets.Dropdown(options=names, value=policy if policy in names else names[0],
-                                       description="policy", style=_WIDE)
-        self.shared = nodes_control is not None
-        self.nodes = nodes_control or _budget_control(nodes)
-        self.params = widgets.VBox()
-        self.note = widgets.HTML()
-        self.fields: dict[str, widgets.Widget] = {}
-        self.policy.observe(self._policy_changed, names="value")
-        self._rebuild(params or {})
-
-    def _rebuild(self, overrides: dict | None = None) -> None:
-        name, kinds = self.policy.value, policy_fields(self.policy.value)
-        values = {**budget_params(name, self.nodes.value), **{k: v for k, v in (overrides or {}).items() if k in kinds}}
-        shown = [key for key in kinds if key not in budget_keys(name)]
-        self.fields = {key: _param_control(key, kinds[key], values[key]) for key in shown}
-        self.params.children = list(self.fields.values())
-        self.note.value = f"<small>n sets {', '.join(budget_keys(name)) or 'nothing else'} for {html.escape(name)}</small>"
-
-    def _policy_changed(self, change) -> None:
-        """Keep the values typed into the old policy's controls (those off its defaults) that the new
-        policy has too; the rest take the new policy's defaults. The note says which."""
-        kept, defaults = {}, budget_params(change["old"], self.nodes.value)
-        for key, control in self.fields.items():
-            if key in policy_fields(change["new"]) and key not in budget_keys(change["new"]):
-                try:
-                    value = self._typed(change["old"], key, control)
-                except OptTreeError:  # an unreadable text: the new policy's default instead
-                    continue
-                if value != defaults[key]:
-                    kept[key] = value
-        self._rebuild(kept)
-        reset = [key for key in self.fields if key not in kept]
-        self.note.value += ("<br><small>kept from " + html.escape(change["old"]) + ": "
-                            + (", ".join(f"{k} = {html.escape(_as_text(v))}" for k, v in kept.items()) or "nothing")
-                            + (f"; {html.escape(change['new'])}'s defaults: {', '.join(reset)}" if reset else "")
-                            + "</small>")
-
-    @staticmethod
-    def _typed(name: str, key: str, control: widgets.Widget):
-        return parse_param(name, key, control.value) if isinstance(control, widgets.Text) else control.value
-
-    def field(self, key: str) -> widgets.Widget:
-        """The control of parameter ``key`` of the chosen policy (not one that n sets)."""
-        return self.fields[key]
-
-    def values(self) -> dict:
-        """``policy`` and its ``params``, typed (a text that is not a valid value is an OptTreeError):
-        what n sets, then every other control."""
-        name = self.policy.value
-        params = {**{key: value for key, value in budget_params(name, self.nodes.value).items()
-                     if key in budget_keys(name)},
-                  **{key: self._typed(name, key, c) for key, c in self.fields.items()}}
-        return {"policy": name, "params": {key: params[key] for key in policy_fields(name)}}
-
-    def box(self) -> widgets.Widget:
-        return widgets.VBox([self.policy, *([] if self.shared else [self.nodes]), self.note, self.params])
-
-
-class DecodeControls:
-    """Prompt, temperature, max new tokens, chat, live and the Run button."""
-
-    def __init__(self, prompt: str = "", max_new_tokens: int = 32, chat: bool = False, live: bool = True):
-        self.prompt = widgets.Textarea(value=prompt, description="prompt", style=_WIDE,
-                                       layout=widgets.Layout(width="480px"))
-        self.temperature = widgets.FloatSlider(value=0.0, min=0.0, max=2.0, step=0.05, description="temperature",
-                                               style=_WIDE)
-        self.max_new_tokens = widgets.IntSlider(value=max_new_tokens, min=1, max=512, description="new tokens",
-                                                style=_WIDE)
-        self.chat = widgets.Checkbox(value=chat, description="chat template", indent=False, style=_WIDE)
-        self.live = widgets.Checkbox(value=live, description="live (draw each step as it is verified)", indent=False,
-                                     style=_WIDE, layout=widgets.Layout(width="auto"))
-        self.run = widgets.Button(description="Run", button_style="primary", icon="play")
-        self.status = widgets.HTML()
-
-    def request(self, **policy) -> RunRequest:
-        return RunRequest(prompt=self.prompt.value, temperature=self.temperature.value,
-                          max_new_tokens=self.max_new_tokens.value, chat=self.chat.value, **policy)
-
-    def say(self, text: str, error: bool = False) -> None:
-        colour = "#B00020" if error else "#333"
-        self.status.value = f'<span style="color:{colour}">{html.escape(text)}</span>'
-
-    def box(self) -> widgets.Widget:
-        return widgets.VBox([self.prompt, self.temperature, self.max_new_tokens, self.chat, self.live,
-                             widgets.HBox([self.run, self.status])])
-
-
-def _run_safely(controls: DecodeControls, action):
-    """Run ``action()``; an engine error (OptTreeError) becomes the status line instead of a crash."""
-    controls.run.disabled = True
-    controls.say("decoding …")
-    try:
-        return action()
-    except OptTreeError as err:
-        controls.say(f"error: {err}", error=True)
-        return None
-    finally:
-        controls.run.disabled = False
-
-
 class TreeExplorer:
     """Browse a log step by step, or decode a prompt (``target``/``drafter``) and browse that.
 
@@ -316,7 +184,7 @@ class TreeExplorer:
             return None
         live = self.decode.live.value
         on_step = (lambda so_far: self.browser.set_data(so_far, step=len(so_far.steps) - 1)) if live else None
-        data = _run_safely(self.decode, lambda: self.rerunner.run(self.decode.request(**self.policy.values()),
+        data = run_safely(self.decode, lambda: self.rerunner.run(self.decode.request(**self.policy.values()),
                                                                   on_step=on_step))
         if data is not None:
             self.browser.set_data(data, step=0)
@@ -370,7 +238,7 @@ class _StepRegrowth:
         self.decode.run.on_click(lambda _: self.run())
         self.decode.run.disabled = self.rerunner is None
         self.slider = widgets.IntSlider(value=0, min=0, max=0, description="step", continuous_update=False,
-                                        style=_WIDE)
+                                        style=WIDE)
         self.slider.add_class("treeviz-step")
         self.stream = widgets.HTML()
         self.slider.observe(lambda _: self.regrow(), names="value")
@@ -404,7 +272,7 @@ class _StepRegrowth:
         """Decode the prompt once with the first side's policy: the reference run whose steps give the prefixes."""
         if self.rerunner is None:
             return None
-        data = _run_safely(self.decode, lambda: self.rerunner.run(
+        data = run_safely(self.decode, lambda: self.rerunner.run(
             self.decode.request(**self.sides[0].controls.values())))
         if data is not None:
             self.set_reference(data)
@@ -416,7 +284,7 @@ class _StepRegrowth:
             return None
         step = self.slider.value
         start = time.perf_counter()
-        grown = _run_safely(self.decode, lambda: [side.grow(self.rerunner, self.reference, step)
+        grown = run_safely(self.decode, lambda: [side.grow(self.rerunner, self.reference, step)
                                                   for side in self.sides])
         if grown is None:
             return None
@@ -438,7 +306,7 @@ class RegrowExplorer(_StepRegrowth):
 
     def __init__(self, data=None, target=None, drafter="self", prompt: str = "", tokenizer=None, *,
                  policy: str = "opt-tree", nodes: int = 16, params: dict | None = None):
-        n = _budget_control(nodes)
+        n = budget_control(nodes)
         super().__init__(data, target, drafter, prompt, tokenizer, [RegrownTree(policy, n, params)], n)
         self.widget = widgets.VBox([widgets.HBox([self.sides[0].controls.box(), self.decode.box()]), self.slider,
                                     self.sides[0].facts, self.sides[0].tree.widget, self.stream])
@@ -453,17 +321,13 @@ class CompareExplorer(_StepRegrowth):
 
     def __init__(self, data=None, target=None, drafter="self", prompt: str = "", tokenizer=None, *,
                  policies: tuple[str, str] = ("opt-tree", "chain"), nodes: int = 8):
-        n = _budget_control(nodes)
+        n = budget_control(nodes)
         sides = [RegrownTree(name, n, width=460) for name in policies]
         super().__init__(data, target, drafter, prompt, tokenizer, sides, n)
         columns = widgets.HBox([side.box() for side in sides], layout=widgets.Layout(flex_flow="row nowrap",
                                                                                        align_items="flex-start"))
         self.widget = widgets.VBox([self.decode.box(), widgets.HBox([n, self.slider]), columns, self.stream])
         self.widget.add_class("treeviz-compare")
-
-
-def _budget_control(nodes: int) -> widgets.BoundedIntText:
-    return widgets.BoundedIntText(value=nodes, min=1, max=4096, description="n (node budget)", style=_WIDE)
 
 
 class AnalysisDashboard:
