@@ -124,3 +124,34 @@ def test_in_chromium_arrow_keys_move_one_step_and_the_page_opens_where_a_tree_wa
             assert label.text_content().startswith("step 3 /")
         finally:
             browser.close()
+
+
+OVERLAPS_JS = """() => {
+  const box = e => e.getBoundingClientRect();
+  const meet = (a, b) => a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
+  const found = [];
+  for (const plot of document.querySelectorAll('.js-plotly-plot')) {
+    const legend = plot.querySelector('g.legend');
+    if (!legend) continue;
+    const titles = [...plot.querySelectorAll('g.annotation, g.g-gtitle')].filter(t => t.textContent.trim());
+    for (const t of titles) if (meet(box(legend), box(t))) found.push(t.textContent.trim().slice(0, 40));
+  }
+  return found;
+}"""
+
+
+@needs_chromium
+def test_in_chromium_no_legend_covers_a_panel_title(tmp_path, logs):
+    """Issue 27: the "A = E(A) + 1" legend covered the heatmap's panel title on the page."""
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    path = export_html(logs, tmp_path / "p.html")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=find_chromium(), args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 2400})
+            page.goto(path.as_uri())
+            page.wait_for_selector("g.legend")
+            assert page.locator("g.legend").count() >= 1
+            assert page.evaluate(OVERLAPS_JS) == []
+        finally:
+            browser.close()

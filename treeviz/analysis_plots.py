@@ -65,8 +65,11 @@ def ea_heatmap_figure(logs_or_frame, groups: list[str] | None = None) -> go.Figu
         fig.update_xaxes(title_text="E(A) (rounded)", dtick=1, range=x, row=1, col=col)
         fig.update_yaxes(title_text="A" if col == 1 else None, dtick=1,
                          range=[counts.index[0] - 0.5, counts.index[-1] + 0.5], row=1, col=col)
-    fig.update_layout(legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 1, "xanchor": "right"})
-    return _layout(fig, "Acceptance length A against E(A)", width=max(420, 380 * len(groups)), height=450)
+    fig = _layout(fig, "Acceptance length A against E(A)", width=max(420, 380 * len(groups)), height=480)
+    # the legend below the axes: above them it covered the panel titles (issue 27)
+    fig.update_layout(legend={"orientation": "h", "y": -0.2, "yanchor": "top", "x": 0.5, "xanchor": "center"},
+                      margin={"b": 100})
+    return fig
 
 
 def mal_budget_figure(logs_or_summary, groups: list[str] | None = None,
