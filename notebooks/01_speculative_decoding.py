@@ -22,12 +22,12 @@
 #
 # **Speculative decoding** (Leviathan et al. 2023; Chen et al. 2023) exploits that:
 #
-# 1. a cheap **draft** proposes a *chain* of K tokens (here the trained EAGLE-style head
+# 1. a cheap **[draft](../docs/glossary.md#draft)** proposes a *[chain](../docs/glossary.md#chain)* of K tokens (here the trained EAGLE-style head
 #    `eagle-smollm2`, which reads the target's own features);
-# 2. the **target** scores the root and all K drafted tokens in **one** forward pass;
+# 2. the **[target](../docs/glossary.md#target)** scores the [root](../docs/glossary.md#root) and all K drafted tokens in **one** forward pass;
 # 3. drafted tokens are **accepted** while each equals the target's own greedy choice; at the
-#    first mismatch the target's choice is taken instead: the **bonus token**. A step therefore
-#    always adds A ≥ 1 tokens (A = accepted drafts + 1).
+#    first mismatch the target's choice is taken instead: the **[bonus token](../docs/glossary.md#bonus-token)**. A step therefore
+#    always adds A ≥ 1 tokens ([A](../docs/glossary.md#a) = accepted drafts + 1).
 #
 # Why is greedy output *identical* to AR? Every token that enters the output is the target's
 # argmax given the true prefix: accepted drafts are exactly those that match it, and the bonus
@@ -78,7 +78,7 @@ assert chain.steps < len(chain.token_ids), "the draft should save at least one t
 # The chain needs fewer target passes than AR, but each of its steps costs more than one AR token:
 # the draft runs K times, and the target verifies K + 1 rows (the root and the K drafted tokens),
 # which on this CPU costs about 1.15–1.9 AR passes (docs/architecture.md, "Measured on this CPU").
-# A step yields MAL tokens, so **the chain wins only when a step costs less than MAL AR tokens**.
+# A step yields [MAL](../docs/glossary.md#mal) tokens, so **the chain wins only when a step costs less than MAL AR tokens**.
 # The line below says, with this run's numbers, which way it went; with these small drafts on a
 # shared 2-core CPU it is often slower.
 
@@ -92,8 +92,8 @@ print(speed_verdict(f"chain of {CHAIN}", chain.mal, chain.seconds / chain.steps,
 # %% [markdown]
 # ## The step table
 # Each row is one target pass: the drafted tokens it accepted (blue in the stream below) and
-# the bonus token the target produced itself (orange). A = accepted drafts + 1; E(A) is the
-# draft's own expectation of accepted drafts (the sum of p̂ over the chain, see notebook 3).
+# the bonus token the target produced itself (orange). A = accepted drafts + 1; [E(A)](../docs/glossary.md#ea) is the
+# draft's own expectation of accepted drafts (the sum of [p̂](../docs/glossary.md#p-hat) over the chain, see notebook 3).
 
 # %%
 from IPython.display import HTML, display
@@ -126,3 +126,60 @@ oracle = oc.generate(target.model, oc.load_drafter("self", target), oc.make_poli
 print("self-draft accept lengths:", oracle.accept_lengths)
 assert oracle.token_ids == ar.token_ids
 assert all(a == CHAIN + 1 for a in oracle.accept_lengths[:-1])
+
+# %% [markdown]
+# ## Exercises
+# Answerable from this notebook's text, code and output. Each solution is folded under its
+# exercise (click **Solution**); notebooks/README.md says how to strip them for a hand-out.
+#
+# **Exercise 1.** With `CHAIN = 4`, what are the smallest and the largest A one step can have, and
+# what must happen in each case? The self-draft cell checks the largest value for every step *but
+# the last*: why may the last step be shorter?
+
+# %% [markdown] tags=["solution"]
+# <details><summary>Solution</summary>
+#
+# A = accepted drafts + 1. The smallest is **A = 1**: the first drafted token already differs from
+# the target's argmax, so nothing is accepted and the step adds only the bonus token. The largest
+# is **A = K + 1 = 5**: all four drafts equal the target's choices, and the target adds the bonus
+# token after them. The last step can be shorter because the output stops at `MAX_NEW_TOKENS`:
+# near the cap the chain is cut to the tokens that are left (the tree may have at most tokens
+# left − 1 drafted layers, `opttree_core/decoding.py`, `_step`), and an end-of-sequence token
+# also ends a step early. In fast mode, 24 tokens = 4 steps of 5 + a last step of 4 (if the
+# answer does not end sooner).
+#
+# </details>
+
+# %% [markdown]
+# **Exercise 2.** The step-table cell asserts `table["A"].sum() == len(ar.token_ids)`. Why must
+# this hold? If a chain run wrote 24 tokens in 10 steps, what is its MAL, and how many target
+# passes did it save against AR?
+
+# %% [markdown] tags=["solution"]
+# <details><summary>Solution</summary>
+#
+# Every generated token enters the output in exactly one step, as an accepted draft or as that
+# step's bonus token, so the A of all steps add up to the number of generated tokens; and greedy
+# speculative decoding writes exactly AR's tokens (the first assert), so that number is
+# `len(ar.token_ids)`. MAL = tokens / steps = 24 / 10 = **2.4**. AR needs one target pass per
+# token (24); the chain needed 10, so it saved **14 target passes** — which is not yet a speedup,
+# since each of its passes verifies 5 rows and the draft runs too (exercise 3).
+#
+# </details>
+
+# %% [markdown]
+# **Exercise 3.** Say verifying the 5 rows of a chain step costs 1.9 AR passes (the upper figure
+# quoted in "Fewer target passes is not the same as faster") and drafting the 4 tokens costs 0.3
+# AR passes. What MAL must the chain reach to beat AR? What speedup would MAL 2.5 give, and what
+# is the best speedup any draft could give at this step cost?
+
+# %% [markdown] tags=["solution"]
+# <details><summary>Solution</summary>
+#
+# A step costs 1.9 + 0.3 = 2.2 AR tokens' time and yields MAL tokens, so speedup = MAL / 2.2
+# (`speed_verdict` computes MAL × AR-time-per-token / step time). The chain beats AR only when
+# **MAL > 2.2**. MAL 2.5 gives 2.5 / 2.2 ≈ **1.14×**. No chain of 4 can reach MAL above K + 1 = 5
+# (the self-draft ceiling), so even a perfect draft at this step cost gives at most
+# 5 / 2.2 ≈ **2.3×**.
+#
+# </details>

@@ -19,17 +19,17 @@
 # the chain is lost. A **token tree** keeps several candidates per position (SpecInfer, Medusa,
 # EAGLE, OPT-Tree). The target still verifies it in **one** pass, thanks to two inputs:
 #
-# * a **tree-attention mask**: node i may attend to the cached prefix, to itself and to its
+# * a **[tree-attention mask](../docs/glossary.md#tree-attention-mask)**: node i may attend to the cached prefix, to itself and to its
 #   ancestors, never to its siblings or cousins (row i of the *ancestor matrix*);
-# * **positions by depth**: a node at depth d sits at position prefix_len + d, as if its path
+# * **[positions by depth](../docs/glossary.md#positions-by-depth)**: a node at [depth](../docs/glossary.md#depth) d sits at position prefix_len + d, as if its path
 #   had been written out alone (positions by flattened index silently break RoPE models:
 #   docs/architecture.md, trap 1).
 #
 # With both, the target's logits at every node equal what sequential decoding of that node's
-# path would give. Below we draft one tree and verify it (the accepted path is the longest one
+# path would give. Below we draft one tree and verify it (the [accepted path](../docs/glossary.md#accepted-path) is the longest one
 # whose every token equals the target's choice below its parent, and the target's choice after
 # the last accepted node is the bonus token), draw it, draw its mask, check the logits claim
-# node by node, and draw where the draft put its probability (the p̂ icicle).
+# node by node, and draw where the draft put its probability (the [p̂](../docs/glossary.md#p-hat) icicle).
 
 # %% tags=["parameters"]
 from treeviz.teaching import fast_mode, offline_plotly, pick
@@ -151,3 +151,61 @@ misplaced = torch.arange(tree.n_nodes) != tree.depth  # (N,)
 print("max logit drift per depth:", {int(d): round(float(drift[tree.depth == d].max()), 3)
                                     for d in tree.depth.unique()})
 assert float(drift[~misplaced].max()) < 1e-3 and float(drift[misplaced].min()) > 1e-3
+
+# %% [markdown]
+# ## Exercises
+# Answerable from this notebook's text, code and output. Each solution is folded under its
+# exercise (click **Solution**); notebooks/README.md says how to strip them for a hand-out.
+#
+# **Exercise 1.** A tree has 5 nodes in breadth-first order, with `parents = [-1, 0, 0, 1, 3]`
+# (node 0 is the root), and the target has cached `prefix_len = 10` prompt tokens. Write down each
+# node's depth and position, the rows of its ancestor mask, and the shape of
+# `tree_attention(tree, 10)`. How many `True` does the mask hold?
+
+# %% [markdown] tags=["solution"]
+# <details><summary>Solution</summary>
+#
+# Depths `[0, 1, 1, 2, 3]` (nodes 1 and 2 are children of the root, 3 of 1, 4 of 3), so positions
+# `prefix_len + depth = [10, 11, 11, 12, 13]`: the two siblings share position 11. Mask rows
+# (node i sees itself and its ancestors): 0 → {0}; 1 → {0, 1}; 2 → {0, 2}; 3 → {0, 1, 3};
+# 4 → {0, 1, 3, 4}. Each row holds depth + 1 ones (the notebook's assert), 1 + 2 + 2 + 3 + 4 =
+# **12** in all. The full attention is `(N, prefix_len + N)` = **(5, 15)**: ten all-`True`
+# prefix columns, then the mask.
+#
+# </details>
+
+# %% [markdown]
+# **Exercise 2.** For the same tree, which nodes would sit at a wrong position if positions were
+# `prefix_len + node index` (the trap in the last section)? Why can a plain chain never show this
+# bug?
+
+# %% [markdown] tags=["solution"]
+# <details><summary>Solution</summary>
+#
+# By index the positions would be `[10, 11, 12, 13, 14]` against the correct `[10, 11, 11, 12, 13]`:
+# **nodes 2, 3 and 4** (index ≠ depth) are misplaced, and their logits drift; the root and node 1
+# are right, as the notebook's assert expects. In a chain every node is the only one at its depth,
+# so node i sits at depth i and index and depth coincide: the bug only appears once a node has a
+# sibling (docs/architecture.md, trap 1).
+#
+# </details>
+
+# %% [markdown]
+# **Exercise 3.** The same tree drafts the tokens node 1 " is", node 2 " was", node 3 " a",
+# node 4 " list". The target's argmax *after* each node (`result.target_tokens`) is: after the
+# root " is", after node 1 " a", after node 2 " the", after node 3 " hash", after node 4 " of".
+# Under greedy verification, which nodes are accepted, what is the bonus token, and what are the
+# step's new tokens and A?
+
+# %% [markdown] tags=["solution"]
+# <details><summary>Solution</summary>
+#
+# A node is accepted when its token equals the target's choice after its *parent* and its parent
+# is accepted (the notebook checks `tree.tokens[v] == target_tokens[parent(v)]` along the path).
+# Node 1 " is" = the choice after the root: accepted. Node 2 " was" ≠ " is": rejected. Node 3 " a"
+# = the choice after node 1: accepted. Node 4 " list" ≠ " hash" (the choice after node 3):
+# rejected. The accepted path is **[1, 3]**, the bonus token is the target's choice after node 3,
+# **" hash"**, the new tokens are " is a hash" and **A = 3** = len(path) + 1 (the notebook's
+# `result.accept_length == len(result.path) + 1`). The choices after nodes 2 and 4 are never used.
+#
+# </details>

@@ -15,14 +15,14 @@
 # %% [markdown]
 # # 4 · Verification: greedy acceptance and lossless sampling
 #
-# **Greedy** (temperature 0): a drafted node is accepted when its token equals the target's
+# **Greedy** (temperature 0): a drafted node is [accepted](../docs/glossary.md#accepted-path) when its token equals the target's
 # argmax below its parent, and all its ancestors are accepted. The output equals plain greedy
 # decoding (notebook 1).
 #
 # **Sampling** (temperature > 0) must keep the output distributed *exactly* as the target's:
-# speculative decoding is **lossless**. With p = the target's distribution at a node (after
+# speculative decoding is **[lossless](../docs/glossary.md#lossless)**. With [p](../docs/glossary.md#p) = the target's distribution at a node (after
 # temperature, top-k, top-p) and the draft's children x₁, x₂, … picked deterministically (its
-# top-k), the engine walks the tree by **recursive rejection** (SpecInfer; docs/architecture.md,
+# top-k), the engine walks the tree by **[recursive rejection](../docs/glossary.md#recursive-rejection)** (SpecInfer; docs/architecture.md,
 # trap 7):
 #
 # 1. accept child xᵢ with probability p(xᵢ) / Σ p;
@@ -32,7 +32,7 @@
 # Each emitted token is then distributed as p, *whatever the draft* — a bad draft only costs
 # speed. This is SpecInfer's rule, accept with min(1, p(x)/q(x)) and on rejection continue from
 # norm(relu(p − q)), for a draft whose "proposal" is a point mass: a deterministic top-k child is
-# proposed with q = 1, so min(1, p(xᵢ)/1) = p(xᵢ) under the current residual, and relu(p − q)
+# proposed with [q](../docs/glossary.md#q) = 1, so min(1, p(xᵢ)/1) = p(xᵢ) under the current residual, and relu(p − q)
 # only zeroes xᵢ. That is why q drops out for top-k children (and why sampled children, drawn
 # from q, need q: `--children sampled`). The diagram below draws the stages for real numbers.
 #
@@ -160,3 +160,62 @@ fig = go.Figure([go.Bar(x=[f"t{t}" for t in top], y=p.numpy()[top], name="target
 fig.update_layout(barmode="group", title="first generated token: frequency vs probability", width=820,
                   height=380, template="none", yaxis_title="probability")
 fig.show()
+
+# %% [markdown]
+# ## Exercises
+# Answerable from this notebook's text, code and output. Each solution is folded under its
+# exercise (click **Solution**); notebooks/README.md says how to strip them for a hand-out.
+#
+# **Exercise 1.** At the root the target's distribution (after temperature) is p = {a: 0.5,
+# b: 0.3, c: 0.2}, and the draft's top-2 children are, in order, b then a. Follow recursive
+# rejection by hand: what is the chance that the step's first token is a, b and c? From which
+# distribution is the bonus token drawn when both children are rejected?
+
+# %% [markdown] tags=["solution"]
+# <details><summary>Solution</summary>
+#
+# Try b first: accept with p(b) / Σ p = **0.3**. On rejection (0.7) set p(b) = 0 and renormalise:
+# {a: 0.5/0.7, c: 0.2/0.7} ≈ {a: 0.714, c: 0.286}. Try a: accepted with 0.714, so P(a) = 0.7 × 0.714
+# = **0.5**. Both rejected: 0.7 × 0.286 = 0.2; the bonus token is drawn from the last residual
+# {c: 1}, so P(c) = **0.2**. Exactly p again, though the draft ranked b first: the order of the
+# children changes how often a draft is accepted (speed), never what is emitted. This is the
+# computation the notebook's `emitted` loop checks against p for real numbers.
+#
+# </details>
+
+# %% [markdown]
+# **Exercise 2.** The χ² cell asserts `test.p_value > 0.001`. If the engine is exactly lossless,
+# how often would such an assert fail by chance for a fresh set of seeds? Why does the notebook
+# give the same verdict every time it runs, and what does running with more `SAMPLES` (full mode:
+# 3000 instead of 400) buy?
+
+# %% [markdown] tags=["solution"]
+# <details><summary>Solution</summary>
+#
+# If the samples really follow p, the p-value is (approximately) uniform on [0, 1], so a bound of
+# 0.001 fails about **once in 1000** sets of seeds — a false alarm, not a bug. The notebook always
+# decodes with seeds `0 … SAMPLES − 1`, so on one machine and software stack it draws the same
+# samples and gets the same p-value every run. More samples make the test sharper: a small
+# difference between the emitted frequencies and p (a lossy method, like the same samples judged
+# against the draft's q in the next cell) gives a χ² that grows with the number of samples, so
+# 3000 seeds detect smaller biases than 400.
+#
+# </details>
+
+# %% [markdown]
+# **Exercise 3.** The greedy cell asserts that tree decoding returns exactly AR's tokens. With
+# `TEMPERATURE = 1` and the same seed for both, should `oc.generate` and
+# `oc.generate_autoregressive` return the same tokens? What does "lossless" promise instead, and
+# how does the notebook test it?
+
+# %% [markdown] tags=["solution"]
+# <details><summary>Solution</summary>
+#
+# Not in general. Both draw from the same seeded generator, but tree decoding spends random
+# numbers on acceptance tests and residual draws where AR spends one draw per token, so single
+# samples differ. Lossless promises **the same distribution**, not the same sample: each emitted
+# token is distributed exactly as the target's p. That is why the notebook decodes `SAMPLES`
+# seeds and compares the *frequencies* of the first token with p by a χ² test, instead of
+# comparing token lists as in the greedy case.
+#
+# </details>

@@ -15,9 +15,9 @@
 # %% [markdown]
 # # 5 · Expected versus actual acceptance length (paper Figure 4)
 #
-# OPT-Tree chooses trees by their **expected** acceptance E(A) = Σ p̂ over drafted nodes. That
+# OPT-Tree chooses trees by their **expected** acceptance [E(A)](../docs/glossary.md#ea) = Σ [p̂](../docs/glossary.md#p-hat) over drafted nodes. That
 # is only a good objective if E(A) predicts what actually happens: the acceptance length
-# **A** of each verification step (accepted drafts + the bonus token, so A ≈ E(A) + 1 for a
+# **[A](../docs/glossary.md#a)** of each verification step (accepted drafts + the bonus token, so A ≈ E(A) + 1 for a
 # calibrated draft; docs/architecture.md, trap 5).
 #
 # The paper's Figure 4 checks it with a heatmap per draft/target pair: the count of steps per
@@ -87,7 +87,7 @@ for group, part in frame.groupby("group"):
 
 # %% [markdown]
 # ## Calibration at a glance
-# Mean A against mean E(A) + 1 per run (n = one point per prompt and draft): points on the
+# Mean A ([MAL](../docs/glossary.md#mal)) against mean E(A) + 1 per run (n = one point per prompt and draft): points on the
 # diagonal mean a calibrated draft, points above it an under-confident one (the target accepts
 # more than the draft's p̂ promise), points below it an over-confident one.
 
@@ -105,3 +105,59 @@ top = float(max(summary["mal"].max(), summary["mean_ea"].max() + 1)) + 0.2
 fig.add_shape(type="line", x0=1, y0=1, x1=top, y1=top, line={"dash": "dot", "color": "#888"})
 fig.show()
 assert (summary["mal"] >= 1).all()
+
+# %% [markdown]
+# ## Exercises
+# Answerable from this notebook's text, code and output. Each solution is folded under its
+# exercise (click **Solution**); notebooks/README.md says how to strip them for a hand-out.
+#
+# **Exercise 1.** One step's tree has four drafted nodes with p̂ 0.8, 0.5, 0.2 and 0.1. What is its
+# E(A), in which heatmap column does the step fall (`ea_bin`), and what A does a calibrated draft
+# expect on average? The target accepted two drafted tokens: what is A, and does the step count
+# as above or below the line A = E(A) + 1?
+
+# %% [markdown] tags=["solution"]
+# <details><summary>Solution</summary>
+#
+# E(A) = 0.8 + 0.5 + 0.2 + 0.1 = **1.6** expected accepted *drafted* tokens, so the step falls in
+# column **2** (`ea_bin` = E(A) rounded to the nearest integer) and a calibrated draft expects
+# A ≈ E(A) + 1 = **2.6** on average (the + 1 is the bonus token). Two accepted drafts plus the bonus
+# token give **A = 3** > 2.6: the step lies **above** the line (the notebook's `above` count
+# compares A with the unrounded E(A) + 1). One step says little: A is an integer draw around 2.6;
+# only many steps tell whether the draft is calibrated.
+#
+# </details>
+
+# %% [markdown]
+# **Exercise 2.** In the per-run summary, run X has mean E(A) 1.0 and MAL 2.4; run Y has mean E(A)
+# 1.2 and MAL 1.5. Where does each point fall in the calibration scatter, and which draft is
+# over-confident, which under-confident?
+
+# %% [markdown] tags=["solution"]
+# <details><summary>Solution</summary>
+#
+# The scatter plots MAL against mean E(A) + 1. Run X: (2.0, 2.4), **above** the diagonal — the
+# target accepted 2.4 − 1 = 1.4 drafted tokens per step where the draft expected 1.0: its p̂ are too
+# small, an **under-confident** draft. Run Y: (2.2, 1.5), **below** it — 0.5 accepted drafts per
+# step against 1.2 expected: an **over-confident** draft, whose p̂ promise more than the target
+# gives. Both could still show a positive correlation between E(A) and A: calibration (the level)
+# and correlation (the ranking of steps) are different questions.
+#
+# </details>
+
+# %% [markdown]
+# **Exercise 3.** With this notebook's fast-mode parameters (`NODES = 8`, `MAX_DEPTH = 8`), why can
+# no step have E(A) above 8, A above 9, or A below 1? Which of these does the last assert check
+# for whole runs?
+
+# %% [markdown] tags=["solution"]
+# <details><summary>Solution</summary>
+#
+# E(A) is a sum of p̂ over at most `NODES` = 8 drafted nodes, each a product of probabilities, so
+# each p̂ ≤ 1 and **E(A) ≤ 8**. (It is in fact at most the tree's depth too, since the p̂ of the nodes
+# at one depth sum to at most 1: [glossary, E(A)](../docs/glossary.md#ea).) Accepted drafts lie on one path from the
+# root, at most `MAX_DEPTH` = 8 deep, and the bonus token adds one: **A ≤ 9**. Every step adds the
+# bonus token, so **A ≥ 1**, and hence MAL, the mean of A, is at least 1: that is the last
+# assert, `(summary["mal"] >= 1).all()`.
+#
+# </details>
