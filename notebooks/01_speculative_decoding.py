@@ -59,16 +59,16 @@ print(f"prompt: {len(prompt_ids)} tokens")
 
 # %% [markdown]
 # ## AR decoding versus a chain draft
-# Both loops call the target through the same code path, so their times compare fairly.
+# Both loops call the target through the same code path. Here we count target passes; speeds come
+# in the next section, from a run that interleaves AR with the chain.
 
 # %%
 ar = oc.generate_autoregressive(target.model, prompt_ids, config)
 log = oc.TreeLog(max_steps=MAX_NEW_TOKENS, max_nodes=CHAIN + 1)
 chain = oc.generate(target.model, drafter, oc.make_policy("chain", length=CHAIN), prompt_ids, config, log=log)
 
-print("AR   :", f"{len(ar.token_ids)} tokens in {ar.steps} target passes, {ar.seconds:.2f} s")
-print("chain:", f"{len(chain.token_ids)} tokens in {chain.steps} target passes, {chain.seconds:.2f} s, "
-      f"MAL {chain.mal:.2f}")
+print("AR   :", f"{len(ar.token_ids)} tokens in {ar.steps} target passes")
+print("chain:", f"{len(chain.token_ids)} tokens in {chain.steps} target passes, MAL {chain.mal:.2f}")
 print(target.tokenizer.decode(chain.token_ids))
 assert chain.token_ids == ar.token_ids, "greedy speculative decoding must reproduce AR exactly"
 assert chain.steps < len(chain.token_ids), "the draft should save at least one target pass"
@@ -79,15 +79,20 @@ assert chain.steps < len(chain.token_ids), "the draft should save at least one t
 # the draft runs K times, and the target verifies K + 1 rows (the root and the K drafted tokens),
 # which on this CPU costs about 1.15–1.9 AR passes (docs/architecture.md, "Measured on this CPU").
 # A step yields [MAL](../docs/glossary.md#mal) tokens, so **the chain wins only when a step costs less than MAL AR tokens**.
-# The line below says, with this run's numbers, which way it went; with these small drafts on a
-# shared 2-core CPU it is often slower.
+# A speed is only worth saying when AR ran in the same process, on the same prompts, interleaved
+# with the method (a single timing of each, one after the other, can be off by several times on a
+# shared machine). The bench harness does that: two short prompts, AR and the chain alternating,
+# after a warm-up. The lines below say which way it went, with the 95 % interval over the prompts
+# and the machine; with these small drafts on a 2-core CPU the chain is often slower.
 
 # %%
-from treeviz.teaching import speed_verdict
+from opttree_core.tools.demo import PROMPTS
+from treeviz.teaching import interleaved_speeds
 
-steps = log.to_frames().steps
-print(speed_verdict(f"chain of {CHAIN}", chain.mal, chain.seconds / chain.steps, ar.seconds / len(ar.token_ids),
-                    rows=CHAIN + 1, verify_s=float(steps["verify_s"].mean()), draft_s=float(steps["draft_s"].mean())))
+lines, bench_results = interleaved_speeds("smollm2-135m", DRAFT, "chain", [CHAIN],
+                                          [PROMPT, PROMPTS["chat"]], MAX_NEW_TOKENS)
+print("\n".join(lines))
+assert bench_results.loc[bench_results["kind"] == "tree", "output_matches_ar"].all()
 
 # %% [markdown]
 # ## The step table

@@ -96,36 +96,16 @@ assert table.loc["opt-tree"].mean() >= table.loc["chain"].mean() - 0.1, "OPT-Tre
 # the prompts, and the machine it was measured on.
 
 # %%
-import tempfile
 from pathlib import Path
 
 from opttree_core.profiling import device_name
-from opttree_core.tools.bench import run_bench
-from treeviz.runs import shootout_table
-from treeviz.teaching import speed_verdict
+from treeviz.teaching import interleaved_speeds
 
-bench_dir = Path(tempfile.mkdtemp(prefix="opttree-nb06-")) / "run"
-bench_prompts = bench_dir.parent / "prompts.txt"
 bench_texts = sorted(PROMPTS.values(), key=len)[:2] if fast_mode() else texts  # ≥ 2 prompts: an interval
-bench_prompts.write_text("\n".join(bench_texts) + "\n")
-bench = run_bench({"target": "smollm2-135m", "drafters": [DRAFT], "policies": ["opt-tree"], "budgets": BUDGETS,
-                   "temperatures": [0.0], "max_new_tokens": MAX_NEW_TOKENS, "peers": ["ar"],
-                   "datasets": [{"kind": "prompts", "path": str(bench_prompts)}]}, bench_dir, progress=False)
-shootout = shootout_table(bench.results).set_index("method")
-ar_rows = bench.results[bench.results["kind"] == "ar"]
-ar_token_s = ar_rows["seconds"].sum() / ar_rows["new_tokens"].sum()
 machine = f"{device_name(target.model.device)}, {torch.get_num_threads()} threads"
-print(f"measured on {machine}, {len(bench_texts)} prompts: AR {1 / ar_token_s:.1f} tokens/s, interleaved with "
-      f"every method below")
-for method, rows in bench.results[bench.results["kind"] == "tree"].groupby("method", sort=False):
-    row = shootout.loc[method]
-    n = int(rows["budget"].iloc[0])
-    print(speed_verdict(f"opt-tree n={n}", rows["new_tokens"].sum() / rows["steps"].sum(),
-                        rows["seconds"].sum() / rows["steps"].sum(), ar_token_s, rows=n + 1,
-                        verify_s=rows["verify_s"].sum() / rows["steps"].sum(),
-                        draft_s=rows["draft_s"].sum() / rows["steps"].sum(),
-                        interval=(row["speedup_lo"], row["speedup_hi"])))
-assert bench.results.loc[bench.results["kind"] == "tree", "output_matches_ar"].all()
+lines, bench_results = interleaved_speeds("smollm2-135m", DRAFT, "opt-tree", BUDGETS, bench_texts, MAX_NEW_TOKENS)
+print("\n".join(lines))
+assert bench_results.loc[bench_results["kind"] == "tree", "output_matches_ar"].all()
 
 # %% [markdown]
 # ## δ: fewer draft layers, for some MAL

@@ -89,8 +89,9 @@ print(f"n = {NODES}: MAL {data.steps['a'].mean():.2f} · n = 2: MAL {smaller.ste
 # %% [markdown]
 # ## One step, re-grown live
 # The step with the longest acceptance again, its tree re-grown from the text committed before it.
-# Raising δ stops the growth earlier: fewer nodes are kept and E(A) falls (here from 0 to 0.9). Each change grows one
-# step (one draft pass per layer and one target pass), not the whole answer.
+# Raising δ stops OPT-Tree's growth earlier: its n nodes are then chosen from fewer layers (a
+# shallower tree), and E(A) can only fall (here δ goes from 0 to 0.9). Each change grows one step
+# (one draft pass per layer and one target pass), not the whole answer.
 
 # %%
 regrow = RegrowExplorer(data, target=target, drafter=DRAFT, policy=POLICY, nodes=NODES,
@@ -100,10 +101,12 @@ side = regrow.sides[0]
 rows = []
 for delta in (0.0, 0.9):
     side.controls.field("threshold").value = delta  # what moving the δ control does
-    one = side.data.steps.iloc[0]
-    rows.append((delta, int(one["n_nodes"]) - 1, float(one["ea"]), int(one["a"])))
-    print(f"δ = {delta}: {rows[-1][1]} drafted nodes kept, E(A) = {rows[-1][2]:.2f}, A = {rows[-1][3]}")
-assert rows[1][1] <= rows[0][1] and side.data.meta["prompt_ids"] == data.prefix(step)
+    one, layers = side.data.steps.iloc[0], int(side.data.nodes["depth"].max())
+    rows.append((delta, layers, float(one["ea"]), int(one["a"])))
+    print(f"δ = {delta}: {int(one['n_nodes']) - 1} drafted nodes over {layers} layers, E(A) = {one['ea']:.2f}, "
+          f"A = {one['a']}")
+assert rows[1][1] <= rows[0][1] and rows[1][2] <= rows[0][2] + 1e-6
+assert side.data.meta["prompt_ids"] == data.prefix(step)
 show_widget(regrow)
 
 # %% [markdown]

@@ -320,10 +320,11 @@ def test_notebook_08_explorers_draw_move_run_and_survive_a_reload_on_a_loaded_ma
         lab.shot("08-compare-side-by-side", COMPARE)
         lab.mark("both compare sides drawn, side by side")
         notebook_last = lab.drawn(f"{REGROW} .treeviz-tree")  # the notebook left δ at 0.9
-        regrown = regrow_at_delta(lab, "0", until=lambda seen: seen["points"] > notebook_last["points"])
+        regrown = regrow_at_delta(lab, "0", until=lambda seen: seen["title"] != notebook_last["title"])
         lab.shot("08-regrow-delta-0", REGROW)
-        fewer = regrow_at_delta(lab, "0.9", until=lambda seen: seen["points"] < regrown["points"])
-        assert fewer["points"] < regrown["points"], (regrown, fewer)
+        shallow = regrow_at_delta(lab, "0.9", until=lambda seen: seen["title"] != regrown["title"])
+        assert _ea(shallow) <= _ea(regrown) and _layers(shallow) <= _layers(regrown), (regrown, shallow)
+        assert shallow["title"] == notebook_last["title"], (notebook_last, shallow)
         lab.shot("08-regrow-delta-0.9", REGROW)
         lab.mark("one step re-grown live at two δ values")
         lab.page.locator(EXPLORER).first.scroll_into_view_if_needed()
@@ -361,6 +362,15 @@ def test_notebook_08_explorers_draw_move_run_and_survive_a_reload_on_a_loaded_ma
 
 
 RESTORE_RACE = "widget model not found"
+
+
+def _layers(drawn: dict) -> int:
+    """The layers a re-grown tree's title states ("... over 3 layers")."""
+    return int(re.search(r"over (\d+) layers", drawn["title"]).group(1))
+
+
+def _ea(drawn: dict) -> float:
+    return float(re.search(r"E\(A\) = ([0-9.]+)", drawn["title"]).group(1))
 
 
 def regrow_at_delta(lab, delta: str, until=lambda seen: True) -> dict:

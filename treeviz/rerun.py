@@ -100,10 +100,12 @@ class Rerunner:
                           temperature=request.temperature, seed=request.seed, on_step=callback, log=log)
         return run.frames()
 
-    def regrow(self, data, step: int, policy: str, params: dict | None = None):
+    def regrow(self, data, step: int, policy: str, params: dict | None = None, room: int = 64):
         """One step: the tree ``policy`` grows at ``step`` of the log ``data``, from the identical prefix
-        and root, verified by the target (``Session.regrow``); a one-step log."""
-        return self._session(policy, params).regrow(data, step).frames()
+        and root, verified by the target (``Session.regrow``); a one-step log. ``room``: the new tokens
+        the step may make, so a tree near the end of the logged answer is not cut to the tokens that
+        were left there (two policies compare at their full n)."""
+        return self._session(policy, params).regrow(data, step, max_new_tokens=room).frames()
 
     def _session(self, policy: str, params: dict | None):
         from opttree_core import Session, make_policy

@@ -210,17 +210,19 @@ class RegrownTree:
         values = self.controls.values()
         self.data = rerunner.regrow(reference, step, values["policy"], values["params"])
         texts = token_text_map(self.data, self.tokenizer)
-        self.tree.update(tree_spec(tree_scene(self.data, 0, texts=texts, width=self.width)))
         row, nodes = self.data.steps.iloc[0], self.data.nodes
+        spec = tree_spec(tree_scene(self.data, 0, texts=texts, width=self.width))
+        spec["layout"]["title"]["text"] = (f"step {step} re-grown · {int(row['n_nodes']) - 1} drafted nodes over "
+                                           f"{int(nodes['depth'].max())} layers<br>E(A) = {row['ea']:.2f} · "
+                                           f"A = {int(row['a'])}")
+        self.tree.update(spec)
         path = nodes[nodes["accepted"] & (nodes["node"] > 0)].sort_values("depth")["token"]
         accepted = "".join(texts.get(int(t), f"({int(t)})") for t in path)
-        self.facts.value = (f"<b>{html.escape(values['policy'])}</b>, {int(row['n_nodes'])} nodes kept · "
+        self.facts.value = (f"<b>{html.escape(values['policy'])}</b>, {int(row['n_nodes']) - 1} drafted nodes over "
+                            f"{int(nodes['depth'].max())} layers · "
                             f"E(A) = {row['ea']:.2f} · A = {int(row['a'])} (accepted "
                             f"<code>{html.escape(accepted) or '—'}</code> + bonus)")
         return self.data
-
-    def box(self) -> widgets.Widget:
-        return widgets.VBox([self.controls.box(), self.facts, self.tree.widget])
 
 
 class _StepRegrowth:
@@ -324,9 +326,14 @@ class CompareExplorer(_StepRegrowth):
         n = budget_control(nodes)
         sides = [RegrownTree(name, n, width=460) for name in policies]
         super().__init__(data, target, drafter, prompt, tokenizer, sides, n)
-        columns = widgets.HBox([side.box() for side in sides], layout=widgets.Layout(flex_flow="row nowrap",
-                                                                                       align_items="flex-start"))
-        self.widget = widgets.VBox([self.decode.box(), widgets.HBox([n, self.slider]), columns, self.stream])
+        def row(parts):  # the two sides in columns of one width, so the trees start level
+            for part in parts:
+                part.layout.width = "480px"
+            return widgets.HBox(parts, layout=widgets.Layout(flex_flow="row nowrap", align_items="flex-start"))
+
+        self.widget = widgets.VBox([self.decode.box(), widgets.HBox([n, self.slider]),
+                                    row([side.controls.box() for side in sides]), row([side.facts for side in sides]),
+                                    row([side.tree.widget for side in sides]), self.stream])
         self.widget.add_class("treeviz-compare")
 
 
