@@ -86,12 +86,15 @@ assert chain.steps < len(chain.token_ids), "the draft should save at least one t
 # and the machine; with these small drafts on a 2-core CPU the chain is often slower.
 
 # %%
-from opttree_core.tools.demo import PROMPTS
-from treeviz.teaching import interleaved_speeds
+import torch
 
-lines, bench_results = interleaved_speeds("smollm2-135m", DRAFT, "chain", [CHAIN],
-                                          [PROMPT, PROMPTS["chat"]], MAX_NEW_TOKENS)
-print("\n".join(lines))
+from opttree_core.profiling import device_name
+from opttree_core.tools.bench import quick_bench
+from opttree_core.tools.demo import PROMPTS
+from treeviz.teaching import speed_lines
+
+bench_results = quick_bench("smollm2-135m", DRAFT, "chain", [CHAIN], [PROMPT, PROMPTS["chat"]], MAX_NEW_TOKENS)
+print("\n".join(speed_lines(bench_results, f"{device_name(target.model.device)}, {torch.get_num_threads()} threads")))
 assert bench_results.loc[bench_results["kind"] == "tree", "output_matches_ar"].all()
 
 # %% [markdown]

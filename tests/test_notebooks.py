@@ -11,6 +11,7 @@ from pathlib import Path
 import jupytext
 import nbformat
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import ScriptedDrafter
 
@@ -135,11 +136,33 @@ def test_a_speed_verdict_whose_interval_holds_1_calls_no_winner():
     assert "slower than AR" in speed_verdict("opt-tree n=8", 2.0, 0.1, 0.037, interval=(0.72, 0.82))
 
 
-def test_notebook_6_says_speeds_only_from_a_run_with_ar_interleaved():
-    """Its speed lines come from the bench harness (AR interleaved on the same prompts, a 95 % interval
-    over them, the machine named), never from one separate AR run (issue 27: it printed 2.83× that way)."""
-    cells = [c.source for c in jupytext.read(NOTEBOOKS / "06_budget_threshold_hardware.py").cells
-             if c.cell_type == "code"]
-    speed = [c for c in cells if "speed_verdict(" in c]
-    assert speed and all("run_bench(" in c and "interval=" in c and "device_name(" in c for c in speed)
-    assert not any("generate_autoregressive(" in c for c in speed)
+@pytest.mark.parametrize("name", ["01_speculative_decoding", "06_budget_threshold_hardware"])
+def test_notebooks_say_speeds_only_from_a_run_with_ar_interleaved(name):
+    """Their speed lines come from the bench harness (``quick_bench``: AR interleaved on the same prompts;
+    ``speed_lines``: a 95 % interval over them, the machine named), never from one separate AR run
+    (issue 27: notebook 06 printed 2.83x that way, notebook 01 6.7x on a loaded machine)."""
+    cells = [c.source for c in jupytext.read(NOTEBOOKS / f"{name}.py").cells if c.cell_type == "code"]
+    speed = [c for c in cells if "speed_lines(" in c or "speed_verdict(" in c]
+    assert speed and all("quick_bench(" in c and "speed_lines(" in c and "device_name(" in c for c in speed)
+    assert not any("generate_autoregressive(" in c or ".seconds" in c for c in speed)
+
+
+def test_speed_lines_give_each_method_its_interval_and_name_the_machine():
+    from treeviz.runs import shootout_table
+    from treeviz.teaching import speed_lines
+
+    rows = []
+    for prompt, (ar_s, tree_s) in enumerate([(1.0, 0.8), (1.2, 0.9)]):
+        base = {"temperature": 0.0, "prompt_id": f"p{prompt}", "new_tokens": 10, "dataset": "prompts",
+                "category": "prompts", "draft_s": 0.1, "verify_s": 0.5, "build_s": 0.0, "expected_acceptance": 1.0,
+                "log_dir": "", "output_matches_ar": True}
+        rows.append({**base, "method": "ar T=0", "kind": "ar", "policy": None, "budget": None, "drafter": None,
+                     "steps": 10, "mal": 1.0, "seconds": ar_s, "tokens_per_s": 10 / ar_s})
+        rows.append({**base, "method": "chain n=4 d T=0", "kind": "tree", "policy": "chain", "budget": 4,
+                     "drafter": "d", "steps": 5, "mal": 2.0, "seconds": tree_s, "tokens_per_s": 10 / tree_s})
+    results = pd.DataFrame(rows)
+    lines = speed_lines(results, "Test CPU, 2 threads")
+    row = shootout_table(results).set_index("method").loc["chain n=4 d T=0"]
+    assert lines[0].startswith("measured on Test CPU, 2 threads, 2 prompts: AR 9.1 tokens/s")
+    assert lines[1].startswith("chain n=4: a step costs")
+    assert f"(95 % interval over prompts {row['speedup_lo']:.2f}–{row['speedup_hi']:.2f})" in lines[1]

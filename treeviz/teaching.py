@@ -154,41 +154,24 @@ def speed_verdict(name: str, mal: float, step_s: float, ar_token_s: float, rows:
             f"{mal:.2f} tokens, so it is {verdict}: speedup = {mal:.2f} / {ratio:.2f} = {mal / ratio:.2f}{spread}")
 
 
-def interleaved_speeds(target: str, drafter: str, policy: str, budgets, texts: Sequence[str],
-                       max_new_tokens: int) -> tuple[list[str], pd.DataFrame]:
-    """Speed lines a notebook may print: ``policy`` at each budget and AR decoded through the bench
-    harness (``opttree_core.tools.bench.run_bench``: AR interleaved with every method, prompt by
-    prompt, in this process, after a warm-up), one ``speed_verdict`` per budget with its 95 % interval
-    over the prompts and the machine named first. Returns the lines and the run's results."""
-    import tempfile
-    from pathlib import Path
-
-    import torch
-
-    from opttree_core.profiling import device_name
-    from opttree_core.tools.bench import run_bench
-
+def speed_lines(results: pd.DataFrame, machine: str) -> list[str]:
+    """Speed lines a notebook may print, from a bench run's results (``opttree_core.tools.bench``:
+    AR interleaved with every method, prompt by prompt, in one process): the machine first, then one
+    ``speed_verdict`` per tree method with its 95 % interval over the prompts."""
     from .runs import shootout_table
 
-    folder = Path(tempfile.mkdtemp(prefix="opttree-speeds-"))
-    (folder / "prompts.txt").write_text("\n".join(texts) + "\n")
-    bench = run_bench({"target": target, "drafters": [drafter], "policies": [policy], "budgets": list(budgets),
-                       "temperatures": [0.0], "max_new_tokens": max_new_tokens, "peers": ["ar"],
-                       "datasets": [{"kind": "prompts", "path": str(folder / "prompts.txt")}]}, folder / "run",
-                      progress=False)
-    results = bench.results
     shootout = shootout_table(results).set_index("method")
     ar = results[results["kind"] == "ar"]
     ar_token_s = ar["seconds"].sum() / ar["new_tokens"].sum()
-    lines = [f"measured on {device_name(torch.device('cpu'))}, {torch.get_num_threads()} threads, {len(texts)} "
-             f"prompts: AR {1 / ar_token_s:.1f} tokens/s, interleaved with every method below"]
+    lines = [f"measured on {machine}, {ar['prompt_id'].nunique()} prompts: AR {1 / ar_token_s:.1f} tokens/s, "
+             "interleaved with every method below"]
     for method, rows in results[results["kind"] == "tree"].groupby("method", sort=False):
         row, n, steps = shootout.loc[method], int(rows["budget"].iloc[0]), rows["steps"].sum()
-        lines.append(speed_verdict(f"{policy} n={n}", rows["new_tokens"].sum() / steps, rows["seconds"].sum() / steps,
-                                   ar_token_s, rows=n + 1, verify_s=rows["verify_s"].sum() / steps,
-                                   draft_s=rows["draft_s"].sum() / steps,
+        lines.append(speed_verdict(f"{rows['policy'].iloc[0]} n={n}", rows["new_tokens"].sum() / steps,
+                                   rows["seconds"].sum() / steps, ar_token_s, rows=n + 1,
+                                   verify_s=rows["verify_s"].sum() / steps, draft_s=rows["draft_s"].sum() / steps,
                                    interval=(row["speedup_lo"], row["speedup_hi"])))
-    return lines, results
+    return lines
 
 
 def monotone_profile(profile) -> tuple[object, list[str]]:

@@ -3,9 +3,9 @@ budgets × temperatures and peers (``methods.py``), run interleaved over the sam
 process, resumable, summarised with the one metric definitions (``summary.py``)."""
 from .config import BenchConfig, BenchPrompt, load_config, load_prompts, parse_config
 from .methods import Method, build_methods
-from .run import RunResult, read_progress, results_frame, run_bench
+from .run import RunResult, quick_bench, read_progress, results_frame, run_bench
 from .summary import markdown_table, published_of, summarize, write_summary
 
-__all__ = ["BenchConfig", "BenchPrompt", "Method", "RunResult", "build_methods", "load_config", "load_prompts",
+__all__ = ["BenchConfig", "BenchPrompt", "Method", "RunResult", "build_methods", "load_config", "load_prompts", "quick_bench",
            "markdown_table", "parse_config", "published_of", "read_progress", "results_frame", "run_bench", "summarize",
            "write_summary"]

@@ -283,3 +283,14 @@ def _bar(progress: bool, total: int, done: int):
     return tqdm(total=total, initial=done, unit="pair", desc="bench")
 
 
+def quick_bench(target: str, drafter: str, policy: str, budgets, texts, max_new_tokens: int) -> pd.DataFrame:
+    """A small greedy grid for a notebook's speed lines: ``policy`` at each budget and AR, interleaved
+    prompt by prompt over ``texts`` after a warm-up, in a fresh temporary run folder; its results."""
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="opttree-quick-bench-"))
+    (folder / "prompts.txt").write_text("\n".join(texts) + "\n")
+    return run_bench({"target": target, "drafters": [drafter], "policies": [policy], "budgets": list(budgets),
+                      "temperatures": [0.0], "max_new_tokens": max_new_tokens, "peers": ["ar"],
+                      "datasets": [{"kind": "prompts", "path": str(folder / "prompts.txt")}]}, folder / "run",
+                     progress=False).results
