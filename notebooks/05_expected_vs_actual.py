@@ -40,7 +40,9 @@ print(f"fast mode: {fast_mode()} · renderer: {offline_plotly()}")
 # %% [markdown]
 # ## Prompts and runs
 # Full mode reads Spec-Bench from `../shared/data/spec_bench/question.jsonl` (a missing file is
-# an error, not a silent swap); fast mode uses the demo's four built-in prompts.
+# an error, not a silent swap); fast mode uses the first `N_PROMPTS` (2) of the demo's built-in
+# prompts. The next section prints how many steps each draft's correlation rests on: with a few
+# dozen steps, read r as a rough sign, not an estimate (full mode runs 20 prompts).
 
 # %%
 import opttree_core as oc
@@ -59,7 +61,8 @@ for draft in DRAFTS:
                              params={"nodes": NODES, "threshold": THRESHOLD, "max_depth": MAX_DEPTH},
                              max_new_tokens=MAX_NEW_TOKENS, chat=True)
         logs[f"{draft} · prompt {i}"] = runner.run(request)
-print(f"{len(logs)} runs, {sum(len(d.steps) for d in logs.values())} steps")
+print(f"{len(texts)} prompts × {len(DRAFTS)} drafts = {len(logs)} runs, "
+      f"{sum(len(d.steps) for d in logs.values())} steps")
 
 # %% [markdown]
 # ## The heatmaps and their correlation

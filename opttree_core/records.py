@@ -19,6 +19,7 @@ the tables built from them in ``summary.py``, both torch-free too.
 from __future__ import annotations
 
 import json
+import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,8 +92,9 @@ class LogData:
     def prefix(self, step: int) -> list[int]:
         """The token ids before ``step``: the prompt and every token the steps before it committed
         (the text ``step``'s tree was drafted from; its root is the last of them)."""
-        if not (isinstance(step, int) and 0 <= step < self.n_steps):
+        if isinstance(step, bool) or not isinstance(step, numbers.Integral) or not 0 <= step < self.n_steps:
             raise OptTreeError(f"step must be an integer in [0, {self.n_steps - 1}], got {step!r}")
+        step = int(step)
         for key in ("prompt_ids", "token_ids"):
             if not isinstance(self.meta.get(key), list):
                 raise OptTreeError(f"this log's meta has no {key}: the prefix of a step cannot be rebuilt")

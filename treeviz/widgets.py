@@ -326,6 +326,7 @@ class CompareExplorer(_StepRegrowth):
         n = budget_control(nodes)
         sides = [RegrownTree(name, n, width=460) for name in policies]
         super().__init__(data, target, drafter, prompt, tokenizer, sides, n)
+
         def row(parts):  # the two sides in columns of one width, so the trees start level
             for part in parts:
                 part.layout.width = "480px"
