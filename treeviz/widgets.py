@@ -211,15 +211,14 @@ class RegrownTree:
         self.data = rerunner.regrow(reference, step, values["policy"], values["params"])
         texts = token_text_map(self.data, self.tokenizer)
         row, nodes = self.data.steps.iloc[0], self.data.nodes
+        shape = f"{int(row['n_nodes']) - 1} drafted nodes over {int(nodes['depth'].max())} layers"
         spec = tree_spec(tree_scene(self.data, 0, texts=texts, width=self.width))
-        spec["layout"]["title"]["text"] = (f"step {step} re-grown · {int(row['n_nodes']) - 1} drafted nodes over "
-                                           f"{int(nodes['depth'].max())} layers<br>E(A) = {row['ea']:.2f} · "
-                                           f"A = {int(row['a'])}")
+        spec["layout"]["title"]["text"] = (f"step {step} re-grown · {shape}<br>"
+                                           f"E(A) = {row['ea']:.2f} · A = {int(row['a'])}")
         self.tree.update(spec)
         path = nodes[nodes["accepted"] & (nodes["node"] > 0)].sort_values("depth")["token"]
         accepted = "".join(texts.get(int(t), f"({int(t)})") for t in path)
-        self.facts.value = (f"<b>{html.escape(values['policy'])}</b>, {int(row['n_nodes']) - 1} drafted nodes over "
-                            f"{int(nodes['depth'].max())} layers · "
+        self.facts.value = (f"<b>{html.escape(values['policy'])}</b>, {shape} · "
                             f"E(A) = {row['ea']:.2f} · A = {int(row['a'])} (accepted "
                             f"<code>{html.escape(accepted) or '—'}</code> + bonus)")
         return self.data
@@ -233,7 +232,7 @@ class _StepRegrowth:
     def __init__(self, data, target, drafter, prompt: str, tokenizer, sides: list[RegrownTree], nodes):
         self.rerunner = Rerunner(target, drafter) if target is not None else None
         self.tokenizer = tokenizer or getattr(target, "tokenizer", None)
-        self.sides, self.nodes, self.reference = sides, nodes, None
+        self.sides, self.nodes, self.reference, self.tokens = sides, nodes, None, []
         for side in sides:
             side.tokenizer = self.tokenizer
         self.decode = DecodeControls(prompt, live=False)
@@ -263,6 +262,7 @@ class _StepRegrowth:
 
     def set_reference(self, data, step: int = 0) -> None:
         self.reference = data
+        self.tokens = token_stream(data, texts=token_text_map(data, self.tokenizer))  # once per reference
         self.slider.max = max(0, len(data.steps) - 1)
         step = min(max(step, 0), self.slider.max)
         if self.slider.value != step:
@@ -290,8 +290,7 @@ class _StepRegrowth:
                                                   for side in self.sides])
         if grown is None:
             return None
-        tokens = token_stream(self.reference, texts=token_text_map(self.reference, self.tokenizer))
-        self.stream.value = stream_html(tokens, current=step)
+        self.stream.value = stream_html(self.tokens, current=step)
         self.decode.say(f"{step_label(step, len(self.reference.steps))}: every tree re-grown from the identical "
                         f"prefix ({len(self.reference.prefix(step))} tokens) and root in "
                         f"{1e3 * (time.perf_counter() - start):.0f} ms")
