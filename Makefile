@@ -6,6 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LAB_OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.json
 PYTEST_ARGS ?=
 
 # torch goes in first and pinned: an unpinned torch pulls a multi-GB CUDA build.
@@ -15,7 +16,13 @@ PIP_PIN := pip==26.3
 .DEFAULT_GOAL := venv
 .PHONY: venv pair demo test test-fast bench figures experiments html clean
 
-venv: $(STAMP)
+venv: $(STAMP) $(LAB_OVERRIDES)
+
+# JupyterLab settings for this venv's Lab: widget state is saved with a notebook, so a reopened
+# notebook draws each explorer's last state instead of "Error displaying widget: model not found".
+$(LAB_OVERRIDES): notebooks/lab/overrides.json $(STAMP)
+	mkdir -p $(dir $@)
+	cp $< $@
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)

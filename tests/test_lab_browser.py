@@ -1,7 +1,8 @@
 """Notebooks 08 and 03 in a real JupyterLab, in Debian's Chromium driven by Playwright, checked for
 what a person sees: drawn node markers counted in the plotly SVG, a slider move and Run that
-redraw them, both sides of CompareExplorer, a page reload with the kernel alive, all while two
-CPU burners load the machine, and no console error.
+redraw them, both sides of CompareExplorer, a page reload with the kernel alive, the notebook reopened
+with a fresh kernel (drawn from its saved widget state), all while two CPU burners load the machine, and
+no console error.
 
 JupyterLab (the pinned one in the venv) is started on 127.0.0.1 with its own settings, over a
 temporary copy of the two notebooks; the kernel imports this checkout (PYTHONPATH). Screenshots
@@ -350,7 +351,8 @@ def test_notebook_08_explorers_draw_move_run_and_survive_a_reload_on_a_loaded_ma
         lab.shot("08-explorer-after-run", EXPLORER)
         lab.mark("Run redrawn")
 
-        lab.save("08_interactive_explorer.ipynb")
+        saved = lab.save("08_interactive_explorer.ipynb")
+        assert _saved_widget_models(saved) > 0, "the saved notebook holds no widget state (notebooks/lab/overrides.json)"
         lab.page.reload()
         reloaded = lab.drawn(TREE, timeout_s=90)
         assert reloaded["title"] == ran["title"] and reloaded["points"] == ran["points"], (ran, reloaded)
@@ -358,7 +360,37 @@ def test_notebook_08_explorers_draw_move_run_and_survive_a_reload_on_a_loaded_ma
         assert all(s["points"] >= 2 for s in compare_after_reload(lab))
         lab.shot("08-compare-after-reload", COMPARE)
         lab.mark("drawn again after a reload")
+    reopened = reopen_without_its_kernel(lab, "08_interactive_explorer.ipynb")
+    assert reopened["title"] == ran["title"] and reopened["points"] == ran["points"], (ran, reopened)
+    lab.shot("08-reopened", EXPLORER)
+    lab.mark("reopened with a fresh kernel: the saved explorers drawn from the notebook's widget state")
     assert lab.errors == [], f"console errors: {lab.errors}"
+
+
+def _saved_widget_models(notebook: dict) -> int:
+    state = notebook["metadata"].get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {})
+    return len(state.get("state", {}))
+
+
+def reopen_without_its_kernel(lab, notebook: str) -> dict:
+    """Shut the notebook's kernel down, as closing it for the day does, and open the saved file again
+    (a fresh kernel, none of the widget models alive): the explorer's tree must be drawn from the
+    widget state saved with the notebook, and no "Error displaying widget" shown."""
+    for session in _api(lab, "GET", "sessions"):
+        if session["path"].endswith(notebook):
+            _api(lab, "DELETE", f"kernels/{session['kernel']['id']}")
+    lab.open(notebook)
+    drawn = lab.drawn(TREE, timeout_s=90)
+    shown = lab.page.locator(NB).first.inner_text()
+    assert "Error displaying widget" not in shown, "a reopened notebook shows a widget error"
+    return drawn
+
+
+def _api(lab, method: str, path: str):
+    request = urllib.request.Request(f"{lab.base}/api/{path}?token={lab.token}", method=method)
+    with urllib.request.urlopen(request, timeout=30) as reply:
+        body = reply.read()
+    return json.loads(body) if body else None
 
 
 RESTORE_RACE = "widget model not found"
