@@ -42,7 +42,8 @@
 # one of the root's children or a draw from the root's residual); later positions rest on the
 # same argument applied step by step (`tests/test_sampling.py` tests the first two tokens jointly,
 # for top-k and sampled children). The models are tiny random Llamas (vocabulary 128;
-# the draft a noisy copy of the target), where thousands of decodes take seconds.
+# the draft a noisy copy of the target), where thousands of decodes take seconds. They have no
+# tokenizer, so the trees below label each node with its **token id** (`#63` is token 63).
 
 # %% tags=["parameters"]
 from treeviz.teaching import fast_mode, offline_plotly, pick

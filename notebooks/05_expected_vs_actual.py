@@ -27,7 +27,7 @@
 # point; a positive correlation means a tree the draft believes in is a tree the target accepts.
 
 # %% tags=["parameters"]
-from treeviz.teaching import fast_mode, offline_plotly, pick
+from treeviz.teaching import fast_mode, in_words, offline_plotly, pick
 
 DRAFTS = ["eagle-smollm2", "tiny-smollm2"]
 NODES = pick(8, 32)
@@ -96,7 +96,7 @@ for group, part in frame.groupby("group"):
 
 # %%
 summary = summarize_logs(logs)
-display(summary[["group", "prompt", "steps", "tokens", "mean_ea", "mal"]].assign(prompt=summary["prompt"].str[:40]))
+display(in_words(summary[["group", "prompt", "steps", "tokens", "mean_ea", "mal"]].assign(prompt=summary["prompt"].str[:40])))
 
 # %%
 import plotly.express as px

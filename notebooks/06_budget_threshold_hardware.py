@@ -35,7 +35,7 @@
 # t_draft), and stops drafting when another layer can't raise it.
 
 # %% tags=["parameters"]
-from treeviz.teaching import fast_mode, offline_plotly, pick
+from treeviz.teaching import fast_mode, in_words, offline_plotly, pick
 
 POLICIES = pick(["opt-tree", "chain"], ["opt-tree", "chain", "sequoia", "eagle-static"])
 BUDGETS = pick([2, 4, 8], [2, 4, 8, 16, 32, 64])
@@ -83,7 +83,7 @@ logs = {f"{name} n={n} #{i}": logged_run(oc.policy_for_budget(name, n), text, n)
 summary = summarize_logs(logs)
 mal_budget_figure(summary).show()
 table = mal_by_budget(summary).pivot(index="policy", columns="nodes", values="mal").round(2)
-display(table)
+display(in_words(table.rename_axis(columns="MAL at n =")))
 assert table.loc["opt-tree"].iloc[-1] > table.loc["opt-tree"].iloc[0], "MAL should grow with the budget"
 assert table.loc["opt-tree"].mean() >= table.loc["chain"].mean() - 0.1, "OPT-Tree should not trail a chain"
 
@@ -157,7 +157,7 @@ auto = OptTreeAutoPolicy(OptTreeAutoConfig(max_nodes=max(BUDGETS), sizes=PROFILE
 ids = oc.encode_prompt(target.tokenizer, texts[0], chat=True)
 result = oc.generate(target.model, drafter, auto, ids, config)
 picked = pd.DataFrame([asdict(c) | {"tokens/s (modelled)": c.tokens_per_s} for c in auto.choices])
-display(picked.describe().loc[["mean", "min", "max"]].round(3))
+display(in_words(picked.describe().loc[["mean", "min", "max"]].round(3)))
 undrafted = sum(c.nodes == 0 for c in auto.choices)
 modelled = float(np.mean([c.tokens_per_s for c in auto.choices]))
 print(f"auto: {undrafted} of {len(auto.choices)} steps chose n* = 0, verifying the root alone: on those steps its "

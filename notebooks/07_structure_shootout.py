@@ -37,7 +37,7 @@
 
 # %% tags=["parameters"]
 from opttree_core.policies.registry import POLICIES as ALL_POLICIES
-from treeviz.teaching import fast_mode, offline_plotly, pick
+from treeviz.teaching import fast_mode, in_words, offline_plotly, pick
 
 POLICIES = pick(["opt-tree", "chain", "eagle-static", "eagle2"], sorted(ALL_POLICIES))
 BUDGET = pick(8, 16)
@@ -90,7 +90,7 @@ assert results.loc[results["kind"] == "tree", "output_matches_ar"].all(), "greed
 # %%
 table = (summary[["method", "policy", "budget", "mal", "tokens_per_s", "speedup", "expected_acceptance"]]
          .sort_values("mal", ascending=False).reset_index(drop=True).round(3))
-display(table)
+display(in_words(table))
 trees = summary[summary["kind"] == "tree"].set_index("policy")
 assert (trees["mal"] >= 1).all() and trees.loc["opt-tree", "mal"] > trees.loc["chain", "mal"] - 0.25
 

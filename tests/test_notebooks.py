@@ -101,6 +101,24 @@ def test_trace_opt_tree_equals_the_engine_policy(threshold):
     assert len(figure.frames) == len(trace.layers) + 1
     assert [len(f.data[1].x) for f in figure.frames] == [s.tree.n_nodes for s in trace.layers] + [7]
 
+    crowded = trace_figure(trace, {t: f"long-word-{t}" for t in range(8)}, width=500)  # labels must give way
+    unit_px = (500 - 70) / (max(crowded.frames[0].data[1].x + crowded.frames[-2].data[1].x) + 1.6)
+    left_out = [_assert_no_two_shown_labels_overlap(frame.data[1], unit_px) for frame in crowded.frames]
+    assert any(left_out), "crowded frames leave some labels out (hover still shows them)"
+
+
+def _assert_no_two_shown_labels_overlap(nodes, unit_px: float) -> int:
+    """How many labels a frame leaves out; fails where two shown labels overlap on one layer."""
+    from treeviz.scene import label_width_px
+
+    shown = [(x, y, t) for x, y, t in zip(nodes.x, nodes.y, nodes.text) if t]
+    assert shown, "the root's label is always shown"
+    for y in {y for _, y, _ in shown}:
+        spans = sorted((x * unit_px - label_width_px(t) / 2, x * unit_px + label_width_px(t) / 2)
+                       for x, yy, t in shown if yy == y)
+        assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), f"labels overlap on layer y={y}: {spans}"
+    return len(nodes.x) - len(shown)
+
 
 def test_step_table_adds_up_to_the_generated_tokens():
     log = load_log(DATA / "tiny-close-opt-tree-12")
@@ -166,3 +184,15 @@ def test_speed_lines_give_each_method_its_interval_and_name_the_machine():
     assert lines[0].startswith("measured on Test CPU, 2 threads, 2 prompts: AR 9.1 tokens/s")
     assert lines[1].startswith("chain n=4: a step costs")
     assert f"(95 % interval over prompts {row['speedup_lo']:.2f}–{row['speedup_hi']:.2f})" in lines[1]
+
+
+def test_tables_shown_to_a_reader_name_their_columns_in_words():
+    from treeviz.teaching import in_words
+
+    frame = pd.DataFrame({"mean_ea": [1.0], "tokens_per_s": [2.0], "speedup": [0.9], "something_else": [0]})
+    assert list(in_words(frame).columns) == ["mean E(A)", "tokens/s", "× AR", "something_else"]
+    for name in ("05_expected_vs_actual", "06_budget_threshold_hardware", "07_structure_shootout"):
+        source = (NOTEBOOKS / f"{name}.py").read_text()
+        shown = re.findall(r"^display\((.*)\)$", source, flags=re.M)
+        assert not [s for s in shown if ("summary" in s or "table" in s or "picked" in s) and "in_words" not in s
+                    and "static_figure" not in s and "HTML" not in s], f"{name}: a table shown with raw column names"

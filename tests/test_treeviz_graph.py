@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import treeviz
+
 from treeviz.graph import (
     ACCEPTED,
     BONUS,
@@ -22,7 +24,8 @@ from treeviz.graph import (
 )
 from treeviz.layout import dot_layout, has_dot, tidy_layout, tidy_positions
 from treeviz.logs import load_log, visible
-from treeviz.scene import CHAR_PX, FONT_PX, tree_scene
+from treeviz.plotly_tree import tree_figure
+from treeviz.scene import label_px, label_width_px, tree_scene
 
 DATA = Path(__file__).parent / "data" / "treeviz"
 WORDS = [" the", " a", "\n", " data", "Hash", " table", ".", " is", "\t", " of", "ing", " structure"]
@@ -198,8 +201,8 @@ def test_a_500_node_tree_shows_labels_only_where_they_fit():
     assert nodes["show_label"].mean() > 0.5  # most labels still fit in a tall figure
     for _, level in nodes[nodes["show_label"] & ~on_path].groupby("x"):
         ys = np.sort(level["y"].to_numpy()) * scene.y_px
-        assert (np.diff(ys) >= FONT_PX).all(), "labels on one level must not overlap"
-    assert (nodes.loc[nodes["show_label"], "label"].str.len() * CHAR_PX).max() < scene.x_px
+        assert (np.diff(ys) >= level["label_px"].to_numpy()[:-1]).all(), "labels on one level must not overlap"
+    assert nodes.loc[nodes["show_label"], "label"].map(label_width_px).max() < scene.x_px
 
 
 def test_labels_sit_off_the_edges_and_accepted_labels_are_never_dropped_or_covered():
@@ -213,7 +216,7 @@ def test_labels_sit_off_the_edges_and_accepted_labels_are_never_dropped_or_cover
     assert nodes.loc[on_path, "show_label"].all()
     assert not nodes.loc[~on_path, "show_label"].all()  # crowded: some others give way
     for _, level in nodes[nodes["show_label"]].groupby("y"):
-        half = level["label"].str.len().to_numpy() * CHAR_PX / 2
+        half = level["label"].map(label_width_px).to_numpy() / 2
         left, right = level["x"].to_numpy() * scene.x_px - half, level["x"].to_numpy() * scene.x_px + half
         order = np.argsort(left)
         assert (left[order][1:] >= right[order][:-1]).all(), "two labels on one level overlap"
@@ -221,3 +224,34 @@ def test_labels_sit_off_the_edges_and_accepted_labels_are_never_dropped_or_cover
     starts = below.merge(nodes.reset_index()[["x", "y", "show_label"]], left_on=["x0"], right_on=["x"])
     labelled = starts[starts["show_label"] & (starts["y"] > starts["y1"])]
     assert len(labelled) and (labelled["y0"] < labelled["y"] - 0.1).all(), "an edge starts on its node's label"
+
+
+def test_a_label_of_punctuation_alone_is_drawn_larger_than_a_word():
+    assert label_px(".") > label_px("␣the") and label_px("```") == label_px(",") and label_px("<|im_end|>") == label_px("a")
+    data = synthetic_log(n_nodes=6, seed=1)
+    nodes = data.nodes.copy()
+    nodes["token_text"] = [".", "the", ",", "```", "x", "y", "z"][: len(nodes)]
+    scene = tree_scene(SimpleNamespace(nodes=nodes, steps=data.steps, meta=data.meta), 0)
+    sizes = dict(zip(scene.nodes["label"], scene.nodes["label_px"]))
+    assert sizes["."] == sizes["```"] > sizes["the"]
+    trace = tree_figure(SimpleNamespace(nodes=nodes, steps=data.steps, meta=data.meta), 0).data[3]
+    assert max(trace.textfont.size) > min(trace.textfont.size)  # the figure draws them at those sizes
+
+
+def test_projector_mode_enlarges_fonts_and_makes_room_for_every_label():
+    data = synthetic_log(n_nodes=40, seed=5, max_depth=3, accepted_depth=3)
+    long = data.nodes.copy()
+    long["token_text"] = ["a-long-token"] * len(long)  # crowded: on a normal screen some labels give way
+    data = SimpleNamespace(nodes=long, steps=data.steps, meta=data.meta)
+    normal = tree_scene(data, 0, orientation="td")
+    assert not normal.nodes["show_label"].all()
+    treeviz.projector()
+    try:
+        big = tree_scene(data, 0, orientation="td")
+        figure = tree_figure(data, 0, orientation="td")
+    finally:
+        treeviz.projector(False)
+    assert big.nodes["show_label"].all(), "projector mode: a label on every node"
+    assert big.nodes["label_px"].min() >= 1.5 * normal.nodes["label_px"].min()
+    assert figure.layout.font.size >= 18 and big.width > normal.width
+    assert tree_scene(data, 0, orientation="td").nodes["label_px"].max() == normal.nodes["label_px"].max()  # undone

@@ -20,6 +20,7 @@ public API (``treeviz.rerun``).
     browser        open_page: headless Chromium screenshot + console errors
     widgets        TreeExplorer, CompareExplorer, AnalysisDashboard (ipywidgets)
     teaching       the notebooks' helpers: fast mode, offline plotly, step table, OPT-Tree trace, χ² test
+    style          colours and fonts; projector(): larger fonts and a label on every node, for a lecture hall
 """
 from .analysis import correlation, ea_a_frame, summarize_logs
 from .analysis_plots import (
@@ -37,6 +38,7 @@ from .logs import load_log, load_logs, visible
 from .plotly_tree import attention_mask_figure, icicle_figure, side_figure, tree_figure
 from .scene import tree_scene
 from .stream import stream_html, token_stream
+from .style import projector
 
 __all__ = [
     "acceptance_figure",
@@ -53,6 +55,7 @@ __all__ = [
     "load_logs",
     "mal_budget_figure",
     "pooled_speedup_figure",
+    "projector",
     "side_figure",
     "speedup_figure",
     "step_graph",

@@ -150,8 +150,9 @@ def token_text_map(data, tokenizer=None) -> dict[int, str]:
 
 
 def token_text(token: int, texts: Mapping[int, str]) -> str:
-    """The token's text, or ``⟨id⟩`` when the log has no text for it."""
-    return texts.get(int(token), f"⟨{int(token)}⟩")
+    """The token's text, or ``#id`` (its id, e.g. ``#63``) when the log has no text for it: a tiny test
+    model has no tokenizer."""
+    return texts.get(int(token), f"#{int(token)}")
 
 
 def visible(text: str, max_len: int | None = None) -> str:

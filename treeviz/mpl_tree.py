@@ -86,16 +86,25 @@ def _draw_edges(ax, scene: TreeScene) -> None:
 
 
 def _draw_labels(ax, scene: TreeScene, fontsize: float) -> None:
-    """Token labels below the node (top down) or right of it (left to right), off the edges; a drafted
-    node's p̂ on a second, smaller line."""
+    """Token labels below the node (top down) or right of it (left to right), off the edges, each scaled
+    as the scene sizes it (punctuation alone larger); a drafted node's p̂ on a second line."""
     shown = scene.nodes[scene.nodes["show_label"]]
     td = scene.orientation == "td"
     dy = -0.16 if td else 0.0
     dx = 0.0 if td else 0.12
     for row in shown.itertuples(index=False):
         colour = style.ACCEPTED if row.kind == BONUS else "#202020"
+        size = fontsize * row.label_px / style.LABEL_PX
+        where = (row.x + dx, row.y + dy)
+        if row.drafted and size != fontsize:  # a larger token line, then p̂ at the usual size below it
+            ax.text(*where, row.label, fontsize=size, color=colour, zorder=5, ha="center" if td else "left",
+                    va="top" if td else "center", parse_math=False)
+            ax.annotate(f"{row.p_hat:.2g}", where, xytext=(0, -1.15 * size if td else -0.9 * size),
+                        textcoords="offset points", fontsize=fontsize, color=colour, zorder=5,
+                        ha="center" if td else "left", va="top", annotation_clip=False)
+            continue
         text = row.label if not row.drafted else f"{row.label}\n{row.p_hat:.2g}"
-        ax.text(row.x + dx, row.y + dy, text, fontsize=fontsize, color=colour, zorder=5, linespacing=1.1,
+        ax.text(*where, text, fontsize=size, color=colour, zorder=5, linespacing=1.1,
                 ha="center" if td else "left", va="top" if td else "center", parse_math=False)
 
 

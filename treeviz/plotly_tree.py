@@ -28,7 +28,7 @@ from .graph import (
     step_graph,
 )
 from .logs import visible
-from .scene import FONT_PX, TreeScene, edge_lines, tree_scene
+from .scene import TreeScene, edge_lines, tree_scene
 
 HOVER_COLUMNS = ["text", "token", "p_hat", "log_p_hat", "q", "depth", "rank", "accepted", "target_text"]
 NODE_HOVER = ("<b>%{customdata[0]}</b> (id %{customdata[1]})<br>p̂ = %{customdata[2]:.4g}"
@@ -100,7 +100,7 @@ def _node_trace(scene: TreeScene) -> dict:
     return {"type": "scatter", "x": _list(nodes["x"]), "y": _list(nodes["y"]), "mode": "markers+text",
             "name": "nodes (colour = p̂)", "showlegend": False, "text": labels,
             "textposition": _text_position(scene),
-            "textfont": {"size": FONT_PX, "family": style.FONT},
+            "textfont": {"size": _list(nodes["label_px"]), "family": style.FONT},
             "marker": marker, "customdata": custom.to_numpy(dtype=object).tolist(), "hovertemplate": NODE_HOVER}
 
 
@@ -109,7 +109,7 @@ def _bonus_trace(scene: TreeScene) -> dict:
     return {"type": "scatter", "x": _list(bonus["x"]), "y": _list(bonus["y"]), "mode": "markers+text",
             "name": "bonus token (target)", "text": [_safe(t) for t in bonus["label"]],
             "textposition": _text_position(scene),
-            "textfont": {"size": FONT_PX, "family": style.FONT, "color": style.ACCEPTED},
+            "textfont": {"size": _list(bonus["label_px"]), "family": style.FONT, "color": style.ACCEPTED},
             "marker": {"symbol": "diamond", "size": scene.marker_px * 1.5, "color": style.TARGET,
                        "line": {"color": style.ACCEPTED, "width": 2}},
             "customdata": [[_safe(t), int(k)] for t, k in zip(bonus["label"], bonus["token"])],

@@ -5,7 +5,9 @@ size, marker size, which labels fit); ``plotly_tree`` and ``mpl_tree`` only draw
 Labels sit off the edges (below a node when the root is on top, right of it when the tree
 runs left to right; edges leave a node below or after its label). Every label of the root,
 the accepted path and the bonus token is shown; another is left out where it would overlap
-one already placed on its level; hover still shows every node.
+one already placed on its level; hover still shows every node. A label of punctuation alone
+(``.``, ``,``, `````) is drawn larger, so a student can read it. In projector mode
+(``treeviz.projector()``) fonts are larger and the tree is spread out until every label fits.
 """
 from __future__ import annotations
 
@@ -15,16 +17,44 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from . import style
 from .graph import ACCEPTED, BONUS, REJECTED, ROOT, accepted_path, step_graph
 from .layout import layout
 from .logs import visible
 
-NODE_COLUMNS = ["node", "x", "y", "kind", "token", "text", "label", "show_label", "p_hat", "log_p_hat", "q",
-                "depth", "rank", "accepted", "drafted", "target_text"]
+NODE_COLUMNS = ["node", "x", "y", "kind", "token", "text", "label", "show_label", "label_px", "p_hat", "log_p_hat",
+                "q", "depth", "rank", "accepted", "drafted", "target_text"]
 MARGIN_PX = 60
-FONT_PX = 11
-CHAR_PX = 0.62 * FONT_PX  # rough width of one label character
+CHAR_EM = 0.62  # rough width of one label character, in font sizes
 LABEL_CHARS = 14
+PUNCTUATION_EXTRA_PX = 5  # a label of punctuation alone is drawn this much larger
+
+
+def label_px(label: str) -> float:
+    """The font size of one node label: larger for punctuation alone ("." "," "```"), which is
+    unreadable at the size of a word."""
+    base = style.LABEL_PX + (PUNCTUATION_EXTRA_PX if not any(c.isalnum() for c in label) else 0)
+    return style.font_px(base)
+
+
+def label_width_px(label: str) -> float:
+    return len(label) * CHAR_EM * label_px(label)
+
+
+def fitting_labels(centres_px, widths_px, levels, order, always, allowed=None) -> np.ndarray:
+    """Which labels to show, taken in ``order``: one in ``always`` is shown; another (of those
+    ``allowed``, default all) only where it overlaps no label already shown on its level
+    (``centres_px``/``widths_px`` along the level)."""
+    allowed = np.ones(len(centres_px), dtype=bool) if allowed is None else allowed
+    placed: dict[float, list[tuple[float, float]]] = {}
+    show = np.zeros(len(centres_px), dtype=bool)
+    for i in order:
+        low, high = centres_px[i] - widths_px[i] / 2, centres_px[i] + widths_px[i] / 2
+        taken = placed.setdefault(float(levels[i]), [])
+        if always[i] or (allowed[i] and all(high <= a or low >= b for a, b in taken)):
+            taken.append((low, high))
+            show[i] = True
+    return show
 
 
 @dataclass(frozen=True)
@@ -61,9 +91,10 @@ def tree_scene(data, step: int, method: str = "tidy", orientation: str = "auto",
         orientation = "lr" if spread > 40 else "td"
     if orientation not in ("td", "lr"):
         raise ValueError(f"orientation must be 'td', 'lr' or 'auto', got {orientation!r}")
-    width, height, unit_px, level_px = _size(orientation, spread, levels, width, height)
-    marker_px = float(np.clip(0.7 * unit_px, 5, 16))
     nodes = _node_frame(graph, pos, orientation)
+    widest = max(nodes["label"].map(label_width_px).max() + 6, 40) if style.projecting() else 0
+    width, height, unit_px, level_px = _size(orientation, spread, levels, width, height, widest)
+    marker_px = float(np.clip(0.7 * unit_px, 5, 16))
     nodes["show_label"] = _labels_that_fit(nodes, orientation, unit_px, level_px)
     x_px, y_px = (unit_px, level_px) if orientation == "td" else (level_px, unit_px)
     clearance = _label_clearance(nodes, orientation, marker_px, x_px, y_px)
@@ -73,14 +104,19 @@ def tree_scene(data, step: int, method: str = "tidy", orientation: str = "auto",
                      width=width, height=height, marker_px=marker_px, x_px=x_px, y_px=y_px)
 
 
-def _size(orientation: str, spread: float, levels: float, width, height) -> tuple[int, int, float, float]:
-    """Figure size, pixels per sibling unit and pixels per level."""
+def _size(orientation: str, spread: float, levels: float, width, height,
+          widest_label_px: float = 0) -> tuple[int, int, float, float]:
+    """Figure size, pixels per sibling unit and pixels per level. ``widest_label_px`` > 0 (projector
+    mode) spreads the tree until labels that wide fit side by side."""
+    scale = style.font_px(1.0)
     if orientation == "td":
-        width = width or int(np.clip(spread * 40 + 2 * MARGIN_PX, 520, 1400))
-        height = height or int(np.clip(levels * 80 + 2 * MARGIN_PX, 300, 900))
+        unit = max(40.0, widest_label_px)
+        width = width or int(np.clip(spread * unit + 2 * MARGIN_PX, 520, 1400 if not widest_label_px else 4000))
+        height = height or int(np.clip(levels * 80 * scale + 2 * MARGIN_PX, 300, 900 * scale))
         return width, height, (width - 2 * MARGIN_PX) / spread, (height - 2 * MARGIN_PX) / levels
-    width = width or int(np.clip(levels * 130 + 2 * MARGIN_PX, 520, 1400))
-    height = height or int(np.clip(spread * 17 + 2 * MARGIN_PX, 300, 8000))
+    width = width or int(np.clip(levels * max(130.0, widest_label_px + 30) + 2 * MARGIN_PX, 520,
+                                 1400 if not widest_label_px else 4000))
+    height = height or int(np.clip(spread * 17 * scale + 2 * MARGIN_PX, 300, 8000))
     return width, height, (height - 2 * MARGIN_PX) / spread, (width - 2 * MARGIN_PX) / (levels + 1)
 
 
@@ -93,6 +129,7 @@ def _node_frame(graph, pos, orientation: str) -> pd.DataFrame:
                      "label": visible(attrs["text"], LABEL_CHARS)})
     frame = pd.DataFrame(rows)
     frame["show_label"] = False
+    frame["label_px"] = frame["label"].map(label_px)
     return frame[NODE_COLUMNS]
 
 
@@ -100,32 +137,23 @@ def _labels_that_fit(nodes: pd.DataFrame, orientation: str, unit_px: float, leve
     """Which labels to show: every label of the root, the accepted path and the bonus token, then the
     others by p̂ (largest first), each only where it overlaps no label already placed on its level."""
     along, across = ("x", "y") if orientation == "td" else ("y", "x")
-    chars = nodes["label"].str.len().to_numpy()
-    extent = chars * CHAR_PX + 4 if orientation == "td" else np.full(len(nodes), FONT_PX + 2.0)  # px along the level
+    widths = nodes["label"].map(label_width_px).to_numpy()
+    extent = widths + 4 if orientation == "td" else nodes["label_px"].to_numpy() + 2.0  # px along the level
     always = nodes["kind"].isin([ROOT, ACCEPTED, BONUS]).to_numpy()
-    fits_level = chars * CHAR_PX <= level_px - 20 if orientation == "lr" else np.ones(len(nodes), dtype=bool)
+    fits_level = widths <= level_px - 20 if orientation == "lr" else np.ones(len(nodes), dtype=bool)
     order = np.lexsort((nodes["node"].to_numpy(), -nodes["p_hat"].fillna(2.0).to_numpy(), ~always))
-    placed: dict[float, list[tuple[float, float]]] = {}
-    show = np.zeros(len(nodes), dtype=bool)
-    for i in order:
-        centre = float(nodes[along].iat[i]) * unit_px
-        low, high = centre - extent[i] / 2, centre + extent[i] / 2
-        taken = placed.setdefault(float(nodes[across].iat[i]), [])
-        if always[i] or (fits_level[i] and all(high <= a or low >= b for a, b in taken)):
-            taken.append((low, high))
-            show[i] = True
-    return show
+    centres = nodes[along].to_numpy(dtype=float) * unit_px
+    return fitting_labels(centres, extent, nodes[across].to_numpy(dtype=float), order, always, fits_level)
 
 
 def _label_clearance(nodes: pd.DataFrame, orientation: str, marker_px: float, x_px: float,
                      y_px: float) -> pd.Series:
     """How far (layout units) a node's outgoing edges start from it, so they pass clear of its
     label: labels sit below the node (top down) or to its right (left to right), never on an edge."""
-    chars = nodes["label"].str.len().to_numpy()
     if orientation == "lr":
-        room = (marker_px / 2 + 4 + chars * CHAR_PX) / x_px
+        room = (marker_px / 2 + 4 + nodes["label"].map(label_width_px).to_numpy()) / x_px
     else:
-        room = (marker_px / 2 + 2 * FONT_PX + 6) / y_px  # two lines: the token, and p̂ in print figures
+        room = (marker_px / 2 + 2 * nodes["label_px"].to_numpy() + 6) / y_px  # two lines: the token, and p̂ in print
     return pd.Series(np.where(nodes["show_label"], room, 0.0), index=nodes["node"])
 
 

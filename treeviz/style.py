@@ -13,6 +13,8 @@ OUTLINE = "#404040"
 P_HAT_SCALE = "Viridis"  # plotly name; matplotlib: "viridis"
 STREAM_BG = {"drafted": "#CDE6F5", "target": "#FBE3B4"}  # light tints of DRAFTED / TARGET for text
 FONT = "DejaVu Sans, Arial, sans-serif"
+LABEL_PX = 11  # a node's token label
+PROJECTOR_SCALE = 1.5  # how much larger every font is in projector mode
 
 
 def policy_colours(names) -> dict[str, str]:
@@ -23,3 +25,24 @@ def policy_colours(names) -> dict[str, str]:
 PLOTLY_BASE = {"template": "none", "paper_bgcolor": "white", "plot_bgcolor": "white",
                "font": {"family": FONT, "size": 12}}
 GRID = {"gridcolor": "#E5E9F0", "zerolinecolor": "#C8CDD5", "linecolor": "#888", "showline": True, "ticks": "outside"}
+
+
+_projector = False
+
+
+def projector(on: bool = True) -> None:
+    """Projector mode for a lecture hall: every figure drawn after this call uses fonts
+    ``PROJECTOR_SCALE`` times larger, and tree figures make room for every node's label (the tree is
+    spread out instead of leaving labels out where they would overlap). ``projector(False)`` undoes it."""
+    global _projector
+    _projector = bool(on)
+    PLOTLY_BASE["font"]["size"] = round(12 * (PROJECTOR_SCALE if _projector else 1))
+
+
+def projecting() -> bool:
+    return _projector
+
+
+def font_px(base: float) -> float:
+    """A font size in pixels: ``base``, times ``PROJECTOR_SCALE`` in projector mode."""
+    return base * PROJECTOR_SCALE if _projector else base

@@ -35,6 +35,7 @@ from plotly.io.base_renderers import NotebookRenderer
 
 from . import style
 from .layout import tidy_positions
+from .scene import fitting_labels, label_px, label_width_px
 from .logs import token_text, token_text_map, visible
 from .stream import DRAFTED, step_tokens
 
@@ -102,6 +103,21 @@ def _figure_views(explorer) -> list:
     if hasattr(explorer, "sides"):
         return [side.tree for side in explorer.sides]
     return [explorer.heatmap, explorer.curves]
+
+
+COLUMN_WORDS = {
+    "mean_ea": "mean E(A)", "mal": "MAL", "tokens_per_s": "tokens/s", "expected_acceptance": "expected A (E(A) + 1)",
+    "speedup": "× AR", "speedup_lo": "× AR, 95 % low", "speedup_hi": "× AR, 95 % high", "budget": "n (node budget)",
+    "nodes": "n (nodes)", "layers": "draft layers", "expected": "E_sub(T, n*)", "draft_s": "draft s / step",
+    "verify_s": "verify s / step", "skipped": "drafted nothing", "steps": "steps", "tokens": "tokens",
+    "method": "method", "policy": "policy", "prompt": "prompt", "group": "draft → target",
+}
+
+
+def in_words(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with its column names written as words for a reader (``mean_ea`` → "mean E(A)",
+    ``tokens_per_s`` → "tokens/s"); names it doesn't know are kept."""
+    return frame.rename(columns=lambda c: COLUMN_WORDS.get(c, c))
 
 
 def static_figure(fig, dpi: int = 110):
@@ -201,9 +217,10 @@ def trace_table(trace, threshold: float) -> pd.DataFrame:
 
 
 def _frame_traces(tree, chosen: set[int], new: set[int], pos: Mapping[int, tuple[float, float]],
-                  texts: Mapping[int, str], only_chosen: bool = False) -> list[go.Scatter]:
+                  texts: Mapping[int, str], unit_px: float, only_chosen: bool = False) -> list[go.Scatter]:
     """Edges, then nodes coloured by p̂: the chosen (top-n) nodes opaque, the others faded (left
-    out with ``only_chosen``), the newest layer outlined."""
+    out with ``only_chosen``), the newest layer outlined. A label is shown where it overlaps no
+    other on its layer (the top-n first, then by p̂; ``unit_px``: pixels per unit of x)."""
     parents, tokens, p_hat = tree.parents.tolist(), tree.tokens.tolist(), tree.p_hat.tolist()
     nodes = [v for v in range(tree.n_nodes) if not only_chosen or v == 0 or v in chosen]
     xs, ys = [], []
@@ -213,6 +230,8 @@ def _frame_traces(tree, chosen: set[int], new: set[int], pos: Mapping[int, tuple
         ys += [y0, y1, None]
     in_top = [v == 0 or v in chosen for v in nodes]
     labels = [visible(token_text(tokens[v], texts), 8) for v in nodes]
+    shown = _labels_shown(labels, [pos[v] for v in nodes], [-2.0 if v == 0 else -1.0 if keep else p_hat[v]
+                                                           for v, keep in zip(nodes, in_top)], unit_px)
     marker = {"size": 16, "color": [p_hat[v] for v in nodes], "opacity": [1.0 if k else 0.25 for k in in_top],
               "colorscale": style.P_HAT_SCALE, "cmin": 0.0, "cmax": 1.0,
               "line": {"width": [3 if v in new else 0.5 for v in nodes],
@@ -223,8 +242,25 @@ def _frame_traces(tree, chosen: set[int], new: set[int], pos: Mapping[int, tuple
     return [go.Scatter(x=xs, y=ys, mode="lines", line={"color": style.REJECTED_EDGE, "width": 1}, hoverinfo="skip",
                        name="edges"),
             go.Scatter(x=[pos[v][0] for v in nodes], y=[pos[v][1] for v in nodes], mode="markers+text",
-                       text=[html.escape(lab) for lab in labels], textposition="bottom center", marker=marker,
+                       text=[html.escape(lab) if show else "" for lab, show in zip(labels, shown)],
+                       textfont={"size": [label_px(lab) for lab in labels]}, textposition="bottom center", marker=marker,
                        hovertext=hover, hoverinfo="text", name="nodes (colour = p̂; faded: outside the top-n)")]
+
+
+def _labels_shown(labels: list[str], xy: list[tuple[float, float]], rank: list[float], unit_px: float) -> np.ndarray:
+    """Labels that fit on their layer: taken in ``rank`` order (smallest first), the first always."""
+    order = np.argsort([-r if r >= 0 else r - 2 for r in rank], kind="stable")  # root, top-n, then by p̂
+    widths = np.array([label_width_px(lab) + 4 for lab in labels])
+    centres = np.array([x for x, _ in xy]) * unit_px
+    always = np.zeros(len(labels), dtype=bool)
+    always[order[0]] = True
+    return fitting_labels(centres, widths, np.array([y for _, y in xy]), order, always)
+
+
+def _unit_px(pos: Mapping[int, tuple[float, float]], width: int) -> float:
+    """Pixels per unit of x in a figure of ``width`` laid out by ``_trace_layout``."""
+    xs = [x for x, _ in pos.values()]
+    return (width - 70) / (max(xs) - min(xs) + 1.6)
 
 
 def _trace_axes(pos: Mapping[int, tuple[float, float]]) -> dict:
@@ -250,14 +286,14 @@ def trace_figure(trace, texts: Mapping[int, str] | None = None, width: int = 900
     texts = texts or {}
     last = trace.layers[-1].tree
     pos = tidy_positions(dict(enumerate(last.parents.tolist())))
-    frames = []
+    unit, frames = _unit_px(pos, width), []
     for s in trace.layers:
         title = (f"layer {s.depth}: E_sub(T, n) = {s.e_sub:.3f} (gain {s.gain:+.3f})"
                  + (" → stop" if s.stop else " → grow"))
-        frames.append(go.Frame(name=f"layer {s.depth}", data=_frame_traces(s.tree, set(s.top), set(s.layer), pos, texts),
+        frames.append(go.Frame(name=f"layer {s.depth}", data=_frame_traces(s.tree, set(s.top), set(s.layer), pos, texts, unit),
                                layout={"title": {"text": title}}))
     kept = set(trace.layers[-1].top)
-    frames.append(go.Frame(name="final top-n", data=_frame_traces(last, kept, set(), pos, texts, only_chosen=True),
+    frames.append(go.Frame(name="final top-n", data=_frame_traces(last, kept, set(), pos, texts, unit, only_chosen=True),
                            layout={"title": {"text": _final_title(trace)}}))
     fig = go.Figure(data=frames[0].data, frames=frames)
     steps = [{"method": "animate", "label": f.name, "args": [[f.name], {"mode": "immediate",
@@ -282,7 +318,7 @@ def final_tree_figure(trace, texts: Mapping[int, str] | None = None, width: int 
     last, kept = trace.layers[-1].tree, set(trace.layers[-1].top)
     parents = last.parents.tolist()
     pos = tidy_positions({v: parents[v] for v in range(last.n_nodes) if v == 0 or v in kept})  # the kept tree alone
-    fig = go.Figure(_frame_traces(last, kept, set(), pos, texts or {}, only_chosen=True))
+    fig = go.Figure(_frame_traces(last, kept, set(), pos, texts or {}, _unit_px(pos, width), only_chosen=True))
     _trace_layout(fig, pos, width, height, _final_title(trace))
     fig.update_layout(margin={"l": 20, "r": 50, "t": 60, "b": 30})
     return fig
