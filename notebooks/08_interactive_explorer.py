@@ -24,7 +24,11 @@
 # * **Run** decodes the prompt (with "live" ticked each tree appears as soon as it is verified);
 # * the **step slider** and ▶ walk through the logged trees: the tree (accepted path outlined,
 #   bonus token as a diamond), its tree-attention mask and p̂ icicle, and the token stream with
-#   the current step outlined.
+#   the current step outlined;
+# * **walk through this step, frame by frame** (tick it): the step's draft layers one at a time with
+#   the attention mask growing beside the tree, then the one target forward (the target's own token
+#   under every node), the accepted path and the bonus token — ▶ or drag its slider. The HTML page
+#   (`python -m treeviz html`) has the same frames for the step it opens on.
 #
 # `RegrowExplorer` takes one step of a run and re-grows its tree live as δ, n, max depth or the
 # policy change (one step from that step's prefix: no re-decoding). `CompareExplorer` grows two

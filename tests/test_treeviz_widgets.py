@@ -42,6 +42,21 @@ def test_moving_the_slider_changes_the_figure(log):
     assert [t.type for t in explorer.browser.side.figure.data] == ["heatmap", "icicle"]
 
 
+def test_walk_through_this_step_shows_its_frames_and_follows_the_slider(log):
+    explorer = TreeExplorer(log)
+    browser = explorer.browser
+    assert browser.walk.widget.outputs == ()  # off until ticked: no cost per slider move
+    browser.walk_on.value = True
+    spec = browser.walk.widget.outputs[0]["data"]["application/vnd.plotly.v1+json"]
+    assert [f["name"] for f in spec["frames"]][-3:] == ["verify", "accept", "bonus"]
+    assert spec["layout"]["title"]["text"].startswith("step 0 ")
+    browser.slider.value = 2
+    spec = browser.walk.widget.outputs[0]["data"]["application/vnd.plotly.v1+json"]
+    assert spec["layout"]["title"]["text"].startswith("step 2 ")
+    browser.walk_on.value = False
+    assert browser.walk.widget.outputs == ()
+
+
 def test_the_widget_state_is_the_whole_current_figure_as_plain_json(log):
     """What the front end draws: the Output widget's state holds one complete plotly figure, the
     current one, so a page that missed updates or was reloaded draws the latest step."""

@@ -17,6 +17,7 @@ public API (``treeviz.rerun``).
                    acceptance_figure, timeline_figure (plotly)
     paper, static  the same in matplotlib for print; save_figure, save_paper_figures
     export         export_html: one standalone page, every step browsable offline
+    walkthrough    walkthrough_figure: one step end to end (draft layers, mask, verify, accept, bonus) as frames
     browser        open_page: headless Chromium screenshot + console errors
     widgets        TreeExplorer, CompareExplorer, AnalysisDashboard (ipywidgets)
     teaching       the notebooks' helpers: fast mode, offline plotly, step table, OPT-Tree trace, χ² test

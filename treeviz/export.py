@@ -25,6 +25,7 @@ from .logs import as_named, token_text_map
 from .plotly_tree import side_spec, tree_spec
 from .scene import tree_scene
 from .stream import STREAM_CSS, stream_html, token_stream
+from .walkthrough import walkthrough_figure
 
 PAGE_CSS = """
 body { font-family: 'DejaVu Sans', Arial, sans-serif; margin: 16px; color: #222; }
@@ -50,8 +51,10 @@ def run_payload(data, tokenizer=None, max_steps: int | None = None) -> dict:
     n = len(data.steps) if max_steps is None else min(max_steps, len(data.steps))
     steps = [{"tree": tree_spec(tree_scene(data, s, texts=texts)), "side": side_spec(data, s, texts=texts),
               "a": int(data.steps.iloc[s]["a"]), "ea": float(data.steps.iloc[s]["ea"])} for s in range(n)]
-    return {"steps": steps, "start": first_drafted_step(data, n), "heatmap": _figure_json(ea_heatmap_figure([data])),
-            "timeline": _figure_json(timeline_figure(data))}
+    start = first_drafted_step(data, n)
+    return {"steps": steps, "start": start, "heatmap": _figure_json(ea_heatmap_figure([data])),
+            "timeline": _figure_json(timeline_figure(data)), "walk_step": start,
+            "walk": _figure_json(walkthrough_figure(data, start, texts))}
 
 
 def first_drafted_step(data, n: int) -> int:
@@ -92,6 +95,8 @@ def _run_section(index: int, name: str, data, tokenizer, shown: int) -> str:
 <h1>{html.escape(name)}</h1>{_facts(name, data, shown)}
 <div class="tv-row"><div id="tv-tree-{index}"></div><div id="tv-side-{index}"></div></div>
 <h2>Token stream</h2>{stream}
+<h2>One step, end to end (step {first_drafted_step(data, shown)}: draft layers → attention mask → the target's choices → accepted path → bonus token; ▶ or drag the slider)</h2>
+<div id="tv-walk-{index}"></div>
 <h2>This run</h2><div class="tv-row"><div id="tv-heat-{index}"></div><div id="tv-time-{index}"></div></div>
 </section>"""
 
@@ -115,6 +120,8 @@ function tvShow(run, step) {
     if (!TV.drawn[run]) {
       Plotly.newPlot('tv-heat-' + run, r.heatmap.data, r.heatmap.layout, CONFIG);
       Plotly.newPlot('tv-time-' + run, r.timeline.data, r.timeline.layout, CONFIG);
+      Plotly.newPlot('tv-walk-' + run, r.walk.data, r.walk.layout, CONFIG)
+        .then(gd => Plotly.addFrames(gd, r.walk.frames));
       TV.drawn[run] = true;
     }
   }
@@ -157,6 +164,13 @@ const start = new URLSearchParams(location.hash.slice(1));  // e.g. page.html#ru
 const startRun = Math.min(RUNS.length - 1, Number(start.get('run')) || 0);
 tvShow(startRun, start.has('step') ? Number(start.get('step')) : RUNS[startRun].start);
 """
+
+
+def runs_in_page(path: str | os.PathLike) -> list:
+    """The runs' payloads (``run_payload``) embedded in a page written by ``export_html``."""
+    text = Path(path).read_text(encoding="utf-8")
+    start = text.index("const RUNS = ") + len("const RUNS = ")
+    return json.loads(text[start:text.index(";\nconst CONFIG", start)].replace("<\\/", "</"))
 
 
 def _script_json(value) -> str:

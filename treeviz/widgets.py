@@ -1,6 +1,7 @@
 """ipywidgets explorers (with their controls, ``controls.py``: the only treeviz modules importing ipywidgets).
 
-- ``TreeExplorer``: a step slider and play button over a log, and controls (policy, node budget,
+- ``TreeExplorer``: a step slider and play button over a log (and "walk through this step": its
+  draft layers, verification, accepted path and bonus token as frames), and controls (policy, node budget,
   every parameter of the policy, temperature, …) with a Run button that re-decodes a prompt and updates the
   figures in place; with "live" ticked, each step's tree appears as it is verified.
 - ``RegrowExplorer``: one step of a run, its tree re-grown live as δ, n, max depth or the policy change.
@@ -35,6 +36,7 @@ from .controls import WIDE, DecodeControls, PolicyControls, budget_control, run_
 from .rerun import Rerunner
 from .scene import tree_scene
 from .stream import stream_html, token_stream
+from .walkthrough import walkthrough_figure
 
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 FIGURE_CONFIG = {"displaylogo": False, "responsive": False}
@@ -93,6 +95,7 @@ class FigureView:
                 fig.data = []
                 fig.layout = layout
                 fig.add_traces(new)
+        fig.frames = figure.frames if isinstance(figure, go.Figure) else figure.get("frames", ())
         self._publish()
 
     def _publish(self) -> None:
@@ -120,6 +123,9 @@ class StepBrowser:
         self.side = FigureView(name="side") if side else None
         self.facts = widgets.HTML()
         self.stream = widgets.HTML()
+        self.walk = FigureView(name="walkthrough")
+        self.walk_on = widgets.Checkbox(value=False, description="walk through this step, frame by frame", indent=False)
+        self.walk_on.observe(lambda _: self._walk_through(self.slider.value), names="value")
         self.slider.observe(lambda change: self.show(change["new"]), names="value")
         if data is not None:
             self.set_data(data)
@@ -139,6 +145,7 @@ class StepBrowser:
         if self.data is None or not len(self.data.steps):
             return
         self.tree.update(tree_spec(tree_scene(self.data, step, texts=self.texts)))
+        self._walk_through(step)
         if self.side is not None:
             self.side.update(side_spec(self.data, step, texts=self.texts))
         steps = self.data.steps
@@ -148,8 +155,15 @@ class StepBrowser:
                             f"MAL over steps 0–{step}: {a[: step + 1].mean():.2f} (whole run {a.mean():.2f})")
         self.stream.value = stream_html(self.tokens, current=step)
 
+    def _walk_through(self, step: int) -> None:
+        """With "walk through this step" ticked: the step's frames (draft layers, verify, accept, bonus)."""
+        if self.walk_on.value and self.data is not None and len(self.data.steps):
+            self.walk.update(walkthrough_figure(self.data, min(step, len(self.data.steps) - 1), self.texts))
+        elif self.walk.figure.data:
+            self.walk.update(go.Figure())
+
     def controls(self) -> widgets.Widget:
-        return widgets.HBox([self.play, self.slider])
+        return widgets.HBox([self.play, self.slider, self.walk_on])
 
 
 class TreeExplorer:
@@ -171,7 +185,7 @@ class TreeExplorer:
             self.decode.say("give TreeExplorer a target model to decode prompts")
         figures = widgets.Box([self.browser.tree.widget, self.browser.side.widget], layout=_wrapping())
         self.widget = widgets.VBox([widgets.HBox([self.policy.box(), self.decode.box()]), self.browser.controls(),
-                                    self.browser.facts, figures, self.browser.stream])
+                                    self.browser.facts, figures, self.browser.walk.widget, self.browser.stream])
         self.widget.add_class("treeviz-explorer")
 
     @property
