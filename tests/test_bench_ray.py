@@ -13,7 +13,7 @@ import pytest
 import ray
 
 from opttree_core.tools.bench import run_bench
-from opttree_core.tools.bench.ray_grid import RayOptions
+from opttree_core.tools.ray_cluster import RayOptions
 from opttree_core.tools.cli import main
 from opttree_core.treelog import TreeLog
 from test_bench import TIMINGS, config_dict, models, prompts_file  # noqa: F401 (fixtures)
@@ -84,8 +84,8 @@ def test_a_ray_run_interrupted_resumes_in_one_process(cluster, models, prompts_f
     assert_same_run(resumed, sequential)
 
 
-def test_a_killed_worker_is_restarted_and_nothing_is_lost_or_doubled(cluster, models, prompts_file, sequential,
-                                                                     tmp_path):  # noqa: F811
+def test_a_killed_worker_is_restarted_nothing_lost_or_doubled(cluster, models, prompts_file, sequential,  # noqa: F811
+                                                              tmp_path):
     killed, after = [], []
 
     def kill_the_worker(prompt_id, method):

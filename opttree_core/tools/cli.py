@@ -166,7 +166,7 @@ def run_bench_command(args) -> str:
         for flag in ("ray_workers", "ray_threads"):
             if getattr(args, flag) is not None and getattr(args, flag) < 1:
                 raise OptTreeError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
-        from .bench.ray_grid import RayOptions  # Ray is imported only with --ray
+        from .ray_cluster import RayOptions  # Ray is imported only with --ray
 
         ray = RayOptions(address=args.ray or None, workers=args.ray_workers, threads=args.ray_threads)
     elif args.ray_workers is not None or args.ray_threads != 1:
