@@ -23,12 +23,8 @@ TIMED_STEPS = ["draft_s", "verify_s", "build_s"]
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
+def cluster(ray_cluster):  # conftest.py: one local cluster of 2 CPUs for every Ray test
+    return ray_cluster
 
 
 @pytest.fixture(scope="module")
