@@ -222,7 +222,8 @@ def _warm_up(bench: Bench, methods: list[Method], prompt: BenchPrompt) -> None:
 def run_bench(config: BenchConfig | str | os.PathLike | dict, out_dir: str | os.PathLike, progress: bool = True,
               on_pair: Callable[[str, str], None] | None = None, ray=None) -> RunResult:
     """Run (or resume) the benchmark grid into ``out_dir``; ``on_pair(prompt_id, method)`` after each pair.
-    ``ray`` (a ``ray_grid.RayOptions``): the prompts run on Ray workers, this process writes the folder.
+    ``ray`` (a ``tools.ray_cluster.RayOptions``): the prompts run on Ray workers (``ray_grid.py``), this
+    process writes the folder.
 
     Everything is checked before anything is written: the config, the prompts, for Ray the cluster's
     address, and for a resumed folder its config.json, its prompts' digests and its progress records."""
