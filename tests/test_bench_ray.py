@@ -85,7 +85,8 @@ def test_a_killed_worker_is_restarted_nothing_lost_or_doubled(cluster, models, p
     killed, after = [], []
 
     def kill_the_worker(prompt_id, method):
-        worker = ray.get_actor(f"opttree-bench-{os.getpid()}-0")  # the only worker, on the second prompt now
+        worker = ray.get_actor(f"opttree-bench-{os.getpid()}-0")  # the only worker: already on the second
+        # prompt while the driver writes the first one's pairs, so the kill lands mid-task
         pid = ray.get(worker.pid.remote())  # answered while its task runs
         if not killed:
             os.kill(pid, signal.SIGKILL)

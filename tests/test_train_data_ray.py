@@ -1,5 +1,7 @@
 """``train data --ray``: self-distillation answers and features made by Ray workers in shards are the
 single-process cache byte for byte, and a rerun after an interruption redoes no finished shard."""
+import socket
+
 import pytest
 
 from opttree_core.draft_vocab import load_counts
@@ -72,3 +74,17 @@ def test_a_rerun_redoes_no_finished_shard(ray_cluster, single, tmp_path, monkeyp
     assert train_cli.main(command) == 0
     assert len(tasks) == 1  # the third shard of features only
     assert files(data) == files(expected)
+
+
+def test_a_bad_address_or_a_ray_flag_without_ray_is_one_line_before_anything_is_written(single, tmp_path, capsys):
+    target, _ = single
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    for extra, needle in [(["--ray", f"127.0.0.1:{closed}"], "no Ray cluster answers there"),
+                          (["--ray-workers", "2"], "--ray-workers and --ray-threads need --ray"),
+                          (["--ray", "--ray-threads", "0"], "--ray-threads must be >= 1")]:
+        code = train_cli.main(["data", "--target", str(target), "--data", str(tmp_path / "data"), *ARGS, *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and needle in err and err.count("\n") == 1, err
+    assert list(tmp_path.iterdir()) == []

@@ -93,22 +93,20 @@ class RayGrid:
         return get(self._new_actor().describe.remote(), "starting the first worker")
 
     def run(self, bench: Bench, methods: list[Method], prompts: list[BenchPrompt], progress: bool, on_pair) -> int:
-        """Every unfinished prompt as a task on a free worker; each task's pairs written as it returns,
-        then results.parquet. Returns how many pairs ran."""
+        """Every unfinished prompt as a task on a free worker; each task's pairs written as it returns
+        (the worker already on its next prompt), then results.parquet. Returns how many pairs ran."""
         todo, busy, ran = unfinished(bench, methods, prompts), {}, 0
         idle = list(self.actors) + [self._new_actor() for _ in range(min(self.workers, len(todo)) - len(self.actors))]
         with pair_bar(progress, len(prompts) * len(methods), len(bench.records)) as tick:
             while todo or busy:
-                while idle and (k := self._ready(bench, todo)) is not None:
-                    i, prompt = todo.pop(k)
-                    actor = idle.pop(0)
-                    busy[actor.run_prompt.remote(i, prompt, self._records_for(bench, prompt))] = (actor, prompt)
+                self._hand_out(bench, todo, idle, busy)
                 if not busy:
                     raise OptTreeError(f"{todo[0][1].prompt_id}: its earlier turns are not in the run")
                 [ref], _ = ray.wait(list(busy), num_returns=1)
                 actor, prompt = busy.pop(ref)
                 pairs = get(ref, f"running {prompt.prompt_id}")
                 idle.append(actor)
+                self._hand_out(bench, todo, idle, busy)
                 try:
                     for pair in pairs:
                         commit_pair(bench, pair)
@@ -117,6 +115,13 @@ class RayGrid:
                 finally:
                     _write_results(bench.out_dir, bench.records)
         return ran
+
+    def _hand_out(self, bench: Bench, todo: list, idle: list, busy: dict) -> None:
+        """Each idle worker its next prompt whose earlier turns' AR answers are written."""
+        while idle and (k := self._ready(bench, todo)) is not None:
+            i, prompt = todo.pop(k)
+            actor = idle.pop(0)
+            busy[actor.run_prompt.remote(i, prompt, self._records_for(bench, prompt))] = (actor, prompt)
 
     def _earlier_ar(self, prompt: BenchPrompt) -> list[tuple[str, str]]:
         """The (prompt_id, AR label) pairs a later turn's conversation is made of."""
