@@ -139,3 +139,25 @@ def test_the_default_path_never_imports_ray(models, prompts_file, tmp_path, monk
                     f'budgets = [4]\ntemperatures = [0.0]\nmax_new_tokens = 4\nchat = false\npeers = ["ar"]\n'
                     f'[[datasets]]\nkind = "prompts"\npath = "{prompts_file}"\n')
     assert main(["bench", "--config", str(toml), "--out", str(tmp_path / "cli"), "--no-progress"]) == 0
+
+
+def test_a_later_turn_waits_for_the_earlier_turns_ar_answers():
+    """A later MT-Bench turn goes to a worker only once the AR answers its conversation is made of are
+    written (at every temperature of the grid), and it is sent those answers with its own finished pairs."""
+    from types import SimpleNamespace
+
+    from opttree_core.tools.bench.ray_grid import RayGrid
+
+    grid = RayGrid.__new__(RayGrid)  # no cluster: the scheduling rule only
+    grid.config = SimpleNamespace(temperatures=(0.0, 1.0))
+    second = SimpleNamespace(prompt_id="spec_bench-81-turn2", turn=1)
+    other = SimpleNamespace(prompt_id="spec_bench-200", turn=0)
+    todo = [(1, second), (2, other)]
+    records = {("spec_bench-81", "ar T=0"): {"token_ids": [1]}, ("spec_bench-81", "chain n=4 d T=0"): {},
+               ("spec_bench-81-turn2", "ar T=1"): {"token_ids": [3]}}
+    bench = SimpleNamespace(records=records)
+    assert grid._ready(bench, todo) == 1  # turn 1's AR answer at T=1 is not written yet
+    records[("spec_bench-81", "ar T=1")] = {"token_ids": [2]}
+    assert grid._ready(bench, todo) == 0
+    assert set(grid._records_for(bench, second)) == {("spec_bench-81-turn2", "ar T=1"), ("spec_bench-81", "ar T=0"),
+                                                     ("spec_bench-81", "ar T=1")}
