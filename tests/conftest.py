@@ -204,3 +204,16 @@ def text_boxes(fig) -> list[tuple[str, object]]:
 @pytest.fixture(scope="session")
 def target():
     return tiny_model(seed=1)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray cluster (2 CPUs) for the Ray tests, shut down at the end even when a test fails;
+    ``bench --ray`` and ``train --ray`` use a connection they find instead of making one."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()

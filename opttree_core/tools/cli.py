@@ -83,8 +83,34 @@ def _add_bench(sub) -> None:
     p.add_argument("--out", default=None, help="run folder (default out/bench/<config name>); resumes if it exists")
     p.add_argument("--table", action="store_true", help="print the summary as a Markdown table at the end")
     p.add_argument("--no-progress", action="store_true")
+    add_ray_arguments(p, "run the prompts on Ray workers")
     t = sub.add_parser("bench-table", help="print a bench run's summary as a Markdown table")
     t.add_argument("run", help="a bench run folder")
+
+
+def add_ray_arguments(p, what: str) -> None:
+    """--ray [ADDRESS], --ray-workers, --ray-threads (bench, train)."""
+    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help=f"{what} (pip install '.[ray]'): on the cluster at ADDRESS (HOST:6379, from "
+                        "'ray start --head'), or without one on a local cluster of this machine's cores")
+    p.add_argument("--ray-workers", type=int, default=None, metavar="N",
+                   help="Ray workers, each with the models loaded (default: the cluster's CPUs // --ray-threads, "
+                        "or its GPUs when the device is cuda)")
+    p.add_argument("--ray-threads", type=int, default=1, metavar="T", help="torch threads per Ray worker")
+
+
+def ray_options(args):
+    """A ``ray_cluster.RayOptions`` from --ray and its flags, or None without --ray (Ray is imported only with it)."""
+    if args.ray is None:
+        if args.ray_workers is not None or args.ray_threads != 1:
+            raise OptTreeError("--ray-workers and --ray-threads need --ray")
+        return None
+    for flag in ("ray_workers", "ray_threads"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            raise OptTreeError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+    from .ray_cluster import RayOptions
+
+    return RayOptions(address=args.ray or None, workers=args.ray_workers, threads=args.ray_threads)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,7 +180,7 @@ def run_bench_command(args) -> str:
     from .bench import markdown_table, published_of, run_bench
 
     out = args.out or str(Path("out") / "bench" / Path(args.config).stem)
-    result = run_bench(args.config, out, progress=not args.no_progress)
+    result = run_bench(args.config, out, progress=not args.no_progress, ray=ray_options(args))
     print(f"[{result.ran} pairs run, {result.resumed} resumed; results in {out}]", file=sys.stderr)
     return markdown_table(result.summary, published_of(out)) if args.table else ""
 

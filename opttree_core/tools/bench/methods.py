@@ -26,6 +26,7 @@ from ...errors import OptTreeError
 from ...metrics import mean_expected_acceptance, pooled_mal, tokens_per_second
 from ...models import LoadedModel
 from ...policies.registry import policy_for_budget
+from ...records import LogData
 from ...session import Session
 from .config import BenchConfig, BenchPrompt, turn_id
 
@@ -140,17 +141,17 @@ def _run_hf(bench, method: Method, prompt_ids: torch.Tensor) -> tuple[dict, list
     return _peer_row(tokens, counter.calls, seconds, counter.seconds), tokens
 
 
-def _run_tree(bench, method: Method, prompt: BenchPrompt, prompt_ids: torch.Tensor) -> tuple[dict, list[int]]:
+def _run_tree(bench, method: Method, prompt: BenchPrompt, prompt_ids: torch.Tensor) -> tuple[dict, list[int], LogData]:
     log_dir = Path("logs") / method.slug / prompt.prompt_id
-    result = bench.session(method).run(prompt_ids, bench.config.decode_config(method.temperature),
-                                       prompt_text=prompt.text, chat=prompt.chat,
-                                       log_path=bench.out_dir / log_dir).result
-    steps = result.log.to_frames().steps
+    run = bench.session(method).run(prompt_ids, bench.config.decode_config(method.temperature),
+                                    prompt_text=prompt.text, chat=prompt.chat)
+    result, log = run.result, run.frames()  # the log as data: what Run.save writes, written by the caller
+    steps = log.steps
     row = {"new_tokens": len(result.token_ids), "steps": result.steps, "mal": result.mal, "seconds": result.seconds,
            "tokens_per_s": result.tokens_per_s, "draft_s": float(steps["draft_s"].sum()),
            "verify_s": float(steps["verify_s"].sum()), "build_s": float(steps["build_s"].sum()),
            "expected_acceptance": mean_expected_acceptance(steps["ea"].tolist()), "log_dir": log_dir.as_posix()}
-    return row, result.token_ids
+    return row, result.token_ids, log
 
 
 @dataclass
@@ -160,7 +161,7 @@ class Bench:
     config: BenchConfig
     target: LoadedModel
     drafters: dict
-    out_dir: Path
+    out_dir: Path | None  # None in a Ray worker: only the driver writes the run folder
     records: dict  # (prompt_id, method label) → {"row": ..., "token_ids": ...}
     sessions: dict = field(default_factory=dict)  # method label → its Session
 
@@ -192,12 +193,24 @@ def conversation_ids(bench: Bench, prompt: BenchPrompt, temperature: float) -> t
     return torch.tensor(list(ids), dtype=torch.long)
 
 
-def run_pair(bench: Bench, method: Method, prompt: BenchPrompt) -> dict:
-    """Run one method on one prompt; returns its progress record (row without output_matches_ar)."""
+@dataclass(frozen=True)
+class PairOutput:
+    """What one (prompt, method) pair made: its progress record (``{"row": ..., "token_ids": ...}``, the
+    row without output_matches_ar) and, for tree decoding, its tree log as data, to be written at
+    ``out_dir / record["row"]["log_dir"]`` (``records.write_log``, what ``Run.save`` does) by the one
+    process that writes the run folder."""
+
+    record: dict
+    log: LogData | None = None
+
+
+def run_pair(bench: Bench, method: Method, prompt: BenchPrompt) -> PairOutput:
+    """Run one method on one prompt; writes nothing (``run.commit_pair`` does)."""
     ids = check_prompt(bench.target.model, conversation_ids(bench, prompt, method.temperature),
                        bench.config.max_new_tokens)
+    log = None
     if method.kind == "tree":
-        row, tokens = _run_tree(bench, method, prompt, ids)
+        row, tokens, log = _run_tree(bench, method, prompt, ids)
     elif method.kind == "ar":
         row, tokens = _run_ar(bench, method, ids)
     else:
@@ -205,6 +218,6 @@ def run_pair(bench: Bench, method: Method, prompt: BenchPrompt) -> dict:
     ident = {"method": method.label, "kind": method.kind, "policy": method.policy, "budget": method.budget,
              "drafter": method.drafter, "temperature": method.temperature, "dataset": prompt.dataset,
              "category": prompt.category, "prompt_id": prompt.prompt_id}
-    return {"row": {**ident, **row}, "token_ids": tokens}
+    return PairOutput({"row": {**ident, **row}, "token_ids": tokens}, log)
 
 

@@ -10,7 +10,9 @@ The run folder: ``config.json`` (resolved config, versions, device, start time, 
 sha256, so a resumed run refuses prompts that changed), ``progress.jsonl`` (one line per finished
 (prompt, method) pair: its row and output tokens; what a resumed run skips), ``results.parquet`` (one row per pair, rewritten atomically after each prompt),
 ``summary.parquet``/``summary.json`` (one row per method, ``summary.py``) and
-``logs/<method-slug>/<prompt_id>/`` (a TreeLog per tree-decoding pair, via ``Session.run``).
+``logs/<method-slug>/<prompt_id>/`` (a TreeLog per tree-decoding pair: ``run_pair`` returns it as data,
+``commit_pair`` writes it, then the pair's progress line). With ``ray=`` the prompts run on Ray workers
+(``ray_grid.py``) and this process alone writes the folder, through the same functions.
 A run holds the folder's lock (``.NAME.lock`` beside it, ``atomic.path_lock``) from start to end, so
 a second process on the same folder stops at once instead of running every pair again.
 """
@@ -34,10 +36,10 @@ from ...decoding import DecodeConfig, check_prompt, generate_autoregressive
 from ...drafters.registry import load_drafter
 from ...errors import OptTreeError
 from ...models import load_model
-from ...records import RESULT_COLUMNS
+from ...records import RESULT_COLUMNS, write_log
 from ...shipped import resolve_manifest
 from .config import BenchConfig, BenchPrompt, load_config, load_prompts, parse_config
-from .methods import Bench, Method, _t, build_methods, run_pair
+from .methods import Bench, Method, PairOutput, _t, build_methods, run_pair
 from .summary import write_summary
 
 
@@ -163,7 +165,7 @@ def _check_records(records: dict, prompts: list[BenchPrompt], methods: list[Meth
 
 
 def _write_config(out_dir: Path, config: BenchConfig, methods: list[Method], skipped: list[str],
-                  prompts: list[BenchPrompt], old: dict | None) -> None:
+                  prompts: list[BenchPrompt], old: dict | None, device_name: str) -> None:
     digests = {p.prompt_id: p.digest for p in prompts}
     if old is not None:
         meta = {**old, "prompts": digests}
@@ -171,7 +173,7 @@ def _write_config(out_dir: Path, config: BenchConfig, methods: list[Method], ski
     else:
         meta = {"config": config.to_dict(), "methods": [m.label for m in methods], "skipped": skipped,
                 "n_prompts": len(prompts), "device": config.device,
-                "torch_device": torch.cuda.get_device_name() if config.device.startswith("cuda") else config.device,
+                "torch_device": device_name,
                 "start_time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": package_versions(),
                 "prompts": digests}
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -218,69 +220,119 @@ def _warm_up(bench: Bench, methods: list[Method], prompt: BenchPrompt) -> None:
 
 
 def run_bench(config: BenchConfig | str | os.PathLike | dict, out_dir: str | os.PathLike, progress: bool = True,
-              on_pair: Callable[[str, str], None] | None = None) -> RunResult:
+              on_pair: Callable[[str, str], None] | None = None, ray=None) -> RunResult:
     """Run (or resume) the benchmark grid into ``out_dir``; ``on_pair(prompt_id, method)`` after each pair.
+    ``ray`` (a ``tools.ray_cluster.RayOptions``): the prompts run on Ray workers (``ray_grid.py``), this
+    process writes the folder.
 
-    Everything is checked before anything is written: the config, the prompts, and for a resumed
-    folder its config.json, its prompts' digests and its progress records."""
+    Everything is checked before anything is written: the config, the prompts, for Ray the cluster's
+    address, and for a resumed folder its config.json, its prompts' digests and its progress records."""
     config, out_dir = _as_config(config), Path(os.path.abspath(out_dir))
     prompts = load_prompts(config)
-    with _run_folder_lock(out_dir):
+    with contextlib.ExitStack() as stack:
+        grid = None
+        if ray is not None:
+            from .ray_grid import RayGrid  # Ray is imported only here
+
+            grid = stack.enter_context(RayGrid.connect(ray, config))
+        stack.enter_context(_run_folder_lock(out_dir))
         previous = _previous_run(out_dir, config, prompts)
         records = read_progress(out_dir)
-        target = load_model(config.target, device=config.device, dtype=config.dtype)
-        drafters = {name: load_drafter(name, target, draft_vocab=config.draft_vocab if resolve_manifest(name) else None,
-                                       device=config.device, dtype=config.dtype) for name in config.drafters}
-        methods, skipped = build_methods(config, drafters)
+        if grid is None:
+            target, drafters = load_models(config)
+            methods, skipped = build_methods(config, drafters)
+            bench, device_name = Bench(config, target, drafters, out_dir, records), torch_device_name(config.device)
+        else:
+            methods, skipped, device_name = grid.start()  # each worker loads the models
+            bench = Bench(config, None, {}, out_dir, records)
         _check_records(records, prompts, methods, out_dir)
-        _write_config(out_dir, config, methods, skipped, prompts, previous)
+        _write_config(out_dir, config, methods, skipped, prompts, previous, device_name)
         _cut_torn_line(out_dir / "progress.jsonl")
         for reason in skipped:
             print(f"bench: skipped {reason}", file=sys.stderr)
-        bench = Bench(config, target, drafters, out_dir, records)
         resumed = len(bench.records)
-        ran = _run_grid(bench, methods, prompts, progress, on_pair)
+        ran = (_run_grid if grid is None else grid.run)(bench, methods, prompts, progress, on_pair)
         results = _write_results(out_dir, bench.records)
         summary = write_summary(out_dir, results)
     return RunResult(out_dir, results, summary, skipped, ran, resumed)
 
 
+def load_models(config: BenchConfig) -> tuple:
+    """The target and the drafters by name (the calls a Ray worker makes too)."""
+    target = load_model(config.target, device=config.device, dtype=config.dtype)
+    drafters = {name: load_drafter(name, target, draft_vocab=config.draft_vocab if resolve_manifest(name) else None,
+                                   device=config.device, dtype=config.dtype) for name in config.drafters}
+    return target, drafters
+
+
+def torch_device_name(device: str) -> str:
+    return torch.cuda.get_device_name() if device.startswith("cuda") else device
+
+
+def unfinished(bench: Bench, methods: list[Method], prompts: list[BenchPrompt]) -> list[tuple[int, BenchPrompt]]:
+    """(index, prompt) of every prompt with a pair not yet in ``bench.records``, in order."""
+    return [(i, p) for i, p in enumerate(prompts) if any((p.prompt_id, m.label) not in bench.records for m in methods)]
+
+
+def run_prompt(bench: Bench, methods: list[Method], i: int, prompt: BenchPrompt,
+               done: Callable[[PairOutput], None]) -> None:
+    """Every unfinished pair of prompt ``i``, the method order rotated by ``i`` (AR among them), each
+    handed to ``done`` as it finishes."""
+    for method in methods[i % len(methods):] + methods[:i % len(methods)]:
+        if (prompt.prompt_id, method.label) not in bench.records:
+            done(run_pair(bench, method, prompt))
+
+
+def commit_pair(bench: Bench, pair: PairOutput) -> None:
+    """Write one finished pair into the run folder: its tree log (if any), then its progress line, so
+    a pair in progress.jsonl always has its log."""
+    row = pair.record["row"]
+    if pair.log is not None:
+        write_log(bench.out_dir / row["log_dir"], pair.log)
+    _append_progress(bench.out_dir, pair.record)
+    bench.records[(row["prompt_id"], row["method"])] = pair.record
+
+
 def _run_grid(bench: Bench, methods: list[Method], prompts: list[BenchPrompt], progress: bool, on_pair) -> int:
     """Every unfinished pair, prompt by prompt (the method order rotated per prompt); returns how many ran.
     results.parquet is rewritten after each prompt, and on the way out of an interruption."""
-    ran, out_dir = 0, bench.out_dir
-    todo = [(i, p) for i, p in enumerate(prompts) if any((p.prompt_id, m.label) not in bench.records for m in methods)]
-    bar = _bar(progress, len(prompts) * len(methods), len(bench.records))
-    try:
+    todo, ran = unfinished(bench, methods, prompts), []
+    with pair_bar(progress, len(prompts) * len(methods), len(bench.records)) as tick:
+
+        def done(pair: PairOutput) -> None:
+            commit_pair(bench, pair)
+            ran.append(pair)
+            tick(pair.record["row"], on_pair)
+
         if todo:
             _warm_up(bench, methods, todo[0][1])
         for i, prompt in todo:
             try:
-                for method in methods[i % len(methods):] + methods[:i % len(methods)]:
-                    if (prompt.prompt_id, method.label) in bench.records:
-                        continue
-                    record = run_pair(bench, method, prompt)
-                    _append_progress(out_dir, record)
-                    bench.records[(prompt.prompt_id, method.label)] = record
-                    ran += 1
-                    if bar is not None:
-                        bar.update(1)
-                    if on_pair is not None:
-                        on_pair(prompt.prompt_id, method.label)
+                run_prompt(bench, methods, i, prompt, done)
             finally:
-                _write_results(out_dir, bench.records)
+                _write_results(bench.out_dir, bench.records)
+    return len(ran)
+
+
+@contextlib.contextmanager
+def pair_bar(progress: bool, total: int, done: int):
+    """A ``tick(row, on_pair)`` to call after each committed pair: the progress bar (if shown), then ``on_pair``."""
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, initial=done, unit="pair", desc="bench")
+
+    def tick(row: dict, on_pair) -> None:
+        if bar is not None:
+            bar.update(1)
+        if on_pair is not None:
+            on_pair(row["prompt_id"], row["method"])
+    try:
+        yield tick
     finally:
         if bar is not None:
             bar.close()
-    return ran
-
-
-def _bar(progress: bool, total: int, done: int):
-    if not progress:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=done, unit="pair", desc="bench")
 
 
 def quick_bench(target: str, drafter: str, policy: str, budgets, texts, max_new_tokens: int) -> pd.DataFrame:

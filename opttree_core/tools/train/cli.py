@@ -9,6 +9,7 @@ kept in ``epochs/epoch-N`` (``save.py``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -25,6 +26,7 @@ import transformers
 from ...draft_vocab import DEFAULT_DRAFT_VOCAB, DraftVocab, count_tokens, save_counts
 from ...errors import OptTreeError, report_errors
 from ...models import load_model
+from ..cli import add_ray_arguments, ray_options
 from ..datasets import DEFAULT_GSM8K
 from .card import write_card
 from .data import compute_features, self_distill
@@ -76,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--draft-vocab", type=int, default=DEFAULT_DRAFT_VOCAB,
                    help="tokens the draft may propose by default: the most frequent in the data (0: all)")
     p.add_argument("--no-progress", action="store_true")
+    add_ray_arguments(p, "make the self-distillation answers and features on Ray workers, in shards")
+    p.add_argument("--shard-batches", type=int, default=4, metavar="B",
+                   help="--ray: batches per shard (--gen-batch answers, --feature-batch features); the driver "
+                        "records each finished shard, so a rerun redoes none")
     return p
 
 
@@ -92,29 +98,29 @@ def _recipe(args, target, counts: torch.Tensor, layers):
     return DraftLMRecipe(target.model, num_layers=args.layers or 2, intermediate_size=args.intermediate)
 
 
-def _data(args, target, data_dir: Path, layers=None) -> tuple[list, list, list, dict, torch.Tensor]:
+def _data(args, target, data_dir: Path, layers=None, workers=None) -> tuple[list, list, list, dict, torch.Tensor]:
     """The self-distillation data (cached): prompts, the target's answers, their features (with ``layers``, EAGLE-3's:
-    ``compute_features``), build times, token counts."""
+    ``compute_features``), build times, token counts. ``workers`` (``--ray``): made by Ray workers in shards."""
     progress, clock, start = not args.no_progress, {}, time.time()
     if args.mix == "spec-bench":
         prompts, sequences = spec_bench_data(target, args.gsm8k, args.per_category, data_dir, args.max_new_tokens,
-                                             args.gen_batch, args.seed, progress)
+                                             args.gen_batch, args.seed, progress, workers)
     else:
         prompts = training_prompts(args.gsm8k, _limit(args.n_gsm8k), _limit(args.n_humaneval), _limit(args.n_own),
                                    args.seed)
         chosen_by = {k: getattr(args, k) for k in ("mix", "n_gsm8k", "n_humaneval", "n_own", "seed")}
         sequences = self_distill(target, prompts, data_dir / "sequences.jsonl", args.max_new_tokens, args.gen_batch,
-                                 progress, chosen_by)
+                                 progress, chosen_by, workers)
     if args.n_context > 0 and args.mix == "default":
         texts = [(s.source, target.tokenizer.decode(s.ids[s.n_prompt:], skip_special_tokens=True)) for s in sequences]
         second = context_prompts(texts, args.n_context, args.seed)
         prompts += second
         sequences += self_distill(target, second, data_dir / "sequences_context.jsonl", args.max_new_tokens,
-                                  args.gen_batch, progress, {**chosen_by, "n_context": args.n_context})
+                                  args.gen_batch, progress, {**chosen_by, "n_context": args.n_context}, workers)
     clock["self_distillation_s"] = time.time() - start
     start = time.time()
     cache = "features.pt" if layers is None else f"features-layers-{'-'.join(map(str, layers))}.pt"
-    features = compute_features(target, sequences, data_dir / cache, args.feature_batch, progress, layers)
+    features = compute_features(target, sequences, data_dir / cache, args.feature_batch, progress, layers, workers)
     clock["features_s"] = time.time() - start
     counts = count_tokens((s.ids for s in sequences), target.model.config.vocab_size)
     save_counts(data_dir / "token_counts.safetensors", counts, {"target": args.target, "sequences": len(sequences)})
@@ -139,7 +145,7 @@ def _heldout_split(n: int, args) -> tuple[list[int], list[int]]:
 
 _AT_LEAST = {"epochs": 1, "batch_size": 1, "gen_batch": 1, "feature_batch": 1, "max_new_tokens": 1, "eval_tokens": 1,
              "eval_prompts": 0, "intermediate": 1, "n_context": 0, "draft_vocab": 0, "n_gsm8k": -1, "n_humaneval": -1,
-             "n_own": -1, "ttt_steps": 1, "per_category": 2}
+             "n_own": -1, "ttt_steps": 1, "per_category": 2, "shard_batches": 1}
 
 
 def _check_args(args) -> None:
@@ -188,20 +194,38 @@ def _check_target(target) -> None:
                            "use a chat (instruct) model, or add a chat_template to its tokenizer_config.json")
 
 
+@contextlib.contextmanager
+def _data_workers(args):
+    """The Ray workers of --ray (connected here: a bad address is one line, before anything is written), or None."""
+    options = ray_options(args)
+    if options is None:
+        yield None
+        return
+    from .ray_data import RayData  # Ray is imported only with --ray
+
+    with RayData.connect(options, args.target, args.device, args.shard_batches) as workers:
+        yield workers
+
+
 def run(args) -> dict:
     _check_args(args)
+    with _data_workers(args) as workers:
+        return _run(args, workers)
+
+
+def _run(args, workers) -> dict:
     torch.manual_seed(args.seed)
     torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls on GPUs that have them; CPU runs are unchanged
     name = args.name or f"{args.kind}-{safe_name(args.target)}"
     out = Path(args.out or f"out/train/{name}")
     mix = "" if args.mix == "default" else f"-{args.mix}"
     data_dir = Path(args.data or f"out/train-data/{safe_name(args.target)}{mix}")
-    target = load_model(args.target, device=args.device)
-    _check_target(target)
+    target = load_model(args.target, device="cpu" if workers is not None and args.kind == "data" else args.device)
+    _check_target(target)  # with --ray and only data to make, this copy only tokenizes and counts
     layers = None
     if args.kind == "eagle3":
         layers = check_feature_layers(args.feature_layers, target.model.config.get_text_config().num_hidden_layers)
-    prompts, sequences, features, clock, counts = _data(args, target, data_dir, layers)
+    prompts, sequences, features, clock, counts = _data(args, target, data_dir, layers, workers)
     if args.kind == "data":
         return {"name": "data", "steps": 0, "final_loss": None, "heldout": {}, "wall_time": clock}
     held, kept = _heldout_split(len(sequences), args)

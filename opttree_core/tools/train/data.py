@@ -5,7 +5,8 @@ A *sequence* is the chat-formatted prompt followed by the target's greedy respon
 after the final norm, f_j for every position j (so lm_head(f_j) are its logits there);
 EAGLE-3 heads also read g_j, the hidden states entering a few decoder layers, concatenated
 (``compute_features(..., layers=...)``, cached in a file of their own).
-Both are cached on disk, so an interrupted run resumes where it stopped.
+Both are cached on disk, so an interrupted run resumes where it stopped. With ``--ray`` Ray workers make
+them in shards (``ray_data.py``) and this process writes the same files.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import json
 import os
 import pickle
 import sys
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -111,32 +113,43 @@ def _generate_batch_hf(target: LoadedModel, prompts: list[list[int]], max_new_to
     return [_cut_at_eos(row[ids.shape[1]:].tolist(), eos, pad) for row in out]
 
 
+def local_answers(target: LoadedModel, asked: list[list[int]], start: int, max_new_tokens: int,
+                  batch_size: int) -> Iterator[tuple[range, list[list[int]]]]:
+    """(positions, answers) batch by batch for ``asked[start:]`` (prompts in asking order), in this process."""
+    for begin in range(start, len(asked), batch_size):
+        positions = range(begin, min(begin + batch_size, len(asked)))
+        yield positions, _generate_batch(target, [asked[k] for k in positions], max_new_tokens)
+
+
 def self_distill(target: LoadedModel, prompts: list[Prompt], path: Path, max_new_tokens: int = 128,
-                 batch_size: int = 16, progress: bool = True, settings: dict | None = None) -> list[Sequence]:
+                 batch_size: int = 16, progress: bool = True, settings: dict | None = None,
+                 workers=None) -> list[Sequence]:
     """The target's greedy answers to ``prompts``, appended to ``path`` (JSON lines) batch by batch.
 
-    Prompts already answered in ``path`` are skipped, so a second call resumes the first; answers made from
+    Prompts are asked shortest first (similar lengths batch well), in batches of ``batch_size``; prompts
+    already answered in ``path`` are skipped, so a second call resumes the first; answers made from
     another target, cap or prompts are refused (``cache.py``; ``settings``: what chose the prompts, recorded).
+    ``workers`` (``ray_data.RayData``): the batches are answered by Ray workers in shards; the lines
+    written are the same.
     """
     done = load_sequences(path)
     encoded = [_encode_chat(target.tokenizer, p.text) for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))  # similar lengths batch well
-    check_cache(path, made_from(target, prompts, max_new_tokens, settings or {}), done,
-                [encoded[i] for i in order], _eos_ids(target.model))
-    order = order[len(done):]
+    asked, record = [encoded[i] for i in order], made_from(target, prompts, max_new_tokens, settings or {})
+    check_cache(path, record, done, asked, _eos_ids(target.model))
     path.parent.mkdir(parents=True, exist_ok=True)
+    batches = (local_answers(target, asked, len(done), max_new_tokens, batch_size) if workers is None else
+               workers.answers(path, record, asked, len(done), max_new_tokens, batch_size))
     bar = tqdm(total=len(prompts), initial=len(done), desc="self-distillation", unit="prompt", disable=not progress)
     with path.open("a") as f:
-        for start in range(0, len(order), batch_size):
-            batch = order[start:start + batch_size]
-            responses = _generate_batch(target, [encoded[i] for i in batch], max_new_tokens)
-            for i, response in zip(batch, responses):
-                seq = Sequence(encoded[i] + response, len(encoded[i]), prompts[i].source)
+        for positions, responses in batches:
+            for k, response in zip(positions, responses):
+                seq = Sequence(asked[k] + response, len(asked[k]), prompts[order[k]].source)
                 f.write(json.dumps(asdict(seq)) + "\n")
                 done.append(seq)
             f.flush()
             os.fsync(f.fileno())
-            bar.update(len(batch))
+            bar.update(len(positions))
     bar.close()
     return done
 
@@ -152,25 +165,47 @@ def load_sequences(path: Path) -> list[Sequence]:
     return sequences
 
 
-@torch.inference_mode()
+def _cached_features(path: Path, sequences: list[Sequence], columns: int) -> list[torch.Tensor] | None:
+    """The features in ``path`` if they fit ``sequences`` (one (len, columns) tensor each), else None."""
+    if not path.is_file():
+        return None
+    try:
+        cached = torch.load(path, weights_only=True)  # tensors only: a planted file cannot run code
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+        print(f"opttree: the features cache {path} is unreadable ({type(e).__name__}); computing it again",
+              file=sys.stderr)
+        return None
+    fits = (isinstance(cached, list) and len(cached) == len(sequences)
+            and all(f.shape == (len(s.ids), columns) for f, s in zip(cached, sequences)))
+    return cached if fits else None
+
+
 def compute_features(target: LoadedModel, sequences: list[Sequence], path: Path, batch_size: int = 8,
-                     progress: bool = True, layers: tuple[int, ...] | None = None) -> list[torch.Tensor]:
+                     progress: bool = True, layers: tuple[int, ...] | None = None, workers=None) -> list[torch.Tensor]:
     """f_j for every position of every sequence, fp16, cached in ``path`` (written atomically).
 
     ``layers`` (EAGLE-3): each row is f_j followed by the hidden states entering these decoder layers
     (HF ``hidden_states[i]``, as ``modelcall.forward`` returns them while decoding), (len, (1 + k) · hidden):
-    the teacher's logits come from f, the head reads the rest. A cache of another width is rebuilt."""
+    the teacher's logits come from f, the head reads the rest. A cache of another width is rebuilt.
+    ``workers`` (``ray_data.RayData``): computed by Ray workers in shards; the file written is the same."""
     columns = target.model.config.hidden_size * (1 + (len(layers) if layers else 0))
-    if path.is_file():
-        try:
-            cached = torch.load(path, weights_only=True)  # tensors only: a planted file cannot run code
-        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
-            print(f"opttree: the features cache {path} is unreadable ({type(e).__name__}); computing it again",
-                  file=sys.stderr)
-            cached = []
-        if (isinstance(cached, list) and len(cached) == len(sequences)
-                and all(f.shape == (len(s.ids), columns) for f, s in zip(cached, sequences))):
-            return cached
+    cached = _cached_features(path, sequences, columns)
+    if cached is not None:
+        return cached
+    if workers is None:
+        features = feature_rows(target, sequences, batch_size, layers, progress)
+    else:
+        features = workers.features(path, sequences, batch_size, layers)
+    write_atomic(path, lambda tmp: torch.save(features, tmp))
+    if workers is not None:
+        workers.forget_shards(path)
+    return features
+
+
+@torch.inference_mode()
+def feature_rows(target: LoadedModel, sequences: list[Sequence], batch_size: int, layers: tuple[int, ...] | None,
+                 progress: bool = False) -> list[torch.Tensor]:
+    """The features of ``sequences`` (``compute_features``), batch by batch, in this process."""
     decoder, device = target.model.get_decoder(), target.model.device
     features = []
     for start in tqdm(range(0, len(sequences), batch_size), desc="features", disable=not progress):
@@ -186,5 +221,4 @@ def compute_features(target: LoadedModel, sequences: list[Sequence], path: Path,
             hidden = torch.cat([out.last_hidden_state, *(out.hidden_states[i] for i in layers)], dim=-1)
             # (batch, width, (1 + k) · hidden)
         features += [hidden[row, : len(seq.ids)].to(torch.float16).cpu() for row, seq in enumerate(batch)]
-    write_atomic(path, lambda tmp: torch.save(features, tmp))
     return features

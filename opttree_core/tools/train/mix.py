@@ -126,12 +126,14 @@ def second_stage(answers: list[tuple[str, str, str]], per_category: int, seed: i
 
 
 def spec_bench_data(target: LoadedModel, gsm8k_path, per_category: int, data_dir, max_new_tokens: int,
-                    batch_size: int, seed: int = 0, progress: bool = True) -> tuple[list[Prompt], list[Sequence]]:
-    """Both stages' prompts and the target's answers (cached and resumable in ``data_dir``, as ``self_distill``)."""
+                    batch_size: int, seed: int = 0, progress: bool = True,
+                    workers=None) -> tuple[list[Prompt], list[Sequence]]:
+    """Both stages' prompts and the target's answers (cached and resumable in ``data_dir``, as ``self_distill``;
+    ``workers``: made by Ray workers, ``ray_data.py``)."""
     first, chosen_by = first_stage(per_category, gsm8k_path, seed), {"mix": "spec-bench", "per_category": per_category,
                                                                      "seed": seed}
     sequences = self_distill(target, first, data_dir / "sequences.jsonl", max_new_tokens, batch_size, progress,
-                             chosen_by)
+                             chosen_by, workers)
     texts = {tuple(_encode_chat(target.tokenizer, p.text)): p.text for p in first}
     if any(tuple(s.ids[: s.n_prompt]) not in texts for s in sequences):
         raise OptTreeError(f"{data_dir / 'sequences.jsonl'} holds answers to other prompts than this mix's "
@@ -140,5 +142,5 @@ def spec_bench_data(target: LoadedModel, gsm8k_path, per_category: int, data_dir
                 target.tokenizer.decode(s.ids[s.n_prompt:], skip_special_tokens=True)) for s in sequences]
     second = second_stage(answers, per_category, seed)
     sequences = sequences + self_distill(target, second, data_dir / "sequences_mix2.jsonl", max_new_tokens, batch_size,
-                                         progress, chosen_by)
+                                         progress, chosen_by, workers)
     return first + second, sequences
