@@ -11,7 +11,7 @@ The sizes are measured interleaved (every model at q = 1, then every model at q 
 of --repeats, at a --context-token cache, in one process. Writes JSON for
 ``treeviz.roofline_figure`` (notebook 06, README "A real pair"):
 
-    .venv/bin/python benchmarks/bench_roofline.py --out benchmarks/results/roofline-zen5.json \\
+    .venv/bin/python benchmarks/bench_roofline.py --out benchmarks/results/roofline-epyc-zen4.json \\
         --mal smollm2-135m=figures/data/paper-fig5 --mal qwen2.5-coder-1.5b=out/bench/qwen-pair-reduced
 """
 from __future__ import annotations

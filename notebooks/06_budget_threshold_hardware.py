@@ -188,7 +188,7 @@ assert result.token_ids == oc.generate_autoregressive(target.model, ids, config)
 from treeviz.roofline import read_roofline, roofline_figure
 from treeviz.teaching import static_figure
 
-ROOFLINE = Path(oc.__file__).resolve().parent.parent / "benchmarks" / "results" / "roofline-zen5.json"
+ROOFLINE = Path(oc.__file__).resolve().parent.parent / "benchmarks" / "results" / "roofline-epyc-zen4.json"
 record = read_roofline(ROOFLINE)
 fig, bounds = roofline_figure(record)
 display(static_figure(fig))

@@ -126,7 +126,7 @@ def cpu_has_fast_bf16() -> bool:
 
 def preferred_dtype(model: EmbeddedModel, device: torch.device) -> torch.dtype:
     """The dtype ``dtype="auto"`` gives: bfloat16 for a model marked ``fast_bf16`` on a GPU or on a
-    CPU with native bf16 (measured on such a Zen 5: the 1.5B verifies 16 tokens for 1.25 AR steps
+    CPU with native bf16 (measured on such a Zen 4: the 1.5B verifies 16 tokens for 1.25 AR steps
     in bf16, 4.1 in fp32; README, "A real pair"), float32 otherwise."""
     if model.fast_bf16 and (device.type == "cuda" or (device.type == "cpu" and cpu_has_fast_bf16())):
         return torch.bfloat16

@@ -3,7 +3,7 @@
 Tree verification scores n + 1 rows in one forward; sequential decoding scores one. Greedy tree
 decoding equals plain greedy decoding only if every row gets the same logits either way. In
 float32 the kernels' row-count-dependent rounding practically never flips an argmax; in bfloat16
-it does: with the Qwen2.5-Coder pair on a 2-core Zen 5, OPT-Tree's tokens left plain greedy's
+it does: with the Qwen2.5-Coder pair on a 2-core Zen 4, OPT-Tree's tokens left plain greedy's
 after 22-25 tokens on every one of the first prompts tried. Two ops depend on the row count:
 
 - a GEMM: its blocking, and so its summation order, depends on how many rows it multiplies

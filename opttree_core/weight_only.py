@@ -6,7 +6,7 @@ weights per forward, a quarter of it its 151,936-row LM head. ``Int8Linear`` kee
 matrix as int8 with one scale per output row (symmetric, round to nearest) and multiplies up to
 ``MAX_ROWS`` rows through torch's ``aten._weight_int8pack_mm``, reading half the bytes; more rows
 go through the original weight, where that kernel is slower than bf16's own. Measured on a 2-core
-Zen 5 (``benchmarks/bench_costs.py --target qwen2.5-coder-0.5b --weights int8``), one forward of q
+Zen 4 (``benchmarks/bench_costs.py --target qwen2.5-coder-0.5b --weights int8``), one forward of q
 tokens: q = 1: 42 ms int8 against 71 bf16; q = 2: 46 / 81; q = 4: 52 / 76; q = 8: 93 / 85;
 q = 16: 156 / 113. What the quantized draft does to acceptance is in the pair's benchmark (it
 proposes slightly different tokens, so MAL can move either way).

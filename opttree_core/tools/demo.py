@@ -58,7 +58,7 @@ def parse_args(argv):
 
 PAIR = ("qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b")
 DRAFTS = {"smollm2-135m": "eagle-smollm2", PAIR[0]: PAIR[1] + ":int8"}  # a target's default draft on a CPU
-PAIR_MEMORY = 8 * 2**30  # the demo's peak on the pair: 7.0 GB building its caches, 5.6 GB after (Zen 5, 2026-12-05)
+PAIR_MEMORY = 8 * 2**30  # the demo's peak on the pair: 7.0 GB building its caches, 5.6 GB after (Zen 4, 2026-12-05)
 TOKENS = {PAIR[0]: 48}  # new tokens per prompt where not 64: the pair's demo stays near 2 minutes
 
 
