@@ -86,7 +86,7 @@ def binaries(root: Path) -> dict[str, Path]:
 def no_build_message(root: Path) -> str:
     return (f"error: llama.cpp is not built in {build_dir(root)}: run "
             f"python benchmarks/bench_llamacpp.py --build (downloads llama-cpp-python=={VERSION}'s sdist, "
-            f"about 20 minutes of compiling on 2 cores)")
+            f"about 10 minutes of compiling on 2 cores)")
 
 
 def file_sha256(path: Path) -> str:

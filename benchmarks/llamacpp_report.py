@@ -23,7 +23,7 @@ def parse_completion_log(log: str) -> dict:
     prompt-eval and eval lines (eval: one run per generated token after the first)."""
     count = _number(r"number of tokens in prompt = (\d+)", log, "'number of tokens in prompt'", int)
     after = log[re.search(r"number of tokens in prompt = \d+", log).end():]
-    ids = [int(m.group(1)) for m in re.finditer(r"^\s*(\d+) -> '", after, re.MULTILINE)][:count]
+    ids = [int(m.group(1)) for m in re.finditer(r"^(?:[\d.]+ [A-Z] )?\s*(\d+) -> '", after, re.MULTILINE)][:count]
     if len(ids) != count:
         raise OptTreeError(f"llama.cpp listed {len(ids)} of its {count} prompt tokens")
     prompt_ms, prompt_tokens = _number(r"prompt eval time = +([\d.]+) ms / +(\d+) tokens", log, "prompt eval time")
@@ -46,8 +46,9 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def completion_text(stdout: str) -> str:
-    """What llama-completion generated (``--no-display-prompt``): stdout less its end-of-text mark."""
-    return ANSI.sub("", stdout).removesuffix("\n").removesuffix(" [end of text]")
+    """What llama-completion generated (``--no-display-prompt``): it prints the new text, " [end of
+    text]" and a newline where it stopped at an end-of-generation token, then two newlines."""
+    return ANSI.sub("", stdout).removesuffix("\n\n").removesuffix(" [end of text]\n")
 
 
 def speculative_text(stdout: str, prompt_text: str) -> str:
