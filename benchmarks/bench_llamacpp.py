@@ -26,8 +26,8 @@ What each number counts:
 - llama.cpp speculation decode tok/s: ``llama-speculative-simple``'s ``decoded N tokens in S
   seconds`` (draft and target, from after the prompt to the last token; it may run past N by up
   to a draft); its ``encoded`` line is the prompt, its ``accept`` line the draft acceptance.
-- our AR decode tok/s: ``generate_autoregressive``'s new tokens over its seconds minus the prompt's
-  forward (timed alone just before, ``prefill_target``); end-to-end tok/s keeps the prefill in
+- our AR decode tok/s: ``generate_autoregressive``'s new tokens over its seconds minus its prompt
+  forward (``prefill_target``, timed inside the same call); end-to-end tok/s keeps the prefill in
   (the pair bench's definition) and is reported for all three with llama.cpp's prompt eval added.
 - tokens equal: llama.cpp prints text, not ids; the agreeing prefix is how many of our AR tokens
   decode to a prefix of llama.cpp's AR text (Q4 weights against their dequantized bf16: expect
@@ -53,10 +53,11 @@ from opttree_core.models import cache_root
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from llamacpp_report import (
-    DRAFT_SETTINGS,
+    DRAFT_MAX,
     NOTES,
     agreeing_prefix,
     completion_text,
+    draft_settings,
     machine,
     markdown,
     parse_completion_log,
@@ -70,8 +71,9 @@ SDIST = f"llama_cpp_python-{VERSION}.tar.gz"
 SDIST_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"  # PyPI JSON, releases[VERSION]
 SDIST_BYTES = 76_589_250
 TARGETS = ("llama-completion", "llama-speculative-simple")
-CMAKE_FLAGS = ("-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=ON", "-DBUILD_SHARED_LIBS=OFF", "-DLLAMA_BUILD_TESTS=OFF",
-               "-DLLAMA_BUILD_SERVER=OFF", "-DLLAMA_BUILD_APP=OFF", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_USE_PREBUILT_UI=OFF")
+CMAKE_FLAGS = ("-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=ON", "-DBUILD_SHARED_LIBS=OFF",
+               "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_SERVER=OFF", "-DLLAMA_BUILD_APP=OFF", "-DLLAMA_OPENSSL=OFF",
+               "-DLLAMA_USE_PREBUILT_UI=OFF")
 TARGET_MODEL, DRAFT_MODEL = "qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b"
 
 
@@ -174,12 +176,12 @@ def completion_command(binary: Path, model: Path, prompt: str, n: int, threads: 
 
 
 def speculative_command(binary: Path, model: Path, draft: Path, prompt: str, n: int, threads: int,
-                        ctx: int, draft_settings=DRAFT_SETTINGS) -> list[str]:
+                        ctx: int, draft_max: int = DRAFT_MAX) -> list[str]:
     """llama.cpp draft-model speculation, greedy, the same prompt text, the draft on the same threads."""
     return [str(binary), "-m", str(model), "-md", str(draft), "-p", prompt, "--no-escape", "-n", str(n),
             "-c", str(ctx),
             "-t", str(threads), "-tb", str(threads), "-td", str(threads), "-tbd", str(threads),
-            "--temp", "0", "--top-k", "1", "--seed", "0", *draft_settings]
+            "--temp", "0", "--top-k", "1", "--seed", "0", *draft_settings(draft_max)]
 
 
 def run_llama(cmd: list[str]) -> tuple[str, str, float]:
@@ -202,6 +204,7 @@ class Setup(NamedTuple):
     n: int
     threads: int
     ctx: int
+    draft_max: int = DRAFT_MAX
 
 
 def choose(prompts: list, limit: int | None) -> list:
@@ -219,25 +222,32 @@ def llama_ar(setup: Setup, text: str) -> dict:
 
 def llama_spec(setup: Setup, text: str) -> dict:
     out, log, wall = run_llama(speculative_command(setup.bins["llama-speculative-simple"], setup.ggufs[TARGET_MODEL],
-                                                   setup.ggufs[DRAFT_MODEL], text, setup.n, setup.threads, setup.ctx))
+                                                   setup.ggufs[DRAFT_MODEL], text, setup.n, setup.threads, setup.ctx,
+                                                   setup.draft_max))
     return {**parse_speculative_log(log), "text": speculative_text(out, text), "wall_s": wall}
 
 
 def our_ar(setup: Setup, ids) -> dict:
-    """The project's AR; its prompt forward timed alone just before, for the decode-only rate."""
-    import torch
+    """The project's AR; the prompt's forward inside it timed by wrapping ``decoding.prefill_target``
+    for this call (the decode-only rate leaves it out)."""
+    from opttree_core import DecodeConfig, decoding
 
-    from opttree_core import DecodeConfig, generate_autoregressive
-    from opttree_core.verify import prefill_target
+    prefill, timed = decoding.prefill_target, {}
 
-    with torch.inference_mode():
+    def timed_prefill(*args, **kwargs):
         start = time.perf_counter()
-        prefill_target(setup.target.model, ids)
-        prompt_s = time.perf_counter() - start
-    result = generate_autoregressive(setup.target.model, ids, DecodeConfig(max_new_tokens=setup.n))
-    return {"token_ids": list(result.token_ids), "seconds": result.seconds, "prompt_s": prompt_s,
+        out = prefill(*args, **kwargs)
+        timed["seconds"] = time.perf_counter() - start
+        return out
+
+    decoding.prefill_target = timed_prefill
+    try:
+        result = decoding.generate_autoregressive(setup.target.model, ids, DecodeConfig(max_new_tokens=setup.n))
+    finally:
+        decoding.prefill_target = prefill
+    return {"token_ids": list(result.token_ids), "seconds": result.seconds, "prompt_s": timed["seconds"],
             "prompt_tokens": len(ids) - 1,  # the prefill caches all but the last prompt token (the first root)
-            "decode_s": result.seconds - prompt_s, "decode_tokens": len(result.token_ids)}
+            "decode_s": result.seconds - timed["seconds"], "decode_tokens": len(result.token_ids)}
 
 
 def run_prompt(setup: Setup, index: int, prompt) -> dict:
@@ -280,6 +290,7 @@ def parse_args(argv):
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--ctx", type=int, default=4096, help="llama.cpp's context size")
+    p.add_argument("--draft-max", type=int, default=DRAFT_MAX, help="llama.cpp's --spec-draft-n-max (its README's 7)")
     p.add_argument("--dtype", default="auto", help="our target's dtype (load_model's; auto: bf16 where fast)")
     p.add_argument("--out", help="results path without suffix: writes OUT.json and OUT.md")
     p.add_argument("--note", action="append", default=[], help="a line added to the markdown's notes")
@@ -296,16 +307,18 @@ def bench(args, bins: dict, root: Path) -> None:
     ggufs = gguf_files(root)
     torch.set_num_threads(args.threads)
     target = load_model(TARGET_MODEL, dtype=args.dtype)
-    setup = Setup(bins, ggufs, target, args.max_new_tokens, args.threads, args.ctx)
-    warm = Setup(bins, ggufs, target, 4, args.threads, args.ctx)  # page the GGUFs in; no timed run pays a first call
+    setup = Setup(bins, ggufs, target, args.max_new_tokens, args.threads, args.ctx, args.draft_max)
+    warm = setup._replace(n=4)  # page the GGUFs in; no timed run pays a first call
     first = run_prompt(warm, 0, prompts[0])
     _, log, _ = run_llama(completion_command(bins["llama-completion"], ggufs[TARGET_MODEL], "Hi", 1, args.threads,
                                              args.ctx))
     meta = {"machine": machine(), "threads": args.threads, "max_new_tokens": args.max_new_tokens, "ctx": args.ctx,
             "dtype": str(target.model.dtype), "config": args.config, "started": time.strftime("%Y-%m-%d %H:%M"),
             "load_start": _load(), "command": " ".join(["python", *sys.argv]), "notes": [*args.note, "", *NOTES],
-            "llama_build": _line(r"^build: (.*)$", log), "system_info": _line(r"^system_info: (.*)$", log),
-            "warm_up_prompt": first["prompt_id"], "llama_version": VERSION}
+            "llama_build": _line(r'LLAMA_COMMIT = "(\w+)"', _build_info(root)),
+            "system_info": _line(r"^(?:[\d.]+ [A-Z] )?system_info: (.*)$", log),
+            "warm_up_prompt": first["prompt_id"], "llama_version": VERSION,
+            "draft_max": args.draft_max}
     records = []
     for i, prompt in enumerate(prompts):
         records.append(run_prompt(setup, i, prompt))
@@ -316,6 +329,11 @@ def bench(args, bins: dict, root: Path) -> None:
               file=sys.stderr, flush=True)
         meta.update(finished=time.strftime("%H:%M"), load_end=_load())
         write_outputs(Path(args.out), meta, records)  # after every prompt: an interruption keeps what ran
+
+
+def _build_info(root: Path) -> str:
+    path = build_dir(root) / "build" / "common" / "build-info.cpp"
+    return path.read_text() if path.is_file() else ""
 
 
 def _load() -> str:

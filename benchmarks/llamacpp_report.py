@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import os
 import re
+import statistics
 from pathlib import Path
 
 from opttree_core.errors import OptTreeError
 
-DRAFT_SETTINGS = ("--spec-type", "draft-simple", "--spec-draft-n-max", "7")  # the example's README; n_min 0, p_min 0
+DRAFT_MAX = 7  # --spec-draft-n-max in llama-speculative-simple's README example (its built-in default is 3)
+
+
+def draft_settings(draft_max: int = DRAFT_MAX) -> tuple[str, ...]:
+    """llama.cpp's draft-model speculation: a draft of up to ``draft_max`` tokens (n_min 0, p_min 0: defaults)."""
+    return ("--spec-type", "draft-simple", "--spec-draft-n-max", str(draft_max))
 
 
 def _number(pattern: str, text: str, what: str, kind=float):
@@ -73,15 +79,22 @@ def agreeing_prefix(ids: list[int], decode, text: str) -> int:
     return agree
 
 
+def rate(run: dict) -> float:
+    return run["decode_tokens"] / run["decode_s"]
+
+
 def pooled(records: list[dict]) -> dict:
-    """Decode and end-to-end tokens/s of each engine over all prompts (tokens over seconds, summed)."""
+    """Decode and end-to-end tokens/s of each engine over all prompts (tokens over seconds, summed),
+    and the median over prompts of its per-prompt decode ratio to our AR and to llama.cpp's AR."""
     out = {}
     for key in ("llama_ar", "llama_spec", "our_ar"):
         runs = [r[key] for r in records]
         new = sum(r["decode_tokens"] for r in runs) + (len(runs) if key == "llama_ar" else 0)  # + its first token
         out[key] = {"decode_tok_s": sum(r["decode_tokens"] for r in runs) / sum(r["decode_s"] for r in runs),
                     "end_to_end_tok_s": new / sum(r["prompt_s"] + r["decode_s"] for r in runs),
-                    "prompt_tok_s": sum(r.get("prompt_tokens", 0) for r in runs) / sum(r["prompt_s"] for r in runs)}
+                    "prompt_tok_s": sum(r.get("prompt_tokens", 0) for r in runs) / sum(r["prompt_s"] for r in runs),
+                    "median_x_our_ar": statistics.median(rate(r[key]) / rate(r["our_ar"]) for r in records),
+                    "median_x_llama_ar": statistics.median(rate(r[key]) / rate(r["llama_ar"]) for r in records)}
     spec = [r["llama_spec"] for r in records]
     out["llama_spec"]["acceptance"] = sum(r["accepted"] for r in spec) / max(sum(r["drafted"] for r in spec), 1)
     return out
@@ -108,27 +121,33 @@ def markdown(meta: dict, records: list[dict], summary: dict) -> str:
     lines = [f"# llama.cpp beside the Qwen2.5-Coder pair: a reference row ({len(records)} prompts)", "",
              f"Machine: {meta['machine']}; {meta['threads']} threads for each engine; {meta['started']} to "
              f"{meta['finished']} UTC; load average {meta['load_start']} at the start, {meta['load_end']} at the end.",
-             f"llama.cpp: `llama-cpp-python=={meta['llama_version']}`'s vendored source ({meta['llama_build']}), {meta['system_info']}.",
+             f"llama.cpp: `llama-cpp-python=={meta['llama_version']}`'s vendored source (commit "
+             f"{meta['llama_build']}); `{meta['system_info']}`.",
              f"Greedy, {meta['max_new_tokens']} new tokens, context {meta['ctx']}; draft settings "
-             f"`{' '.join(DRAFT_SETTINGS)}` (n_min 0, p_min 0: the defaults).", "", "    " + meta["command"], "",
-             "| engine | decode tok/s | prompt tok/s | end-to-end tok/s | × our AR (decode) | × llama.cpp AR (decode) "
-             "| draft acceptance |", "|---|---:|---:|---:|---:|---:|---:|"]
+             f"`{' '.join(draft_settings(meta.get('draft_max', DRAFT_MAX)))}` (n_min 0, p_min 0: the defaults).", "",
+             "    " + meta["command"], "",
+             "Pooled over the prompts (tokens over seconds, summed); the × columns are decode rates, pooled and "
+             "the median of the per-prompt ratios:", "",
+             "| engine | decode tok/s | prompt tok/s | end-to-end tok/s | × our AR: pooled, median "
+             "| × llama.cpp AR: pooled, median | draft acceptance |", "|---|---:|---:|---:|---:|---:|---:|"]
     for key, label in ROWS:
         row = summary[key]
         accept = f"{row['acceptance']:.0%}" if "acceptance" in row else "–"
-        lines.append(f"| {label} | {row['decode_tok_s']:.2f} | {row['prompt_tok_s']:.1f} | {row['end_to_end_tok_s']:.2f} "
-                     f"| {row['decode_tok_s'] / ours:.2f} | {row['decode_tok_s'] / ar:.2f} | {accept} |")
+        lines.append(f"| {label} | {row['decode_tok_s']:.2f} | {row['prompt_tok_s']:.1f} "
+                     f"| {row['end_to_end_tok_s']:.2f} "
+                     f"| {row['decode_tok_s'] / ours:.2f}, {row['median_x_our_ar']:.2f} "
+                     f"| {row['decode_tok_s'] / ar:.2f}, {row['median_x_llama_ar']:.2f} | {accept} |")
     lines += ["", "Per prompt (decode tok/s; agreeing prefix: how many of our AR tokens decode to a prefix of "
               "llama.cpp's text):", "",
               "| prompt | category | prompt tokens | our AR | llama.cpp AR | llama.cpp spec | spec / llama AR "
               "| llama AR / ours | acceptance | agreeing prefix: llama AR, spec | spec text = AR text |",
               "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in records:
-        rate = {k: r[k]["decode_tokens"] / r[k]["decode_s"] for k in ("our_ar", "llama_ar", "llama_spec")}
+        ours_r, ar_r, spec_r = rate(r["our_ar"]), rate(r["llama_ar"]), rate(r["llama_spec"])
         c, spec = r["compare"], r["llama_spec"]
-        lines.append(f"| {r['prompt_id']} | {r['category']} | {r['prompt_tokens']} | {rate['our_ar']:.2f} "
-                     f"| {rate['llama_ar']:.2f} | {rate['llama_spec']:.2f} | {rate['llama_spec'] / rate['llama_ar']:.2f} "
-                     f"| {rate['llama_ar'] / rate['our_ar']:.2f} | {spec['accepted']}/{spec['drafted']} "
+        lines.append(f"| {r['prompt_id']} | {r['category']} | {r['prompt_tokens']} | {ours_r:.2f} | {ar_r:.2f} "
+                     f"| {spec_r:.2f} | {spec_r / ar_r:.2f} | {ar_r / ours_r:.2f} "
+                     f"| {spec['accepted']}/{spec['drafted']} "
                      f"| {c['agree_llama_ar']}, {c['agree_llama_spec']} / {c['our_tokens']} "
                      f"| {'yes' if c['spec_text_equals_ar'] else 'no'} |")
     return "\n".join(lines + ["", *meta["notes"]]) + "\n"
@@ -138,7 +157,8 @@ NOTES = [
     "What is counted: llama.cpp AR decode = `llama_perf`'s eval line (one forward per generated token after "
     "the first, over their time); speculation decode = `llama-speculative-simple`'s `decoded` line (draft and "
     "target, after the prompt; it may pass N by part of a draft); our AR decode = new tokens over "
-    "`generate_autoregressive`'s seconds less its prompt forward, timed alone just before. End-to-end adds the "
+    "`generate_autoregressive`'s seconds less its prompt forward (`prefill_target`, timed inside that call). "
+    "End-to-end adds the "
     "prompt's forward (the pair bench's tokens/s). Both engines get the same prompt ids: llama.cpp's, printed "
     "by `--verbose-prompt`, are checked equal to ours.",
     "",

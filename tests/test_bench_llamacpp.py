@@ -36,7 +36,8 @@ def test_eval_line_is_not_taken_from_the_prompt_eval_line(report):
            "tokens per second)\ncommon_perf_print:        eval time =    2000.00 ms /    15 runs   (  133.33 ms per "
            "token,     7.50 tokens per second)\nmain: number of tokens in prompt = 2\n    42 -> 'a'\n   198 -> '\n'\n")
     parsed = report.parse_completion_log(log)
-    assert (parsed["prompt_s"], parsed["prompt_tokens"], parsed["decode_s"], parsed["decode_tokens"]) == (0.5, 10, 2.0, 15)
+    assert (parsed["prompt_s"], parsed["prompt_tokens"]) == (0.5, 10)
+    assert (parsed["decode_s"], parsed["decode_tokens"]) == (2.0, 15)
     assert parsed["prompt_ids"] == [42, 198]  # a newline piece spans two lines
 
 
@@ -82,7 +83,8 @@ def test_commands_are_greedy_on_the_prompt_text_with_the_threads_asked(bench):
     assert ar[ar.index("-n") + 1] == "64" and ar[ar.index("-t") + 1] == "2" and ar[ar.index("-tb") + 1] == "2"
     spec = bench.speculative_command(Path("bin/s"), Path("t.gguf"), Path("d.gguf"), "p", 128, 2, 4096)
     assert spec[spec.index("-md") + 1] == "d.gguf" and spec[spec.index("-td") + 1] == "2"
-    assert spec[-4:] == list(bench.DRAFT_SETTINGS) and "--no-escape" in spec
+    assert spec[-4:] == ["--spec-type", "draft-simple", "--spec-draft-n-max", "7"] and "--no-escape" in spec
+    assert bench.speculative_command(Path("s"), Path("t"), Path("d"), "p", 8, 1, 512, draft_max=3)[-1] == "3"
 
 
 def test_build_commands_are_a_niced_native_release_build_of_two_programs(bench, tmp_path):
@@ -104,3 +106,27 @@ def test_without_a_build_it_says_how_to_build_in_one_line(bench, tmp_path, monke
 def test_prompts_are_chosen_evenly(bench):
     assert bench.choose(list(range(18)), 4) == [0, 6, 11, 17]
     assert bench.choose(list(range(3)), 6) == [0, 1, 2] and bench.choose(list(range(5)), None) == list(range(5))
+
+
+def _record(prompt_id, ours, ar, spec):
+    run = lambda tokens, decode_s, prompt_s: {"decode_tokens": tokens, "decode_s": decode_s,  # noqa: E731
+                                              "prompt_s": prompt_s, "prompt_tokens": 10}
+    return {"prompt_id": prompt_id, "category": "coding", "prompt_tokens": 10, "our_ar": run(*ours),
+            "llama_ar": run(*ar), "llama_spec": {**run(*spec), "drafted": 8, "accepted": 6},
+            "compare": {"our_tokens": 16, "agree_llama_ar": 5, "agree_llama_spec": 5, "spec_text_equals_ar": True}}
+
+
+def test_pooled_rates_are_tokens_over_seconds_summed_over_prompts(report):
+    records = [_record("a", (16, 4.0, 1.0), (15, 1.0, 0.5), (18, 0.5, 0.5)),
+               _record("b", (16, 4.0, 1.0), (15, 2.0, 0.5), (18, 1.0, 0.5))]
+    pooled = report.pooled(records)
+    assert pooled["our_ar"]["decode_tok_s"] == 32 / 8 and pooled["our_ar"]["end_to_end_tok_s"] == 32 / 10
+    assert pooled["llama_ar"]["decode_tok_s"] == 30 / 3
+    assert pooled["llama_ar"]["end_to_end_tok_s"] == 32 / 4  # its eval runs + the first token, from the prompt eval
+    assert pooled["llama_spec"]["acceptance"] == 12 / 16 and pooled["llama_ar"]["prompt_tok_s"] == 20 / 1.0
+    meta = {"machine": "m", "threads": 2, "started": "s", "finished": "f", "load_start": "1", "load_end": "2",
+            "llama_version": "0.3.36", "llama_build": "c", "system_info": "i", "max_new_tokens": 16, "ctx": 4096,
+            "command": "python benchmarks/bench_llamacpp.py", "notes": ["a note"]}
+    text = report.markdown(meta, records, pooled)
+    assert "| llama.cpp AR: Q4_K_M weights | 10.00 | 20.0 | 8.00 | 2.50, 2.81 | 1.00, 1.00 | – |" in text
+    assert text.rstrip().endswith("a note") and "| a | coding | 10 | 4.00 | 15.00 | 36.00 | 2.40 | 3.75 | 6/8 |" in text
