@@ -39,13 +39,16 @@ def parse_completion_log(log: str) -> dict:
 
 
 def parse_speculative_log(log: str) -> dict:
-    """llama-speculative-simple's stderr: its encoded/decoded lines and draft counts."""
+    """llama-speculative-simple's stderr: its encoded/decoded lines, draft counts, and the target's
+    ``prompt eval`` line, which counts the prompt and every verification batch together."""
     enc_tokens, enc_s = _number(r"encoded +(\d+) tokens in +([\d.]+) seconds", log, "encoded")
     dec_tokens, dec_s = _number(r"decoded +(\d+) tokens in +([\d.]+) seconds", log, "decoded")
     drafted = _number(r"n_drafted += (\d+)", log, "n_drafted", int)
     accepted = _number(r"n_accept += (\d+)", log, "n_accept", int)
+    batch_ms, batch_tokens = _number(r"prompt eval time = +([\d.]+) ms / +(\d+) tokens", log, "target prompt eval")
     return {"prompt_s": enc_s, "prompt_tokens": int(enc_tokens), "decode_s": dec_s, "decode_tokens": int(dec_tokens),
-            "drafted": drafted, "accepted": accepted}
+            "drafted": drafted, "accepted": accepted, "target_batches_s": batch_ms / 1e3,
+            "target_batch_tokens": int(batch_tokens)}
 
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -97,6 +100,10 @@ def pooled(records: list[dict]) -> dict:
                     "median_x_llama_ar": statistics.median(rate(r[key]) / rate(r["llama_ar"]) for r in records)}
     spec = [r["llama_spec"] for r in records]
     out["llama_spec"]["acceptance"] = sum(r["accepted"] for r in spec) / max(sum(r["drafted"] for r in spec), 1)
+    # the target's verification batches alone: its batch time less the encoded line's (which also holds the
+    # draft's prompt, so this is a lower bound), over the batch tokens less the prompt's (all but its last)
+    out["llama_spec"]["verify_ms_per_token"] = 1e3 * sum(r["target_batches_s"] - r["prompt_s"] for r in spec) / sum(
+        r["target_batch_tokens"] - (r["prompt_tokens"] - 1) for r in spec)
     return out
 
 
@@ -137,6 +144,10 @@ def markdown(meta: dict, records: list[dict], summary: dict) -> str:
                      f"| {row['end_to_end_tok_s']:.2f} "
                      f"| {row['decode_tok_s'] / ours:.2f}, {row['median_x_our_ar']:.2f} "
                      f"| {row['decode_tok_s'] / ar:.2f}, {row['median_x_llama_ar']:.2f} | {accept} |")
+    verify = summary["llama_spec"]["verify_ms_per_token"]
+    lines += ["", f"llama.cpp's target in speculation: at least {verify:.0f} ms per token of its verification batches "
+              f"(the prompt's time subtracted), against {1e3 / ar:.0f} ms per token of its AR decode: a verified "
+              f"token costs {verify * ar / 1e3:.2f} AR tokens' time."]
     lines += ["", "Per prompt (decode tok/s; agreeing prefix: how many of our AR tokens decode to a prefix of "
               "llama.cpp's text):", "",
               "| prompt | category | prompt tokens | our AR | llama.cpp AR | llama.cpp spec | spec / llama AR "

@@ -44,7 +44,7 @@ def test_eval_line_is_not_taken_from_the_prompt_eval_line(report):
 def test_speculative_log_gives_timings_and_acceptance(report):
     parsed = report.parse_speculative_log((DATA / "speculative.stderr").read_text())
     assert parsed == {"prompt_s": 8.662, "prompt_tokens": 39, "decode_s": 36.817, "decode_tokens": 23,
-                      "drafted": 27, "accepted": 19}
+                      "drafted": 27, "accepted": 19, "target_batches_s": 31.51767, "target_batch_tokens": 71}
 
 
 def test_a_missing_timing_line_is_one_error(report):
@@ -112,7 +112,8 @@ def _record(prompt_id, ours, ar, spec):
     run = lambda tokens, decode_s, prompt_s: {"decode_tokens": tokens, "decode_s": decode_s,  # noqa: E731
                                               "prompt_s": prompt_s, "prompt_tokens": 10}
     return {"prompt_id": prompt_id, "category": "coding", "prompt_tokens": 10, "our_ar": run(*ours),
-            "llama_ar": run(*ar), "llama_spec": {**run(*spec), "drafted": 8, "accepted": 6},
+            "llama_ar": run(*ar), "llama_spec": {**run(*spec), "drafted": 8, "accepted": 6,
+                                                 "target_batches_s": 0.5 + 0.4, "target_batch_tokens": 9 + 8},
             "compare": {"our_tokens": 16, "agree_llama_ar": 5, "agree_llama_spec": 5, "spec_text_equals_ar": True}}
 
 
@@ -124,9 +125,11 @@ def test_pooled_rates_are_tokens_over_seconds_summed_over_prompts(report):
     assert pooled["llama_ar"]["decode_tok_s"] == 30 / 3
     assert pooled["llama_ar"]["end_to_end_tok_s"] == 32 / 4  # its eval runs + the first token, from the prompt eval
     assert pooled["llama_spec"]["acceptance"] == 12 / 16 and pooled["llama_ar"]["prompt_tok_s"] == 20 / 1.0
+    assert pooled["llama_spec"]["verify_ms_per_token"] == pytest.approx(1e3 * 0.8 / 16)  # 8 tokens in 0.4 s, twice
     meta = {"machine": "m", "threads": 2, "started": "s", "finished": "f", "load_start": "1", "load_end": "2",
             "llama_version": "0.3.36", "llama_build": "c", "system_info": "i", "max_new_tokens": 16, "ctx": 4096,
             "command": "python benchmarks/bench_llamacpp.py", "notes": ["a note"]}
     text = report.markdown(meta, records, pooled)
     assert "| llama.cpp AR: Q4_K_M weights | 10.00 | 20.0 | 8.00 | 2.50, 2.81 | 1.00, 1.00 | – |" in text
+    assert "at least 50 ms per token of its verification batches" in text and "costs 0.50 AR tokens' time" in text
     assert text.rstrip().endswith("a note") and "| a | coding | 10 | 4.00 | 15.00 | 36.00 | 2.40 | 3.75 | 6/8 |" in text
