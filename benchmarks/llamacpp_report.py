@@ -108,14 +108,17 @@ def pooled(records: list[dict]) -> dict:
 
 
 def machine() -> str:
+    """The CPU's name, cores, its CPUID family and model as /proc/cpuinfo gives them, and its wide-vector flags."""
     import torch
 
     from opttree_core.profiling import device_name
 
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
-    shown = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    return f"{device_name(torch.device('cpu'))} ({os.cpu_count()} cores; {' '.join(shown) or 'no AVX2'})"
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    field = {k.strip(): v.strip() for k, v in fields.items()}
+    shown = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in field.get("flags", "").split()]
+    return (f"{device_name(torch.device('cpu'))}, {os.cpu_count()} cores (cpu family {field.get('cpu family', '?')}, "
+            f"model {field.get('model', '?')}; {' '.join(shown) or 'no AVX2'})")
 
 
 ROWS = (("our_ar", "our AR: PyTorch eager, bf16 (dequantized Q4_K_M), row-count-invariant kernels"),

@@ -133,3 +133,9 @@ def test_pooled_rates_are_tokens_over_seconds_summed_over_prompts(report):
     assert "| llama.cpp AR: Q4_K_M weights | 10.00 | 20.0 | 8.00 | 2.50, 2.81 | 1.00, 1.00 | – |" in text
     assert "at least 50 ms per token of its verification batches" in text and "costs 0.50 AR tokens' time" in text
     assert text.rstrip().endswith("a note") and "| a | coding | 10 | 4.00 | 15.00 | 36.00 | 2.40 | 3.75 | 6/8 |" in text
+
+
+def test_the_recorded_command_is_shell_quoted_with_notes_elided(bench):
+    argv = ["benchmarks/bench_llamacpp.py", "--limit", "5", "--note", "a busy machine's run", "--out", "r/x y"]
+    expected = ".venv/bin/python benchmarks/bench_llamacpp.py --limit 5 --note ... --out 'r/x y'"
+    assert bench.command_line(argv) == expected
