@@ -129,7 +129,7 @@ ROWS = (("our_ar", "our AR: PyTorch eager, bf16 (dequantized Q4_K_M), row-count-
 def markdown(meta: dict, records: list[dict], summary: dict) -> str:
     ours, ar = summary["our_ar"]["decode_tok_s"], summary["llama_ar"]["decode_tok_s"]
     lines = [f"# llama.cpp beside the Qwen2.5-Coder pair: a reference row ({len(records)} prompts)", "",
-             f"Machine: {meta['machine']}; {meta['threads']} threads for each engine; {meta['started']} to "
+             f"Machine: {meta['machine']}; {meta['threads']} thread{'s' * (meta['threads'] != 1)} for each engine; {meta['started']} to "
              f"{meta['finished']} UTC; load average {meta['load_start']} at the start, {meta['load_end']} at the end.",
              f"llama.cpp: `llama-cpp-python=={meta['llama_version']}`'s vendored source (commit "
              f"{meta['llama_build']}); `{meta['system_info']}`.",
