@@ -27,6 +27,7 @@ from .atomic import save_tensors, write_atomic
 from .errors import OptTreeError
 from .skinny import skinny_linear
 
+META_KEY = "opttree_meta"
 COUNTS_KEY = "token_counts"
 DEFAULT_DRAFT_VOCAB = 8192
 
@@ -105,14 +106,20 @@ def count_tokens(sequences: Iterable[list[int]], vocab_size: int) -> torch.Tenso
 
 
 def save_counts(path: Path, counts: torch.Tensor, meta: dict) -> None:
-    """Write counts atomically, with ``meta`` (sources, target) as string metadata."""
-    tensors, metadata = {COUNTS_KEY: counts.to(torch.int64).contiguous()}, {k: json.dumps(v) for k, v in meta.items()}
+    """Write counts atomically, with ``meta`` (sources, target) as ONE metadata string (``META_KEY``:
+    sorted JSON), so the same counts and meta give the same bytes: the safetensors writer orders
+    several metadata keys by a per-process hash."""
+    tensors = {COUNTS_KEY: counts.to(torch.int64).contiguous()}
+    metadata = {META_KEY: json.dumps(meta, sort_keys=True)}
     write_atomic(path, lambda tmp: save_tensors(tensors, tmp, metadata=metadata))
 
 
 def load_counts(path: Path) -> tuple[torch.Tensor, dict]:
+    """Counts and meta from ``save_counts``' file (or from one of a key per meta entry, as written before)."""
     try:
         with safe_open(str(path), framework="pt") as f:
-            return f.get_tensor(COUNTS_KEY), {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+            stored = f.metadata() or {}
+            meta = json.loads(stored[META_KEY]) if META_KEY in stored else {k: json.loads(v) for k, v in stored.items()}
+            return f.get_tensor(COUNTS_KEY), meta
     except (OSError, KeyError, ValueError) as e:
         raise OptTreeError(f"cannot read token counts from {path}: {e}") from e

@@ -98,3 +98,24 @@ def test_a_vocabulary_without_counts_is_a_one_line_error(saved, tmp_path):
         load_drafter(str(bare), target, draft_vocab=8)
     with pytest.raises(OptTreeError, match="needs a trained draft"):
         load_drafter("ngram", target, draft_vocab=8)
+
+
+def test_counts_files_are_byte_identical_across_processes_and_old_ones_still_load(tmp_path):
+    """The same counts and meta give the same bytes in any process (train data --ray's shards must equal
+    the single-process cache byte for byte); a file from before, one metadata key per entry, still loads."""
+    import subprocess
+    import sys
+
+    from safetensors.torch import save_file
+
+    script = ("import sys, torch; from pathlib import Path; from opttree_core.draft_vocab import save_counts; "
+              "save_counts(Path(sys.argv[1]), torch.arange(7), {'target': 't', 'sequences': 3, 'sources': ['a', 'b']})")
+    paths = [tmp_path / f"{i}.safetensors" for i in range(3)]
+    for path in paths:
+        subprocess.run([sys.executable, "-c", script, str(path)], check=True, timeout=120)
+    assert len({p.read_bytes() for p in paths}) == 1
+    counts, meta = load_counts(paths[0])
+    assert counts.tolist() == list(range(7)) and meta == {"target": "t", "sequences": 3, "sources": ["a", "b"]}
+    save_file({"token_counts": torch.arange(3)}, str(tmp_path / "old.safetensors"),
+              metadata={"target": '"t"', "sequences": "3"})
+    assert load_counts(tmp_path / "old.safetensors")[1] == {"target": "t", "sequences": 3}

@@ -4,7 +4,6 @@ import socket
 
 import pytest
 
-from opttree_core.draft_vocab import load_counts
 from opttree_core.errors import OptTreeError
 from opttree_core.tools.train import cli as train_cli
 from opttree_core.tools.train import ray_data
@@ -24,15 +23,9 @@ def single(tmp_path_factory):
 
 
 def files(folder) -> dict:
-    """Every file of a data cache and its bytes, but the build times; the token counts as their tensor and
-    metadata (the safetensors writer orders metadata keys by a per-process hash, so two single-process
-    runs differ there too)."""
-    found = {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
-             if p.is_file() and p.name != "wall_time.json"}
-    if "token_counts.safetensors" in found:
-        counts, meta = load_counts(folder / "token_counts.safetensors")
-        found["token_counts.safetensors"] = (counts.tolist(), meta)
-    return found
+    """Every file of a data cache and its bytes, but the build times."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != "wall_time.json"}
 
 
 def test_ray_shards_write_the_single_process_cache_byte_for_byte(ray_cluster, single, tmp_path):
