@@ -228,3 +228,21 @@ def test_dashboard_updates_heatmap_r_and_curves_in_place():
     assert total == sum(len(logs[r].steps) for r in dashboard.selected())
     dashboard.runs.value = ()
     assert "no run selected" in dashboard.stats.value
+
+
+def _shown(widget) -> list:
+    """Every widget a view of ``widget`` draws (its children, theirs, ...)."""
+    found = [widget]
+    for child in getattr(widget, "children", ()):
+        found += _shown(child)
+    return found
+
+
+def test_every_explorer_shows_its_node_budget_control(target, log):
+    """RegrowExplorer's n was shared with its one tree's controls (so they left it out) and never drawn."""
+    from treeviz.widgets import RegrowExplorer
+
+    for explorer in (TreeExplorer(log), RegrowExplorer(log, target=target, policy="chain", nodes=6),
+                     CompareExplorer(log, target=target, nodes=6)):
+        budgets = [w for w in _shown(explorer.widget) if getattr(w, "description", "") == "n (node budget)"]
+        assert len(budgets) == 1, f"{type(explorer).__name__} shows {len(budgets)} node budget controls"

@@ -323,8 +323,9 @@ class RegrowExplorer(_StepRegrowth):
                  policy: str = "opt-tree", nodes: int = 16, params: dict | None = None):
         n = budget_control(nodes)
         super().__init__(data, target, drafter, prompt, tokenizer, [RegrownTree(policy, n, params)], n)
-        self.widget = widgets.VBox([widgets.HBox([self.sides[0].controls.box(), self.decode.box()]), self.slider,
-                                    self.sides[0].facts, self.sides[0].tree.widget, self.stream])
+        self.widget = widgets.VBox([widgets.HBox([self.sides[0].controls.box(), self.decode.box()]),
+                                    widgets.HBox([n, self.slider]), self.sides[0].facts, self.sides[0].tree.widget,
+                                    self.stream])
         self.widget.add_class("treeviz-regrow")
 
 
