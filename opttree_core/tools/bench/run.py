@@ -296,12 +296,11 @@ def commit_pair(bench: Bench, pair: PairOutput) -> None:
 def _run_grid(bench: Bench, methods: list[Method], prompts: list[BenchPrompt], progress: bool, on_pair) -> int:
     """Every unfinished pair, prompt by prompt (the method order rotated per prompt); returns how many ran.
     results.parquet is rewritten after each prompt, and on the way out of an interruption."""
-    todo, ran = unfinished(bench, methods, prompts), []
-    with pair_bar(progress, len(prompts) * len(methods), len(bench.records)) as tick:
+    todo, before = unfinished(bench, methods, prompts), len(bench.records)
+    with pair_bar(progress, len(prompts) * len(methods), before) as tick:
 
         def done(pair: PairOutput) -> None:
             commit_pair(bench, pair)
-            ran.append(pair)
             tick(pair.record["row"], on_pair)
 
         if todo:
@@ -311,7 +310,7 @@ def _run_grid(bench: Bench, methods: list[Method], prompts: list[BenchPrompt], p
                 run_prompt(bench, methods, i, prompt, done)
             finally:
                 _write_results(bench.out_dir, bench.records)
-    return len(ran)
+    return len(bench.records) - before
 
 
 @contextlib.contextmanager
