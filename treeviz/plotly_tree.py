@@ -130,6 +130,11 @@ def tree_layout(scene: TreeScene) -> dict:
             "hoverlabel": {"font": {"family": "DejaVu Sans Mono, monospace"}}}
 
 
+# a mask cell: 0 hidden (white), 1 visible (blue), 2 visible and on the accepted path (accepted colour)
+MASK_SCALE = [[0, "#FFFFFF"], [0.33, "#FFFFFF"], [0.33, "#6C8EBF"], [0.66, "#6C8EBF"], [0.66, style.ACCEPTED],
+              [1, style.ACCEPTED]]
+
+
 def _node_names(graph) -> list[str]:
     """``index:token`` for each node: how the mask's rows and columns are labelled."""
     return [_safe(f"{v}:{visible(graph.nodes[v]['text'], 10)}") for v in range(graph.number_of_nodes())]
@@ -146,9 +151,7 @@ def _mask_trace(graph, prefix_len: int = 0) -> dict:
     if prefix_len:
         z = np.hstack([np.ones((len(mask), 1), dtype=int), z])  # (N, 1 + N)
         columns = [f"prefix ({prefix_len} tokens)"] + names
-    scale = [[0, "#FFFFFF"], [0.33, "#FFFFFF"], [0.33, "#6C8EBF"], [0.66, "#6C8EBF"], [0.66, style.ACCEPTED],
-             [1, style.ACCEPTED]]
-    return {"type": "heatmap", "z": z.tolist(), "x": columns, "y": names, "zmin": 0, "zmax": 2, "colorscale": scale,
+    return {"type": "heatmap", "z": z.tolist(), "x": columns, "y": names, "zmin": 0, "zmax": 2, "colorscale": MASK_SCALE,
             "showscale": False, "xgap": 1, "ygap": 1, "name": "mask",
             "hovertemplate": "query %{y}<br>key %{x}<extra></extra>"}
 

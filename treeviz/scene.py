@@ -59,7 +59,7 @@ def fitting_labels(centres_px, widths_px, levels, order, always, allowed=None) -
 
 @dataclass(frozen=True)
 class TreeScene:
-    """``nodes``: one row per drawn node (``NODE_COLUMNS``); ``edges``: x0, y0, x1, y1, kind
+    """``nodes``: one row per drawn node (``NODE_COLUMNS``); ``edges``: x0, y0, x1, y1, kind, child (the node it leads to)
     (``accepted``, ``rejected`` or ``bonus``). Sizes in pixels are suggestions."""
 
     step: int
@@ -168,8 +168,8 @@ def _edge_frame(graph, nodes: pd.DataFrame, orientation: str, clearance: pd.Seri
             x0 = min(x0 + clearance[u], x1)
         else:
             y0 = max(y0 - clearance[u], y1)
-        rows.append({"x0": x0, "y0": y0, "x1": x1, "y1": y1, "kind": kind})
-    return pd.DataFrame(rows, columns=["x0", "y0", "x1", "y1", "kind"])
+        rows.append({"x0": x0, "y0": y0, "x1": x1, "y1": y1, "kind": kind, "child": v})
+    return pd.DataFrame(rows, columns=["x0", "y0", "x1", "y1", "kind", "child"])
 
 
 def edge_lines(edges: pd.DataFrame, kind: str) -> tuple[list, list]:

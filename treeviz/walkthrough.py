@@ -21,7 +21,7 @@ import plotly.graph_objects as go
 from . import style
 from .graph import ACCEPTED, BONUS, ROOT, ancestor_matrix, parents_array, step_graph
 from .logs import visible
-from .plotly_tree import _safe, tree_layout
+from .plotly_tree import MASK_SCALE, _node_names, _safe, tree_layout
 from .scene import edge_lines, tree_scene
 
 PHASES = ("verify", "accept", "bonus")
@@ -31,12 +31,12 @@ def walkthrough_figure(data, step: int, texts: Mapping[int, str] | None = None) 
     """The frames of ``step``: each draft layer, then verify, accept and bonus (module docstring)."""
     scene = tree_scene(data, step, texts=texts, orientation="td")
     graph = step_graph(data, step, bonus=False, texts=texts)
+    ancestors = ancestor_matrix(parents_array(graph))  # (N, N): the same in every frame
     sampled = float((getattr(data, "meta", None) or {}).get("temperature") or 0.0) > 0
     layers = int(scene.nodes.loc[scene.nodes["kind"] != BONUS, "depth"].max())
-    frames = [_frame(scene, graph, d, None, _draft_title(scene, d)) for d in range(1, layers + 1)]
-    frames += [_frame(scene, graph, layers, phase, _phase_title(scene, phase, sampled)) for phase in PHASES]
-    if not frames:  # a step that drafted nothing: the root is verified alone
-        frames = [_frame(scene, graph, 0, phase, _phase_title(scene, phase, sampled)) for phase in PHASES]
+    # no draft layer when the step drafted nothing: the root is verified alone
+    frames = [_frame(scene, graph, ancestors, d, None, _draft_title(scene, d)) for d in range(1, layers + 1)]
+    frames += [_frame(scene, graph, ancestors, layers, phase, _phase_title(scene, phase, sampled)) for phase in PHASES]
     figure = go.Figure(data=frames[0]["data"], frames=[go.Frame(**f) for f in frames],
                        layout=_layout(scene, frames[0]["layout"]["title"]["text"]))
     steps = [{"method": "animate", "label": f["name"], "args": [[f["name"]], {"mode": "immediate",
@@ -67,22 +67,21 @@ def _phase_title(scene, phase: str, sampled: bool) -> str:
     return f"step {scene.step} · bonus: the target's own next token after the path<br>A = {scene.a} tokens this step (E(A) = {scene.ea:.2f})"
 
 
-def _frame(scene, graph, layer: int, phase: str | None, title: str) -> dict:
+def _frame(scene, graph, ancestors: np.ndarray, layer: int, phase: str | None, title: str) -> dict:
     nodes = scene.nodes
     drafted = nodes[(nodes["kind"] != BONUS) & (nodes["depth"] <= layer)]
     judged = phase in PHASES[1:]
     shown = set(drafted["node"])
     edges = scene.edges
-    at = nodes.set_index("node")[["x", "y"]]
-    ends = edges.merge(at.reset_index(), left_on=["x1", "y1"], right_on=["x", "y"], how="left")["node"]
-    grey = edges[ends.isin(shown) & ((edges["kind"] != ACCEPTED) | ~judged) & (edges["kind"] != BONUS)]
-    kept = edges[ends.isin(shown) & (edges["kind"] == ACCEPTED)] if judged else edges.iloc[:0]
+    into_shown = edges["child"].isin(shown)
+    grey = edges[into_shown & ((edges["kind"] != ACCEPTED) | ~judged) & (edges["kind"] != BONUS)]
+    kept = edges[into_shown & (edges["kind"] == ACCEPTED)] if judged else edges.iloc[:0]
     bonus = edges[edges["kind"] == BONUS] if phase == "bonus" else edges.iloc[:0]
     traces = [_lines(grey, "draft edges", {"color": style.REJECTED_EDGE, "width": 1.2, "dash": "dot" if judged else "solid"}),
               _lines(kept, "accepted path", {"color": style.ACCEPTED, "width": 3.5}),
               _lines(bonus, "bonus edge", {"color": style.TARGET, "width": 2.5, "dash": "dot"}),
               _nodes(drafted, phase, scene.marker_px), _bonus(nodes if phase == "bonus" else nodes.iloc[:0], scene),
-              _mask(graph, sorted(shown), phase)]
+              _mask(graph, ancestors, sorted(shown), phase)]
     return {"name": phase or f"draft layer {layer}", "data": traces, "layout": {"title": {"text": title}}}
 
 
@@ -120,20 +119,17 @@ def _bonus(nodes, scene) -> dict:
                        "line": {"color": style.ACCEPTED, "width": 2}}, "showlegend": False, "hoverinfo": "skip"}
 
 
-def _mask(graph, shown: list[int], phase: str | None) -> dict:
+def _mask(graph, ancestors: np.ndarray, shown: list[int], phase: str | None) -> dict:
     """The tree-attention mask (rows: queries; columns: keys) over every node of the step, with the
     rows and columns of nodes not drafted yet left blank: 1 where a node sees a key; from "accept"
     on, 2 among accepted nodes. (One shape in every frame, so plotly redraws it in place.)"""
-    full = ancestor_matrix(parents_array(graph))
-    n = len(full)
+    n = len(ancestors)
     drafted = np.isin(np.arange(n), shown)
-    mask = full & drafted[:, None] & drafted[None, :]
+    mask = ancestors & drafted[:, None] & drafted[None, :]
     accepted = np.array([graph.nodes[v]["accepted"] for v in range(n)])
     z = mask.astype(int) + (mask & accepted[:, None] & accepted[None, :] & (phase in PHASES[1:]))
-    names = [_safe(f"{v}:{visible(graph.nodes[v]['text'], 8)}") for v in range(n)]
-    scale = [[0, "#FFFFFF"], [0.33, "#FFFFFF"], [0.33, "#6C8EBF"], [0.66, "#6C8EBF"], [0.66, style.ACCEPTED],
-             [1, style.ACCEPTED]]
-    return {"type": "heatmap", "z": z.tolist(), "x": names, "y": names, "zmin": 0, "zmax": 2, "colorscale": scale,
+    names = _node_names(graph)
+    return {"type": "heatmap", "z": z.tolist(), "x": names, "y": names, "zmin": 0, "zmax": 2, "colorscale": MASK_SCALE,
             "showscale": False, "xgap": 1, "ygap": 1, "xaxis": "x2", "yaxis": "y2", "name": "mask",
             "hovertemplate": "query %{y}<br>key %{x}<extra></extra>"}
 
