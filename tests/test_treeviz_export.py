@@ -1,6 +1,5 @@
 """treeviz HTML export: one self-contained page with every step; opened in headless Chromium,
 it draws something and logs no JavaScript error."""
-import json
 import re
 from pathlib import Path
 
@@ -9,7 +8,7 @@ import numpy as np
 import pytest
 
 from treeviz.browser import distinct_colours, find_chromium, open_page
-from treeviz.export import export_html
+from treeviz.export import export_html, runs_in_page
 from treeviz.logs import load_log
 
 DATA = Path(__file__).parent / "data" / "treeviz"
@@ -26,16 +25,11 @@ def page(logs, tmp_path_factory):
     return export_html(logs, tmp_path_factory.mktemp("html") / "run.html", title="test page")
 
 
-def runs_in(path: Path) -> list:
-    text = path.read_text(encoding="utf-8")
-    return json.loads(re.search(r"const RUNS = (.*?);\n", text).group(1))
-
-
 def test_page_is_standalone_with_every_step(page, logs):
     text = page.read_text(encoding="utf-8")
     assert not re.search(r"<script[^>]+src=", text)  # nothing to fetch: it opens offline
     assert "Plotly" in text and len(text) > 3_000_000  # plotly.js inline
-    runs = runs_in(page)
+    runs = runs_in_page(page)
     assert [len(r["steps"]) for r in runs] == [len(d.steps) for d in logs.values()]
     first = runs[0]["steps"][0]
     assert [t["name"] for t in first["tree"]["data"]][:2] == ["rejected edges", "accepted path"]
@@ -50,12 +44,12 @@ def test_page_escapes_script_endings(tmp_path, logs):
     nodes.loc[nodes.index[1], "token_text"] = "</script><b>"
     path = export_html(type(data)(nodes=nodes, steps=data.steps, meta=data.meta), tmp_path / "x.html")
     text = path.read_text(encoding="utf-8")
-    assert "</script><b>" not in text and runs_in(path)
+    assert "</script><b>" not in text and runs_in_page(path)
 
 
 def test_max_steps_caps_what_is_browsable_and_says_so(tmp_path, logs):
     path = export_html(logs["tiny-close-opt-tree-12"], tmp_path / "x.html", max_steps=3)
-    assert len(runs_in(path)[0]["steps"]) == 3 and "first 3 steps browsable" in path.read_text(encoding="utf-8")
+    assert len(runs_in_page(path)[0]["steps"]) == 3 and "first 3 steps browsable" in path.read_text(encoding="utf-8")
 
 
 @needs_chromium
@@ -98,7 +92,7 @@ def _auto_like(data):
 def test_a_run_opens_on_its_first_drafted_step_and_names_its_profile(tmp_path, logs):
     path = export_html(_auto_like(logs["tiny-close-opt-tree-12"]), tmp_path / "auto.html")
     text = path.read_text(encoding="utf-8")
-    assert runs_in(path)[0]["start"] == 2
+    assert runs_in_page(path)[0]["start"] == 2
     assert "profile=None" not in text and "profile=this machine&#x27;s (AMD EPYC, 2 threads)" in text
 
 

@@ -53,8 +53,7 @@ def run_payload(data, tokenizer=None, max_steps: int | None = None) -> dict:
               "a": int(data.steps.iloc[s]["a"]), "ea": float(data.steps.iloc[s]["ea"])} for s in range(n)]
     start = first_drafted_step(data, n)
     return {"steps": steps, "start": start, "heatmap": _figure_json(ea_heatmap_figure([data])),
-            "timeline": _figure_json(timeline_figure(data)), "walk_step": start,
-            "walk": _figure_json(walkthrough_figure(data, start, texts))}
+            "timeline": _figure_json(timeline_figure(data)), "walk": _figure_json(walkthrough_figure(data, start, texts))}
 
 
 def first_drafted_step(data, n: int) -> int:
@@ -89,13 +88,13 @@ def _facts(name: str, data, shown: int) -> str:
             + (f'<div class="tv-facts">prompt: <q>{prompt}</q></div>' if prompt else ""))
 
 
-def _run_section(index: int, name: str, data, tokenizer, shown: int) -> str:
+def _run_section(index: int, name: str, data, tokenizer, shown: int, walk_step: int) -> str:
     stream = stream_html(token_stream(data, tokenizer), css=False)
     return f"""<section class="tv-run" id="tv-run-{index}">
 <h1>{html.escape(name)}</h1>{_facts(name, data, shown)}
 <div class="tv-row"><div id="tv-tree-{index}"></div><div id="tv-side-{index}"></div></div>
 <h2>Token stream</h2>{stream}
-<h2>One step, end to end (step {first_drafted_step(data, shown)}: draft layers → attention mask → the target's choices → accepted path → bonus token; ▶ or drag the slider)</h2>
+<h2>One step, end to end (step {walk_step}: draft layers → attention mask → the target's choices → accepted path → bonus token; ▶ or drag the slider)</h2>
 <div id="tv-walk-{index}"></div>
 <h2>This run</h2><div class="tv-row"><div id="tv-heat-{index}"></div><div id="tv-time-{index}"></div></div>
 </section>"""
@@ -170,7 +169,7 @@ def runs_in_page(path: str | os.PathLike) -> list:
     """The runs' payloads (``run_payload``) embedded in a page written by ``export_html``."""
     text = Path(path).read_text(encoding="utf-8")
     start = text.index("const RUNS = ") + len("const RUNS = ")
-    return json.loads(text[start:text.index(";\nconst CONFIG", start)].replace("<\\/", "</"))
+    return json.loads(text[start:text.index(";\nconst CONFIG", start)])  # JSON reads the page's "<\\/" as "</"
 
 
 def _script_json(value) -> str:
@@ -192,7 +191,7 @@ def export_html(logs, path: str | os.PathLike, title: str = "OPT-Tree Lab — tr
         if not payload["steps"]:
             raise OptTreeError(f"run {name!r} has no steps to show")
         payloads.append(payload)
-        sections.append(_run_section(i, name, data, tokenizer, len(payload["steps"])))
+        sections.append(_run_section(i, name, data, tokenizer, len(payload["steps"]), payload["start"]))
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>{PAGE_CSS}{STREAM_CSS}</style>
