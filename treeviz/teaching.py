@@ -216,6 +216,9 @@ def trace_table(trace, threshold: float) -> pd.DataFrame:
                           else "grow"} for s in trace.layers])
 
 
+TRACE_MARGIN, TRACE_X_PAD = {"l": 20, "r": 50, "t": 90, "b": 90}, 0.8  # trace figures: margins (px), x room (units)
+
+
 def _frame_traces(tree, chosen: set[int], new: set[int], pos: Mapping[int, tuple[float, float]],
                   texts: Mapping[int, str], unit_px: float, only_chosen: bool = False) -> list[go.Scatter]:
     """Edges, then nodes coloured by p̂: the chosen (top-n) nodes opaque, the others faded (left
@@ -230,8 +233,7 @@ def _frame_traces(tree, chosen: set[int], new: set[int], pos: Mapping[int, tuple
         ys += [y0, y1, None]
     in_top = [v == 0 or v in chosen for v in nodes]
     labels = [visible(token_text(tokens[v], texts), 8) for v in nodes]
-    shown = _labels_shown(labels, [pos[v] for v in nodes], [-2.0 if v == 0 else -1.0 if keep else p_hat[v]
-                                                           for v, keep in zip(nodes, in_top)], unit_px)
+    shown = _labels_shown(labels, [pos[v] for v in nodes], in_top, [p_hat[v] for v in nodes], unit_px)
     marker = {"size": 16, "color": [p_hat[v] for v in nodes], "opacity": [1.0 if k else 0.25 for k in in_top],
               "colorscale": style.P_HAT_SCALE, "cmin": 0.0, "cmax": 1.0,
               "line": {"width": [3 if v in new else 0.5 for v in nodes],
@@ -247,27 +249,26 @@ def _frame_traces(tree, chosen: set[int], new: set[int], pos: Mapping[int, tuple
                        hovertext=hover, hoverinfo="text", name="nodes (colour = p̂; faded: outside the top-n)")]
 
 
-def _labels_shown(labels: list[str], xy: list[tuple[float, float]], rank: list[float], unit_px: float) -> np.ndarray:
-    """Labels that fit on their layer: taken in ``rank`` order (smallest first), the first always."""
-    order = np.argsort([-r if r >= 0 else r - 2 for r in rank], kind="stable")  # root, top-n, then by p̂
+def _labels_shown(labels: list[str], xy: list[tuple[float, float]], in_top: list[bool], p_hat: list[float],
+                  unit_px: float) -> np.ndarray:
+    """Labels that fit on their layer: the root (always), then the top-n in node order, then the rest by p̂."""
+    is_root, top, (xs, ys) = np.arange(len(labels)) == 0, np.asarray(in_top), np.array(xy).T
+    order = np.lexsort((np.where(top, 0.0, -np.asarray(p_hat)), ~top, ~is_root))  # the last key sorts first
     widths = np.array([label_width_px(lab) + 4 for lab in labels])
-    centres = np.array([x for x, _ in xy]) * unit_px
-    always = np.zeros(len(labels), dtype=bool)
-    always[order[0]] = True
-    return fitting_labels(centres, widths, np.array([y for _, y in xy]), order, always)
+    return fitting_labels(xs * unit_px, widths, ys, order, is_root)
 
 
 def _unit_px(pos: Mapping[int, tuple[float, float]], width: int) -> float:
     """Pixels per unit of x in a figure of ``width`` laid out by ``_trace_layout``."""
     xs = [x for x, _ in pos.values()]
-    return (width - 70) / (max(xs) - min(xs) + 1.6)
+    return (width - TRACE_MARGIN["l"] - TRACE_MARGIN["r"]) / (max(xs) - min(xs) + 2 * TRACE_X_PAD)
 
 
 def _trace_axes(pos: Mapping[int, tuple[float, float]]) -> dict:
     """Axis ranges that hold every node of every frame (with room for labels)."""
     xs, ys = [x for x, _ in pos.values()], [y for _, y in pos.values()]
     axis = {"showgrid": False, "zeroline": False, "showticklabels": False, "fixedrange": True}
-    return {"xaxis": {**axis, "range": [min(xs) - 0.8, max(xs) + 0.8]},
+    return {"xaxis": {**axis, "range": [min(xs) - TRACE_X_PAD, max(xs) + TRACE_X_PAD]},
             "yaxis": {**axis, "range": [min(ys) - 0.7, max(ys) + 0.5]}}
 
 
@@ -275,7 +276,7 @@ def _trace_layout(fig: go.Figure, pos, width: int, height: int, title) -> None:
     fig.update_layout(**style.PLOTLY_BASE, width=width, height=height, **_trace_axes(pos), showlegend=False,
                       title={"text": title, "x": 0.01, "y": 0.985, "yanchor": "top", "font": {"size": 14}},
                       modebar={"orientation": "v"},  # down the right edge, never over the title
-                      margin={"l": 20, "r": 50, "t": 90, "b": 90})
+                      margin=TRACE_MARGIN)
 
 
 def trace_figure(trace, texts: Mapping[int, str] | None = None, width: int = 900,
@@ -320,7 +321,7 @@ def final_tree_figure(trace, texts: Mapping[int, str] | None = None, width: int 
     pos = tidy_positions({v: parents[v] for v in range(last.n_nodes) if v == 0 or v in kept})  # the kept tree alone
     fig = go.Figure(_frame_traces(last, kept, set(), pos, texts or {}, _unit_px(pos, width), only_chosen=True))
     _trace_layout(fig, pos, width, height, _final_title(trace))
-    fig.update_layout(margin={"l": 20, "r": 50, "t": 60, "b": 30})
+    fig.update_layout(margin={**TRACE_MARGIN, "t": 60, "b": 30})
     return fig
 
 
