@@ -40,7 +40,8 @@ SETTINGS = {"@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
             # of an already-clean notebook change nothing)
             "@jupyterlab/docmanager-extension/plugin.jupyterlab-settings": {"autosave": False}}
 # What the page reads off a plotly figure: the markers drawn in its "nodes" trace (or in every
-# scatter trace), their labels, the title, and whether each marker lies inside the plot area.
+# scatter trace), their labels, the title and how far below the figure's top edge it starts, and
+# whether each marker lies inside the plot area.
 DRAWN_JS = """(gd) => {
   if (!gd || !gd._fullData) return null;
   const traces = [...gd.querySelectorAll('.scatterlayer .trace')];  // empty traces draw no group: match by name
@@ -50,7 +51,9 @@ DRAWN_JS = """(gd) => {
   const area = gd.querySelector('.nsewdrag').getBoundingClientRect();
   const inside = points.filter(p => { const r = p.getBoundingClientRect(), x = r.x + r.width / 2,
     y = r.y + r.height / 2; return x >= area.left && x <= area.right && y >= area.top && y <= area.bottom; });
-  return {points: points.length, inside: inside.length, title: gd.querySelector('.gtitle')?.textContent || '',
+  const title = gd.querySelector('.gtitle');
+  return {points: points.length, inside: inside.length, title: title?.textContent || '',
+          title_top: title ? title.getBoundingClientRect().top - gd.getBoundingClientRect().top : 0,
           labels: shown.flatMap(t => t ? [...t.querySelectorAll('.textpoint text')].map(e => e.textContent) : [])};
 }"""
 
@@ -238,6 +241,10 @@ class Lab:
             if figures.count() > index:
                 last = figures.nth(index).evaluate(DRAWN_JS)
                 if last and last["points"] > 0 and until(last):
+                    if last["title_top"] < 0:
+                        self.shot("title-cut-off")
+                        raise AssertionError(f"the figure's title starts {-last['title_top']:.1f} px above its top "
+                                             f"edge (cut off): {last['title']!r}")
                     return last
             self.page.wait_for_timeout(250)
         self.shot("no-drawn-figure")

@@ -149,3 +149,38 @@ def test_in_chromium_no_legend_covers_a_panel_title(tmp_path, logs):
             assert page.evaluate(OVERLAPS_JS) == []
         finally:
             browser.close()
+
+
+# Logs, once plotly has drawn, where each figure's title starts relative to the figure's top edge.
+TITLE_PROBE = """<script>setTimeout(() => document.querySelectorAll('.js-plotly-plot').forEach((gd, i) => {
+  const title = gd.querySelector('.gtitle');
+  const top = title ? title.getBoundingClientRect().top - gd.getBoundingClientRect().top : NaN;
+  console.log(`TITLE ${i} ${top.toFixed(1)} ${title ? title.textContent : ''}`);
+}), 4000);</script>"""
+
+
+def _title_tops(html_text: str, tmp_path) -> list[tuple[float, str]]:
+    probe = tmp_path / "titles.html"
+    probe.write_text(html_text.replace("</body>", TITLE_PROBE + "</body>"), encoding="utf-8")
+    check = open_page(probe, tmp_path / "titles.png", width=1400, height=1400, budget_ms=10000)
+    seen = [re.match(r'"TITLE \d+ (\S+) (.*)", source', m) for m in check.console]
+    return [(float(m[1]), m[2]) for m in seen if m]
+
+
+@needs_chromium
+def test_every_title_line_is_inside_its_figure_in_chromium(page, logs, tmp_path):
+    """A two-line title (``<br>``) anchored at its top was drawn with its first line cut off at the
+    figure's edge (the explorer's "step 2 · 2 drafted nodes")."""
+    from treeviz.logs import token_text_map
+    from treeviz.plotly_tree import tree_figure
+    from treeviz.walkthrough import walkthrough_figure
+
+    data = logs["smollm2-chat"]
+    figures = [tree_figure(data, 2), tree_figure(data, 2, height=300), walkthrough_figure(data, 2, token_text_map(data))]
+    standalone = "<html><body>" + "".join(f.to_html(full_html=False, include_plotlyjs=i == 0)
+                                          for i, f in enumerate(figures)) + "</body></html>"
+    for html_text, where in ((standalone, "tree and walkthrough figures"), (page.read_text(encoding="utf-8"), "page")):
+        tops = _title_tops(html_text, tmp_path)
+        tops = [(top, text) for top, text in tops if text]  # the icicle has no title
+        assert len(tops) >= 3, f"{where}: fewer titled figures drawn than expected: {tops}"
+        assert all(top >= 0 for top, _ in tops), f"{where}: a title starts above its figure: {tops}"

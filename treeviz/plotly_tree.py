@@ -116,17 +116,20 @@ def _bonus_trace(scene: TreeScene) -> dict:
             "hovertemplate": BONUS_HOVER}
 
 
+TREE_MARGIN = {"l": 20, "r": 20, "t": 80, "b": 40}
+
+
 def tree_layout(scene: TreeScene) -> dict:
     pad = 0.6
     xs, ys = scene.nodes["x"], scene.nodes["y"]
     x_extra = 1.2 if scene.orientation == "lr" else pad  # room for labels to the right
     axis = {"showgrid": False, "zeroline": False, "showticklabels": False, "showline": False}
     return {**style.PLOTLY_BASE, "width": scene.width, "height": scene.height,
-            "title": {"text": scene.title, "x": 0.01, "y": 0.975, "yanchor": "top", "font": {"size": 14}},
+            "title": style.title_in_margin(scene.title, TREE_MARGIN["t"], scene.height),
             "xaxis": {**axis, "range": [float(xs.min()) - pad, float(xs.max()) + x_extra]},
             "yaxis": {**axis, "range": [float(ys.min()) - pad, float(ys.max()) + pad]},
             "legend": {"orientation": "h", "y": -0.02, "yanchor": "top", "x": 0},
-            "margin": {"l": 20, "r": 20, "t": 80, "b": 40},
+            "margin": TREE_MARGIN,
             "hoverlabel": {"font": {"family": "DejaVu Sans Mono, monospace"}}}
 
 

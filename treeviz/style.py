@@ -46,3 +46,13 @@ def projecting() -> bool:
 def font_px(base: float) -> float:
     """A font size in pixels: ``base``, times ``PROJECTOR_SCALE`` in projector mode."""
     return base * PROJECTOR_SCALE if _projector else base
+
+
+def title_in_margin(text: str, band_px: float, height_px: float, size: float = 14) -> dict:
+    """A plotly title centred in the top ``band_px`` pixels of a figure ``height_px`` tall (its top
+    margin, or the part of it above the buttons): every line of it inside the figure.
+
+    Plotly (plotly.js 3, seen in Chromium) places a title of several lines (``<br>``) anchored at
+    ``yanchor="top"`` too high: the top of its first line is cut off at the figure's edge."""
+    return {"text": text, "x": 0.01, "xanchor": "left", "yref": "container", "yanchor": "middle",
+            "y": 1 - band_px / 2 / height_px, "font": {"size": size}}

@@ -134,16 +134,19 @@ def _mask(graph, ancestors: np.ndarray, shown: list[int], phase: str | None) -> 
             "hovertemplate": "query %{y}<br>key %{x}<extra></extra>"}
 
 
+WALK_MARGIN = {"l": 20, "r": 20, "t": 110, "b": 60}
+
+
 def _layout(scene, title: str) -> dict:
     tree = tree_layout(scene)
     width = max(scene.width, 520) + 420
     axis = {"showgrid": False, "zeroline": False, "showticklabels": False, "showline": False}
     ticks = {"tickfont": {"size": 10, "family": "DejaVu Sans Mono, monospace"}, "showgrid": False, "zeroline": False}
-    return {**style.PLOTLY_BASE, "width": width, "height": max(scene.height, 420) + 120,
-            "title": {"text": title, "x": 0.01, "xanchor": "left", "y": 1.0, "yref": "container", "yanchor": "top",
-                      "pad": {"t": 12}, "font": {"size": 14}},
+    height = max(scene.height, 420) + 120
+    return {**style.PLOTLY_BASE, "width": width, "height": height,
+            "title": style.title_in_margin(title, WALK_MARGIN["t"], height),
             "xaxis": {**axis, "range": tree["xaxis"]["range"], "domain": [0.0, 0.58]},
             "yaxis": {**axis, "range": [tree["yaxis"]["range"][0] - 0.4, tree["yaxis"]["range"][1]]},
             "xaxis2": {**ticks, "domain": [0.66, 1.0], "anchor": "y2", "tickangle": -60},
             "yaxis2": {**ticks, "domain": [0.25, 0.95], "anchor": "x2", "autorange": "reversed"},
-            "margin": {"l": 20, "r": 20, "t": 110, "b": 60}, "showlegend": False}
+            "margin": WALK_MARGIN, "showlegend": False}
