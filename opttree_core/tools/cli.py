@@ -48,8 +48,8 @@ def _add_generate(sub) -> None:
                    help="eagle-smollm2 or tiny-smollm2 (trained for smollm2-135m), ngram (training-free), "
                         "self (the target drafts for itself), a trained draft's .json, or a model like --target")
     p.add_argument("--draft-vocab", type=int, default=None, metavar="K",
-                   help="trained drafts: propose only the K tokens the target emits most "
-                        "(0: all; default: the draft's)")
+                   help="trained drafts and embedded draft models: propose only the K tokens their counts "
+                        "rank first (0: all; default: a trained draft's own, a draft model's full vocabulary)")
     p.add_argument("--policy", default="opt-tree", choices=sorted(POLICIES))
     p.add_argument("--nodes", type=int, default=None,
                    help="node budget n: the policy's own configuration at n nodes (default 50; chain: --chain-length)")

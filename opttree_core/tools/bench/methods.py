@@ -21,6 +21,7 @@ import torch
 
 from ...api import encode_prompt
 from ...decoding import check_prompt, generate_autoregressive
+from ...draft_vocab import draft_vocab_size
 from ...drafters import DraftLMDrafter
 from ...errors import OptTreeError
 from ...metrics import mean_expected_acceptance, pooled_mal, tokens_per_second
@@ -50,8 +51,18 @@ def _t(temperature: float) -> str:
 
 
 def hf_assistant(drafter):
-    """The HF causal LM behind a drafter, usable as ``generate(assistant_model=)``; None if there is none."""
-    return drafter.model if isinstance(drafter, DraftLMDrafter) else None
+    """The HF causal LM behind a drafter, usable as ``generate(assistant_model=)``; None if there is none,
+    or if the drafter drafts from a draft vocabulary (``generate`` would draft from the full one: the
+    same model's run without it is that peer)."""
+    return drafter.model if isinstance(drafter, DraftLMDrafter) and draft_vocab_size(drafter) is None else None
+
+
+def _no_assistant(name: str, drafter) -> str:
+    if isinstance(drafter, DraftLMDrafter):
+        return (f"hf-assisted with '{name}': generate(assistant_model=) cannot draft from its draft vocabulary "
+                "(it is the same peer as with the full vocabulary)")
+    return (f"hf-assisted with '{name}': its {type(drafter).__name__} is not a full causal LM, so "
+            "generate(assistant_model=) cannot use it")
 
 
 def build_methods(config: BenchConfig, drafters: dict) -> tuple[list[Method], list[str]]:
@@ -68,9 +79,7 @@ def build_methods(config: BenchConfig, drafters: dict) -> tuple[list[Method], li
             k = config.prompt_lookup_num_tokens
             methods.append(Method(f"hf-prompt-lookup k={k} {_t(t)}", "hf-prompt-lookup", t))
     if "hf-assisted" in config.peers:
-        skipped += [f"hf-assisted with '{name}': its {type(d).__name__} is not a full causal LM, so "
-                    f"generate(assistant_model=) cannot use it" for name, d in drafters.items()
-                    if hf_assistant(d) is None]
+        skipped += [_no_assistant(name, d) for name, d in drafters.items() if hf_assistant(d) is None]
     return methods, skipped
 
 
