@@ -80,11 +80,12 @@ class VocabHead:
         if vocab is not None:
             ids = vocab.ids.to(weight.device)
             self.ids = ids
-            if isinstance(lm_head, Int8Linear) and not rows:
+            int8 = isinstance(lm_head, Int8Linear) and not rows
+            if int8:
                 weight = lm_head.dense  # the head's own weights (``lm_head.weight`` holds the int8 copy)
             self.weight = weight.detach() if rows else weight.detach()[ids].contiguous()  # (K, hidden)
             self.bias = (bias.detach() if rows else bias.detach()[ids]) if bias is not None else None
-            if isinstance(lm_head, Int8Linear) and not rows:
+            if int8:
                 self.sub_head = Int8Linear(_linear(self.weight, self.bias))
 
     def probs(self, hidden: torch.Tensor, temperature: float) -> torch.Tensor:

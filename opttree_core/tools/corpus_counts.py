@@ -21,6 +21,7 @@ from pathlib import Path
 from ..draft_vocab import count_tokens, save_counts
 from ..errors import OptTreeError
 from .datasets import DEFAULT_GSM8K, json_rows
+from .train.prompts import check_gsm8k
 
 
 def gsm8k_chats(tokenizer, path: str | Path) -> Iterator[list[int]]:
@@ -46,9 +47,8 @@ def code_ids(tokenizer, files: list[Path]) -> Iterator[list[int]]:
 
 
 def check_sources(gsm8k: str | Path, stdlib: Path) -> None:
-    """One line naming a source that is not there (before a model is loaded)."""
-    if not Path(gsm8k).is_file():
-        raise OptTreeError(f"GSM8K file not found: {gsm8k} (expected ../shared/data/gsm8k/train.jsonl or --gsm8k PATH)")
+    """One line naming a source that is not there or not readable (before a model is loaded)."""
+    check_gsm8k(gsm8k)
     if not stdlib.is_dir():
         raise OptTreeError(f"--stdlib {stdlib} is not a directory")
 
