@@ -26,7 +26,7 @@ from safetensors import safe_open
 from .atomic import save_tensors, write_atomic
 from .errors import OptTreeError
 from .skinny import skinny_linear
-from .weight_only import Int8Linear
+from .weight_only import WEIGHT_ONLY, Int4Linear, weight_only_linear
 
 META_KEY = "opttree_meta"
 COUNTS_KEY = "token_counts"
@@ -76,17 +76,18 @@ class VocabHead:
             raise OptTreeError(f"draft vocabulary is for {vocab.vocab_size} tokens, the LM head has {self.vocab_size}")
         self.vocab = vocab
         self.lm_head = lm_head
-        self.sub_head = None  # an int8 head's rows of the draft vocabulary, int8 too
+        self.sub_head = None  # a weight-only (int8/int4) head's rows of the draft vocabulary, quantized alike
         if vocab is not None:
             ids = vocab.ids.to(weight.device)
             self.ids = ids
-            int8 = isinstance(lm_head, Int8Linear) and not rows
-            if int8:
-                weight = lm_head.dense  # the head's own weights (``lm_head.weight`` holds the int8 copy)
+            quantized = isinstance(lm_head, WEIGHT_ONLY) and not rows
+            if quantized:
+                weight = lm_head.dense  # the head's own weights (an int8 head's ``weight`` is its int8 copy)
             self.weight = weight.detach() if rows else weight.detach()[ids].contiguous()  # (K, hidden)
             self.bias = (bias.detach() if rows else bias.detach()[ids]) if bias is not None else None
-            if int8:
-                self.sub_head = Int8Linear(_linear(self.weight, self.bias))
+            if quantized:
+                bits = "int4" if isinstance(lm_head, Int4Linear) else "int8"
+                self.sub_head = weight_only_linear(_linear(self.weight, self.bias), bits)
 
     def probs(self, hidden: torch.Tensor, temperature: float) -> torch.Tensor:
         """hidden (..., hidden) → q (..., V), float32."""

@@ -52,7 +52,7 @@ class _Options:
     attn_implementation: str
     skinny_matmul: bool = True
     invariant: bool | None = None  # None: on for bf16/fp16 on a CPU (``_wants_invariant``)
-    weights: str | None = None  # "int8": ``weight_only.quantize_linears``
+    weights: str | None = None  # "int8" or "int4": ``weight_only.quantize_linears``
 
 
 def load_model(

@@ -1,4 +1,4 @@
-"""Int8 weight-only linear layers for a draft model on a CPU.
+"""Int8 and int4 weight-only linear layers for a draft model on a CPU.
 
 A draft needs no exactness (verification decides every token), only speed. Its forward, like the
 target's, is bound by streaming its weights: the Qwen2.5-Coder-0.5B draft reads about 1 GB of bf16
@@ -11,6 +11,14 @@ tokens: q = 1: 42 ms int8 against 71 bf16; q = 2: 46 / 81; q = 4: 52 / 76; q = 8
 q = 16: 156 / 113. What the quantized draft does to acceptance is in the pair's benchmark (it
 proposes slightly different tokens, so MAL can move either way).
 
+``Int4Linear`` reads a quarter of the bf16 bytes: 4-bit weights in groups of ``GROUP`` inputs, each group
+with its own scale and offset (asymmetric, round to nearest), multiplied through torch's
+``aten._weight_int4pack_mm_for_cpu`` for up to ``INT4_MAX_ROWS`` rows. The pair's GGUF weights are
+mostly Q4_K, 4-bit groups of 32 with their own scale and minimum, so little is lost that the file
+had not already lost. Measured on the same machine (``bench_costs.py --weights int4``), one forward of
+q tokens: q = 1: 30 ms; 2: 32; 4: 41; 8: 67 (int8: 46, 50, 57, and 92 through bf16 at 8 rows). A layer
+whose shape the kernel cannot pack (outputs not a multiple of 16, inputs not of ``GROUP``) stays int8.
+
 ``quantize_linears(model)`` replaces every ``nn.Linear`` in place (the LM head included; the input
 embeddings stay as they are). Targets are never quantized.
 """
@@ -22,8 +30,11 @@ from torch.nn import functional as F
 
 from .errors import OptTreeError
 
-WEIGHT_FORMATS = ("int8",)  # what ``load_model(weights=)`` and a draft spec's ":int8" take
+WEIGHT_FORMATS = ("int8", "int4")  # what ``load_model(weights=)`` and a draft spec's ":int8" take
 MAX_ROWS = 4  # more rows than this: the original weight (see above)
+INT4_MAX_ROWS = 8
+GROUP = 32  # inputs per int4 scale and offset (the kernel takes 32, 64, 128 or 256)
+INT4_ROWS_MULTIPLE = 16  # the int4 kernel packs output rows in sixteens
 
 
 def int8_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -32,6 +43,22 @@ def int8_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     scale = (w.abs().amax(dim=1) / 127.0).clamp(min=torch.finfo(torch.float32).tiny)
     q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8)
     return q.contiguous(), scale
+
+
+def int4_groups(weight: torch.Tensor, group: int = GROUP) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``weight`` (N, K) as 4-bit codes 0..15 (int32, (N, K)) with a scale and a minimum per group of
+    ``group`` inputs (float32, (N, K // group)): ``weight ≈ codes * scale + minimum`` group by group."""
+    rows, cols = weight.shape
+    w = weight.detach().float().reshape(rows, cols // group, group)
+    low, high = w.amin(-1), w.amax(-1)
+    scale = ((high - low) / 15.0).clamp(min=torch.finfo(torch.float32).tiny)
+    codes = torch.round((w - low[..., None]) / scale[..., None]).clamp(0, 15).to(torch.int32)
+    return codes.reshape(rows, cols), scale, low
+
+
+def int4_fits(linear: nn.Linear) -> bool:
+    """Whether the int4 kernel can pack ``linear``'s weight."""
+    return linear.out_features % INT4_ROWS_MULTIPLE == 0 and linear.in_features % GROUP == 0
 
 
 class Int8Linear(nn.Module):
@@ -60,21 +87,67 @@ class Int8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 weights"
 
 
+class Int4Linear(nn.Module):
+    """``nn.Linear`` with 4-bit weights in groups of ``GROUP`` inputs for up to ``INT4_MAX_ROWS`` rows
+    (computed in the input's dtype), and the original weight for more."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        if not int4_fits(linear):
+            raise OptTreeError(f"an int4 layer needs outputs in multiples of {INT4_ROWS_MULTIPLE} and inputs in "
+                               f"multiples of {GROUP}, got {linear.out_features} x {linear.in_features}")
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        codes, scale, low = int4_groups(linear.weight)
+        self.register_buffer("packed", torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1))
+        # the kernel computes (code - 8) * scale + offset: offset = minimum + 8 * scale, as (K // GROUP, N, 2)
+        pairs = torch.stack([scale, low + 8 * scale], dim=-1).transpose(0, 1).contiguous()
+        self.register_buffer("scales_and_offsets", pairs.to(linear.weight.dtype))
+        self.register_buffer("dense", linear.weight.detach())
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach())
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.dense  # ``weight.shape`` and dtype read like nn.Linear's
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, self.in_features)
+        if flat.shape[0] > INT4_MAX_ROWS:
+            return F.linear(x, self.dense, self.bias)
+        out = torch.ops.aten._weight_int4pack_mm_for_cpu(flat.contiguous(), self.packed, GROUP,
+                                                          self.scales_and_offsets.to(x.dtype))
+        if self.bias is not None:
+            out = out + self.bias
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int4 weights in groups of {GROUP}"
+
+
+WEIGHT_ONLY = (Int8Linear, Int4Linear)
+
+
+def weight_only_linear(linear: nn.Linear, weights: str) -> Int8Linear | Int4Linear:
+    """``linear`` with ``weights``-bit weights (int4 where the kernel can pack it, int8 where not)."""
+    return Int4Linear(linear) if weights == "int4" and int4_fits(linear) else Int8Linear(linear)
+
+
 def quantize_linears(model: nn.Module, weights: str = "int8") -> int:
-    """Every ``nn.Linear`` (and ``SkinnyLinear``) of a CPU ``model`` replaced by an ``Int8Linear``, in
-    place; returns how many. One-line error for a format other than ``WEIGHT_FORMATS`` or a GPU model."""
+    """Every ``nn.Linear`` (and ``SkinnyLinear``) of a CPU ``model`` replaced by an ``Int8Linear`` or an
+    ``Int4Linear`` (``weights``), in place; returns how many. One-line error for a format other than
+    ``WEIGHT_FORMATS`` or a GPU model."""
     if weights not in WEIGHT_FORMATS:
         raise OptTreeError(f"unknown weight format '{weights}': expected one of {', '.join(WEIGHT_FORMATS)}")
     targets = [(name, module) for name, module in model.named_modules() if isinstance(module, nn.Linear)]
     if any(module.weight.device.type != "cpu" for _, module in targets):
-        raise OptTreeError("int8 weight-only layers run on a CPU only (aten._weight_int8pack_mm); "
+        raise OptTreeError(f"{weights} weight-only layers run on a CPU only (torch's CPU kernels); "
                            "load the model on the CPU or without --draft-weights")
     for name, module in targets:
         parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, child, Int8Linear(module))
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, weight_only_linear(module, weights))
     return len(targets)
 
 
 def weight_format(model: nn.Module) -> str | None:
-    """"int8" when ``model``'s linear layers are ``Int8Linear``, else None."""
-    return "int8" if any(isinstance(m, Int8Linear) for m in model.modules()) else None
+    """"int4" when ``model`` has ``Int4Linear`` layers, "int8" when it has ``Int8Linear`` ones only, else None."""
+    kinds = {type(m) for m in model.modules()}
+    return "int4" if Int4Linear in kinds else "int8" if Int8Linear in kinds else None

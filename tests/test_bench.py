@@ -129,6 +129,20 @@ def test_drafts_that_are_not_causal_lms_are_skipped_as_hf_assistants(models, pro
     assert len(skipped) == 1 and "'ngram'" in skipped[0] and "not a full causal LM" in skipped[0]
 
 
+def test_a_policy_runs_at_its_own_budgets_where_policy_budgets_names_them(models, prompts_file):
+    from opttree_core.tools.bench import build_methods
+    from opttree_core.tools.bench.config import parse_config
+    from opttree_core.drafters.ngram import NGramDrafter
+
+    raw = config_dict(models, prompts_file, drafters=["ngram"], budgets=[4, 8], policy_budgets={"chain": [16]})
+    config = parse_config(raw, prompts_file.parent)
+    methods, _ = build_methods(config, {"ngram": NGramDrafter(128)})
+    assert [m.label for m in methods] == ["ar T=0", "opt-tree n=4 ngram T=0", "opt-tree n=8 ngram T=0",
+                                          "chain n=16 ngram T=0"]
+    assert config.to_dict()["policy_budgets"] == {"chain": [16]}
+    assert "policy_budgets" not in parse_config(config_dict(models, prompts_file), prompts_file.parent).to_dict()
+
+
 def test_changed_config_on_resume_is_one_line_error(models, prompts_file, full_run):
     with pytest.raises(OptTreeError, match="another config \\(changed: budgets\\)"):
         run_bench(config_dict(models, prompts_file, budgets=[5]), full_run.out_dir, progress=False)
@@ -141,6 +155,9 @@ BAD = [  # (TOML line replacing the base key it names, message)
     ("colour = 3", "key 'colour' is unknown"),
     ("policy_params = { opt-tree = { width = 2 } }", "policy 'opt-tree' has no parameter 'width'"),
     ('peers = ["hf-assisted"]', "peers must include 'ar'"),
+    ("policy_budgets = { chain = [8] }", "policy_budgets names 'chain', which is not in 'policies'"),
+    ("policy_budgets = { opt-tree = [0] }", "policy_budgets.opt-tree must be >= 1"),
+    ("policy_budgets = { opt-tree = [] }", "'policy_budgets.opt-tree' must be a non-empty list"),
 ]
 
 

@@ -15,7 +15,7 @@ from opttree_core.errors import OptTreeError
 from opttree_core.models import load_model
 from opttree_core.policies import make_policy
 from opttree_core.shipped import WEIGHTS_DIR
-from opttree_core.weight_only import MAX_ROWS, Int8Linear, quantize_linears
+from opttree_core.weight_only import INT4_MAX_ROWS, MAX_ROWS, Int4Linear, Int8Linear, quantize_linears
 from test_qwen2 import tiny_qwen2
 
 
@@ -29,6 +29,26 @@ def test_an_int8_head_cut_to_a_vocabulary_is_the_full_heads_distribution_renorma
     full = head(hidden)[:, vocab.ids]
     assert q.shape == (rows, 50) and torch.all(q[:, [i for i in range(50) if i not in vocab.ids]] == 0)
     torch.testing.assert_close(q[:, vocab.ids], torch.softmax(full / 0.7, dim=-1), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("rows", [1, INT4_MAX_ROWS, INT4_MAX_ROWS + 3])  # the int4 product, and the original weight
+@pytest.mark.parametrize("size", [32, 6])  # a cut the int4 kernel packs, and one it cannot (int8 then)
+def test_an_int4_head_cut_to_a_vocabulary_is_quantized_alike_and_renormalised(rows, size):
+    torch.manual_seed(rows)
+    head = Int4Linear(torch.nn.Linear(32, 64, bias=False))
+    vocab = DraftVocab(torch.randperm(64)[:size], 64)
+    hidden = torch.randn(rows, 32)
+    vocab_head = VocabHead(head, vocab)
+    assert isinstance(vocab_head.sub_head, Int4Linear if size % 16 == 0 else Int8Linear)
+    q = vocab_head.probs(hidden, temperature=0.7)
+    assert q.shape == (rows, 64) and torch.all(q.sum(-1).sub(1).abs() < 1e-5)
+    outside = [i for i in range(64) if i not in vocab.ids]
+    assert torch.all(q[:, outside] == 0)
+    expected = torch.softmax(vocab_head.sub_head(hidden) / 0.7, dim=-1)
+    torch.testing.assert_close(q[:, vocab.ids], expected, rtol=1e-5, atol=1e-6)
+    if size % 16 == 0:  # the cut int4 head's codes are the full head's rows, re-grouped alike
+        torch.testing.assert_close(q[:, vocab.ids], torch.softmax(head(hidden)[:, vocab.ids] / 0.7, dim=-1),
+                                   rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("seed", range(3))

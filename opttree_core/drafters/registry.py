@@ -9,7 +9,7 @@ Drafters are found in two tables, beside the policy registry (``policies/registr
               ``.safetensors`` written by ``opttree_core.train``), a published EAGLE-1/2 or EAGLE-3
               head (a directory with config.json and weights, or a hub id holding one), and last
               any model ``load_model`` takes (an independent draft LM with the target's tokenizer;
-              "NAME:int8" loads it with int8 weight-only layers, ``weight_only.py``; "NAME:vocabK" or
+              "NAME:int8" / "NAME:int4" loads it with int8 / int4 weight-only layers, ``weight_only.py``; "NAME:vocabK" or
               "NAME:int8:vocabK" drafts from the K tokens an embedded model's shipped counts rank first,
               ``draft_vocab.py``).
 
@@ -113,7 +113,7 @@ def _draft_model(spec: str, target: LoadedModel, options: dict) -> Drafter:
                            f"{options['draft_vocab']}: give one")
     base, weights = weight_suffix(spec_base)
     try:
-        # a draft needs no exactness: stock kernels (invariant=False), or int8 weights when asked for
+        # a draft needs no exactness: stock kernels (invariant=False), or int8/int4 weights when asked for
         draft = load_model(base, **{"invariant": False, "weights": weights, **options.get("load_options", {})})
     except OptTreeError as e:
         if not str(e).startswith(f"unknown model '{base}'"):

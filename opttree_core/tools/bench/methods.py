@@ -72,7 +72,8 @@ def build_methods(config: BenchConfig, drafters: dict) -> tuple[list[Method], li
         methods.append(Method(f"ar {_t(t)}", "ar", t))
         for name in config.drafters:
             for policy in config.policies:
-                methods += [Method(f"{policy} n={n} {name} {_t(t)}", "tree", t, policy, n, name) for n in config.budgets]
+                methods += [Method(f"{policy} n={n} {name} {_t(t)}", "tree", t, policy, n, name)
+                            for n in config.budgets_of(policy)]
             if "hf-assisted" in config.peers and hf_assistant(drafters[name]) is not None:
                 methods.append(Method(f"hf-assisted {name} {_t(t)}", "hf-assisted", t, drafter=name))
         if "hf-prompt-lookup" in config.peers:
