@@ -11,13 +11,14 @@ tokens: q = 1: 42 ms int8 against 71 bf16; q = 2: 46 / 81; q = 4: 52 / 76; q = 8
 q = 16: 156 / 113. What the quantized draft does to acceptance is in the pair's benchmark (it
 proposes slightly different tokens, so MAL can move either way).
 
-``Int4Linear`` reads a quarter of the bf16 bytes: 4-bit weights in groups of ``GROUP`` inputs, each group
-with its own scale and offset (asymmetric, round to nearest), multiplied through torch's
+``Int4Linear`` reads about a third of the bf16 bytes: 4-bit weights in groups of ``GROUP`` inputs, each
+group with its own scale and offset (asymmetric, round to nearest), multiplied through torch's
 ``aten._weight_int4pack_mm_for_cpu`` for up to ``INT4_MAX_ROWS`` rows. The pair's GGUF weights are
 mostly Q4_K, 4-bit groups of 32 with their own scale and minimum, so little is lost that the file
-had not already lost. Measured on the same machine (``bench_costs.py --weights int4``), one forward of
-q tokens: q = 1: 30 ms; 2: 32; 4: 41; 8: 67 (int8: 46, 50, 57, and 92 through bf16 at 8 rows). A layer
-whose shape the kernel cannot pack (outputs not a multiple of 16, inputs not of ``GROUP``) stays int8.
+had not already lost. Measured on the same machine (``bench_costs.py --weights int8,int4``), one forward
+of q tokens: q = 1: 29 ms; 2: 31; 4: 40; 8: 65 (int8 in the same run: 45, 48, 56, and 104 through bf16 at 8
+rows). A layer whose shape the kernel cannot pack (outputs not a multiple of 16, inputs not of ``GROUP``)
+stays int8.
 
 ``quantize_linears(model)`` replaces every ``nn.Linear`` in place (the LM head included; the input
 embeddings stay as they are). Targets are never quantized.
@@ -30,7 +31,7 @@ from torch.nn import functional as F
 
 from .errors import OptTreeError
 
-WEIGHT_FORMATS = ("int8", "int4")  # what ``load_model(weights=)`` and a draft spec's ":int8" take
+WEIGHT_FORMATS = ("int8", "int4")  # what ``load_model(weights=)`` and a draft spec's ":int8" / ":int4" take
 MAX_ROWS = 4  # more rows than this: the original weight (see above)
 INT4_MAX_ROWS = 8
 GROUP = 32  # inputs per int4 scale and offset (the kernel takes 32, 64, 128 or 256)

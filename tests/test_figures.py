@@ -18,7 +18,7 @@ from figures.make_figures import (
     make_figures,
     shootout_markdown,
 )
-from treeviz.figures_lib import budget_curves, case_tree, ea_heatmaps, speedup_bars
+from treeviz.figures_lib import budget_curves, case_tree, data_caption, ea_heatmaps, speedup_bars
 from treeviz.runs import load_run, read_log_dir, shootout_table
 
 AR_SECONDS = 4.0  # the fixture's autoregressive time for its 40 tokens
@@ -36,6 +36,19 @@ def written(tiny_run, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("figs")
     make_figures(tiny_run, out)
     return out
+
+
+def test_a_figures_caption_states_target_dtype_drafts_prompts_budgets_and_temperature(tmp_path):
+    """Issue 28: each figure's title states its data. "auto" in the config is read back from a tree log."""
+    config = {"config": {"target": "tiny-target", "dtype": "auto", "max_new_tokens": 40}}
+    run = load_run(make_tiny_run(tmp_path / "run", AR_SECONDS, config=config))
+    drafts = sorted(run.tree_rows()["drafter"].unique())
+    caption = data_caption(run)
+    assert caption == (f"tiny-target (float32) · drafts {', '.join(drafts)} · 2 prompts (tiny) · n = 4–24 · greedy"
+                       " · 40 new tokens")
+    lines = data_caption(run, max_chars=50).split("\n")
+    assert len(lines) > 1 and all(len(line) <= 50 for line in lines)
+    assert " · ".join(lines) == caption  # broken only between its parts
 
 
 def test_every_expected_file_is_written(written):

@@ -30,18 +30,25 @@ from .static import PAGE_WIDTH_IN, new_figure, paper_style
 CASE_MAX_BUDGET = 32  # the default case study's largest tree: a bigger one is unreadable as one picture
 MIN_REJECTED = 2  # a case-study step has at least this many drafted nodes off the accepted path
 MIN_WIDTH_IN = 5.6  # wide enough for a two-line title that states the data
+CAPTION_CHARS_PER_INCH = 15  # 8-point DejaVu Sans averages about 4.5 pt a character, with a margin
 AXIS_FLOOR = {"mal": 1.0, "tokens_per_s": 0.0}  # MAL is at least 1 (the bonus token); throughput at least 0
 CURVE_VALUES = {"mal": "mean acceptance length", "tokens_per_s": "tokens / s"}
 
 
-def data_caption(run: BenchRun) -> str:
-    """What a figure of ``run`` shows, for its title: target, prompts (and their datasets), budgets,
-    temperatures and the token cap, e.g. ``smollm2-135m · 24 prompts (spec_bench) · n = 25 · greedy · 128 new tokens``."""
+def data_caption(run: BenchRun, max_chars: int | None = None) -> str:
+    """What a figure of ``run`` shows, for its title: target and dtype, drafts, prompts (and their
+    datasets), budgets, temperatures and the token cap, e.g. ``qwen2.5-coder-1.5b (bfloat16) · draft
+    qwen2.5-coder-0.5b:int4 · 24 prompts (spec_bench) · n = 25 · greedy · 128 new tokens``; broken into
+    lines of at most ``max_chars`` characters between its parts (``caption_chars``)."""
     results, config = run.results, run.config.get("config", {})
     tree = results[results["kind"] == "tree"]
     budgets = sorted(int(b) for b in tree["budget"].dropna().unique())
     temperatures = sorted(float(t) for t in results["temperature"].unique())
-    parts = [str(config["target"])] if config.get("target") else []
+    dtype = run_dtype(run)
+    parts = [str(config["target"]) + (f" ({dtype})" if dtype else "")] if config.get("target") else []
+    drafts = sorted(str(d) for d in tree["drafter"].dropna().unique())
+    if drafts:
+        parts.append(("draft " if len(drafts) == 1 else "drafts ") + ", ".join(drafts))
     datasets = ", ".join(sorted(str(d) for d in results["dataset"].dropna().unique()))
     parts.append(f"{results['prompt_id'].nunique()} prompts" + (f" ({datasets})" if datasets else ""))
     if budgets:
@@ -49,7 +56,36 @@ def data_caption(run: BenchRun) -> str:
     parts.append("greedy" if temperatures == [0.0] else "T = " + ", ".join(f"{t:g}" for t in temperatures))
     if config.get("max_new_tokens"):
         parts.append(f"{config['max_new_tokens']} new tokens")
-    return " · ".join(parts)
+    return _join_lines(parts, " · ", max_chars)
+
+
+def run_dtype(run: BenchRun) -> str | None:
+    """The dtype ``run``'s target decoded in: its config's, or where that says "auto", what its first
+    tree log records (None: neither says)."""
+    dtype = run.config.get("config", {}).get("dtype")
+    if dtype not in (None, "auto"):
+        return str(dtype)
+    rows = run.tree_rows()
+    if rows.empty:
+        return None
+    logged = run.log(rows["log_dir"].iloc[0]).meta.get("dtype")
+    return str(logged) if logged else None
+
+
+def caption_chars(fig) -> int:
+    """How many characters of an 8-point caption fit across ``fig``."""
+    return int(fig.get_figwidth() * CAPTION_CHARS_PER_INCH)
+
+
+def _join_lines(parts: list[str], separator: str, max_chars: int | None) -> str:
+    lines = [""]
+    for part in parts:
+        joined = lines[-1] + separator + part if lines[-1] else part
+        if max_chars is not None and lines[-1] and len(joined) > max_chars:
+            lines.append(part)
+        else:
+            lines[-1] = joined
+    return "\n".join(lines)
 
 
 def ea_heatmaps(run: BenchRun):
@@ -60,7 +96,7 @@ def ea_heatmaps(run: BenchRun):
     fig = ea_heatmap_mpl(frame, groups)
     with paper_style():
         fig.suptitle(f"Acceptance length A against expected acceptance E(A), per step (n = steps per panel)\n"
-                     f"{data_caption(run)}", fontsize=8)
+                     f"{data_caption(run, caption_chars(fig))}", fontsize=8)
     parts = []
     for group in groups:
         counts = ea_a_counts(frame[frame["group"] == group]).stack().rename("steps").reset_index()
@@ -155,7 +191,7 @@ def budget_curves(run: BenchRun):
                 ax.set_ylim(bottom=AXIS_FLOOR[value])  # after every panel is drawn: the top spans them all
         axes[1, -1].legend(frameon=False, fontsize=6.5, loc="upper left", bbox_to_anchor=(1.02, 1.0))
         fig.suptitle("Mean acceptance length and throughput against the node budget "
-                     f"(mean ± sd over {_prompts(tree)})\n{data_caption(run)}", fontsize=8)
+                     f"(mean ± sd over {_prompts(tree)})\n{data_caption(run, caption_chars(fig))}", fontsize=8)
     return fig, table
 
 
@@ -191,7 +227,7 @@ def speedup_bars(run: BenchRun):
         prompts = sorted(set(table["count"].astype(int)))
         fig.suptitle(f"Speedup over autoregressive decoding on the same prompt (mean ± sd over "
                      f"n = {prompts[0] if len(prompts) == 1 else f'{prompts[0]}–{prompts[-1]}'} prompts)\n"
-                     f"{data_caption(run)}", fontsize=8)
+                     f"{data_caption(run, caption_chars(fig))}", fontsize=8)
     return fig, table
 
 
