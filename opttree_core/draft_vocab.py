@@ -26,7 +26,7 @@ from safetensors import safe_open
 from .atomic import save_tensors, write_atomic
 from .errors import OptTreeError
 from .skinny import skinny_linear
-from .weight_only import WEIGHT_ONLY, Int4Linear, weight_only_linear
+from .weight_only import WeightOnlyLinear, weight_only_linear
 
 META_KEY = "opttree_meta"
 COUNTS_KEY = "token_counts"
@@ -80,14 +80,13 @@ class VocabHead:
         if vocab is not None:
             ids = vocab.ids.to(weight.device)
             self.ids = ids
-            quantized = isinstance(lm_head, WEIGHT_ONLY) and not rows
+            quantized = isinstance(lm_head, WeightOnlyLinear) and not rows
             if quantized:
                 weight = lm_head.dense  # the head's own weights (an int8 head's ``weight`` is its int8 copy)
             self.weight = weight.detach() if rows else weight.detach()[ids].contiguous()  # (K, hidden)
             self.bias = (bias.detach() if rows else bias.detach()[ids]) if bias is not None else None
             if quantized:
-                bits = "int4" if isinstance(lm_head, Int4Linear) else "int8"
-                self.sub_head = weight_only_linear(_linear(self.weight, self.bias), bits)
+                self.sub_head = weight_only_linear(_linear(self.weight, self.bias), lm_head.FORMAT)
 
     def probs(self, hidden: torch.Tensor, temperature: float) -> torch.Tensor:
         """hidden (..., hidden) → q (..., V), float32."""

@@ -62,72 +62,82 @@ def int4_fits(linear: nn.Linear) -> bool:
     return linear.out_features % INT4_ROWS_MULTIPLE == 0 and linear.in_features % GROUP == 0
 
 
-class Int8Linear(nn.Module):
-    """``nn.Linear`` with int8 weights and per-row scales for up to ``MAX_ROWS`` rows (computed in the
-    input's dtype), and the original weight for more."""
+class WeightOnlyLinear(nn.Module):
+    """What the weight-only layers share: ``nn.Linear``'s shape, the original weight (``dense``) and
+    bias, and a forward that multiplies up to ``KERNEL_ROWS`` rows through the quantized kernel
+    (``_product``, in the input's dtype) and more through the original weight."""
+
+    FORMAT = ""  # "int8" / "int4": what ``weight_format`` and a spec's suffix call it
+    KERNEL_ROWS = 0
 
     def __init__(self, linear: nn.Linear):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        q, scale = int8_rows(linear.weight)
-        self.register_buffer("weight", q)  # (out, in): ``weight.shape`` reads like nn.Linear's
-        self.register_buffer("scales", scale.to(linear.weight.dtype))
         self.register_buffer("dense", linear.weight.detach())  # shared with a tied embedding, not copied
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach())
 
+    def _product(self, flat: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features)
-        if flat.shape[0] > MAX_ROWS:
+        if flat.shape[0] > self.KERNEL_ROWS:
             return F.linear(x, self.dense, self.bias)
-        out = torch.ops.aten._weight_int8pack_mm(flat.contiguous(), self.weight, self.scales.to(x.dtype))
+        out = self._product(flat.contiguous())
         if self.bias is not None:
             out = out + self.bias
         return out.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, int8 weights"
+        return f"in_features={self.in_features}, out_features={self.out_features}, {self.FORMAT} weights"
 
 
-class Int4Linear(nn.Module):
-    """``nn.Linear`` with 4-bit weights in groups of ``GROUP`` inputs for up to ``INT4_MAX_ROWS`` rows
-    (computed in the input's dtype), and the original weight for more."""
+class Int8Linear(WeightOnlyLinear):
+    """``nn.Linear`` with int8 weights and per-row scales for up to ``MAX_ROWS`` rows, and the original
+    weight for more."""
+
+    FORMAT, KERNEL_ROWS = "int8", MAX_ROWS
 
     def __init__(self, linear: nn.Linear):
-        super().__init__()
+        super().__init__(linear)
+        q, scale = int8_rows(linear.weight)
+        self.register_buffer("weight", q)  # (out, in): ``weight.shape`` reads like nn.Linear's
+        self.register_buffer("scales", scale.to(linear.weight.dtype))
+
+    def _product(self, flat: torch.Tensor) -> torch.Tensor:
+        return torch.ops.aten._weight_int8pack_mm(flat, self.weight, self.scales.to(flat.dtype))
+
+
+class Int4Linear(WeightOnlyLinear):
+    """``nn.Linear`` with 4-bit weights in groups of ``GROUP`` inputs for up to ``INT4_MAX_ROWS`` rows,
+    and the original weight for more."""
+
+    FORMAT, KERNEL_ROWS = "int4", INT4_MAX_ROWS
+
+    def __init__(self, linear: nn.Linear):
         if not int4_fits(linear):
             raise OptTreeError(f"an int4 layer needs outputs in multiples of {INT4_ROWS_MULTIPLE} and inputs in "
                                f"multiples of {GROUP}, got {linear.out_features} x {linear.in_features}")
-        self.in_features, self.out_features = linear.in_features, linear.out_features
+        super().__init__(linear)
         codes, scale, low = int4_groups(linear.weight)
         self.register_buffer("packed", torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1))
         # the kernel computes (code - 8) * scale + offset: offset = minimum + 8 * scale, as (K // GROUP, N, 2)
         pairs = torch.stack([scale, low + 8 * scale], dim=-1).transpose(0, 1).contiguous()
         self.register_buffer("scales_and_offsets", pairs.to(linear.weight.dtype))
-        self.register_buffer("dense", linear.weight.detach())
-        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach())
 
     @property
     def weight(self) -> torch.Tensor:
         return self.dense  # ``weight.shape`` and dtype read like nn.Linear's
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.reshape(-1, self.in_features)
-        if flat.shape[0] > INT4_MAX_ROWS:
-            return F.linear(x, self.dense, self.bias)
-        out = torch.ops.aten._weight_int4pack_mm_for_cpu(flat.contiguous(), self.packed, GROUP,
-                                                          self.scales_and_offsets.to(x.dtype))
-        if self.bias is not None:
-            out = out + self.bias
-        return out.reshape(*x.shape[:-1], self.out_features)
+    def _product(self, flat: torch.Tensor) -> torch.Tensor:
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.packed, GROUP,
+                                                          self.scales_and_offsets.to(flat.dtype))
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, int4 weights in groups of {GROUP}"
+        return f"{super().extra_repr()} in groups of {GROUP}"
 
 
-WEIGHT_ONLY = (Int8Linear, Int4Linear)
-
-
-def weight_only_linear(linear: nn.Linear, weights: str) -> Int8Linear | Int4Linear:
+def weight_only_linear(linear: nn.Linear, weights: str) -> WeightOnlyLinear:
     """``linear`` with ``weights``-bit weights (int4 where the kernel can pack it, int8 where not)."""
     return Int4Linear(linear) if weights == "int4" and int4_fits(linear) else Int8Linear(linear)
 
@@ -150,5 +160,5 @@ def quantize_linears(model: nn.Module, weights: str = "int8") -> int:
 
 def weight_format(model: nn.Module) -> str | None:
     """"int4" when ``model`` has ``Int4Linear`` layers, "int8" when it has ``Int8Linear`` ones only, else None."""
-    kinds = {type(m) for m in model.modules()}
-    return "int4" if Int4Linear in kinds else "int8" if Int8Linear in kinds else None
+    formats = {m.FORMAT for m in model.modules() if isinstance(m, WeightOnlyLinear)}
+    return "int4" if "int4" in formats else "int8" if "int8" in formats else None

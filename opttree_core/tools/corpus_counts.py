@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..draft_vocab import count_tokens, save_counts
-from ..errors import OptTreeError
+from ..errors import OptTreeError, report_errors
 from .datasets import DEFAULT_GSM8K, json_rows
 from .train.prompts import check_gsm8k
 
@@ -70,18 +70,18 @@ def main(argv=None) -> int:
     p.add_argument("--gsm8k", default=str(DEFAULT_GSM8K), help="GSM8K's train.jsonl")
     p.add_argument("--stdlib", default=sysconfig.get_paths()["stdlib"], help="a Python standard library directory")
     p.add_argument("--out", required=True)
-    args = p.parse_args(argv)
+    return 0 if report_errors(_count, p.parse_args(argv)) else 2
+
+
+def _count(args) -> bool:
     from ..models import load_model
-    try:
-        check_sources(args.gsm8k, Path(args.stdlib))
-        model = load_model(args.model)
-        counts, meta = corpus_counts(model.tokenizer, model.model.config.vocab_size, args.gsm8k, Path(args.stdlib))
-    except OptTreeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+
+    check_sources(args.gsm8k, Path(args.stdlib))
+    model = load_model(args.model)
+    counts, meta = corpus_counts(model.tokenizer, model.model.config.vocab_size, args.gsm8k, Path(args.stdlib))
     save_counts(Path(args.out), counts, {"tokenizer_of": args.model, **meta})
     print(f"{args.out}: {meta['tokens']:,} tokens counted, {int((counts > 0).sum()):,} distinct ({meta['sources']})")
-    return 0
+    return True
 
 
 if __name__ == "__main__":
