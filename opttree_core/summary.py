@@ -4,6 +4,8 @@ definitions of ``metrics.py``:
 
     method_summary(results)       one row per method (``records.SUMMARY_COLUMNS``): pooled MAL,
                                   tokens/s and speedup over AR at the same temperature
+    category_summary(results)     ``method_summary`` within each prompt category (speedups over AR on
+                                  that category's prompts)
     per_prompt_speedups(results)  each tree run's tokens/s over AR's on the same prompt and temperature
     pooled_intervals(rows, ar)    95 % bootstrap intervals over prompts of a method's pooled MAL and
                                   pooled speedup (a prompt's method and AR runs drawn together)
@@ -62,6 +64,16 @@ def method_summary(results: pd.DataFrame) -> pd.DataFrame:
     for column in ("draft_s", "verify_s", "build_s", "expected_acceptance"):
         frame[column] = frame[column].astype("float64")
     return frame
+
+
+def category_summary(results: pd.DataFrame) -> pd.DataFrame:
+    """``method_summary`` within each prompt category: one row per (category, method), pooled over that
+    category's prompts, speedups over AR on those prompts (``SUMMARY_COLUMNS`` and ``category``)."""
+    parts = [method_summary(rows).assign(category=category)
+             for category, rows in results.groupby("category", sort=True)]
+    if not parts:
+        return pd.DataFrame(columns=["category", *SUMMARY_COLUMNS])
+    return pd.concat(parts, ignore_index=True)[["category", *SUMMARY_COLUMNS]]
 
 
 def per_prompt_speedups(results: pd.DataFrame) -> pd.DataFrame:

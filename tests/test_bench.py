@@ -274,3 +274,31 @@ def test_bench_table_on_a_torn_results_file_is_one_line(full_run, tmp_path, caps
     err = capsys.readouterr().err
     assert err.startswith(f"error: {torn / 'results.parquet'} is not a readable results table (") and err.count("\n") == 1
     assert "rerun the bench command to rewrite it" in err
+
+
+def test_bench_table_by_category_takes_each_categorys_speedup_over_its_own_ar(full_run, tmp_path, capsys):
+    """Issue 25 asks speedups per category: a category's cell is its prompts' pooled tokens/s over AR's
+    on the same prompts, and 'all prompts' is the whole run's summary."""
+    import shutil
+
+    from opttree_core.summary import category_summary
+
+    run = tmp_path / "categories"
+    shutil.copytree(full_run.out_dir, run)
+    results = pd.read_parquet(run / "results.parquet")
+    first = min(results["prompt_id"].unique())
+    results["category"] = ["alpha" if p == first else "beta" for p in results["prompt_id"]]
+    results.to_parquet(run / "results.parquet", index=False)
+    table = category_summary(results)
+    assert set(table["category"]) == {"alpha", "beta"} and (table["n_prompts"] == 1).all()
+    for row in table.itertuples(index=False):
+        mine = results[(results["method"] == row.method) & (results["category"] == row.category)]
+        ar = results[(results["kind"] == "ar") & (results["category"] == row.category)]
+        assert row.speedup == pytest.approx(mine["tokens_per_s"].item() / ar["tokens_per_s"].item())
+    assert main(["bench-table", str(run), "--by-category"]) == 0
+    out = capsys.readouterr().out
+    tree = table[(table["category"] == "alpha") & (table["policy"] == "opt-tree")].iloc[0]
+    assert f"| alpha | 1 | {tree.speedup:.2f}× ({tree.mal:.2f}) |" in out
+    whole = summarize(run).set_index("method")
+    assert f"| all prompts | 2 | {whole.loc[tree.method, 'speedup']:.2f}× ({whole.loc[tree.method, 'mal']:.2f}) |" in out
+    assert "| category | prompts | opt-tree n=4 | chain n=4 | hf-assisted |" in out

@@ -9,9 +9,10 @@ Drafters are found in two tables, beside the policy registry (``policies/registr
               ``.safetensors`` written by ``opttree_core.train``), a published EAGLE-1/2 or EAGLE-3
               head (a directory with config.json and weights, or a hub id holding one), and last
               any model ``load_model`` takes (an independent draft LM with the target's tokenizer;
-              "NAME:int8" / "NAME:int4" loads it with int8 / int4 weight-only layers, ``weight_only.py``; "NAME:vocabK" or
-              "NAME:int8:vocabK" drafts from the K tokens an embedded model's shipped counts rank first,
-              ``draft_vocab.py``).
+              "NAME:int8" / "NAME:int4" loads it with int8 / int4 weight-only layers, ``weight_only.py``;
+              "NAME:layersK" keeps only its first K decoder layers (a weaker, cheaper draft); "NAME:vocabK"
+              or "NAME:int8:vocabK" drafts from the K tokens an embedded model's shipped counts rank first,
+              ``draft_vocab.py``; in that order: "NAME:int4:layers12:vocab32768").
 
 A new drafter kind is one factory and one line in ``NAMED`` (or a loader in ``LOADERS``).
 This module is imported on demand (not by ``drafters/__init__``): it reaches up to the loaders
@@ -35,6 +36,7 @@ from .draft_lm import DraftLMDrafter, self_drafter
 from .ngram import NGramDrafter
 
 VOCAB_SUFFIX = "vocab"  # "NAME:vocabK": a draft model drafting from a vocabulary of K tokens
+LAYERS_SUFFIX = "layers"  # "NAME:layersK": a draft model cut to its first K decoder layers
 Factory = Callable[[LoadedModel], Drafter]
 Loader = Callable[[str, LoadedModel, dict], "Drafter | None"]  # None: not this loader's kind of spec
 
@@ -80,12 +82,36 @@ def weight_suffix(spec: str) -> tuple[str, str | None]:
     return (base, suffix) if base and suffix in WEIGHT_FORMATS else (spec, None)
 
 
+def _count_suffix(spec: str, word: str) -> tuple[str, int | None]:
+    base, _, suffix = spec.rpartition(":")
+    size = suffix.removeprefix(word)
+    return (base, int(size)) if base and suffix.startswith(word) and size.isdigit() else (spec, None)
+
+
 def vocab_suffix(spec: str) -> tuple[str, int | None]:
     """A draft model's spec and its draft vocabulary: "qwen2.5-coder-0.5b:int8:vocab32768" →
     ("qwen2.5-coder-0.5b:int8", 32768)."""
-    base, _, suffix = spec.rpartition(":")
-    size = suffix.removeprefix(VOCAB_SUFFIX)
-    return (base, int(size)) if base and suffix.startswith(VOCAB_SUFFIX) and size.isdigit() else (spec, None)
+    return _count_suffix(spec, VOCAB_SUFFIX)
+
+
+def layers_suffix(spec: str) -> tuple[str, int | None]:
+    """A draft model's spec and how many decoder layers it keeps: "qwen2.5-coder-0.5b:int4:layers12" →
+    ("qwen2.5-coder-0.5b:int4", 12)."""
+    return _count_suffix(spec, LAYERS_SUFFIX)
+
+
+def keep_first_layers(model, layers: int, spec: str) -> None:
+    """Cut a decoder-only transformers model to its first ``layers`` decoder layers, in place (its
+    final norm and LM head stay): the same draft, weaker and cheaper. Out of range: one line."""
+    decoder = model.get_decoder()
+    total = len(decoder.layers)
+    if not 0 < layers <= total:
+        raise OptTreeError(f"draft '{spec}': it has {total} decoder layers, so ':{LAYERS_SUFFIX}K' takes K in 1..{total}, "
+                           f"not {layers}")
+    decoder.layers = type(decoder.layers)(list(decoder.layers)[:layers])
+    model.config.num_hidden_layers = layers
+    if getattr(model.config, "layer_types", None):
+        model.config.layer_types = list(model.config.layer_types)[:layers]
 
 
 def embedded_draft_vocab(name: str, size: int, vocab_size: int) -> DraftVocab | None:
@@ -111,6 +137,7 @@ def _draft_model(spec: str, target: LoadedModel, options: dict) -> Drafter:
     if size is not None and options.get("draft_vocab") not in (None, size):
         raise OptTreeError(f"draft '{spec}' names its vocabulary size and draft_vocab asks for "
                            f"{options['draft_vocab']}: give one")
+    spec_base, layers = layers_suffix(spec_base)
     base, weights = weight_suffix(spec_base)
     try:
         # a draft needs no exactness: stock kernels (invariant=False), or int8/int4 weights when asked for
@@ -120,6 +147,8 @@ def _draft_model(spec: str, target: LoadedModel, options: dict) -> Drafter:
             raise
         raise OptTreeError(f"unknown draft '{spec}': expected {', '.join(drafter_kinds())}") from e
     check_same_tokenizer(target, draft)
+    if layers is not None:
+        keep_first_layers(draft.model, layers, spec)
     size = options.get("draft_vocab") if size is None else size
     vocab = embedded_draft_vocab(base, size, draft.model.config.vocab_size) if size else None
     return DraftLMDrafter(draft.model, name=spec, vocab=vocab)
@@ -130,6 +159,7 @@ def drafter_kinds() -> list[str]:
     return [*NAMED, *shipped_names(), "a trained draft's .json", "a published EAGLE head (a directory or hub id)",
             "a draft model on the target's tokenizer (an embedded model, a directory or hub id; "
             f"':{'/'.join(WEIGHT_FORMATS)}' after it for weight-only {'/'.join(WEIGHT_FORMATS)} on a CPU, "
+            f"':{LAYERS_SUFFIX}K' to keep its first K decoder layers, "
             f"':{VOCAB_SUFFIX}K' last to draft from the K tokens its counts rank first)"]
 
 

@@ -86,6 +86,8 @@ def _add_bench(sub) -> None:
     add_ray_arguments(p, "run the prompts on Ray workers")
     t = sub.add_parser("bench-table", help="print a bench run's summary as a Markdown table")
     t.add_argument("run", help="a bench run folder")
+    t.add_argument("--by-category", action="store_true",
+                   help="speedup over AR and MAL per prompt category (Spec-Bench's, HumanEval's 'coding')")
 
 
 def add_ray_arguments(p, what: str) -> None:
@@ -186,8 +188,10 @@ def run_bench_command(args) -> str:
 
 
 def run_bench_table(args) -> str:
-    from .bench import markdown_table, published_of, summarize
+    from .bench import category_markdown, markdown_table, published_of, read_results, summarize
 
+    if args.by_category:
+        return category_markdown(read_results(args.run))
     return markdown_table(summarize(args.run), published_of(args.run))
 
 

@@ -10,7 +10,8 @@ import pandas as pd
 
 from ...atomic import write_atomic
 from ...errors import OptTreeError
-from ...summary import method_summary
+from ...records import AR_KIND
+from ...summary import category_summary, method_summary
 
 
 def write_summary(run_dir: Path, results: pd.DataFrame) -> pd.DataFrame:
@@ -23,6 +24,11 @@ def write_summary(run_dir: Path, results: pd.DataFrame) -> pd.DataFrame:
 
 def summarize(run_dir: str | os.PathLike) -> pd.DataFrame:
     """The per-method summary of a run folder, recomputed from its results.parquet."""
+    return method_summary(read_results(run_dir))
+
+
+def read_results(run_dir: str | os.PathLike) -> pd.DataFrame:
+    """A run folder's results.parquet; missing or unreadable: one line."""
     path = Path(run_dir) / "results.parquet"
     if not path.is_file():
         raise OptTreeError(f"{run_dir} is not a bench run: it has no results.parquet")
@@ -31,7 +37,7 @@ def summarize(run_dir: str | os.PathLike) -> pd.DataFrame:
     except Exception as e:  # pyarrow raises several types for a torn or foreign file
         raise OptTreeError(f"{path} is not a readable results table ({type(e).__name__}: {e}); "
                            "rerun the bench command to rewrite it") from e
-    return method_summary(results)
+    return results
 
 
 def published_of(run_dir: str | os.PathLike) -> tuple[dict, ...]:
@@ -79,3 +85,33 @@ def markdown_table(summary: pd.DataFrame, published=()) -> str:
                 for r in at_t[at_t["kind"] != "tree"].itertuples()]
         out.append("")
     return "\n".join(out + published_table(summary, published))
+
+
+def _column_label(row, one_drafter: bool) -> str:
+    """A method's short name in a by-category table: "opt-tree n=8", "hf-assisted" (the drafter too
+    when the run has several)."""
+    if row.kind == AR_KIND:
+        return "AR"
+    name = f"{row.policy} n={int(row.budget)}" if row.kind == "tree" else str(row.kind)
+    return name if one_drafter or pd.isna(row.drafter) else f"{name} {row.drafter}"
+
+
+def category_markdown(results: pd.DataFrame) -> str:
+    """Per temperature: a row per prompt category (and one for all prompts), a column per method other
+    than AR, cells "speedup over AR on that category's prompts (MAL)"."""
+    table = pd.concat([category_summary(results), method_summary(results).assign(category="all prompts")],
+                      ignore_index=True)
+    one_drafter = table.loc[table["kind"] != AR_KIND, "drafter"].dropna().nunique() <= 1
+    table["column"] = [_column_label(r, one_drafter) for r in table.itertuples(index=False)]
+    out = []
+    for t, at_t in table.groupby("temperature", sort=True):
+        columns = list(dict.fromkeys(at_t.loc[at_t["kind"] != AR_KIND, "column"]))
+        out += [f"### T = {t:g} (cells: speedup over AR on the category's prompts, MAL in brackets)", "",
+                "| category | prompts | " + " | ".join(columns) + " |",
+                "| --- | ---: | " + " | ".join("---:" for _ in columns) + " |"]
+        for category, rows in at_t.groupby("category", sort=False):
+            cells = {r.column: f"{r.speedup:.2f}× ({r.mal:.2f})" for r in rows.itertuples(index=False)}
+            prompts = int(rows["n_prompts"].max())
+            out.append(f"| {category} | {prompts} | " + " | ".join(cells.get(c, "–") for c in columns) + " |")
+        out.append("")
+    return "\n".join(out)
