@@ -24,7 +24,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
-from .errors import OptTreeError
+from .errors import OptTreeError, json_object
 
 CONFIG = "config.json"
 WEIGHT_NAMES = ("model.safetensors", "pytorch_model.bin")
@@ -98,12 +98,10 @@ def check_finite(state: dict[str, torch.Tensor], path) -> dict[str, torch.Tensor
 
 def _read_config(path: Path) -> dict:
     try:
-        config = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise OptTreeError(f"{path}: not valid JSON: {e}") from e
-    if not isinstance(config, dict):
-        raise OptTreeError(f"{path}: must hold a JSON object, not a {type(config).__name__}")
-    return config
+        text = path.read_text()
+    except OSError as e:
+        raise OptTreeError(f"{path} is not readable: {e}") from e
+    return json_object(text, path)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
 """The one exception type users see: a one-line message that names the problem."""
+import json
 import sys
 
 INTERRUPTED = 130  # the exit status of a command stopped by Ctrl-C (128 + SIGINT), as shells report it
@@ -9,6 +10,18 @@ class OptTreeError(ValueError):
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))
+
+
+def json_object(text, where) -> dict:
+    """``text`` (str or bytes) parsed as a JSON object; not JSON, or JSON that is not an object, is a
+    one-line OptTreeError naming ``where`` (a file, or "draft manifest FILE")."""
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise OptTreeError(f"{where} is not valid JSON: {e}") from e
+    if not isinstance(value, dict):
+        raise OptTreeError(f"{where} must hold a JSON object, not a {type(value).__name__}")
+    return value
 
 
 def report_errors(run, *args, resumable: bool = False):

@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from .atomic import open_files, replace_dir
-from .errors import OptTreeError
+from .errors import OptTreeError, json_object
 
 LOG_FILES = ("nodes.parquet", "steps.parquet", "meta.json")
 # name → numpy dtype. With a tokenizer, the text of every token is stored too (TEXT_COLUMNS), so a
@@ -132,15 +132,29 @@ def read_log(path: str | os.PathLike) -> LogData:
             nodes, steps = pd.read_parquet(files["nodes.parquet"]), pd.read_parquet(files["steps.parquet"])
         except Exception as e:  # pyarrow raises several types for a torn or foreign file
             raise OptTreeError(f"{path} is not a readable tree log: {type(e).__name__}: {e}") from e
-        try:
-            meta = json.loads(files["meta.json"].read())
-        except (OSError, ValueError) as e:
-            raise OptTreeError(f"{path / 'meta.json'} is not valid JSON: {e}") from e
-    if not isinstance(meta, dict):
-        raise OptTreeError(f"{path / 'meta.json'} must hold a JSON object, not a {type(meta).__name__}")
+        meta = _parse_meta(files["meta.json"], path / "meta.json")
     _check_columns(nodes, NODE_COLUMNS, (), path / "nodes.parquet")
     _check_columns(steps, STEP_COLUMNS, OPTIONAL_STEP_COLUMNS, path / "steps.parquet")
     return LogData(nodes=nodes, steps=steps, meta=meta)
+
+
+def _parse_meta(file, where: Path) -> dict:
+    try:
+        text = file.read()
+    except OSError as e:
+        raise OptTreeError(f"{where} is not readable: {e}") from e
+    return json_object(text, where)
+
+
+def read_log_meta(path: str | os.PathLike) -> dict:
+    """A tree log's meta.json alone (its models, dtype, policy, prompt, ...), without reading its
+    node and step tables; a missing or bad file is a one-line OptTreeError."""
+    where = Path(path) / "meta.json"
+    try:
+        with open(where, "rb") as file:
+            return _parse_meta(file, where)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as e:
+        raise OptTreeError(f"{path} is not a tree log: missing meta.json") from e
 
 
 def _not_a_log(path: Path) -> str | None:

@@ -21,7 +21,7 @@ from .drafters.draft_lm import DraftLMDrafter, build_draft_lm
 from .draft_vocab import DraftVocab, load_counts
 from .drafters.eagle import EagleDrafter, EagleHead
 from .eagle_files import check_finite
-from .errors import OptTreeError
+from .errors import OptTreeError, json_object
 from .models import LoadedModel, file_sha256
 from .skinny import use_skinny_matmul, uses_skinny_matmul
 
@@ -76,11 +76,10 @@ def read_manifest(manifest: Path) -> dict:
     """A draft manifest's record; unreadable, not a JSON object, or a key missing or of the wrong
     type is a one-line OptTreeError naming the file and the key."""
     try:
-        record = json.loads(manifest.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise OptTreeError(f"draft manifest {manifest} is not valid JSON: {e}") from e
-    if not isinstance(record, dict):
-        raise OptTreeError(f"draft manifest {manifest} must hold a JSON object, not a {type(record).__name__}")
+        text = manifest.read_text(encoding="utf-8")
+    except (OSError, ValueError) as e:  # ValueError: not UTF-8
+        raise OptTreeError(f"draft manifest {manifest} is not readable: {e}") from e
+    record = json_object(text, f"draft manifest {manifest}")
     for key, kind in MANIFEST_KEYS.items():
         if not isinstance(record.get(key), kind):
             problem = "lacks the key" if key not in record else f"has a {type(record[key]).__name__} under"

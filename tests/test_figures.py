@@ -14,6 +14,7 @@ from conftest import make_tiny_run, text_boxes
 
 from figures.make_figures import (
     EXPECTED_FILES,
+    MAX_PNG_BYTES,
     OPEN_QUESTION_PREFIX,
     make_figures,
     shootout_markdown,
@@ -75,18 +76,26 @@ def test_shootout_numbers_recompute_from_results(tiny_run, written):
 
 
 def test_heatmap_counts_sum_to_the_steps_of_each_panel(tiny_run):
+    """The run sweeps OPT-Tree's budget (4, 12, 24): a panel per drafter · policy · budget, in budget
+    order (n=4 before n=12), never one panel pooling three configurations."""
     run = load_run(tiny_run)
     fig, table = ea_heatmaps(run)
     steps = {}
-    for row in run.tree_rows().itertuples(index=False):
-        key = f"{row.drafter} · {row.policy}"
+    for row in run.tree_rows().sort_values(["drafter", "policy", "budget"]).itertuples(index=False):
+        key = f"{row.drafter} · {row.policy} · n={row.budget}"
         steps[key] = steps.get(key, 0) + len(run.log(row.log_dir).steps)
     assert table.groupby("group")["steps"].sum().to_dict() == steps
     panels = [ax for ax in fig.axes if ax.images]
-    assert len(panels) == len(steps) == 4
-    for ax, group in zip(panels, sorted(steps)):
+    assert len(panels) == len(steps) == 8
+    for ax, group in zip(panels, steps):
         assert ax.images[0].get_array().sum() == steps[group]  # the pixels' counts, not just the table
         assert ax.get_title().startswith(group) and "r = " in ax.get_title()
+
+
+def test_a_run_at_one_budget_per_policy_has_a_panel_per_drafter_and_policy(tmp_path):
+    run = load_run(make_tiny_run(tmp_path / "one", AR_SECONDS, logs="tiny-*-opt-tree-12"))
+    _, table = ea_heatmaps(run)
+    assert sorted(table["group"].unique()) == ["tiny-close · opt-tree", "tiny-noisy · opt-tree"]
 
 
 def test_budget_curves_plot_mean_mal_per_budget(tiny_run):
@@ -184,18 +193,21 @@ def test_command_runs_without_model_code_and_repeats_its_bytes(tiny_run, written
 
 
 DATA = ROOT / "figures" / "data"
-RUNS = sorted(p for p in DATA.iterdir() if (p / "results.parquet").is_file()) if DATA.is_dir() else []
+# A hidden folder (``.NAME.new``) is a run still in progress, resumed in sittings: make_figures skips it.
+RUNS = sorted(p for p in DATA.iterdir() if not p.name.startswith(".") and (p / "results.parquet").is_file()
+              ) if DATA.is_dir() else []
 
 
 @pytest.mark.parametrize("run_dir", RUNS, ids=lambda p: p.name)
 def test_each_committed_run_matches_its_summary(run_dir):
-    """A committed run's shoot-out = the run's own summary; greedy tree decoding reproduced AR's tokens."""
+    """A committed run's shoot-out = the run's own summary; greedy tree decoding reproduced AR's tokens
+    (HF assisted generation is a peer, verified by transformers' own forward: not held to it)."""
     run = load_run(run_dir)
     table = shootout_table(run.results).set_index("method")
     summary = pd.read_parquet(run_dir / "summary.parquet").set_index("method")
     for column in ("mal", "tokens_per_s", "speedup"):
         np.testing.assert_allclose(table.loc[summary.index, column], summary[column], rtol=1e-6)
-    assert table["matches_ar"].dropna().all()
+    assert table.loc[table["kind"] == "tree", "matches_ar"].dropna().all()
 
 
 @pytest.mark.skipif(not RUNS, reason="figures/data holds no runs in this checkout")
@@ -209,7 +221,7 @@ def test_the_committed_gallery_is_what_make_figures_draws_from_the_committed_run
     for name in drawn:
         assert (tmp_path / name).read_bytes() == (gallery / name).read_bytes(), f"figures/out/{name} is stale"
         if name.suffix == ".png":
-            assert (gallery / name).stat().st_size <= 200_000, f"{name} is too big for the gallery"
+            assert (gallery / name).stat().st_size <= MAX_PNG_BYTES, f"{name} is too big for the gallery"
 
 
 @pytest.mark.parametrize("run_dir", [p for p in RUNS if not p.name.startswith(OPEN_QUESTION_PREFIX)], ids=lambda p: p.name)

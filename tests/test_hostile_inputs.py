@@ -19,7 +19,7 @@ from opttree_core import embedded, models
 from opttree_core.api import encode_prompt
 from opttree_core.errors import OptTreeError
 from opttree_core.models import load_model, tiny_llama_config, tiny_tokenizer
-from opttree_core.records import read_log, write_log
+from opttree_core.records import read_log, read_log_meta, write_log
 from opttree_core.tools import cli
 from opttree_core.tools.cli import main
 from opttree_core.treelog import TreeLog
@@ -83,6 +83,16 @@ def test_saving_over_something_else_is_refused_through_the_api_too(tmp_path):
     write_log(tmp_path / "empty", data)  # an empty directory and an earlier log are replaced
     write_log(tmp_path / "empty", small_log(2))
     assert read_log(tmp_path / "empty").meta["marker"] == 2
+
+
+def test_a_logs_meta_alone_reads_as_in_the_whole_log_and_a_bad_one_is_one_line(tmp_path):
+    write_log(tmp_path / "log", small_log(7))
+    assert read_log_meta(tmp_path / "log") == read_log(tmp_path / "log").meta
+    with pytest.raises(OptTreeError, match="is not a tree log: missing meta.json"):
+        read_log_meta(tmp_path / "nowhere")
+    (tmp_path / "log" / "meta.json").write_text("[1, 2]")
+    with pytest.raises(OptTreeError, match="must hold a JSON object, not a list"):
+        read_log_meta(tmp_path / "log")
 
 
 @pytest.mark.parametrize("where", ["parent-is-a-file", "read-only", "cwd"])

@@ -24,7 +24,7 @@ from .mpl_tree import tree_figure_mpl
 from .paper import ea_heatmap_mpl
 from opttree_core.summary import per_prompt_speedups
 
-from .runs import AR_KIND, BenchRun, multi_temperature, panel_name, step_frame
+from .runs import AR_KIND, BenchRun, multi_temperature, panel_name, panels, step_frame
 from .static import PAGE_WIDTH_IN, new_figure, paper_style
 
 CASE_MAX_BUDGET = 32  # the default case study's largest tree: a bigger one is unreadable as one picture
@@ -68,13 +68,20 @@ def run_dtype(run: BenchRun) -> str | None:
     rows = run.tree_rows()
     if rows.empty:
         return None
-    logged = run.log(rows["log_dir"].iloc[0]).meta.get("dtype")
+    logged = run.log_meta(rows["log_dir"].iloc[0]).get("dtype")
     return str(logged) if logged else None
 
 
 def caption_chars(fig) -> int:
     """How many characters of an 8-point caption fit across ``fig``."""
     return int(fig.get_figwidth() * CAPTION_CHARS_PER_INCH)
+
+
+def figure_title(fig, run: BenchRun, *heading: str) -> str:
+    """A figure's title: its heading (parts joined by spaces, broken between them where a line would
+    not fit across ``fig``), then ``data_caption``."""
+    width = caption_chars(fig)
+    return f"{_join_lines(list(heading), ' ', width)}\n{data_caption(run, width)}"
 
 
 def _join_lines(parts: list[str], separator: str, max_chars: int | None) -> str:
@@ -92,11 +99,11 @@ def ea_heatmaps(run: BenchRun):
     """Fig. 4: steps per (rounded E(A), A), one panel per drafter · policy, Pearson r and Spearman ρ
     (on the unrounded E(A)) in each title. Table: group, a, ea_bin, steps (zeros left out)."""
     frame = step_frame(run)
-    groups = sorted(frame["group"].unique())
+    groups = panels(frame)
     fig = ea_heatmap_mpl(frame, groups)
     with paper_style():
-        fig.suptitle(f"Acceptance length A against expected acceptance E(A), per step (n = steps per panel)\n"
-                     f"{data_caption(run, caption_chars(fig))}", fontsize=8)
+        fig.suptitle(figure_title(fig, run, "Acceptance length A against expected acceptance E(A), per step",
+                                  "(n = steps per panel)"), fontsize=8)
     parts = []
     for group in groups:
         counts = ea_a_counts(frame[frame["group"] == group]).stack().rename("steps").reset_index()
@@ -105,14 +112,15 @@ def ea_heatmaps(run: BenchRun):
     return fig, table
 
 
-def correlation_table(run: BenchRun) -> pd.DataFrame:
+def correlation_table(run: BenchRun, n_boot: int = 1000) -> pd.DataFrame:
     """Per panel of Fig. 4: the per-step Pearson r and Spearman ρ of E(A) with A, the Pearson r of the
     E(A) bins' mean A (``analysis.binned_correlation``), each with a 95 % bootstrap interval over
     prompts (``analysis.correlation_intervals``); n = steps, prompts, mean E(A) and mean A."""
     frame = step_frame(run)
     rows = []
-    for group, part in frame.groupby("group", sort=True):
-        rows.append({"group": group, **correlation_intervals(part), "n": len(part),
+    for group in panels(frame):
+        part = frame[frame["group"] == group]
+        rows.append({"group": group, **correlation_intervals(part, n_boot=n_boot), "n": len(part),
                      "prompts": part["prompt_id"].nunique(), "mean_ea": float(part["ea"].mean()),
                      "mean_a": float(part["a"].mean())})
     return pd.DataFrame(rows)
@@ -190,8 +198,8 @@ def budget_curves(run: BenchRun):
             for ax in axes[row]:
                 ax.set_ylim(bottom=AXIS_FLOOR[value])  # after every panel is drawn: the top spans them all
         axes[1, -1].legend(frameon=False, fontsize=6.5, loc="upper left", bbox_to_anchor=(1.02, 1.0))
-        fig.suptitle("Mean acceptance length and throughput against the node budget "
-                     f"(mean ± sd over {_prompts(tree)})\n{data_caption(run, caption_chars(fig))}", fontsize=8)
+        fig.suptitle(figure_title(fig, run, "Mean acceptance length and throughput against the node budget",
+                                  f"(mean ± sd over {_prompts(tree)})"), fontsize=8)
     return fig, table
 
 
@@ -225,9 +233,9 @@ def speedup_bars(run: BenchRun):
         axes[0, 0].set_ylabel("speedup over AR (mean ± sd)")
         axes[0, -1].legend(frameon=False, fontsize=6.5, loc="upper left", bbox_to_anchor=(1.02, 1.0))
         prompts = sorted(set(table["count"].astype(int)))
-        fig.suptitle(f"Speedup over autoregressive decoding on the same prompt (mean ± sd over "
-                     f"n = {prompts[0] if len(prompts) == 1 else f'{prompts[0]}–{prompts[-1]}'} prompts)\n"
-                     f"{data_caption(run, caption_chars(fig))}", fontsize=8)
+        count = prompts[0] if len(prompts) == 1 else f"{prompts[0]}–{prompts[-1]}"
+        fig.suptitle(figure_title(fig, run, "Speedup over autoregressive decoding on the same prompt",
+                                  f"(mean ± sd over n = {count} prompts)"), fontsize=8)
     return fig, table
 
 

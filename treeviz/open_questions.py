@@ -65,7 +65,7 @@ def strength_table(runs: list[BenchRun], n_boot: int = 1000) -> pd.DataFrame:
     steps, hits, budgets = {}, {}, {}
     for run, row in _tree_runs(runs):
         data = run.log(row.log_dir)
-        label = draft_label(row.drafter, _log_vocab(data.meta))
+        label = (run.target, draft_label(row.drafter, _log_vocab(data.meta)))
         part = ea_a_frame({row.log_dir: data})[["step", "ea", "a", "ea_bin"]].assign(prompt_id=row.prompt_id)
         steps.setdefault(label, []).append(part)
         hits.setdefault(label, []).append(first_token_hits(data.nodes))
@@ -74,13 +74,25 @@ def strength_table(runs: list[BenchRun], n_boot: int = 1000) -> pd.DataFrame:
     for label in sorted(steps):
         frame = pd.concat(steps[label], ignore_index=True)
         agree = pd.concat(hits[label], ignore_index=True)
-        rows.append({"draft": label, "budget": _span(budgets[label]), "steps": len(frame),
+        rows.append({"target": label[0], "draft": label[1], "budget": _span(budgets[label]), "steps": len(frame),
                      "prompts": frame["prompt_id"].nunique(),
                      "first_token_agreement": float(agree.mean()), "mal": float(frame["a"].mean()),
                      "mean_ea": float(frame["ea"].mean()), **correlation_intervals(frame, n_boot=n_boot)})
     if not rows:
         raise ValueError("no tree runs with logs for the draft-strength question")
     return pd.DataFrame(rows).sort_values("first_token_agreement", kind="stable").reset_index(drop=True)
+
+
+def _targets(table: pd.DataFrame) -> str:
+    """"target smollm2-135m", or "targets a, b" when a table mixes them (for a figure's title)."""
+    names = sorted(set(table["target"]))
+    return ("target " if len(names) == 1 else "targets ") + ", ".join(names)
+
+
+def series_label(row, table: pd.DataFrame, draft_column: str = "draft") -> str:
+    """A draft's name in a figure; with its target in brackets when the table mixes targets."""
+    draft = getattr(row, draft_column)
+    return draft if table["target"].nunique() == 1 else f"{draft} ({row.target})"
 
 
 def _span(values) -> str:
@@ -111,7 +123,7 @@ def strength_figure(table: pd.DataFrame):
         ax.legend(frameon=False, fontsize=6, loc="lower right")
         prompts = sorted(set(table["prompts"].astype(int)))
         budgets = sorted(set(table["budget"]))
-        ax.set_title(f"E(A)–A correlation against draft strength\nOPT-Tree n = {', '.join(budgets)} · greedy · "
+        ax.set_title(f"E(A)–A correlation against draft strength · {_targets(table)}\nOPT-Tree n = {', '.join(budgets)} · greedy · "
                      f"{prompts[-1]} prompts · {int(table['steps'].min())}–{int(table['steps'].max())} steps per draft",
                      fontsize=7)
     return fig, table
@@ -123,7 +135,7 @@ def _label_points(ax, table: pd.DataFrame) -> None:
     order = table.sort_values("pearson", kind="stable")
     heights = np.linspace(0.22, 0.8, len(order)) if len(order) > 1 else np.array([0.4])
     for height, row in zip(heights, order.itertuples(index=False)):
-        ax.annotate(row.draft, (row.first_token_agreement, row.pearson), xytext=(0.6, height), fontsize=5.5,
+        ax.annotate(series_label(row, table), (row.first_token_agreement, row.pearson), xytext=(0.6, height), fontsize=5.5,
                     color="#333", va="center", arrowprops={"arrowstyle": "-", "color": "#bbb", "lw": 0.5})
 
 
@@ -175,7 +187,8 @@ def delta_table(runs: list[BenchRun], profile: SimulatedProfile = SimulatedProfi
         if row.policy not in ("opt-tree", AUTO):
             continue
         data = run.log(row.log_dir)
-        rows.append({"run": run.name, "drafter": row.drafter, "policy": row.policy, "budget": int(row.budget),
+        rows.append({"run": run.name, "target": run.target, "drafter": row.drafter, "policy": row.policy,
+                     "budget": int(row.budget),
                      "delta": _threshold(run, row.policy),
                      "prompt_id": row.prompt_id, "new_tokens": row.new_tokens, "steps": row.steps,
                      "seconds": row.seconds, "sim_time": row.new_tokens / simulated_speedup(data.nodes, data.steps,
@@ -191,14 +204,14 @@ def delta_table(runs: list[BenchRun], profile: SimulatedProfile = SimulatedProfi
         results = run.results
         mine = results[(results["drafter"] == drafter) & (results["policy"] == policy)]
         ar = results[(results["kind"] == AR_KIND) & (results["temperature"] == mine["temperature"].iloc[0])]
-        out.append({"drafter": drafter, "policy": policy, "budget": part["budget"].iloc[0],
+        out.append({"target": run.target, "drafter": drafter, "policy": policy, "budget": part["budget"].iloc[0],
                     "delta": part["delta"].iloc[0], "prompts": len(part),
                     "mal": pooled_mal(part["new_tokens"].sum(), part["steps"].sum()),
                     "speedup": speedup_over_ar(mine, ar),
                     "sim_speedup": _simulated(part, policy), "nodes": part["nodes"].mean(),
                     "depth": part["depth"].mean(), "layer_gain": part["layer_gain"].median(), "run": name})
     table = pd.DataFrame(out)
-    return table.sort_values(["drafter", "policy", "delta"], kind="stable").reset_index(drop=True)
+    return table.sort_values(["target", "drafter", "policy", "delta"], kind="stable").reset_index(drop=True)
 
 
 def _simulated(part: pd.DataFrame, policy: str) -> float:
@@ -208,12 +221,13 @@ def _simulated(part: pd.DataFrame, policy: str) -> float:
 
 
 def best_deltas(table: pd.DataFrame) -> pd.DataFrame:
-    """Per drafter: the δ with the best measured and the best simulated speedup, and auto's beside them."""
+    """Per target and drafter: the δ with the best measured and the best simulated speedup, and auto's
+    beside them."""
     rows = []
-    for drafter, part in table.groupby("drafter", sort=True):
+    for (target, drafter), part in table.groupby(["target", "drafter"], sort=True):
         fixed, auto = part[part["policy"] == "opt-tree"], part[part["policy"] == AUTO]
         best, best_sim = fixed.loc[fixed["speedup"].idxmax()], fixed.loc[fixed["sim_speedup"].idxmax()]
-        rows.append({"drafter": drafter, "best_delta_here": best["delta"], "speedup_here": best["speedup"],
+        rows.append({"target": target, "drafter": drafter, "best_delta_here": best["delta"], "speedup_here": best["speedup"],
                      "best_delta_simulated": best_sim["delta"], "sim_speedup": best_sim["sim_speedup"],
                      "auto_speedup_here": auto["speedup"].iloc[0] if len(auto) else float("nan"),
                      "auto_implied_delta": auto["layer_gain"].iloc[0] if len(auto) else float("nan")})
@@ -223,27 +237,28 @@ def best_deltas(table: pd.DataFrame) -> pd.DataFrame:
 def delta_figure(table: pd.DataFrame, profile: SimulatedProfile = SimulatedProfile()):
     """Speedup against δ per drafter: measured on this machine (left) and under ``profile`` (right);
     opt-tree-auto's measured speedup as a dashed line at its implied δ."""
-    fixed = table[table["policy"] == "opt-tree"]
-    colours = style.policy_colours(table["drafter"].unique())
+    labelled = table.assign(series=[series_label(row, table, "drafter") for row in table.itertuples(index=False)])
+    fixed = labelled[labelled["policy"] == "opt-tree"]
+    colours = style.policy_colours(labelled["series"].unique())
     fig, axes = new_figure(PAGE_WIDTH_IN * 0.8, 2.5, ncols=2, sharex=True)
     with paper_style():
         for ax, column, title in ((axes[0, 0], "speedup", "measured on this CPU\n(AR interleaved in the same run)"),
                                   (axes[0, 1], "sim_speedup", profile.name)):
-            for drafter, line in fixed.groupby("drafter", sort=True):
+            for series, line in fixed.groupby("series", sort=True):
                 line = line.sort_values("delta")
-                ax.plot(line["delta"], line[column], marker="o", ms=3, lw=1.2, color=colours[drafter], label=drafter)
+                ax.plot(line["delta"], line[column], marker="o", ms=3, lw=1.2, color=colours[series], label=series)
             if column == "speedup":
-                for row in table[table["policy"] == AUTO].itertuples(index=False):
-                    ax.axhline(row.speedup, color=colours[row.drafter], lw=0.8, ls="--")
-                    ax.plot([row.layer_gain], [row.speedup], marker="x", ms=5, color=colours[row.drafter])
+                for row in labelled[labelled["policy"] == AUTO].itertuples(index=False):
+                    ax.axhline(row.speedup, color=colours[row.series], lw=0.8, ls="--")
+                    ax.plot([row.layer_gain], [row.speedup], marker="x", ms=5, color=colours[row.series])
             ax.axhline(1.0, color="#555", lw=0.8, ls=":")
             ax.set_xlabel("threshold δ")
             ax.set_title(title, fontsize=6.5)
         axes[0, 0].set_ylabel("speedup over AR")
         axes[0, 1].legend(frameon=False, fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0))
         prompts = int(fixed["prompts"].max())
-        fig.suptitle(f"Best δ by draft and cost profile: OPT-Tree n = {_span(fixed['budget'])} · greedy · {prompts} "
-                     "prompts\n(dashed line and ×: opt-tree-auto, at its implied δ)", fontsize=7)
+        fig.suptitle(f"Best δ by draft and cost profile: {_targets(table)} · OPT-Tree n = {_span(fixed['budget'])} · "
+                     f"greedy · {prompts} prompts\n(dashed line and ×: opt-tree-auto, at its implied δ)", fontsize=7)
     return fig, table
 
 
@@ -259,24 +274,25 @@ def large_budget_table(runs: list[BenchRun], policy: str = "opt-tree") -> pd.Dat
         ar = results[results["kind"] == AR_KIND]
         tree = results[(results["kind"] == "tree") & (results["policy"] == policy)]
         for (drafter, budget), part in tree.groupby(["drafter", "budget"], sort=True):
-            rows.append({"drafter": drafter, "budget": int(budget), "delta": _threshold(run, policy),
+            rows.append({"target": run.target, "drafter": drafter, "budget": int(budget), "delta": _threshold(run, policy),
                          "prompts": part["prompt_id"].nunique(),
                          "mal": pooled_mal(part["new_tokens"].sum(), part["steps"].sum()),
                          "tokens_per_s": tokens_per_second(part["new_tokens"].sum(), part["seconds"].sum()),
                          "speedup": speedup_over_ar(part, ar), "run": run.name})
-    table = pd.DataFrame(rows).sort_values(["drafter", "budget", "run"], kind="stable")
-    return table.drop_duplicates(["drafter", "budget"]).reset_index(drop=True)
+    table = pd.DataFrame(rows).sort_values(["target", "drafter", "budget", "run"], kind="stable")
+    return table.drop_duplicates(["target", "drafter", "budget"]).reset_index(drop=True)
 
 
 def large_budget_figure(table: pd.DataFrame):
     """MAL against the node budget (log₂ axis) up to the largest budget run, a line per drafter."""
-    colours = style.policy_colours(table["drafter"].unique())
+    labelled = table.assign(series=[series_label(row, table, "drafter") for row in table.itertuples(index=False)])
+    colours = style.policy_colours(labelled["series"].unique())
     fig, axes = new_figure(COLUMN_WIDTH_IN + 1.2, 2.4)
     ax = axes[0, 0]
     with paper_style():
-        for drafter, line in table.groupby("drafter", sort=True):
+        for series, line in labelled.groupby("series", sort=True):
             line = line.sort_values("budget")
-            ax.plot(line["budget"], line["mal"], marker="o", ms=3, lw=1.2, color=colours[drafter], label=drafter)
+            ax.plot(line["budget"], line["mal"], marker="o", ms=3, lw=1.2, color=colours[series], label=series)
         budgets = sorted(table["budget"].unique())
         ax.set_xscale("log", base=2)
         ax.xaxis.set_major_locator(FixedLocator(budgets))
@@ -286,6 +302,6 @@ def large_budget_figure(table: pd.DataFrame):
         ax.set_xlabel("node budget n (log₂ axis)")
         ax.set_ylabel("mean acceptance length")
         ax.legend(frameon=False, fontsize=6)
-        ax.set_title(f"Does MAL keep rising past 500 nodes?\nOPT-Tree · δ = {_span(table['delta'])} · greedy · "
+        ax.set_title(f"Does MAL keep rising past 500 nodes? {_targets(table)}\nOPT-Tree · δ = {_span(table['delta'])} · greedy · "
                      f"{int(table['prompts'].min())} prompts", fontsize=7)
     return fig, table

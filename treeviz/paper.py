@@ -36,6 +36,16 @@ def _heatmap_columns(groups: list[str]) -> int:
     return max(1, min(len(groups), 4 if max((len(g) for g in groups), default=0) <= 28 else 3))
 
 
+PANEL_TITLE_CHARS = 34  # a 2.3-inch panel's 7-point title line holds about this many characters
+
+
+def panel_title(group: str) -> str:
+    """A panel's name, broken after its drafter ("qwen2.5-coder-0.5b:int4\nopt-tree-auto · n=16")
+    when it is too long for one line of a panel's title."""
+    drafter, sep, rest = group.partition(" · ")
+    return f"{drafter}\n{rest}" if sep and len(group) > PANEL_TITLE_CHARS else group
+
+
 def ea_heatmap_mpl(logs_or_frame, groups: list[str] | None = None):
     """Fig. 4: steps per (E(A) rounded, A), a panel per draft/target group; in each title the per-step r
     and ρ, the r of the E(A) bins' mean A (``analysis.binned_correlation``) and n (steps). Every panel spans the same ranges, cells without a step are blank, and the dotted line
@@ -66,7 +76,7 @@ def ea_heatmap_mpl(logs_or_frame, groups: list[str] | None = None):
             ax.set_xlim(extent[:2])
             ax.set_ylim(extent[2:])
             r = correlation(part)
-            ax.set_title(f"{group}\nr = {r.pearson:.2f}, ρ = {r.spearman:.2f}\nbins r = {binned_correlation(part):.2f}"
+            ax.set_title(f"{panel_title(group)}\nr = {r.pearson:.2f}, ρ = {r.spearman:.2f}\nbins r = {binned_correlation(part):.2f}"
                          f" · n = {r.n} steps", fontsize=7)
             ax.set_xticks(list(counts.columns))
             ax.set_yticks(list(counts.index))

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from opttree_core.records import AR_KIND, RESULT_COLUMNS, LogData, read_log
+from opttree_core.records import AR_KIND, RESULT_COLUMNS, LogData, read_log, read_log_meta
 from opttree_core.summary import ar_rows, method_summary, pooled_intervals
 
 from .analysis import ea_a_frame
@@ -45,6 +45,11 @@ class BenchRun:
     def name(self) -> str:
         return self.path.name
 
+    @property
+    def target(self) -> str:
+        """The target model the run decoded with, as its config names it ("?" if it does not)."""
+        return str(self.config.get("config", {}).get("target") or "?")
+
     def tree_rows(self) -> pd.DataFrame:
         """Rows of tree-decoding methods that have a log, in results order."""
         rows = self.results[(self.results["kind"] == "tree") & self.results["log_dir"].notna()]
@@ -52,6 +57,10 @@ class BenchRun:
 
     def log(self, log_dir: str) -> LogData:
         return read_log_dir(self.path / log_dir)
+
+    def log_meta(self, log_dir: str) -> dict:
+        """One log's meta.json only (cheap: its node and step tables are not read)."""
+        return read_log_meta(self.path / log_dir)
 
 
 def is_run_dir(path: str | os.PathLike) -> bool:
@@ -122,12 +131,23 @@ def multi_temperature(results: pd.DataFrame) -> bool:
     return results["temperature"].nunique() > 1
 
 
-def panel_name(drafter, policy=None, temperature=None, with_temperature: bool = False) -> str:
-    """``drafter · policy`` (and ``· T=…`` when a run mixes temperatures): one figure panel."""
+def panel_name(drafter, policy=None, temperature=None, with_temperature: bool = False, budget=None) -> str:
+    """``drafter · policy`` (and ``· n=…`` when given a budget, ``· T=…`` when a run mixes
+    temperatures): one figure panel."""
     parts = [str(drafter)] + ([str(policy)] if policy is not None else [])
+    if budget is not None:
+        parts.append(f"n={int(budget)}")
     if with_temperature:
         parts.append(f"T={float(temperature):g}")
     return " · ".join(parts)
+
+
+def sweeps_budgets(rows: pd.DataFrame) -> bool:
+    """Whether some drafter · policy · temperature of ``rows`` ran at more than one node budget
+    (then a step-level figure needs a panel per budget: pooling them would mix configurations)."""
+    if rows.empty:
+        return False
+    return bool((rows.groupby(["drafter", "policy", "temperature"])["budget"].nunique() > 1).any())
 
 
 def _all_or_na(flags: pd.Series):
@@ -167,16 +187,26 @@ def shootout_table(results: pd.DataFrame) -> pd.DataFrame:
 
 def step_frame(run: BenchRun) -> pd.DataFrame:
     """Every step of every tree log: E(A), A and rounded E(A) (``treeviz.analysis.ea_a_frame``),
-    with the method, drafter, policy, budget, temperature, prompt and panel ``group``."""
+    with the method, drafter, policy, budget, temperature, prompt and panel ``group`` (a panel per
+    budget too when the run sweeps budgets: ``sweeps_budgets``)."""
     rows = run.tree_rows()
     with_t = multi_temperature(rows) if len(rows) else False
+    with_n = sweeps_budgets(rows)
     parts = []
     for row in rows.itertuples(index=False):
         part = ea_a_frame({row.log_dir: run.log(row.log_dir)})[["step", "ea", "a", "ea_bin"]]
         part = part.assign(method=row.method, drafter=row.drafter, policy=row.policy, budget=row.budget,
                            temperature=row.temperature, prompt_id=row.prompt_id,
-                           group=panel_name(row.drafter, row.policy, row.temperature, with_t))
+                           group=panel_name(row.drafter, row.policy, row.temperature, with_t,
+                                            row.budget if with_n else None))
         parts.append(part)
     if not parts:
         raise ValueError(f"{run.path} has no tree runs with logs")
     return pd.concat(parts, ignore_index=True)
+
+
+def panels(frame: pd.DataFrame) -> list[str]:
+    """``step_frame``'s panel groups in reading order: by drafter, policy, budget (as a number, so
+    n=4 comes before n=16) and temperature."""
+    ordered = frame.drop_duplicates("group").sort_values(["drafter", "policy", "budget", "temperature"], kind="stable")
+    return ordered["group"].tolist()
