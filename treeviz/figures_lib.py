@@ -24,7 +24,7 @@ from .mpl_tree import tree_figure_mpl
 from .paper import ea_heatmap_mpl
 from opttree_core.summary import per_prompt_speedups
 
-from .runs import AR_KIND, BenchRun, multi_temperature, panel_name, panels, step_frame
+from .runs import AR_KIND, BenchRun, multi_temperature, panel_name, panels
 from .static import PAGE_WIDTH_IN, new_figure, paper_style
 
 CASE_MAX_BUDGET = 32  # the default case study's largest tree: a bigger one is unreadable as one picture
@@ -98,7 +98,7 @@ def _join_lines(parts: list[str], separator: str, max_chars: int | None) -> str:
 def ea_heatmaps(run: BenchRun):
     """Fig. 4: steps per (rounded E(A), A), one panel per drafter · policy, Pearson r and Spearman ρ
     (on the unrounded E(A)) in each title. Table: group, a, ea_bin, steps (zeros left out)."""
-    frame = step_frame(run)
+    frame = run.steps
     groups = panels(frame)
     fig = ea_heatmap_mpl(frame, groups)
     with paper_style():
@@ -116,7 +116,7 @@ def correlation_table(run: BenchRun, n_boot: int = 1000) -> pd.DataFrame:
     """Per panel of Fig. 4: the per-step Pearson r and Spearman ρ of E(A) with A, the Pearson r of the
     E(A) bins' mean A (``analysis.binned_correlation``), each with a 95 % bootstrap interval over
     prompts (``analysis.correlation_intervals``); n = steps, prompts, mean E(A) and mean A."""
-    frame = step_frame(run)
+    frame = run.steps
     rows = []
     for group in panels(frame):
         part = frame[frame["group"] == group]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
@@ -61,6 +62,12 @@ class BenchRun:
     def log_meta(self, log_dir: str) -> dict:
         """One log's meta.json only (cheap: its node and step tables are not read)."""
         return read_log_meta(self.path / log_dir)
+
+    @cached_property
+    def steps(self) -> pd.DataFrame:
+        """``step_frame(self)``, read once per run: Fig. 4 and its correlation table both draw on it
+        (a grid's hundreds of tree logs are then read once). Shared: do not modify it."""
+        return step_frame(self)
 
 
 def is_run_dir(path: str | os.PathLike) -> bool:
