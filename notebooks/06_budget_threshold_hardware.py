@@ -32,7 +32,9 @@
 # closes the loop: it measures the target's verify time per tree size and the draft's time per
 # layer once per machine, then at every step keeps the
 # n* of the grown tree that maximises modelled tokens per second, (E_sub(T, n) + 1) / (t_verify +
-# t_draft), and stops drafting when another layer can't raise it.
+# t_draft). It drafts the next layer only below the frontier nodes whose expected children pay for
+# that layer's cost, and stops when none do: a child's expected p̂ is its parent's times the mean
+# draft probability of a child of that rank in the layer just drafted.
 
 # %% tags=["parameters"]
 from treeviz.teaching import fast_mode, in_words, offline_plotly, pick

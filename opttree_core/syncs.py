@@ -27,8 +27,8 @@ import torch
 
 STEP_READ = "verify.choose_greedy"  # the accepted path, its tokens and slots: one read per greedy step
 AR_READ = "decoding.generate_autoregressive"  # plain decoding's next token: one read per token
-OPT_TREE_READ = "opt-tree: a layer's E_sub and frontier"  # the δ rule (opt-tree, opt-tree-auto), per layer
-AUTO_READ = "opt-tree-auto: the cost model"  # p̂ into the numpy cost model, per layer and at the end
+OPT_TREE_READ = "opt-tree: a layer's E_sub and frontier"  # the δ rule (opt-tree), per layer
+AUTO_READ = "opt-tree-auto: the cost model"  # the layer and top-n p̂ into the numpy cost model, per layer and at the end
 DYNATREE_READ = "dynatree: breadths, expansion, history"  # per layer, and once after verification
 NGRAM_READ = "ngram: a layer's token paths"  # the lookup table lives on the host, per layer
 

@@ -9,7 +9,8 @@ from conftest import ScriptedDrafter, hf_greedy, perturbed_copy, random_prompt
 from opttree_core.decoding import DecodeConfig, generate, generate_autoregressive
 from opttree_core.drafters import DraftLMDrafter
 from opttree_core.errors import OptTreeError
-from opttree_core.policies.auto import AutoChoice, OptTreeAutoConfig, OptTreeAutoPolicy, Profile
+from opttree_core.policies.auto import (AutoChoice, CostRule, OptTreeAutoConfig, OptTreeAutoPolicy, Profile,
+                                        expected_child_q)
 from opttree_core.policies.registry import make_policy, policy_for_budget
 from opttree_core.profiling import cached_profile, calibrate, profile_hardware
 
@@ -30,11 +31,32 @@ def all_p_hat(drafter: ScriptedDrafter, depth: int) -> list[float]:
     return sorted(p_hat.values(), reverse=True)
 
 
-def build(profile: Profile, max_nodes: int, max_depth: int, salt: str = "a"):
-    drafter = ScriptedDrafter(vocab_size=4, sharpness=2.5, salt=salt)
+def build(profile: Profile, max_nodes: int, max_depth: int, salt: str = "a", sharpness: float = 2.5,
+          vocab_size: int = 4):
+    drafter = ScriptedDrafter(vocab_size=vocab_size, sharpness=sharpness, salt=salt)
     policy = OptTreeAutoPolicy(OptTreeAutoConfig(max_nodes=max_nodes, max_depth=max_depth), profile=profile)
     tree = policy.build(drafter, 0, 99, "cpu")
     return policy, tree, drafter
+
+
+class Grown:
+    """Records every tree CostRule grows (the whole tree, before ``keep`` cuts it) and each frontier width."""
+
+    def __init__(self, monkeypatch):
+        self.p_hat, self.widths = [], []
+        keep, frontier = CostRule.keep, CostRule.frontier
+
+        def recording_keep(rule, tree):
+            self.p_hat.append(sorted(tree.p_hat[1: tree.size].tolist(), reverse=True))
+            return keep(rule, tree)
+
+        def recording_frontier(rule, tree, layer):
+            chosen = frontier(rule, tree, layer)
+            self.widths.append(chosen.numel())
+            return chosen
+
+        monkeypatch.setattr(CostRule, "keep", recording_keep)
+        monkeypatch.setattr(CostRule, "frontier", recording_frontier)
 
 
 @pytest.mark.parametrize("verify", [
@@ -43,18 +65,29 @@ def build(profile: Profile, max_nodes: int, max_depth: int, salt: str = "a"):
     lambda n: 0.05 + 0.02 * np.sqrt(n),
 ])
 @pytest.mark.parametrize("salt", ["a", "b", "c"])
-def test_chosen_budget_maximises_tokens_per_second(verify, salt):
+def test_chosen_budget_maximises_tokens_per_second(verify, salt, monkeypatch):
+    grown = Grown(monkeypatch)
     profile = synthetic(verify)
     policy, tree, drafter = build(profile, max_nodes=20, max_depth=3, salt=salt)
     choice = policy.last_choice
-    top = np.array(all_p_hat(drafter, choice.layers)[:20])  # OPT-Tree's T after that many layers: its top-20
-    e_sub = np.concatenate([[0.0], np.cumsum(top)])
-    objective = [(e_sub[n] + 1) / (profile.verify_time(n + 1) + choice.draft_s) for n in range(21)]
+    e_sub = np.concatenate([[0.0], np.cumsum(grown.p_hat[-1][:20])])  # the grown tree's top-20
+    objective = [(e_sub[n] + 1) / (profile.verify_time(n + 1) + choice.draft_s) for n in range(e_sub.size)]
     assert choice.nodes == int(np.argmax(objective)) and tree.n_nodes == choice.nodes + 1
     assert choice.tokens_per_s == pytest.approx(max(objective), rel=1e-5)
     assert tree.p_hat[1:].sum().item() == pytest.approx(choice.expected, rel=1e-5)
     assert drafter.calls == choice.layers
     assert choice.draft_s == pytest.approx(profile.draft_root_s + (choice.layers - 1) * 0.001)
+
+
+def test_with_every_layer_nearly_free_the_tree_is_opt_trees():
+    """Draft layers that cost nothing: every frontier node is worth expanding, so auto grows exactly
+    OPT-Tree's tree (the global top-n of all paths up to its depth) and picks n* from it."""
+    profile = synthetic(lambda n: 0.05, layer=1e-9)
+    for salt in "abc":
+        policy, tree, drafter = build(profile, max_nodes=20, max_depth=3, salt=salt)
+        assert policy.last_choice.layers == 3
+        kept = sorted(tree.p_hat[1:].tolist(), reverse=True)
+        assert kept == pytest.approx(all_p_hat(drafter, 3)[: policy.last_choice.nodes], rel=1e-6)
 
 
 def test_flat_cost_takes_the_whole_budget_and_depth():
@@ -70,10 +103,33 @@ def test_steep_cost_takes_few_nodes_and_stops_growing():
 
 
 def test_cheap_layers_keep_growing_while_they_can_pay():
-    """Every layer drafted before the stop could still raise the objective, by the bound auto uses."""
+    """Every layer drafted before the stop was expected to raise the objective."""
     cheap = build(synthetic(lambda n: 0.05 + 0.002 * n, layer=0.0001), max_nodes=16, max_depth=8)[0]
     dear = build(synthetic(lambda n: 0.05 + 0.002 * n, layer=0.02), max_nodes=16, max_depth=8)[0]
     assert cheap.last_choice.layers > dear.last_choice.layers >= 1
+
+
+def test_layers_that_grow_dear_with_their_width_are_drafted_narrow(monkeypatch):
+    """A draft layer's cost rising steeply with its width: auto expands only its best frontier nodes,
+    where OPT-Tree expands every frontier node inside its top-n."""
+    grown = Grown(monkeypatch)
+    wide = synthetic(lambda n: 0.05, layer=0.0001)
+    build(wide, max_nodes=16, max_depth=6, sharpness=1.0)
+    narrow = Profile({"synthetic": True}, SIZES, (0.05,) * len(SIZES), 0.001, tuple(0.004 * n for n in SIZES))
+    wide_widths = grown.widths[:]
+    grown.widths.clear()
+    build(narrow, max_nodes=16, max_depth=6, sharpness=1.0)
+    assert max(wide_widths) > 4 and max(grown.widths) <= 2
+
+
+def test_expected_gain_not_an_optimistic_bound_decides_the_depth():
+    """A flat draft (its best child has q ≈ 0.3): a layer whose expected gain is below its cost is not
+    drafted, although a child with q = 1 below each frontier node would have paid for it."""
+    policy, _, drafter = build(synthetic(lambda n: 0.05, layer=0.02, root=0.001), max_nodes=8, max_depth=6,
+                               sharpness=0.5)
+    assert policy.last_choice.layers == 1 and drafter.calls == 1
+    q_bar = expected_child_q(np.array([0.3, 0.2, 0.4]), np.array([0, 1, 0]), parents=2)
+    assert q_bar == pytest.approx([0.35, 0.1])
 
 
 def test_profile_interpolates_and_extrapolates():

@@ -5,8 +5,10 @@ step, the same nodes, parents, depths, ranks, target tokens and acceptance, and 
 
 Two policies were re-recorded since, each for a change made on purpose: DynaTree after the rewrite
 (one depth-1 node, the draft's top-1; τ keeps a node and stops only its expansion, as DynaTree's
-paper and code do), and OPT-Tree auto when it learnt to draft nothing for a while after a step whose
-best budget was 0 (the n-gram runs, whose lookups often find nothing, change from their tenth step).
+paper and code do), and OPT-Tree auto twice: when it learnt to draft nothing for a while after a
+step whose best budget was 0 (the n-gram runs, whose lookups often find nothing, change from their
+tenth step), and when its stop rule became an expected gain that also picks the frontier's width
+(its trees change; its greedy tokens did not, its sampled ones follow other random draws).
 Every other entry is from before the rewrite."""
 import json
 from pathlib import Path

@@ -5,13 +5,20 @@ E_sub(T, n) by at most a fixed δ. What matters in the end is tokens per second,
 takes a latency profile of the machine (``Profile``: the target's verify latency t_verify(N) for a
 tree of N nodes, root included, and the drafter's latency per layer) and at every step:
 
-    grow the OPT-Tree exactly as ``OptTreePolicy`` does (``OptTreeRule``), n = max_nodes;
+    grow OPT-Tree's layers (``OptTreeRule``: the n candidates of largest p̂ join), n = max_nodes;
     J(n) = (E_sub(T, n) + 1) / (t_verify(n + 1) + t_draft)     expected tokens per second,
            t_draft = the modelled time of the draft calls made so far (root + one per layer);
-    keep drafting while the next layer could still raise max_n J: an upper bound on the next
-           layer gives every frontier node one child with q = 1 (a child's p̂ never exceeds its
-           parent's), at the cost of one more draft layer; so δ is derived from the hardware;
+    after each layer, expand the w frontier nodes of largest p̂ whose next layer is expected to
+           raise max_n J the most, costing t_layer(w); stop when no width is expected to raise it.
+           A child's expected p̂ is its parent's times q̄_r, the mean draft probability of the
+           rank-r children in the layer just drafted; so δ and the width come from the hardware;
     verify the top-n* nodes, n* = argmax_n J(n) (n* = 0 verifies the root alone).
+
+(Before this expected-gain rule auto kept drafting while an optimistic bound, a child with q = 1
+below every frontier node, could still pay. With a strong draft that bound drafted wide, dear
+layers whose nodes were then not verified: on the Qwen2.5-Coder pair auto spent 2.4x the draft
+time its verified trees modelled, and ran 12 % slower than OPT-Tree at its best fixed budget,
+``benchmarks/results/qwen-pair.md``.)
 
 The profile comes from whoever makes the policy: ``profile=PATH`` in the config, ``use_profile``,
 or ``profiling.calibrate`` (``Session.run`` calls it before its first decode), which
@@ -36,7 +43,11 @@ from ..tree import DraftTree
 from .base import GrowthPolicy
 from .opt_tree import OptTreeRule
 
-DEFAULT_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
+# Powers of two, and one past each multiple of 16 up to 64: the row-count-invariant kernels
+# (``invariant.BLOCK``) multiply in blocks of 16 rows, so verifying 17 nodes costs a step more than 16
+# (measured on the Qwen2.5-Coder pair: 0.40 s at 16 nodes, 0.68 s at 17), a jump that interpolating
+# between 16 and 32 would hide.
+DEFAULT_SIZES = (1, 2, 4, 8, 16, 17, 32, 33, 64, 65, 128)
 PROFILE_FORMAT = 1
 
 
@@ -193,11 +204,35 @@ def best_budget(p_hat_sorted: np.ndarray, verify_s: np.ndarray, draft_s: float) 
     return n, float(objective[n])
 
 
-class CostRule(OptTreeRule):
-    """OPT-Tree's layers (n = max_nodes) with auto's stop and keep: grow on while the next layer
-    could raise max_n J (``keep_growing``); keep the top n* nodes (``keep``), recorded as ``choice``."""
+def expected_child_q(q: np.ndarray, rank: np.ndarray, parents: int) -> np.ndarray:
+    """q̄_r for r = 0.. max rank: the summed draft probability of a layer's rank-r children over the
+    ``parents`` it expanded (a rank not drafted below a parent counts 0)."""
+    total = np.zeros(int(rank.max()) + 1 if rank.size else 0)
+    np.add.at(total, rank, q)
+    return total / max(parents, 1)
 
-    host_reads = (*OptTreeRule.host_reads, AUTO_READ)
+
+def best_width(top: np.ndarray, frontier_p: np.ndarray, q_bar: np.ndarray, verify_s: np.ndarray,
+               draft_s: float, layer_time, n: int) -> tuple[int, float]:
+    """(w*, J): expanding the w* frontier nodes of largest p̂ (``frontier_p``, descending) maximises
+    the expected max_n J after the next layer, whose children have expected p̂ = parent p̂ · q̄_r and
+    which costs ``layer_time(w)`` more. ``top``: the current top-n p̂, descending. w* = 0: none pays."""
+    best, best_j = 0, -np.inf
+    for w in range(1, frontier_p.shape[0] + 1):
+        children = np.outer(frontier_p[:w], q_bar).ravel()
+        values = -np.sort(-np.concatenate([top, children]))[:n]
+        _, j = best_budget(values, verify_s, draft_s + layer_time(w))
+        if j >= best_j:  # ties: the wider frontier (what OPT-Tree would expand)
+            best, best_j = w, j
+    return best, best_j
+
+
+class CostRule(OptTreeRule):
+    """OPT-Tree's layers (n = max_nodes) with auto's width, stop and keep: expand the frontier width
+    expected to raise max_n J most, stop when none is (``frontier``); keep the top n* nodes
+    (``keep``), recorded as ``choice``."""
+
+    host_reads = (AUTO_READ,)
 
     def __init__(self, n: int, profile: Profile, verify_s: np.ndarray):
         super().__init__(n, threshold=0.0)
@@ -210,22 +245,25 @@ class CostRule(OptTreeRule):
             p_hat = tree.p_hat[tree.ranking()[: self.n]].double().cpu().numpy()  # (≤ n,) descending
         return best_budget(p_hat, self.verify_s, self.draft_s)
 
-    def keep_growing(self, tree: TreeBuilder, frontier: torch.Tensor, e_sub: float) -> bool:
-        """Auto's own stop (``e_sub``, OPT-Tree's δ, is not used): one host read of p̂ per layer."""
-        if frontier.numel() == 0:
-            return False
-        top = tree.p_hat[tree.ranking()[: self.n]]  # (≤ n,) descending
-        ceiling = torch.cat([tree.p_hat[1: tree.size], tree.p_hat[frontier]])  # every drafted node + one q = 1 child each
+    def frontier(self, tree: TreeBuilder, layer: torch.Tensor) -> torch.Tensor:
+        """The layer's nodes to expand next (empty: stop): one host read of the layer and the top-n."""
+        top = tree.ranking()[: self.n]
         with host_read(AUTO_READ, tree.device):
-            values = torch.cat([top, ceiling]).double().cpu().numpy()
-        _, now = best_budget(values[: top.shape[0]], self.verify_s, self.draft_s)
-        ceiling = -np.sort(-values[top.shape[0]:])[: self.n]
-        next_s = self.draft_s + self.profile.layer_time(frontier.numel())
-        _, bound = best_budget(ceiling, self.verify_s, next_s)
-        if bound <= now:
-            return False
-        self.draft_s, self.layers = next_s, self.layers + 1
-        return True
+            top_p = tree.p_hat[top].double().cpu().numpy()  # (≤ n,) descending
+            layer_p, q = tree.p_hat[layer].double().cpu().numpy(), tree.q[layer].double().cpu().numpy()
+            rank, parents = tree.rank[layer].cpu().numpy(), tree.parents[layer].cpu().numpy()
+            in_top = torch.isin(layer, top).cpu().numpy()
+        q_bar = expected_child_q(q, rank, np.unique(parents).size)
+        order = np.flatnonzero(in_top)[np.argsort(-layer_p[in_top], kind="stable")]  # frontier candidates, best first
+        _, now = best_budget(top_p, self.verify_s, self.draft_s)
+        width, expected = best_width(top_p, layer_p[order], q_bar, self.verify_s, self.draft_s,
+                                     self.profile.layer_time, self.n)
+        if width == 0 or expected <= now:
+            return layer[:0]
+        self.draft_s, self.layers = self.draft_s + self.profile.layer_time(width), self.layers + 1
+        with host_read(AUTO_READ, tree.device):  # the chosen nodes' positions, uploaded
+            chosen = torch.as_tensor(np.sort(order[:width]), device=layer.device)
+        return layer[chosen]
 
     def keep(self, tree: TreeBuilder) -> torch.Tensor:
         nodes, _ = self.pick(tree)
