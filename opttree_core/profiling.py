@@ -209,5 +209,5 @@ def calibrate(policy, target_model, drafter):
     the cache, measured when absent); returns the policy. Other policies pass through."""
     if not isinstance(policy, HardwareAware) or policy.calibrated:
         return policy
-    policy.use_profile(cached_profile(target_model, drafter, policy.config.sizes)[0])
+    policy.use_profile(cached_profile(target_model, drafter, policy.profile_sizes())[0])
     return policy

@@ -9,7 +9,7 @@ from conftest import ScriptedDrafter, hf_greedy, perturbed_copy, random_prompt
 from opttree_core.decoding import DecodeConfig, generate, generate_autoregressive
 from opttree_core.drafters import DraftLMDrafter
 from opttree_core.errors import OptTreeError
-from opttree_core.policies.auto import (AutoChoice, CostRule, OptTreeAutoConfig, OptTreeAutoPolicy, Profile,
+from opttree_core.policies.auto import (DEFAULT_SIZES, AutoChoice, CostRule, OptTreeAutoConfig, OptTreeAutoPolicy, Profile,
                                         expected_child_q)
 from opttree_core.policies.registry import make_policy, policy_for_budget
 from opttree_core.profiling import cached_profile, calibrate, profile_hardware
@@ -195,6 +195,12 @@ def test_greedy_decoding_through_auto_equals_plain_greedy(target, tmp_path, monk
         assert result.token_ids == hf_greedy(target, prompt, 20)
         assert len(policy.choices) == result.steps and all(0 <= c.nodes <= 8 for c in policy.choices)
     assert len(list((tmp_path / "profiles").glob("*.json"))) == 1  # calibrate measured the profile, once
+
+
+def test_a_profile_measures_only_the_sizes_the_policy_can_verify():
+    assert make_policy("opt-tree-auto", max_nodes=15).profile_sizes() == (1, 2, 4, 8, 16, 17)
+    assert make_policy("opt-tree-auto", max_nodes=16).profile_sizes() == (1, 2, 4, 8, 16, 17, 32)
+    assert make_policy("opt-tree-auto", max_nodes=500).profile_sizes() == DEFAULT_SIZES
 
 
 def test_profile_rejects_bad_sizes(target):

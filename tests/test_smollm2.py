@@ -57,6 +57,6 @@ def test_the_demo_runs_auto_and_says_why(tmp_path, monkeypatch, capsys):
     assert demo.main(["--out", str(tmp_path / "demo"), "--max-new-tokens", "8"]) == 0
     out = capsys.readouterr().out
     assert "target: smollm2-135m (float32) | draft: eagle-smollm2 | the Qwen pair cannot run here (no room " in out
-    assert "policy: opt-tree-auto, at most 8 nodes" in out and "latency profile" in out
+    assert "policy: opt-tree-auto, at most 15 nodes" in out and "latency profile" in out
     assert "exactly the autoregressive tokens" in out and out.count("n* median") == 4
     assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == ["chat", "code", "explain", "math"]

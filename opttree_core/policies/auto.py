@@ -306,6 +306,13 @@ class OptTreeAutoPolicy(GrowthPolicy):
     def use_profile(self, profile: Profile) -> None:
         self.profile, self._verify_s = profile, None
 
+    def profile_sizes(self) -> tuple[int, ...]:
+        """The configured sizes its profile needs: those up to max_nodes + 1 nodes (root included),
+        and the next one, so the cost of the largest tree it may verify is interpolated, not guessed."""
+        reach = self.config.max_nodes + 1
+        above = [s for s in self.config.sizes if s > reach]
+        return tuple(s for s in self.config.sizes if s <= reach) + tuple(above[:1])
+
     def reset(self) -> None:
         self.choices: list[AutoChoice] = []
         self.last_choice: AutoChoice | None = None

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import transformers
 
+from .. import invariant
 from ..decoding import DecodeConfig, generate_autoregressive
 from ..drafters.registry import weight_suffix
 from ..errors import report_errors
@@ -47,7 +48,10 @@ def parse_args(argv):
                    help="default: 64, or 32 on the Qwen pair (whose AR baseline costs 0.3 s a token on a 2-core CPU)")
     p.add_argument("--policy", default="opt-tree-auto", choices=sorted(POLICIES),
                    help="default: opt-tree-auto, which picks n and delta every step from this machine's latency profile")
-    p.add_argument("--nodes", type=int, default=8, help="node budget (opt-tree-auto: the most it may draft)")
+    p.add_argument("--nodes", type=int, default=None,
+                   help="node budget (opt-tree-auto: the most it may draft); default: 15 for opt-tree-auto (with "
+                        "the root, 16 rows: one block of the row-count-invariant kernels), else 8 (the pair's best "
+                        "fixed budget, benchmarks/results/qwen-pair.md)")
     p.add_argument("--policy-param", action="append", default=[], metavar="KEY=VALUE",
                    help="any field of the policy's config (repeatable)")
     p.add_argument("--target", default=None,
@@ -59,6 +63,9 @@ def parse_args(argv):
 
 PAIR = ("qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b")
 DRAFTS = {"smollm2-135m": "eagle-smollm2", PAIR[0]: PAIR[1] + ":int4"}  # a target's default draft on a CPU
+# opt-tree-auto's default cap: with the root, one block of the invariant kernels (16 rows); on the pair
+# auto drafts 15 nodes in 98 % of its steps when allowed 16 (benchmarks/results/qwen-pair-auto.md)
+AUTO_NODES = invariant.BLOCK - 1
 PAIR_MEMORY = 8 * 2**30  # the demo's peak on the pair: 7.0 GB building its caches, 5.6 GB after (Zen 4, 2026-12-05)
 TOKENS = {PAIR[0]: 32}  # new tokens per prompt where not 64: a later run of the pair's demo stays under 2 minutes
 
@@ -125,7 +132,8 @@ def main(argv=None) -> int:
 
 
 def _demo(args) -> bool:
-    policy = policy_for_budget(args.policy, args.nodes, **parse_policy_params(args.policy, args.policy_param))
+    nodes = args.nodes if args.nodes is not None else AUTO_NODES if args.policy == "opt-tree-auto" else 8
+    policy = policy_for_budget(args.policy, nodes, **parse_policy_params(args.policy, args.policy_param))
     log_paths = {name: check_log_destination(Path(args.out) / name) for name in PROMPTS}  # before anything loads
     target, draft, why = choose_models(args.target, args.draft, args.device)
     config = DecodeConfig(max_new_tokens=TOKENS.get(target, 64) if args.max_new_tokens is None else args.max_new_tokens)
