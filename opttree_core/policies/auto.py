@@ -248,22 +248,20 @@ class CostRule(OptTreeRule):
     def frontier(self, tree: TreeBuilder, layer: torch.Tensor) -> torch.Tensor:
         """The layer's nodes to expand next (empty: stop): one host read of the layer and the top-n."""
         top = tree.ranking()[: self.n]
+        in_top = torch.isin(layer, top, assume_unique=True)  # (n_layer,) the frontier candidates
         with host_read(AUTO_READ, tree.device):
             top_p = tree.p_hat[top].double().cpu().numpy()  # (≤ n,) descending
             layer_p, q = tree.p_hat[layer].double().cpu().numpy(), tree.q[layer].double().cpu().numpy()
             rank, parents = tree.rank[layer].cpu().numpy(), tree.parents[layer].cpu().numpy()
-            in_top = torch.isin(layer, top).cpu().numpy()
+            candidates = in_top.cpu().numpy()
         q_bar = expected_child_q(q, rank, np.unique(parents).size)
-        order = np.flatnonzero(in_top)[np.argsort(-layer_p[in_top], kind="stable")]  # frontier candidates, best first
         _, now = best_budget(top_p, self.verify_s, self.draft_s)
-        width, expected = best_width(top_p, layer_p[order], q_bar, self.verify_s, self.draft_s,
+        width, expected = best_width(top_p, -np.sort(-layer_p[candidates]), q_bar, self.verify_s, self.draft_s,
                                      self.profile.layer_time, self.n)
         if width == 0 or expected <= now:
             return layer[:0]
         self.draft_s, self.layers = self.draft_s + self.profile.layer_time(width), self.layers + 1
-        with host_read(AUTO_READ, tree.device):  # the chosen nodes' positions, uploaded
-            chosen = torch.as_tensor(np.sort(order[:width]), device=layer.device)
-        return layer[chosen]
+        return tree.best(tree.compact(layer, in_top, int(candidates.sum())), width)
 
     def keep(self, tree: TreeBuilder) -> torch.Tensor:
         nodes, _ = self.pick(tree)
