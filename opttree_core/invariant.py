@@ -16,13 +16,18 @@ after 22-25 tokens on every one of the first prompts tried. Two ops depend on th
   visible keys and values into a contiguous block and attends to them alone, so a tree node and the
   sequential step at its position compute the same products of the same shapes.
 
-Inputs of more than ``MAX_ROWS`` rows (prefills of long prompts) take the stock kernels: both
-tree and sequential decoding prefill a prompt the same way. Every consumer of a model with these
+Outside a verification, inputs of more than ``MAX_ROWS`` rows (prefills of long prompts) take the
+stock kernels: both tree and sequential decoding prefill a prompt the same way. Inside
+``verification()`` (``verify.score_tree`` scores every tree in it) any row count is computed in
+blocks, so a tree of 500 nodes is exact too; it costs one ``BLOCK``-row product per 16 rows. Every consumer of a model with these
 kernels (tree decoding, the autoregressive baseline, ``model.generate``) uses them alike, so a
 speedup stays a fair ratio; what the guarantee costs is measured per machine
 (``benchmarks/bench_invariant.py``): a 1-row product now costs a ``BLOCK``-row one.
 """
 from __future__ import annotations
+
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 from torch import nn
@@ -34,12 +39,29 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 BLOCK = 16  # rows per product: a tree of up to BLOCK - 1 nodes (and its root) is one product
 MAX_ROWS = 128  # inputs of up to this many rows are computed in blocks; larger ones (prefill) as they are
 ATTENTION = "opttree_invariant"
+_VERIFYING: ContextVar[bool] = ContextVar("opttree_invariant_verifying", default=False)
+
+
+@contextmanager
+def verification():
+    """Within it, the invariant kernels compute a forward of any row count in blocks: a tree
+    verification is exact at every size, not only up to ``MAX_ROWS`` rows."""
+    token = _VERIFYING.set(True)
+    try:
+        yield
+    finally:
+        _VERIFYING.reset(token)
+
+
+def _in_blocks(rows: int) -> bool:
+    """Whether an input of ``rows`` rows takes the invariant path (see the module docstring)."""
+    return rows >= 1 and (rows <= MAX_ROWS or _VERIFYING.get())
 
 
 def invariant_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``F.linear`` whose every row is computed in a product of exactly ``BLOCK`` rows."""
     rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
-    if not 1 <= rows <= MAX_ROWS:
+    if not _in_blocks(rows):
         return F.linear(x, weight, bias)
     flat = x.reshape(rows, x.shape[-1])
     padded = torch.zeros(-(-rows // BLOCK) * BLOCK, flat.shape[1], dtype=flat.dtype, device=flat.device)
@@ -68,7 +90,7 @@ def invariant_attention(module, query, key, value, attention_mask, dropout: floa
 
     query (1, H, q, d), key and value (1, H_kv, kv, d) with the cache; returns (1, q, H, d)."""
     batch, heads, q_len, dim = query.shape
-    if batch != 1 or q_len > MAX_ROWS:
+    if batch != 1 or not _in_blocks(q_len):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
     kv_heads = key.shape[1]

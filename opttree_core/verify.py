@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
+from .invariant import verification
 from .modelcall import ForwardOut, forward, keep_positions, keep_prefix, model_device
 from .sampling import sample_path, target_probs
 from .syncs import STEP_READ, host_read, to_device
@@ -82,12 +83,15 @@ def tree_attention(tree: DraftTree, prefix_len: int) -> torch.Tensor:
 
 def score_tree(state: TargetState, tree: DraftTree) -> ForwardOut:
     """The target's logits (N, V) and features (N, hidden) at every node; the cache grows by N entries.
-    A tree of the root alone is scored as an autoregressive step (``score_root``): it costs no more."""
+    A tree of the root alone is scored as an autoregressive step (``score_root``): it costs no more.
+    A target with the row-count-invariant kernels scores a tree of any size in their blocks
+    (``invariant.verification``), so every node's logits equal sequential decoding's."""
     if tree.n_nodes == 1:
         return score_root(state)
     allowed = tree_attention(tree, state.prefix_len)
-    return forward(state.model, state.cache, tree.tokens, tree.position_ids(state.prefix_len), allowed,
-                   layers=state.feature_layers)
+    with verification():
+        return forward(state.model, state.cache, tree.tokens, tree.position_ids(state.prefix_len), allowed,
+                       layers=state.feature_layers)
 
 
 def score_root(state: TargetState) -> ForwardOut:

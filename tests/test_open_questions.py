@@ -1,5 +1,6 @@
 """The paper-scale tables and the open questions (issue 17): shoot-out intervals, runs joined into one
 Fig. 5, and treeviz.open_questions' tables recomputed by hand from the logs they read."""
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +123,22 @@ def test_large_budget_curve_joins_runs_on_their_shared_prompts(runs):
     data = read_log_dir(LOGS / "tiny-close-opt-tree-24")
     assert close.loc[24, "mal"] == pytest.approx(len(data.meta["token_ids"]) / data.n_steps)
     assert close.loc[24, "run"] == "oq-large"  # a budget in two runs is drawn once, from the first by name
+
+
+def test_large_budget_curves_of_two_targets_join_each_targets_own_prompts(runs):
+    """A second target's runs (here the same runs relabelled, on other prompt ids) neither empty the
+    first target's shared prompts nor join them."""
+    first = [load_run(runs / n) for n in ("paper-fig5", "oq-large")]
+    second = [dataclasses.replace(r, config={**r.config, "config": {**r.config["config"], "target": "other-target"}},
+                                  results=r.results.assign(prompt_id="other-" + r.results["prompt_id"].astype(str)))
+              for r in first]
+    table = oq.large_budget_table(first + second)
+    assert set(table["target"]) == {first[0].target, "other-target"}
+    alone = oq.large_budget_table(first)
+    mine = table[table["target"] == first[0].target].drop(columns="target").reset_index(drop=True)
+    pd.testing.assert_frame_equal(mine, alone.drop(columns="target"))
+    theirs = table[table["target"] == "other-target"].drop(columns="target").reset_index(drop=True)
+    pd.testing.assert_frame_equal(theirs, alone.drop(columns="target"))
 
 
 def test_make_figures_writes_the_open_questions_and_no_per_run_set_for_them(runs, tmp_path):

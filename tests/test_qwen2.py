@@ -4,9 +4,11 @@ Greedy tree decoding equals plain greedy, every node's logits equal sequential d
 and tree sampling keeps the target's distribution."""
 import pytest
 import torch
+from torch.nn import functional as F
 from transformers import AutoModelForCausalLM, Qwen2Config
 
 from conftest import first_two_tokens_pvalue, hf_greedy, random_prompt, tree_and_path_logits
+from opttree_core import invariant
 from opttree_core.decoding import DecodeConfig, generate
 from opttree_core.drafters import DraftLMDrafter
 from opttree_core.invariant import invariant_linear, use_invariant_kernels
@@ -104,6 +106,24 @@ def test_with_invariant_kernels_every_node_logit_equals_sequential_decoding_bit_
     logits, references = tree_and_path_logits(target, prompt, tree, sequential=True)
     for node, reference in enumerate(references):
         assert torch.equal(logits[node], reference)
+
+
+def test_a_tree_larger_than_max_rows_is_verified_in_blocks_too(monkeypatch):
+    """Past ``MAX_ROWS`` rows only a verification keeps the blocks: with the cap lowered to 8 a 19-node
+    tree is still bit-equal to sequential decoding, while the 30-token prompt is prefilled as it is."""
+    monkeypatch.setattr(invariant, "MAX_ROWS", 8)
+    target = bf16_qwen2(7, hidden=384)
+    paths = [[5, 6, 7, 8], [5, 9], [10, 11, 12], [13], [14, 15], [16, 17, 18, 19], [21], [22, 23]]
+    tree = DraftTree.from_paths(20, paths)
+    prompt = torch.cat([random_prompt(7, length=30), torch.tensor([20])])
+    logits, references = tree_and_path_logits(target, prompt, tree, sequential=True)
+    for node, reference in enumerate(references):
+        assert torch.equal(logits[node], reference), node
+    rows = torch.randn(12, 384).bfloat16()
+    weight = target.model.layers[0].mlp.up_proj.weight
+    assert torch.equal(invariant.invariant_linear(rows, weight), F.linear(rows, weight))  # outside: stock
+    with invariant.verification():
+        assert torch.equal(invariant.invariant_linear(rows, weight)[:1], invariant.invariant_linear(rows[:1], weight))
 
 
 def test_stock_bf16_kernels_do_differ_with_the_row_count():

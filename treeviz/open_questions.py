@@ -263,14 +263,16 @@ def delta_figure(table: pd.DataFrame, profile: SimulatedProfile = SimulatedProfi
 
 
 def large_budget_table(runs: list[BenchRun], policy: str = "opt-tree") -> pd.DataFrame:
-    """MAL and tokens/s of ``policy`` per drafter and node budget over the prompts every one of
-    ``runs`` finished (so a curve joining runs compares like with like), pooled over those prompts."""
-    shared = set.intersection(*(set(r.results["prompt_id"]) for r in runs))
-    if not shared:
-        raise ValueError("the runs share no prompt: their budgets cannot be joined into one curve")
+    """MAL and tokens/s of ``policy`` per target, drafter and node budget over the prompts every run
+    of that target finished (so a curve joining runs compares like with like), pooled over those prompts."""
+    shared = {}
+    for target in {r.target for r in runs}:
+        shared[target] = set.intersection(*(set(r.results["prompt_id"]) for r in runs if r.target == target))
+        if not shared[target]:
+            raise ValueError(f"the runs of {target} share no prompt: their budgets cannot be joined into one curve")
     rows = []
     for run in runs:
-        results = run.results[run.results["prompt_id"].isin(shared)]
+        results = run.results[run.results["prompt_id"].isin(shared[run.target])]
         ar = results[results["kind"] == AR_KIND]
         tree = results[(results["kind"] == "tree") & (results["policy"] == policy)]
         for (drafter, budget), part in tree.groupby(["drafter", "budget"], sort=True):
