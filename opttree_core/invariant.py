@@ -19,10 +19,10 @@ after 22-25 tokens on every one of the first prompts tried. Two ops depend on th
 Outside a verification, inputs of more than ``MAX_ROWS`` rows (prefills of long prompts) take the
 stock kernels: both tree and sequential decoding prefill a prompt the same way. Inside
 ``verification()`` (``verify.score_tree`` scores every tree in it) any row count is computed in
-blocks, so a tree of 500 nodes is exact too; it costs one ``BLOCK``-row product per 16 rows. Every consumer of a model with these
-kernels (tree decoding, the autoregressive baseline, ``model.generate``) uses them alike, so a
-speedup stays a fair ratio; what the guarantee costs is measured per machine
-(``benchmarks/bench_invariant.py``): a 1-row product now costs a ``BLOCK``-row one.
+blocks, so a tree of 500 nodes is exact too; it costs one ``BLOCK``-row product per 16 rows. Every
+consumer of a model with these kernels (tree decoding, the autoregressive baseline,
+``model.generate``) uses them alike, so a speedup stays a fair ratio; what the guarantee costs is
+measured per machine (``benchmarks/bench_invariant.py``): a 1-row product now costs a ``BLOCK``-row one.
 """
 from __future__ import annotations
 

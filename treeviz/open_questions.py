@@ -266,7 +266,7 @@ def large_budget_table(runs: list[BenchRun], policy: str = "opt-tree") -> pd.Dat
     """MAL and tokens/s of ``policy`` per target, drafter and node budget over the prompts every run
     of that target finished (so a curve joining runs compares like with like), pooled over those prompts."""
     shared = {}
-    for target in {r.target for r in runs}:
+    for target in sorted({r.target for r in runs}):  # sorted: the first target without shared prompts is named
         shared[target] = set.intersection(*(set(r.results["prompt_id"]) for r in runs if r.target == target))
         if not shared[target]:
             raise ValueError(f"the runs of {target} share no prompt: their budgets cannot be joined into one curve")
