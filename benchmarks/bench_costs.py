@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import platform
 
 import torch
 
 from opttree_core.invariant import use_invariant_kernels
 from opttree_core.models import load_model
-from opttree_core.profiling import device_name, verify_latencies
+from opttree_core.machine import describe_machine
+from opttree_core.profiling import verify_latencies
 from opttree_core.skinny import use_skinny_matmul
 from opttree_core.weight_only import WEIGHT_FORMATS, quantize_linears
 
@@ -58,10 +58,8 @@ def main() -> int:
     args = p.parse_args()
     target = load_model(args.target, dtype=args.dtype, invariant=False)
     model, sizes = target.model, tuple(int(s) for s in args.sizes.split(","))
-    flags = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in open("/proc/cpuinfo").read()] \
-        if platform.system() == "Linux" else []
-    print(f"{args.target}, {str(model.dtype).removeprefix('torch.')}, {device_name(model.device)} "
-          f"({', '.join(flags) or 'no flags read'}), {torch.get_num_threads()} threads, context {args.context}, "
+    print(f"{args.target}, {str(model.dtype).removeprefix('torch.')}, {describe_machine(model.device)}, "
+          f"{torch.get_num_threads()} threads, context {args.context}, "
           f"fastest of {args.repeats}")
     weights = tuple(w for w in args.weights.split(",") if w)
     unknown = [w for w in weights if w not in WEIGHT_FORMATS]

@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from opttree_core.errors import OptTreeError
+from opttree_core.machine import describe_machine
 from opttree_core.models import cache_root
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -61,7 +62,6 @@ from llamacpp_report import (
     agreeing_prefix,
     completion_text,
     draft_settings,
-    machine,
     markdown,
     parse_completion_log,
     parse_speculative_log,
@@ -315,7 +315,7 @@ def bench(args, bins: dict, root: Path) -> None:
     first = run_prompt(warm, 0, prompts[0])
     _, log, _ = run_llama(completion_command(bins["llama-completion"], ggufs[TARGET_MODEL], "Hi", 1, args.threads,
                                              args.ctx))
-    meta = {"machine": machine(), "threads": args.threads, "max_new_tokens": args.max_new_tokens, "ctx": args.ctx,
+    meta = {"machine": describe_machine(), "threads": args.threads, "max_new_tokens": args.max_new_tokens, "ctx": args.ctx,
             "dtype": str(target.model.dtype), "config": args.config, "started": time.strftime("%Y-%m-%d %H:%M"),
             "load_start": _load(), "command": command_line(sys.argv), "notes": [*args.note, "", *NOTES],
             "llama_build": _line(r'LLAMA_COMMIT = "(\w+)"', _build_info(root)),

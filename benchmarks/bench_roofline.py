@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import platform
 from pathlib import Path
 
 import pandas as pd
@@ -28,17 +27,11 @@ import torch
 from opttree_core.atomic import write_text
 from opttree_core.invariant import uses_invariant_kernels
 from opttree_core.models import load_model
-from opttree_core.profiling import device_name, verify_latencies
+from opttree_core.machine import describe_machine
+from opttree_core.profiling import verify_latencies
 from opttree_core.skinny import uses_skinny_matmul
 
 CONFIGS = (("smollm2-135m", "float32"), ("qwen2.5-coder-1.5b", "float32"), ("qwen2.5-coder-1.5b", "bfloat16"))
-
-
-def cpu_flags() -> list[str]:
-    if platform.system() != "Linux":
-        return []
-    text = Path("/proc/cpuinfo").read_text()
-    return [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in text]
 
 
 def kernels(model) -> str:
@@ -69,8 +62,7 @@ def main() -> int:
     for size in sizes:  # interleaved: every model at this size, then the next size
         for key, model in models.items():
             times[key].append(verify_latencies(model, (size,), args.repeats, args.context)[0][0])
-    record = {"machine": f"{device_name(torch.device('cpu'))} ({', '.join(cpu_flags()) or 'no flags read'}), "
-                         f"{torch.get_num_threads()} threads",
+    record = {"machine": f"{describe_machine()}, {torch.get_num_threads()} threads",
               "date": datetime.date.today().isoformat(), "context": args.context, "repeats": args.repeats,
               "sizes": sizes, "command": "benchmarks/bench_roofline.py " + " ".join(f"--mal {m}" for m in args.mal),
               "configs": [{"target": name, "dtype": dtype, "seconds": times[(name, dtype)],

@@ -38,7 +38,8 @@ from opttree_core.atomic import write_atomic  # noqa: E402
 from opttree_core.errors import OptTreeError, report_errors  # noqa: E402
 from opttree_core.models import load_model, tiny_llama_config, tiny_tokenizer  # noqa: E402
 from opttree_core.tools.bench import parse_config, run_bench  # noqa: E402
-from opttree_core.profiling import device_name, verify_latencies  # noqa: E402
+from opttree_core.machine import device_name  # noqa: E402
+from opttree_core.profiling import verify_latencies  # noqa: E402
 from opttree_core.treelog import TreeLog  # noqa: E402
 
 CONFIG = HERE / "configs" / "gpu-smollm2.toml"

@@ -2,10 +2,8 @@
 and the reference row's pooled figures and markdown table."""
 from __future__ import annotations
 
-import os
 import re
 import statistics
-from pathlib import Path
 
 from opttree_core.errors import OptTreeError
 
@@ -105,20 +103,6 @@ def pooled(records: list[dict]) -> dict:
     out["llama_spec"]["verify_ms_per_token"] = 1e3 * sum(r["target_batches_s"] - r["prompt_s"] for r in spec) / sum(
         r["target_batch_tokens"] - (r["prompt_tokens"] - 1) for r in spec)
     return out
-
-
-def machine() -> str:
-    """The CPU's name, cores, its CPUID family and model as /proc/cpuinfo gives them, and its wide-vector flags."""
-    import torch
-
-    from opttree_core.profiling import device_name
-
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
-    field = {k.strip(): v.strip() for k, v in fields.items()}
-    shown = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in field.get("flags", "").split()]
-    return (f"{device_name(torch.device('cpu'))}, {os.cpu_count()} cores (cpu family {field.get('cpu family', '?')}, "
-            f"model {field.get('model', '?')}; {' '.join(shown) or 'no AVX2'})")
 
 
 ROWS = (("our_ar", "our AR: PyTorch eager, bf16 (dequantized Q4_K_M), row-count-invariant kernels"),

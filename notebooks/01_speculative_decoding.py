@@ -88,13 +88,13 @@ assert chain.steps < len(chain.token_ids), "the draft should save at least one t
 # %%
 import torch
 
-from opttree_core.profiling import device_name
+from opttree_core.machine import describe_machine
 from opttree_core.tools.bench import quick_bench
 from opttree_core.tools.demo import PROMPTS
 from treeviz.teaching import speed_lines
 
 bench_results = quick_bench("smollm2-135m", DRAFT, "chain", [CHAIN], [PROMPT, PROMPTS["chat"]], MAX_NEW_TOKENS)
-print("\n".join(speed_lines(bench_results, f"{device_name(target.model.device)}, {torch.get_num_threads()} threads")))
+print("\n".join(speed_lines(bench_results, f"{describe_machine(target.model.device)}, {torch.get_num_threads()} threads")))
 assert bench_results.loc[bench_results["kind"] == "tree", "output_matches_ar"].all()
 
 # %% [markdown]

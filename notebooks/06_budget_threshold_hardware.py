@@ -100,12 +100,12 @@ assert table.loc["opt-tree"].mean() >= table.loc["chain"].mean() - 0.1, "OPT-Tre
 # %%
 from pathlib import Path
 
-from opttree_core.profiling import device_name
+from opttree_core.machine import describe_machine
 from opttree_core.tools.bench import quick_bench
 from treeviz.teaching import speed_lines
 
 bench_texts = sorted(PROMPTS.values(), key=len)[:2] if fast_mode() else texts  # ≥ 2 prompts: an interval
-machine = f"{device_name(target.model.device)}, {torch.get_num_threads()} threads"
+machine = f"{describe_machine(target.model.device)}, {torch.get_num_threads()} threads"
 bench_results = quick_bench("smollm2-135m", DRAFT, "opt-tree", BUDGETS, bench_texts, MAX_NEW_TOKENS)
 print("\n".join(speed_lines(bench_results, machine)))
 assert bench_results.loc[bench_results["kind"] == "tree", "output_matches_ar"].all()

@@ -35,6 +35,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .atomic import path_lock, save_tensors, swap_into, sweep_stale, temp_dir
 from .errors import OptTreeError
+from .machine import cpu_has_fast_bf16
 from .models import LoadedModel, _load_pretrained, _Options, _tokenizer_difference, cache_root, file_sha256
 
 CACHE_FORMAT = 2  # 2: the manifest records each file's bytes and sha256
@@ -116,16 +117,6 @@ def part_paths(model: EmbeddedModel) -> list[Path]:
                                f"reinstall it ({install_hint(model)})")
         paths.append(path)
     return paths
-
-
-def cpu_has_fast_bf16() -> bool:
-    """Whether this CPU computes bf16 matmuls natively (AVX-512 BF16 or AMX-BF16 in /proc/cpuinfo)."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.is_file():
-        return False
-    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.read_text().splitlines()
-                  if line.startswith("flags")), [])
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def preferred_dtype(model: EmbeddedModel, device: torch.device) -> torch.dtype:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import sys
 from pathlib import Path
 
@@ -33,27 +32,16 @@ from .policies.auto import DEFAULT_SIZES, Profile, _check_sizes, read_profile
 from .policies.base import HardwareAware
 from .shipped import target_signature
 from .invariant import uses_invariant_kernels
+from .machine import describe_machine
 from .skinny import uses_skinny_matmul
 from .tree import DraftTree
 from .verify import TargetState, prefill_target, score_tree
 
 
-def device_name(device: torch.device) -> str:
-    """The accelerator's name, or the CPU model on CPU."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine() or "cpu"
-
-
 def profile_key(target_model, drafter, sizes, repeats: int, context_len: int) -> dict:
     """What a profile depends on: machine, target (config signature, dtype, kernels), torch, drafter, probe."""
     device = model_device(target_model)
-    return {"device": device_name(device), "device_type": device.type, "threads": torch.get_num_threads(),
+    return {"device": describe_machine(device), "device_type": device.type, "threads": torch.get_num_threads(),
             "target": target_signature(target_model.config), "dtype": str(target_model.dtype).removeprefix("torch."),
             "skinny_matmul": uses_skinny_matmul(target_model), "invariant": uses_invariant_kernels(target_model),
             "torch": torch.__version__,

@@ -51,6 +51,9 @@ ID_COLUMNS = ["method", "kind", "policy", "budget", "drafter", "temperature"]
 RESULT_COLUMNS = ID_COLUMNS + ["dataset", "category", "prompt_id", "new_tokens", "steps", "mal", "seconds",
                                "tokens_per_s", "draft_s", "verify_s", "build_s", "expected_acceptance", "log_dir",
                                "output_matches_ar"]
+# Which machine measured a bench row (``machine.describe_machine``), after RESULT_COLUMNS in a run's
+# results.parquet; runs from before 2026-12-06 lack it.
+MACHINE_COLUMN = "machine"
 SUMMARY_COLUMNS = ID_COLUMNS + ["n_prompts", "new_tokens", "mal", "tokens_per_s", "speedup", "draft_s", "verify_s",
                                 "build_s", "expected_acceptance"]
 AR_KIND = "ar"

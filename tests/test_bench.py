@@ -5,7 +5,8 @@ import json
 import pandas as pd
 import pytest
 
-from opttree_core.records import RESULT_COLUMNS, SUMMARY_COLUMNS
+from opttree_core.machine import describe_machine
+from opttree_core.records import MACHINE_COLUMN, RESULT_COLUMNS, SUMMARY_COLUMNS
 from opttree_core.tools.bench import markdown_table, run_bench, summarize
 from opttree_core.tools.bench.config import load_config
 from opttree_core.tools.cli import main
@@ -50,7 +51,9 @@ def full_run(models, prompts_file, tmp_path_factory):
 
 def test_results_schema_and_grid(full_run):
     results = full_run.results
-    assert list(results.columns) == RESULT_COLUMNS and list(full_run.summary.columns) == SUMMARY_COLUMNS
+    assert list(results.columns) == RESULT_COLUMNS + [MACHINE_COLUMN]
+    assert list(full_run.summary.columns) == SUMMARY_COLUMNS
+    assert set(results[MACHINE_COLUMN]) == {describe_machine("cpu")}  # each row names the machine that timed it
     # 2 prompts × (AR + 2 policies + HF assisted with the draft LM)
     assert len(results) == 2 * 4 and results["prompt_id"].nunique() == 2
     assert set(results["kind"]) == {"ar", "tree", "hf-assisted"} and full_run.skipped == []
@@ -116,6 +119,38 @@ def test_resume_after_interruption_redoes_nothing(models, prompts_file, full_run
     a = resumed.results.drop(columns=TIMINGS).sort_values(key).reset_index(drop=True)
     b = full_run.results.drop(columns=TIMINGS).sort_values(key).reset_index(drop=True)
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_a_prompt_part_run_on_another_machine_runs_again_whole_on_this_one(models, prompts_file, full_run, tmp_path,
+                                                                          capsys):
+    """A run resumed on another machine: a prompt finished there stays, one part-run there is set aside
+    (rows to superseded.jsonl, tree logs under superseded/) and runs whole here, so each prompt's
+    speedups are ratios from one machine; bench-table says which machine timed how many prompts."""
+    import shutil
+
+    out, here, elsewhere = tmp_path / "run", describe_machine("cpu"), "Other CPU, 2 cores (cpu family 25, model 17; avx2)"
+    shutil.copytree(full_run.out_dir, out)
+    records = [json.loads(line) for line in (out / "progress.jsonl").read_text().splitlines()]
+    first, second = sorted({r["row"]["prompt_id"] for r in records})
+    kept = [r for r in records if not (r["row"]["prompt_id"] == second and r["row"]["policy"] == "chain")]
+    for r in kept:
+        r["row"][MACHINE_COLUMN] = elsewhere
+    (out / "progress.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
+    part = [r["row"] for r in kept if r["row"]["prompt_id"] == second]
+    ran = []
+    resumed = run_bench(config_dict(models, prompts_file), out, progress=False, on_pair=lambda p, m: ran.append((p, m)))
+    assert {p for p, _ in ran} == {second} and len(ran) == 4 and resumed.resumed == 4
+    machines = resumed.results.groupby("prompt_id")[MACHINE_COLUMN].unique()
+    assert list(machines[first]) == [elsewhere] and list(machines[second]) == [here]
+    superseded = [json.loads(line)["row"] for line in (out / "superseded.jsonl").read_text().splitlines()]
+    assert sorted(r["method"] for r in superseded) == sorted(r["method"] for r in part) and len(part) == 3
+    logged = [r["log_dir"] for r in part if r["log_dir"]]
+    assert logged and all((out / "superseded" / d / "meta.json").is_file() and (out / d / "meta.json").is_file()
+                          for d in logged)
+    assert f"{second} part-run on another machine ({elsewhere}): its 3 pairs are set aside" in capsys.readouterr().err
+    assert main(["bench-table", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "Measured on 2 machines:" in table and f"- {elsewhere}: 1 prompt\n" in table and f"- {here}: 1 prompt" in table
 
 
 def test_drafts_that_are_not_causal_lms_are_skipped_as_hf_assistants(models, prompts_file):

@@ -161,7 +161,7 @@ def test_notebooks_say_speeds_only_from_a_run_with_ar_interleaved(name):
     (issue 27: notebook 06 printed 2.83x that way, notebook 01 6.7x on a loaded machine)."""
     cells = [c.source for c in jupytext.read(NOTEBOOKS / f"{name}.py").cells if c.cell_type == "code"]
     speed = [c for c in cells if "speed_lines(" in c or "speed_verdict(" in c]
-    assert speed and all("quick_bench(" in c and "speed_lines(" in c and "device_name(" in c for c in speed)
+    assert speed and all("quick_bench(" in c and "speed_lines(" in c and "describe_machine(" in c for c in speed)
     assert not any("generate_autoregressive(" in c or ".seconds" in c for c in speed)
 
 

@@ -179,20 +179,26 @@ def run_generate(args) -> dict:
 
 
 def run_bench_command(args) -> str:
-    from .bench import markdown_table, published_of, run_bench
+    from .bench import machines_markdown, markdown_table, published_of, run_bench
 
     out = args.out or str(Path("out") / "bench" / Path(args.config).stem)
     result = run_bench(args.config, out, progress=not args.no_progress, ray=ray_options(args))
     print(f"[{result.ran} pairs run, {result.resumed} resumed; results in {out}]", file=sys.stderr)
-    return markdown_table(result.summary, published_of(out)) if args.table else ""
+    if not args.table:
+        return ""
+    return "\n".join(part for part in (markdown_table(result.summary, published_of(out)),
+                                        machines_markdown(result.results)) if part)
 
 
 def run_bench_table(args) -> str:
-    from .bench import category_markdown, markdown_table, published_of, read_results, summarize
+    from .bench import category_markdown, machines_markdown, markdown_table, published_of, read_results, summarize
 
+    results = read_results(args.run)
     if args.by_category:
-        return category_markdown(read_results(args.run))
-    return markdown_table(summarize(args.run), published_of(args.run))
+        table = category_markdown(results)
+    else:
+        table = markdown_table(summarize(args.run), published_of(args.run))
+    return "\n".join(part for part in (table, machines_markdown(results)) if part)
 
 
 def _run_text(run, args, resumable: bool = False) -> int:

@@ -24,10 +24,11 @@ from ...decoding import check_prompt, generate_autoregressive
 from ...draft_vocab import draft_vocab_size
 from ...drafters import DraftLMDrafter
 from ...errors import OptTreeError
+from ...machine import describe_machine
 from ...metrics import mean_expected_acceptance, pooled_mal, tokens_per_second
 from ...models import LoadedModel
 from ...policies.registry import policy_for_budget
-from ...records import LogData
+from ...records import MACHINE_COLUMN, LogData
 from ...session import Session
 from .config import BenchConfig, BenchPrompt, turn_id
 
@@ -227,7 +228,8 @@ def run_pair(bench: Bench, method: Method, prompt: BenchPrompt) -> PairOutput:
         row, tokens = _run_hf(bench, method, ids)
     ident = {"method": method.label, "kind": method.kind, "policy": method.policy, "budget": method.budget,
              "drafter": method.drafter, "temperature": method.temperature, "dataset": prompt.dataset,
-             "category": prompt.category, "prompt_id": prompt.prompt_id}
+             "category": prompt.category, "prompt_id": prompt.prompt_id,
+             MACHINE_COLUMN: describe_machine(bench.config.device)}
     return PairOutput({"row": {**ident, **row}, "token_ids": tokens}, log)
 
 

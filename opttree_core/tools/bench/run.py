@@ -13,6 +13,8 @@ sha256, so a resumed run refuses prompts that changed), ``progress.jsonl`` (one 
 ``logs/<method-slug>/<prompt_id>/`` (a TreeLog per tree-decoding pair: ``run_pair`` returns it as data,
 ``commit_pair`` writes it, then the pair's progress line). With ``ray=`` the prompts run on Ray workers
 (``ray_grid.py``) and this process alone writes the folder, through the same functions.
+Each row names the machine that measured it; a resumed run sets aside a prompt part-run on another
+machine and runs it again whole (``sittings.py``), so every speedup is a ratio from one machine.
 A run holds the folder's lock (``.NAME.lock`` beside it, ``atomic.path_lock``) from start to end, so
 a second process on the same folder stops at once instead of running every pair again.
 """
@@ -36,10 +38,12 @@ from ...decoding import DecodeConfig, check_prompt, generate_autoregressive
 from ...drafters.registry import load_drafter
 from ...errors import OptTreeError
 from ...models import load_model
-from ...records import RESULT_COLUMNS, write_log
+from ...machine import describe_machine
+from ...records import MACHINE_COLUMN, RESULT_COLUMNS, write_log
 from ...shipped import resolve_manifest
 from .config import BenchConfig, BenchPrompt, load_config, load_prompts, parse_config
 from .methods import Bench, Method, PairOutput, _t, build_methods, run_pair
+from .sittings import part_run_elsewhere, set_aside
 from .summary import write_summary
 
 
@@ -109,7 +113,7 @@ def results_frame(records: dict) -> pd.DataFrame:
             ar = records.get((prompt_id, f"ar {_t(0.0)}"))
             matches = None if ar is None else record["token_ids"] == ar["token_ids"]
         rows.append({**row, "output_matches_ar": matches})
-    frame = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    frame = pd.DataFrame(rows, columns=RESULT_COLUMNS + [MACHINE_COLUMN])
     frame["budget"] = frame["budget"].astype("Int64")
     frame["output_matches_ar"] = frame["output_matches_ar"].astype("boolean")
     for column in ("draft_s", "verify_s", "build_s", "expected_acceptance"):
@@ -248,6 +252,10 @@ def run_bench(config: BenchConfig | str | os.PathLike | dict, out_dir: str | os.
         _check_records(records, prompts, methods, out_dir)
         _write_config(out_dir, config, methods, skipped, prompts, previous, device_name)
         _cut_torn_line(out_dir / "progress.jsonl")
+        if grid is None:  # Ray workers each name their own machine in their rows
+            here = describe_machine(config.device)
+            elsewhere = part_run_elsewhere(bench.records, [p.prompt_id for p in prompts], len(methods), here)
+            bench.records = set_aside(out_dir, bench.records, elsewhere, here)
         for reason in skipped:
             print(f"bench: skipped {reason}", file=sys.stderr)
         resumed = len(bench.records)

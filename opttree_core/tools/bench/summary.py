@@ -10,7 +10,7 @@ import pandas as pd
 
 from ...atomic import write_atomic
 from ...errors import OptTreeError
-from ...records import AR_KIND
+from ...records import AR_KIND, MACHINE_COLUMN
 from ...summary import category_summary, method_summary
 
 
@@ -115,3 +115,18 @@ def category_markdown(results: pd.DataFrame) -> str:
             out.append(f"| {category} | {prompts} | " + " | ".join(cells.get(c, "–") for c in columns) + " |")
         out.append("")
     return "\n".join(out)
+
+
+def machines_markdown(results: pd.DataFrame) -> str:
+    """Which machine measured how many of the run's prompts ("" for runs from before rows named their
+    machine): a run resumed on other machines pools prompts timed on each, every speedup taken
+    against AR on its own prompt and machine."""
+    if MACHINE_COLUMN not in results.columns:
+        return ""
+    named = results[MACHINE_COLUMN].fillna("a machine not recorded")
+    prompts = results.assign(machine=named).groupby("machine")["prompt_id"].nunique()
+    if len(prompts) == 0:
+        return ""
+    lines = [f"- {machine}: {n} prompt{'s' if n != 1 else ''}"
+             for machine, n in prompts.sort_values(ascending=False).items()]
+    return "\n".join([f"Measured on {len(prompts)} machine{'s' if len(prompts) > 1 else ''}:", *lines, ""])
