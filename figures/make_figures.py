@@ -30,6 +30,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from opttree_core.records import MACHINE_COLUMN, UNRECORDED_MACHINE
+from opttree_core.summary import method_summary, prompts_per_machine
 from treeviz import open_questions as oq
 from treeviz.figures_lib import (
     budget_curves,
@@ -75,9 +77,27 @@ def _with_interval(value, low, high) -> str:
     return f"{_cell(value)} ({low:.2f}–{high:.2f})"
 
 
-def shootout_markdown(table: pd.DataFrame, run_name: str) -> str:
+def machines_section(results: pd.DataFrame, methods: list[str]) -> list[str]:
+    """For a run timed on more than one machine (``records.MACHINE_COLUMN``): which machine timed how
+    many prompts, and each method's pooled speedup on each machine's prompts alone."""
+    machines = prompts_per_machine(results)
+    if len(machines) < 2:
+        return ["", f"Timed on {next(iter(machines))}."] if machines else []
+    heads = [f"speedup on {m} ({n} prompt{'s' if n != 1 else ''})" for m, n in machines.items()]
+    named = results[MACHINE_COLUMN].fillna(UNRECORDED_MACHINE)
+    speedups = {m: method_summary(results[named == m]).set_index("method")["speedup"] for m in machines}
+    lines = ["", f"Timed on {len(machines)} machines (a run resumed in sittings). Each prompt ran whole on one "
+             "machine, so every speedup is over AR on its own prompt and machine; the pooled speedups above mix "
+             "the machines, and each machine's own are:", "",
+             "| method | " + " | ".join(heads) + " |", "|---|" + "|".join("---" for _ in heads) + "|"]
+    for method in methods:
+        lines.append(f"| {method} | " + " | ".join(_cell(speedups[m].get(method)) for m in machines) + " |")
+    return lines
+
+
+def shootout_markdown(table: pd.DataFrame, run_name: str, results: pd.DataFrame | None = None) -> str:
     """The shoot-out as a Markdown table (numbers to 2 decimals, 95 % intervals in brackets; – where
-    not applicable)."""
+    not applicable), then, given the ``results`` it summarises, the machines that timed them."""
     heads = ["method", "drafter", "policy", "budget n", "T", "prompts", "MAL (95 % CI)", "tokens/s",
              "speedup (95 % CI)", "= AR"]
     note = ("Pooled over prompts: MAL = Σ tokens / Σ steps, tokens/s = Σ tokens / Σ seconds, "
@@ -90,7 +110,8 @@ def shootout_markdown(table: pd.DataFrame, run_name: str) -> str:
         cells += [_with_interval(row.mal, row.mal_lo, row.mal_hi), _cell(row.tokens_per_s),
                   _with_interval(row.speedup, row.speedup_lo, row.speedup_hi), _cell(row.matches_ar)]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    lines += machines_section(results, list(table["method"])) if results is not None else []
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def _png_dpi(fig) -> int:
@@ -123,7 +144,7 @@ def make_run_figures(run: BenchRun, out: Path, case_method: str | None = None) -
     paths.append(write_csv(correlation_table(run), out / "fig4_correlation.csv"))
     shootout = shootout_table(run.results)
     paths.append(write_csv(shootout, out / "shootout.csv"))
-    (out / "shootout.md").write_text(shootout_markdown(shootout, run.name))
+    (out / "shootout.md").write_text(shootout_markdown(shootout, run.name, run.results))
     paths.append(out / "shootout.md")
     return paths
 
@@ -138,7 +159,8 @@ def make_combined_figures(runs: dict[str, BenchRun], out: Path) -> list[Path]:
             paths += _save(fig, table, out / name / "fig5_budget")
             shootout = shootout_table(run.results)
             paths.append(write_csv(shootout, out / name / "shootout.csv"))
-            (out / name / "shootout.md").write_text(shootout_markdown(shootout, f"{name} ({' + '.join(members)})"))
+            (out / name / "shootout.md").write_text(shootout_markdown(shootout, f"{name} ({' + '.join(members)})",
+                                                                      run.results))
             paths.append(out / name / "shootout.md")
     return paths
 

@@ -54,6 +54,7 @@ RESULT_COLUMNS = ID_COLUMNS + ["dataset", "category", "prompt_id", "new_tokens",
 # Which machine measured a bench row (``machine.describe_machine``), after RESULT_COLUMNS in a run's
 # results.parquet; runs from before 2026-12-06 lack it.
 MACHINE_COLUMN = "machine"
+UNRECORDED_MACHINE = "a machine not recorded"  # what tables say for a row without one
 SUMMARY_COLUMNS = ID_COLUMNS + ["n_prompts", "new_tokens", "mal", "tokens_per_s", "speedup", "draft_s", "verify_s",
                                 "build_s", "expected_acceptance"]
 AR_KIND = "ar"

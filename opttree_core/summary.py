@@ -9,6 +9,7 @@ definitions of ``metrics.py``:
     per_prompt_speedups(results)  each tree run's tokens/s over AR's on the same prompt and temperature
     pooled_intervals(rows, ar)    95 % bootstrap intervals over prompts of a method's pooled MAL and
                                   pooled speedup (a prompt's method and AR runs drawn together)
+    prompts_per_machine(results)  how many prompts each machine timed (a run resumed on others)
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from .metrics import (
     pooled_speedup,
     tokens_per_second,
 )
-from .records import AR_KIND, ID_COLUMNS, SUMMARY_COLUMNS
+from .records import AR_KIND, ID_COLUMNS, MACHINE_COLUMN, SUMMARY_COLUMNS, UNRECORDED_MACHINE
 
 
 def _totals(frame: pd.DataFrame) -> dict[str, tuple[int, float]]:
@@ -104,3 +105,14 @@ def pooled_intervals(rows: pd.DataFrame, ar: pd.DataFrame, n_boot: int = 1000, s
     speedup = [tokens_per_second(m_tok[p].sum(), m_sec[p].sum()) / tokens_per_second(a_tok[p].sum(), a_sec[p].sum())
                for p in bootstrap_picks(len(both), n_boot, seed)]
     return (*percentile_interval(mal, level), *percentile_interval(speedup, level))
+
+
+def prompts_per_machine(results: pd.DataFrame) -> dict[str, int]:
+    """Machine (``records.MACHINE_COLUMN``) → how many of the run's prompts it timed, most first; {}
+    for a run from before rows named their machine. Each prompt runs whole on one machine
+    (``tools/bench/sittings.py``), so each speedup is a ratio from one machine."""
+    if MACHINE_COLUMN not in results.columns or results[MACHINE_COLUMN].isna().all():
+        return {}
+    named = results.assign(**{MACHINE_COLUMN: results[MACHINE_COLUMN].fillna(UNRECORDED_MACHINE)})
+    counts = named.groupby(MACHINE_COLUMN)["prompt_id"].nunique()
+    return {str(m): int(n) for m, n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))}

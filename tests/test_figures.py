@@ -171,6 +171,38 @@ def test_bad_run_folders_are_one_line_errors(tiny_run, tmp_path):
     assert "–" in shootout_markdown(shootout_table(results), "x")  # AR has no budget
 
 
+def test_a_run_timed_on_two_machines_gives_each_machines_own_speedups(tiny_run):
+    """A run resumed in sittings on two machines (each prompt whole on one): the shoot-out names the
+    machines with their prompt counts, and each machine's column is the pooled speedup over AR on that
+    machine's prompts alone."""
+    from opttree_core.records import MACHINE_COLUMN
+    from opttree_core.summary import method_summary
+
+    results = pd.read_parquet(tiny_run / "results.parquet")
+    prompts = sorted(results["prompt_id"].unique())
+    results[MACHINE_COLUMN] = ["Zen CPU" if p == prompts[0] else "Xeon CPU" for p in results["prompt_id"]]
+    results.loc[(results["prompt_id"] == prompts[0]) & (results["kind"] == "ar"), "seconds"] *= 2  # a slower AR
+    results["tokens_per_s"] = results["new_tokens"] / results["seconds"]
+    table = shootout_table(results)
+    text = shootout_markdown(table, "x", results)
+    assert "Timed on 2 machines" in text
+    head = next(line for line in text.splitlines() if line.startswith("| method | speedup on"))
+    assert len(prompts) == 2 and head == "| method | speedup on Xeon CPU (1 prompt) | speedup on Zen CPU (1 prompt) |"
+    lines = text.splitlines()
+    rows = {line.split(" | ")[0][2:]: line.strip("| ").split(" | ")[1:] for line in lines[lines.index(head) + 2:]
+            if line.startswith("| ")}
+    assert list(rows) == list(table["method"])
+    for machine, column in (("Xeon CPU", 0), ("Zen CPU", 1)):
+        own = method_summary(results[results[MACHINE_COLUMN] == machine]).set_index("method")["speedup"]
+        assert all(rows[m][column] == f"{own[m]:.2f}" for m in own.index)
+    from treeviz.runs import BenchRun
+
+    assert data_caption(BenchRun(tiny_run, {}, results)).endswith(" · timed on 2 machines")
+    one = results.assign(**{MACHINE_COLUMN: "Xeon CPU"})
+    assert shootout_markdown(table, "x", one).endswith("\n\nTimed on Xeon CPU.\n")
+    assert shootout_markdown(table, "x", results.drop(columns=[MACHINE_COLUMN])) == shootout_markdown(table, "x")
+
+
 def test_command_runs_without_model_code_and_repeats_its_bytes(tiny_run, written, tmp_path):
     """The script imports neither torch nor transformers (they are made unimportable: it reads logs
     through opttree_core's torch-free ``records`` and ``metrics``), and a second run over the same

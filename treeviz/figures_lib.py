@@ -16,14 +16,14 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullLocator
 
+from opttree_core.summary import per_prompt_speedups, prompts_per_machine
+
 from . import style
 from .analysis import correlation_intervals, ea_a_counts, speedup_stats
 from .graph import accepted_path, step_graph
 from .logs import visible
 from .mpl_tree import tree_figure_mpl
 from .paper import ea_heatmap_mpl
-from opttree_core.summary import per_prompt_speedups
-
 from .runs import AR_KIND, BenchRun, multi_temperature, panel_name, panels
 from .static import PAGE_WIDTH_IN, new_figure, paper_style
 
@@ -56,6 +56,8 @@ def data_caption(run: BenchRun, max_chars: int | None = None) -> str:
     parts.append("greedy" if temperatures == [0.0] else "T = " + ", ".join(f"{t:g}" for t in temperatures))
     if config.get("max_new_tokens"):
         parts.append(f"{config['max_new_tokens']} new tokens")
+    if len(machines := prompts_per_machine(results)) > 1:  # a run resumed in sittings elsewhere
+        parts.append(f"timed on {len(machines)} machines")
     return _join_lines(parts, " · ", max_chars)
 
 

@@ -10,8 +10,8 @@ import pandas as pd
 
 from ...atomic import write_atomic
 from ...errors import OptTreeError
-from ...records import AR_KIND, MACHINE_COLUMN
-from ...summary import category_summary, method_summary
+from ...records import AR_KIND
+from ...summary import category_summary, method_summary, prompts_per_machine
 
 
 def write_summary(run_dir: Path, results: pd.DataFrame) -> pd.DataFrame:
@@ -118,15 +118,10 @@ def category_markdown(results: pd.DataFrame) -> str:
 
 
 def machines_markdown(results: pd.DataFrame) -> str:
-    """Which machine measured how many of the run's prompts ("" for runs from before rows named their
-    machine): a run resumed on other machines pools prompts timed on each, every speedup taken
-    against AR on its own prompt and machine."""
-    if MACHINE_COLUMN not in results.columns:
+    """Which machine timed how many of the run's prompts ("" for runs from before rows named their
+    machine): a run resumed on other machines pools prompts timed on each."""
+    machines = prompts_per_machine(results)
+    if not machines:
         return ""
-    named = results[MACHINE_COLUMN].fillna("a machine not recorded")
-    prompts = results.assign(machine=named).groupby("machine")["prompt_id"].nunique()
-    if len(prompts) == 0:
-        return ""
-    lines = [f"- {machine}: {n} prompt{'s' if n != 1 else ''}"
-             for machine, n in prompts.sort_values(ascending=False).items()]
-    return "\n".join([f"Measured on {len(prompts)} machine{'s' if len(prompts) > 1 else ''}:", *lines, ""])
+    lines = [f"- {machine}: {n} prompt{'s' if n != 1 else ''}" for machine, n in machines.items()]
+    return "\n".join([f"Measured on {len(machines)} machine{'s' if len(machines) > 1 else ''}:", *lines, ""])
