@@ -77,13 +77,14 @@ assert chain.steps < len(chain.token_ids), "the draft should save at least one t
 # ## Fewer target passes is not the same as faster
 # The chain needs fewer target passes than AR, but each of its steps costs more than one AR token:
 # the draft runs K times, and the target verifies K + 1 rows (the root and the K drafted tokens),
-# which on this CPU costs about 1.15–1.9 AR passes (docs/architecture.md, "Measured on this CPU").
+# which costs from about one AR pass (a 2-core Xeon with AMX, where SmolLM2's forward costs the same
+# for 1 or 16 rows) to about two (an AMD EPYC; README, "The roofline belongs to the machine").
 # A step yields [MAL](../docs/glossary.md#mal) tokens, so **the chain wins only when a step costs less than MAL AR tokens**.
 # A speed is only worth saying when AR ran in the same process, on the same prompts, interleaved
 # with the method (a single timing of each, one after the other, can be off by several times on a
 # shared machine). The bench harness does that: two short prompts, AR and the chain alternating,
 # after a warm-up. The lines below say which way it went, with the 95 % interval over the prompts
-# and the machine; with these small drafts on a 2-core CPU the chain is often slower.
+# and the machine: on the EPYCs the chain with these small drafts was often slower, on the Xeon faster.
 
 # %%
 import torch

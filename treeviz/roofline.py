@@ -78,7 +78,7 @@ def roofline_figure(record: dict):
         right.xaxis.set_minor_locator(NullLocator())
         right.legend(fontsize=6)
         drafts = {c["target"]: c.get("mal_draft") or "?" for c in record["configs"] if c.get("mal")}
-        fig.suptitle(f"Roofline on {record['machine']}, {record['date']} (context {record['context']} tokens)\n"
+        fig.suptitle(f"Roofline on {record['machine']}\n{record['date']}, context {record['context']} tokens\n"
                      "MAL from logged greedy OPT-Tree runs of "
                      + " and ".join(f"{target} ({draft})" for target, draft in drafts.items()), fontsize=6.5)
     return fig, table

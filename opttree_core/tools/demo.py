@@ -4,8 +4,9 @@ The models (``choose_models``): the Qwen2.5-Coder pair (the 1.5B target in bfloa
 drafting with int4 weights) wherever it fits: its packages installed (``make pair``), bfloat16 fast
 on the device (a GPU, or a CPU with avx512_bf16 / amx_bf16: there verifying 16 tokens costs about
 1.3 AR steps, so trees pay), and the memory for both. Elsewhere the embedded SmolLM2-135M drafted by
-the shipped EAGLE-style head (``eagle-smollm2``), on which trees cannot pay on a CPU; the demo
-says which and why. ``--target smollm2-135m`` (or any target, with ``--draft``) chooses yourself.
+the shipped EAGLE-style head (``eagle-smollm2``), on which trees pay on some CPUs (a Xeon with AMX:
+about 2-2.8x AR) and not on others (the AMD EPYCs: about 1x; README, "The roofline belongs to the
+machine"); the demo says which and why. ``--target smollm2-135m`` (or any target, with ``--draft``) chooses yourself.
 
 The policy is OPT-Tree auto (``--policy`` takes any other): it is OPT-Tree whose node budget and
 threshold come from this machine's latency profile (measured once, cached), and it drafts nothing
