@@ -30,8 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from opttree_core.records import MACHINE_COLUMN, UNRECORDED_MACHINE
-from opttree_core.summary import method_summary, prompts_per_machine
+from opttree_core.summary import machine_labels, method_summary, prompts_per_machine
 from treeviz import open_questions as oq
 from treeviz.figures_lib import (
     budget_curves,
@@ -78,13 +77,13 @@ def _with_interval(value, low, high) -> str:
 
 
 def machines_section(results: pd.DataFrame, methods: list[str]) -> list[str]:
-    """For a run timed on more than one machine (``records.MACHINE_COLUMN``): which machine timed how
+    """For a run timed on more than one machine (``summary.machine_labels``): which machine timed how
     many prompts, and each method's pooled speedup on each machine's prompts alone."""
     machines = prompts_per_machine(results)
     if len(machines) < 2:
         return ["", f"Timed on {next(iter(machines))}."] if machines else []
     heads = [f"speedup on {m} ({n} prompt{'s' if n != 1 else ''})" for m, n in machines.items()]
-    named = results[MACHINE_COLUMN].fillna(UNRECORDED_MACHINE)
+    named = machine_labels(results)
     speedups = {m: method_summary(results[named == m]).set_index("method")["speedup"] for m in machines}
     lines = ["", f"Timed on {len(machines)} machines (a run resumed in sittings). Each prompt ran whole on one "
              "machine, so every speedup is over AR on its own prompt and machine; the pooled speedups above mix "

@@ -45,7 +45,7 @@ def cpu_flags() -> list[str]:
 
 def cpu_has_fast_bf16() -> bool:
     """Whether this CPU computes bf16 matmuls natively (AVX-512 BF16 or AMX-BF16)."""
-    return "avx512_bf16" in cpu_flags() or "amx_bf16" in cpu_flags()
+    return not {"avx512_bf16", "amx_bf16"}.isdisjoint(cpu_flags())
 
 
 def device_name(device: torch.device | str = "cpu") -> str:

@@ -10,6 +10,7 @@ definitions of ``metrics.py``:
     pooled_intervals(rows, ar)    95 % bootstrap intervals over prompts of a method's pooled MAL and
                                   pooled speedup (a prompt's method and AR runs drawn together)
     prompts_per_machine(results)  how many prompts each machine timed (a run resumed on others)
+    machine_labels(results)       each row's machine, named even where the row has none
 """
 from __future__ import annotations
 
@@ -113,6 +114,10 @@ def prompts_per_machine(results: pd.DataFrame) -> dict[str, int]:
     (``tools/bench/sittings.py``), so each speedup is a ratio from one machine."""
     if MACHINE_COLUMN not in results.columns or results[MACHINE_COLUMN].isna().all():
         return {}
-    named = results.assign(**{MACHINE_COLUMN: results[MACHINE_COLUMN].fillna(UNRECORDED_MACHINE)})
-    counts = named.groupby(MACHINE_COLUMN)["prompt_id"].nunique()
+    counts = results.groupby(machine_labels(results))["prompt_id"].nunique()
     return {str(m): int(n) for m, n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))}
+
+
+def machine_labels(results: pd.DataFrame) -> pd.Series:
+    """Each row's machine (``records.MACHINE_COLUMN``), ``records.UNRECORDED_MACHINE`` where it names none."""
+    return results[MACHINE_COLUMN].fillna(UNRECORDED_MACHINE)
