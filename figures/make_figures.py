@@ -9,14 +9,17 @@ them; each run's files go to ``--out`` (or ``--out/<run name>`` for a folder of 
     fig4_ea_vs_a.{png,pdf,csv}   Fig. 4: steps per (E(A), A), Pearson r per drafter · policy
     fig4_correlation.csv         r, ρ and n of each panel
     fig5_budget.{png,pdf,csv}    Fig. 5: MAL and tokens/s against the node budget
-    shootout.{csv,md}            MAL and speedup per method × budget × temperature (pooled)
+    shootout.{csv,md}            MAL and speedup per method × budget × temperature (pooled); the .md
+                                 ends with the paper's order (OPT-Tree > EAGLE static > binary) tested
+                                 on paired prompts where the run has two of them
     speedup_bars.{png,pdf,csv}   speedup over AR, mean ± sd over prompts
     case_tree.{png,pdf,csv}      one step's tree, accepted path and tokens (``--case METHOD``)
 
 From a folder of runs, also ``COMBINED`` sets (``paper-fig5-all/``: Fig. 5 and its shoot-out over
 ``paper-fig5`` + ``paper-fig5-large`` on their shared prompts) and the paper's open questions from
 the ``oq-*`` runs (``open-questions/oq_strength``, ``oq_delta`` + ``oq_delta_best.csv``, ``oq_large``;
-``oq-*`` runs get no per-run set of their own).
+``oq-*`` runs get no per-run set of their own), and question 1 on the Qwen2.5-Coder pair from
+``pair-table1`` + ``pair-table1-ends`` (``open-questions/oq_strength_pair``).
 
 Same logs → same bytes (``treeviz.static`` pins fonts and strips dates). Reads Parquet and
 JSON with pandas only: no torch, no transformers, no ``opttree_core``.
@@ -39,7 +42,7 @@ from treeviz.figures_lib import (
     ea_heatmaps,
     speedup_bars,
 )
-from treeviz.runs import BenchRun, combine_runs, find_runs, load_run, shootout_table
+from treeviz.runs import BenchRun, combine_runs, find_runs, load_run, ordering_table, shootout_table
 from treeviz.static import save_figure
 
 FIGURES = {"fig4_ea_vs_a": ea_heatmaps, "fig5_budget": budget_curves, "speedup_bars": speedup_bars,
@@ -56,6 +59,10 @@ FLOAT_FORMAT = "%.6g"
 COMBINED = {"paper-fig5-all": ("paper-fig5", "paper-fig5-large")}
 OPEN_QUESTIONS_DIR = "open-questions"
 OPEN_QUESTION_PREFIX = "oq-"  # runs behind the open questions only: no per-run figure set of their own
+# Question 1 on the Qwen2.5-Coder pair: Table 1's 0.5B draft beside its two ends (n-gram, self), the
+# rows those runs share (OPT-Tree, n = 25, greedy)
+PAIR_STRENGTH_RUNS = ("pair-table1", "pair-table1-ends")
+PAIR_STRENGTH_ROWS = {"policy": "opt-tree", "budget": 25, "temperature": 0.0}
 
 
 def write_csv(table: pd.DataFrame, path: Path) -> Path:
@@ -94,6 +101,33 @@ def machines_section(results: pd.DataFrame, methods: list[str]) -> list[str]:
     return lines
 
 
+def _verdict(low: float, high: float) -> str:
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return "–"
+    return "ahead" if low > 1 else "behind" if high < 1 else "level (the interval holds 1)"
+
+
+def ordering_section(ordering: pd.DataFrame) -> list[str]:
+    """``runs.ordering_table`` in words: whether each policy of the paper's MAL order is ahead of the
+    next on the same prompts (paired intervals), and whether that also makes it faster."""
+    if ordering.empty:
+        return []
+    lines = ["", "## The paper's order, paired over prompts", "",
+             "OPT-Tree's Table 1 ranks OPT-Tree > EAGLE static tree > binary tree in MAL. Each row compares two "
+             "of them on the prompts both decoded (same prompt, same machine): the first's MAL and tokens/s over "
+             "the second's, with 95 % paired percentile-bootstrap intervals over prompts (1000 draws, seed 0). "
+             "Ahead: the interval lies above 1; behind: below 1.", "",
+             "| drafter | T | n | first vs second | prompts | MAL ratio (95 % CI) | MAL | speed ratio (95 % CI) | speed |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for row in ordering.itertuples(index=False):
+        lines.append(f"| {row.drafter} | {row.temperature:g} | {row.budget} | {row.first} vs {row.second} | "
+                     f"{row.prompts} | {_with_interval(row.mal_ratio, row.mal_ratio_lo, row.mal_ratio_hi)} | "
+                     f"{_verdict(row.mal_ratio_lo, row.mal_ratio_hi)} | "
+                     f"{_with_interval(row.speed_ratio, row.speed_ratio_lo, row.speed_ratio_hi)} | "
+                     f"{_verdict(row.speed_ratio_lo, row.speed_ratio_hi)} |")
+    return lines
+
+
 def shootout_markdown(table: pd.DataFrame, run_name: str, results: pd.DataFrame | None = None) -> str:
     """The shoot-out as a Markdown table (numbers to 2 decimals, 95 % intervals in brackets; – where
     not applicable), then, given the ``results`` it summarises, the machines that timed them."""
@@ -110,6 +144,7 @@ def shootout_markdown(table: pd.DataFrame, run_name: str, results: pd.DataFrame 
                   _with_interval(row.speedup, row.speedup_lo, row.speedup_hi), _cell(row.matches_ar)]
         lines.append("| " + " | ".join(cells) + " |")
     lines += machines_section(results, list(table["method"])) if results is not None else []
+    lines += ordering_section(ordering_table(results)) if results is not None else []
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
@@ -175,15 +210,21 @@ def make_open_question_figures(runs: dict[str, BenchRun], out: Path) -> list[Pat
     strength = _runs_named(runs, prefix="oq-strength")
     delta = _runs_named(runs, prefix="oq-delta-")
     large = _runs_named(runs, "paper-fig5", "paper-fig5-large", "oq-large")
+    pair_strength = all(name in runs for name in PAIR_STRENGTH_RUNS)
     if strength:
         paths += _save(*oq.strength_figure(oq.strength_table(strength)), out / "oq_strength")
+    if pair_strength:
+        table = oq.strength_table(_runs_named(runs, *PAIR_STRENGTH_RUNS), **PAIR_STRENGTH_ROWS)
+        paths += _save(*oq.strength_figure(table), out / "oq_strength_pair")
     if delta:
         table = oq.delta_table(delta)
         paths += _save(*oq.delta_figure(table), out / "oq_delta")
         paths.append(write_csv(oq.best_deltas(table), out / "oq_delta_best.csv"))
     if "oq-large" in runs:
         paths += _save(*oq.large_budget_figure(oq.large_budget_table(large)), out / "oq_large")
-    for question, present in (("draft strength (oq-strength*)", strength), ("best δ (oq-delta-*)", delta),
+    for question, present in (("draft strength (oq-strength*)", strength),
+                              (f"draft strength on the pair ({', '.join(PAIR_STRENGTH_RUNS)})", pair_strength),
+                              ("best δ (oq-delta-*)", delta),
                               ("past 500 nodes (oq-large)", "oq-large" in runs)):
         if not present:
             print(f"make_figures: open question '{question}' skipped: its runs are not in the data", file=sys.stderr)

@@ -108,6 +108,29 @@ def pooled_intervals(rows: pd.DataFrame, ar: pd.DataFrame, n_boot: int = 1000, s
     return (*percentile_interval(mal, level), *percentile_interval(speedup, level))
 
 
+def paired_ratios(rows: pd.DataFrame, other: pd.DataFrame, n_boot: int = 1000, seed: int = 0,
+                  level: float = 0.95) -> dict[str, float]:
+    """One method's rows against another's on the prompts both finished, drawn together (a paired
+    bootstrap: both methods decoded the same prompts on the same machine): the ratio of their pooled
+    MALs and of their pooled tokens/s (the ratio of their speedups over one AR), each with a 95 %
+    percentile-bootstrap interval over prompts, NaN with fewer than 2 prompts."""
+    own = rows.set_index(rows["prompt_id"].astype(str))
+    base = other.set_index(other["prompt_id"].astype(str))
+    both = sorted(set(own.index) & set(base.index))
+    a_tok, a_steps, a_sec = (own.loc[both, c].to_numpy(float) for c in ("new_tokens", "steps", "seconds"))
+    b_tok, b_steps, b_sec = (base.loc[both, c].to_numpy(float) for c in ("new_tokens", "steps", "seconds"))
+
+    def ratios(p) -> tuple[float, float]:
+        return (pooled_mal(a_tok[p].sum(), a_steps[p].sum()) / pooled_mal(b_tok[p].sum(), b_steps[p].sum()),
+                tokens_per_second(a_tok[p].sum(), a_sec[p].sum()) / tokens_per_second(b_tok[p].sum(), b_sec[p].sum()))
+
+    mal, speed = ratios(np.arange(len(both)))
+    draws = np.array([ratios(p) for p in bootstrap_picks(len(both), n_boot, seed)]).reshape(-1, 2)
+    (mal_lo, mal_hi), (speed_lo, speed_hi) = (percentile_interval(draws[:, i], level) for i in (0, 1))
+    return {"prompts": len(both), "mal_ratio": mal, "mal_ratio_lo": mal_lo, "mal_ratio_hi": mal_hi,
+            "speed_ratio": speed, "speed_ratio_lo": speed_lo, "speed_ratio_hi": speed_hi}
+
+
 def prompts_per_machine(results: pd.DataFrame) -> dict[str, int]:
     """Machine (``records.MACHINE_COLUMN``) → how many of the run's prompts it timed, most first; {}
     for a run from before rows named their machine. Each prompt runs whole on one machine

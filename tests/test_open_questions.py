@@ -12,10 +12,11 @@ ROOT = Path(__file__).resolve().parents[1]
 from conftest import TREEVIZ_LOGS as LOGS
 from conftest import make_tiny_run, text_boxes
 
-from figures.make_figures import OPEN_QUESTIONS_DIR, make_figures
+import figures.make_figures as make_figures_module
+from figures.make_figures import OPEN_QUESTIONS_DIR, make_figures, ordering_section
 from treeviz import open_questions as oq
-from opttree_core.summary import pooled_intervals
-from treeviz.runs import BenchRun, combine_runs, load_run, read_log_dir, shootout_table
+from opttree_core.summary import paired_ratios, pooled_intervals
+from treeviz.runs import BenchRun, combine_runs, load_run, ordering_table, read_log_dir, shootout_table
 
 PROMPTS = ("p0", "p1", "p2", "p3")
 
@@ -55,6 +56,46 @@ def test_shootout_intervals_bracket_the_pooled_numbers_and_come_from_prompts(run
     mine, base = results[results["method"] == table.index[1]], results[results["kind"] == "ar"]
     assert pooled_intervals(mine, base) == pooled_intervals(mine, base)  # seeded
     assert np.isnan(pooled_intervals(mine.iloc[:1], base.iloc[:1])).all()  # one prompt: no interval
+
+
+def _rows(policy: str, budget: int, steps: dict, seconds: dict) -> pd.DataFrame:
+    """A tree method's result rows: 60 tokens per prompt in ``steps[prompt]`` steps and ``seconds[prompt]``."""
+    return pd.DataFrame([{"method": f"{policy} n={budget}", "kind": "tree", "policy": policy, "budget": budget,
+                          "drafter": "d", "temperature": 0.0, "prompt_id": p, "new_tokens": 60, "steps": steps[p],
+                          "seconds": seconds[p]} for p in steps])
+
+
+def test_paired_ratios_compare_two_methods_on_the_prompts_both_decoded():
+    first = _rows("opt-tree", 25, {"p0": 10, "p1": 20, "p2": 15, "p3": 12}, {"p0": 6.0, "p1": 5.0, "p2": 4.0, "p3": 9.0})
+    second = _rows("binary", 25, {"p0": 20, "p1": 24, "p2": 30}, {"p0": 6.0, "p1": 7.0, "p2": 5.0})
+    got = paired_ratios(first, second)
+    assert got["prompts"] == 3  # p3 only in the first
+    assert got["mal_ratio"] == pytest.approx((180 / 45) / (180 / 74))
+    assert got["speed_ratio"] == pytest.approx((180 / 15.0) / (180 / 18.0))
+    per_prompt = [(20 / 10, 6 / 6), (24 / 20, 7 / 5), (30 / 15, 5 / 4)]  # (MAL ratio, speed ratio) per prompt
+    for i, name in enumerate(("mal_ratio", "speed_ratio")):
+        values = [r[i] for r in per_prompt]
+        assert min(values) - 1e-12 <= got[f"{name}_lo"] <= got[name] <= got[f"{name}_hi"] <= max(values) + 1e-12
+    assert paired_ratios(first, second) == got  # seeded
+    alone = paired_ratios(first.iloc[:1], second.iloc[:1])
+    assert alone["mal_ratio"] == pytest.approx(2.0) and np.isnan(alone["mal_ratio_lo"])  # one prompt: no interval
+
+
+def test_the_papers_order_is_tested_between_neighbours_that_ran_together():
+    steps = {"p0": 10, "p1": 12, "p2": 11}
+    seconds = {"p0": 5.0, "p1": 5.0, "p2": 5.0}
+    results = pd.concat([_rows("opt-tree", 25, steps, seconds), _rows("binary", 25, steps, seconds),
+                         _rows("eagle-static", 25, {p: 2 * n for p, n in steps.items()}, seconds),
+                         _rows("eagle2", 25, steps, seconds),  # not in the paper's order: left out
+                         _rows("opt-tree", 60, steps, seconds), _rows("binary", 60, steps, seconds)])
+    table = ordering_table(results)
+    assert [(r.budget, r.first, r.second) for r in table.itertuples()] == [
+        (25, "opt-tree", "eagle-static"), (25, "eagle-static", "binary"), (60, "opt-tree", "binary")]
+    assert table["mal_ratio"].tolist() == pytest.approx([2.0, 0.5, 1.0])
+    lines = ordering_section(table)
+    assert "| 2.00 (2.00–2.00) | ahead | 1.00 (1.00–1.00) | level (the interval holds 1) |" in lines[-3]
+    assert "| 0.50 (0.50–0.50) | behind |" in lines[-2] and "| 1.00 (1.00–1.00) | level" in lines[-1]
+    assert ordering_section(ordering_table(results[results["policy"] == "eagle2"])) == []
 
 
 def test_combined_fig5_keeps_the_shared_prompts_and_pools_their_ar(runs):
@@ -97,6 +138,32 @@ def test_strength_table_matches_the_logs(runs):
         assert row["pearson"] == pytest.approx(np.corrcoef(data.steps["ea"], data.steps["a"])[0, 1])
     assert table.loc["tiny-close", "first_token_agreement"] > table.loc["tiny-noisy", "first_token_agreement"]
     assert oq.draft_label("eagle-smollm2", 512) == "eagle-smollm2 · vocab 512"
+
+
+def test_strength_table_keeps_only_the_rows_asked_for(runs):
+    """A Table 1 run mixes policies, budgets and temperatures: question 1 reads one of its columns."""
+    fig5 = load_run(runs / "paper-fig5")  # opt-tree at n = 4 and 12, each log standing for 4 prompts
+    columns = ["draft", "budget", "steps", "prompts", "mal", "first_token_agreement", "pearson"]
+    chosen = oq.strength_table([fig5], policy="opt-tree", budget=12, temperature=0.0)[columns]
+    alone = oq.strength_table([load_run(runs / "oq-strength")])[columns]  # the same n = 12 logs
+    pd.testing.assert_frame_equal(chosen, alone)
+    assert set(oq.strength_table([fig5])["budget"]) == {"4–12"}  # nothing asked: both budgets pooled
+    with pytest.raises(ValueError, match="no tree runs"):
+        oq.strength_table([fig5], temperature=1.0)
+
+
+def test_make_figures_asks_question_1_of_the_pair_from_table1_and_its_ends(tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    make_tiny_run(data / "pair-table1", 4.0, PROMPTS[:2], "tiny-close-*")  # chain, and opt-tree at n = 4, 12, 24
+    make_tiny_run(data / "pair-table1-ends", 4.0, PROMPTS[:2], "tiny-noisy-opt-tree-*")
+    monkeypatch.setitem(make_figures_module.PAIR_STRENGTH_ROWS, "budget", 12)  # the tiny logs have no n = 25
+    make_figures(data, tmp_path / "out")
+    drawn = pd.read_csv(tmp_path / "out" / OPEN_QUESTIONS_DIR / "oq_strength_pair.csv").set_index("draft")
+    assert sorted(drawn.index) == ["tiny-close", "tiny-noisy"] and set(drawn["budget"].astype(str)) == {"12"}
+    for draft in drawn.index:
+        assert drawn.loc[draft, "steps"] == 2 * read_log_dir(LOGS / f"{draft}-opt-tree-12").n_steps
+    assert (tmp_path / "out" / OPEN_QUESTIONS_DIR / "oq_strength_pair.png").is_file()
+    assert (tmp_path / "out" / "pair-table1-ends" / "shootout.md").is_file()  # the ends keep their own table
 
 
 def test_delta_table_reads_each_runs_threshold_and_picks_the_best(runs):

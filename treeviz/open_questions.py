@@ -52,18 +52,21 @@ def first_token_hits(nodes: pd.DataFrame) -> pd.Series:
     return best.reindex(steps, fill_value=False)
 
 
-def _tree_runs(runs: list[BenchRun], policy: str | None = None):
+def _tree_runs(runs: list[BenchRun], policy: str | None = None, **match):
+    """Each tree row of ``runs`` (with its run) of ``policy``, whose columns equal ``match``'s values."""
     for run in runs:
         for row in run.tree_rows().itertuples(index=False):
-            if policy is None or row.policy == policy:
+            if (policy is None or row.policy == policy) and all(getattr(row, k) == v for k, v in match.items()):
                 yield run, row
 
 
-def strength_table(runs: list[BenchRun], n_boot: int = 1000) -> pd.DataFrame:
+def strength_table(runs: list[BenchRun], n_boot: int = 1000, **select) -> pd.DataFrame:
     """One row per draft (drafter and draft vocabulary) over ``runs``' tree logs: steps, prompts,
-    first-token agreement, MAL, mean E(A) and the correlations of ``analysis.correlation_intervals``."""
+    first-token agreement, MAL, mean E(A) and the correlations of ``analysis.correlation_intervals``.
+    ``select`` keeps the tree rows whose columns have those values (e.g. ``policy="opt-tree",
+    budget=25, temperature=0.0`` out of a Table 1 run of five policies, two budgets and two temperatures)."""
     steps, hits, budgets = {}, {}, {}
-    for run, row in _tree_runs(runs):
+    for run, row in _tree_runs(runs, **select):
         data = run.log(row.log_dir)
         label = (run.target, draft_label(row.drafter, _log_vocab(data.meta)))
         part = ea_a_frame({row.log_dir: data})[["step", "ea", "a", "ea_bin"]].assign(prompt_id=row.prompt_id)

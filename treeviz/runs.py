@@ -24,13 +24,16 @@ from pathlib import Path
 import pandas as pd
 
 from opttree_core.records import AR_KIND, RESULT_COLUMNS, LogData, read_log, read_log_meta
-from opttree_core.summary import ar_rows, method_summary, pooled_intervals
+from opttree_core.summary import ar_rows, method_summary, paired_ratios, pooled_intervals
 
 from .analysis import ea_a_frame
 
 SHOOTOUT_COLUMNS = ["method", "kind", "drafter", "policy", "budget", "temperature", "n_prompts", "new_tokens",
                     "steps", "seconds", "mal", "mal_lo", "mal_hi", "tokens_per_s", "speedup", "speedup_lo",
                     "speedup_hi", "matches_ar"]
+PAPER_ORDER = ("opt-tree", "eagle-static", "binary")  # OPT-Tree's Table 1: MAL in this order
+ORDERING_COLUMNS = ["drafter", "temperature", "budget", "first", "second", "prompts", "mal_ratio", "mal_ratio_lo",
+                    "mal_ratio_hi", "speed_ratio", "speed_ratio_lo", "speed_ratio_hi"]
 read_log_dir = read_log  # a log directory, by the engine's one reader (no torch)
 
 
@@ -190,6 +193,25 @@ def shootout_table(results: pd.DataFrame) -> pd.DataFrame:
     order = table.assign(_ar=table["kind"] != AR_KIND).sort_values(
         ["temperature", "_ar", "drafter", "policy", "budget", "method"], na_position="first", kind="stable")
     return order[SHOOTOUT_COLUMNS].reset_index(drop=True)
+
+
+def ordering_table(results: pd.DataFrame, order: tuple[str, ...] = PAPER_ORDER, n_boot: int = 1000) -> pd.DataFrame:
+    """Each neighbouring pair of ``order`` among the policies that ran at one drafter, temperature and
+    budget (one missing there is passed over: at n = 60, with no 25-node static tree, OPT-Tree meets
+    the binary tree), compared on the prompts both decoded by ``summary.paired_ratios``: the first's
+    MAL and tokens/s over the second's, with paired 95 % intervals (``ORDERING_COLUMNS``)."""
+    tree = results[(results["kind"] != AR_KIND) & results["policy"].isin(order)]
+    rows = []
+    for (drafter, temperature, budget), part in tree.groupby(["drafter", "temperature", "budget"], sort=True):
+        if part.groupby("policy")["method"].nunique().max() > 1:
+            raise ValueError(f"{drafter} at n = {budget}, T = {temperature:g} has two methods of one policy: "
+                             "which to compare is ambiguous")
+        present = [policy for policy in order if policy in set(part["policy"])]
+        for first, second in zip(present, present[1:]):
+            ratios = paired_ratios(part[part["policy"] == first], part[part["policy"] == second], n_boot=n_boot)
+            rows.append({"drafter": drafter, "temperature": float(temperature), "budget": int(budget),
+                         "first": first, "second": second, **ratios})
+    return pd.DataFrame(rows, columns=ORDERING_COLUMNS)
 
 
 def step_frame(run: BenchRun) -> pd.DataFrame:
