@@ -158,6 +158,8 @@ def _budget_panel(ax, rows: pd.DataFrame, value: str, colours: dict) -> None:
                     marker="o", ms=3, capsize=2, lw=1.2, color=colours[policy], label=policy)
     budgets = sorted(rows["budget"].astype(int).unique())
     ax.set_xscale("log", base=2)
+    if len(budgets) == 1:  # one point: autoscaling a log axis around it leaves it on the panel's edge
+        ax.set_xlim(budgets[0] / 2, budgets[0] * 2)
     ax.xaxis.set_major_locator(FixedLocator(budgets))
     ax.xaxis.set_major_formatter(FormatStrFormatter("%d"))
     ax.xaxis.set_minor_locator(NullLocator())
@@ -194,7 +196,7 @@ def budget_curves(run: BenchRun):
                 axes[1, col].axhline(float(ar["tokens_per_s"].iloc[0]), color="#555", lw=0.9, ls=":",
                                      label="autoregressive")
             axes[0, col].set_title(group, fontsize=8)
-            axes[1, col].set_xlabel("node budget n (log₂ axis)")
+        fig.supxlabel("node budget n (log₂ axis)", fontsize=axes[1, 0].xaxis.label.get_fontsize())  # one for all panels
         for row, (value, label) in enumerate(CURVE_VALUES.items()):
             axes[row, 0].set_ylabel(label)
             for ax in axes[row]:
