@@ -169,7 +169,7 @@ print(f"per-step r: n-gram {pair_by_draft.loc['ngram', 'pearson']:.2f}, "
 #   other.
 # * The 0.5B row here (n = 25, δ = 0.5, 24 prompts) has r 0.92 (0.89–0.93), against 0.72–0.88 in
 #   `pair-grid` (n = 4–64, δ = 0.2, 59 prompts). Its 440 steps are short of Fig. 4's 1000:
-#   `figures/experiments/pair-fig4.toml` asks for them (48 prompts), and has not run yet.
+#   `figures/experiments/pair-fig4.toml` asks for them (48 prompts); its run is under way.
 # * Neither end pays on this CPU: both ran at about 0.6× AR greedy (`figures/out/pair-table1-ends/`),
 #   the n-gram table because it accepts 1.5 tokens for a 26-token verification, `self` because every
 #   draft layer is a forward pass of the 1.5B itself.
