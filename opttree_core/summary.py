@@ -96,16 +96,27 @@ def pooled_intervals(rows: pd.DataFrame, ar: pd.DataFrame, n_boot: int = 1000, s
     """95 % percentile-bootstrap intervals over prompts of one method's pooled MAL (its prompts) and
     pooled speedup over AR (the prompts both finished, drawn together, each draw pooled exactly as
     ``speedup_over_ar`` pools): (mal_lo, mal_hi, speedup_lo, speedup_hi); NaN with fewer than 2 prompts."""
-    own = rows.set_index(rows["prompt_id"].astype(str))
-    base = ar.set_index(ar["prompt_id"].astype(str))
-    tokens, steps = own["new_tokens"].to_numpy(float), own["steps"].to_numpy(float)
-    mal = [pooled_mal(tokens[p].sum(), steps[p].sum()) for p in bootstrap_picks(len(own), n_boot, seed)]
-    both = sorted(set(own.index) & set(base.index))
-    m_tok, m_sec = (own.loc[both, c].to_numpy(float) for c in ("new_tokens", "seconds"))
-    a_tok, a_sec = (base.loc[both, c].to_numpy(float) for c in ("new_tokens", "seconds"))
-    speedup = [tokens_per_second(m_tok[p].sum(), m_sec[p].sum()) / tokens_per_second(a_tok[p].sum(), a_sec[p].sum())
-               for p in bootstrap_picks(len(both), n_boot, seed)]
+    tokens, steps = rows["new_tokens"].to_numpy(float), rows["steps"].to_numpy(float)
+    mal = [pooled_mal(tokens[p].sum(), steps[p].sum()) for p in bootstrap_picks(len(rows), n_boot, seed)]
+    mine, base = _on_shared_prompts(rows, ar)
+    speedup = [_speed_ratio(mine, base, p) for p in bootstrap_picks(len(mine["seconds"]), n_boot, seed)]
     return (*percentile_interval(mal, level), *percentile_interval(speedup, level))
+
+
+def _on_shared_prompts(rows: pd.DataFrame, other: pd.DataFrame) -> tuple[dict, dict]:
+    """Two methods' new_tokens, steps and seconds (arrays by column) on the prompts both finished,
+    in one order (sorted prompt ids), so that a bootstrap draw picks the same prompts of both."""
+    own = rows.set_index(rows["prompt_id"].astype(str))
+    base = other.set_index(other["prompt_id"].astype(str))
+    both = sorted(set(own.index) & set(base.index))
+    columns = ("new_tokens", "steps", "seconds")
+    return tuple({c: frame.loc[both, c].to_numpy(float) for c in columns} for frame in (own, base))
+
+
+def _speed_ratio(mine: dict, base: dict, picks) -> float:
+    """Pooled tokens/s of ``mine`` over ``base`` on the prompts ``picks`` (``_on_shared_prompts``' arrays)."""
+    return (tokens_per_second(mine["new_tokens"][picks].sum(), mine["seconds"][picks].sum())
+            / tokens_per_second(base["new_tokens"][picks].sum(), base["seconds"][picks].sum()))
 
 
 def paired_ratios(rows: pd.DataFrame, other: pd.DataFrame, n_boot: int = 1000, seed: int = 0,
@@ -114,20 +125,17 @@ def paired_ratios(rows: pd.DataFrame, other: pd.DataFrame, n_boot: int = 1000, s
     bootstrap: both methods decoded the same prompts on the same machine): the ratio of their pooled
     MALs and of their pooled tokens/s (the ratio of their speedups over one AR), each with a 95 %
     percentile-bootstrap interval over prompts, NaN with fewer than 2 prompts."""
-    own = rows.set_index(rows["prompt_id"].astype(str))
-    base = other.set_index(other["prompt_id"].astype(str))
-    both = sorted(set(own.index) & set(base.index))
-    a_tok, a_steps, a_sec = (own.loc[both, c].to_numpy(float) for c in ("new_tokens", "steps", "seconds"))
-    b_tok, b_steps, b_sec = (base.loc[both, c].to_numpy(float) for c in ("new_tokens", "steps", "seconds"))
+    mine, base = _on_shared_prompts(rows, other)
 
     def ratios(p) -> tuple[float, float]:
-        return (pooled_mal(a_tok[p].sum(), a_steps[p].sum()) / pooled_mal(b_tok[p].sum(), b_steps[p].sum()),
-                tokens_per_second(a_tok[p].sum(), a_sec[p].sum()) / tokens_per_second(b_tok[p].sum(), b_sec[p].sum()))
+        return (pooled_mal(mine["new_tokens"][p].sum(), mine["steps"][p].sum())
+                / pooled_mal(base["new_tokens"][p].sum(), base["steps"][p].sum()), _speed_ratio(mine, base, p))
 
-    mal, speed = ratios(np.arange(len(both)))
-    draws = np.array([ratios(p) for p in bootstrap_picks(len(both), n_boot, seed)]).reshape(-1, 2)
+    prompts = len(mine["seconds"])
+    mal, speed = ratios(np.arange(prompts))
+    draws = np.array([ratios(p) for p in bootstrap_picks(prompts, n_boot, seed)]).reshape(-1, 2)
     (mal_lo, mal_hi), (speed_lo, speed_hi) = (percentile_interval(draws[:, i], level) for i in (0, 1))
-    return {"prompts": len(both), "mal_ratio": mal, "mal_ratio_lo": mal_lo, "mal_ratio_hi": mal_hi,
+    return {"prompts": prompts, "mal_ratio": mal, "mal_ratio_lo": mal_lo, "mal_ratio_hi": mal_hi,
             "speed_ratio": speed, "speed_ratio_lo": speed_lo, "speed_ratio_hi": speed_hi}
 
 
