@@ -52,11 +52,11 @@ def first_token_hits(nodes: pd.DataFrame) -> pd.Series:
     return best.reindex(steps, fill_value=False)
 
 
-def _tree_runs(runs: list[BenchRun], policy: str | None = None, **match):
-    """Each tree row of ``runs`` (with its run) of ``policy``, whose columns equal ``match``'s values."""
+def _tree_runs(runs: list[BenchRun], **match):
+    """Each tree row of ``runs`` (with its run) whose columns equal ``match``'s values (e.g. ``policy``)."""
     for run in runs:
         for row in run.tree_rows().itertuples(index=False):
-            if (policy is None or row.policy == policy) and all(getattr(row, k) == v for k, v in match.items()):
+            if all(getattr(row, k) == v for k, v in match.items()):
                 yield run, row
 
 
