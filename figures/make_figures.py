@@ -16,7 +16,7 @@ them; each run's files go to ``--out`` (or ``--out/<run name>`` for a folder of 
     case_tree.{png,pdf,csv}      one step's tree, accepted path and tokens (``--case METHOD``)
 
 From a folder of runs, also ``COMBINED`` sets (``paper-fig5-all/``: Fig. 5 and its shoot-out over
-``paper-fig5`` + ``paper-fig5-large`` on their shared prompts) and the paper's open questions from
+``paper-fig5`` + ``paper-fig5-large`` on their shared prompts; ``pair-fig5-all/`` the same on the pair) and the paper's open questions from
 the ``oq-*`` runs (``open-questions/oq_strength``, ``oq_delta`` + ``oq_delta_best.csv``, ``oq_large``;
 ``oq-*`` runs get no per-run set of their own), and question 1 on the Qwen2.5-Coder pair from
 ``pair-table1`` + ``pair-table1-ends`` (``open-questions/oq_strength_pair``).
@@ -56,7 +56,7 @@ EXPECTED_FILES = sorted([f"{name}.{ext}" for name in FIGURES for ext in (*FORMAT
                         + ["fig4_correlation.csv", "shootout.csv", "shootout.md"])
 FLOAT_FORMAT = "%.6g"
 # Runs that sweep parts of one grid, joined on their shared prompts into one Fig. 5 (out/<name>/).
-COMBINED = {"paper-fig5-all": ("paper-fig5", "paper-fig5-large")}
+COMBINED = {"paper-fig5-all": ("paper-fig5", "paper-fig5-large"), "pair-fig5-all": ("pair-fig5", "pair-fig5-large")}
 OPEN_QUESTIONS_DIR = "open-questions"
 OPEN_QUESTION_PREFIX = "oq-"  # runs behind the open questions only: no per-run figure set of their own
 # Question 1 on the Qwen2.5-Coder pair: Table 1's 0.5B draft beside its two ends (n-gram, self), the

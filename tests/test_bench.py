@@ -183,6 +183,26 @@ def test_changed_config_on_resume_is_one_line_error(models, prompts_file, full_r
         run_bench(config_dict(models, prompts_file, budgets=[5]), full_run.out_dir, progress=False)
 
 
+def test_a_run_grows_by_prompts_added_to_its_datasets_and_never_shrinks(models, prompts_file, full_run, tmp_path):
+    """A resumed run may add prompts (its datasets changed, every prompt it ran still there unchanged):
+    only the new prompts run, and config.json records the growth; dropping a prompt is refused."""
+    out, first_only = tmp_path / "run", dict(config_dict(models, prompts_file),
+                                             datasets=[{"kind": "prompts", "path": str(prompts_file), "limit": 1}])
+    assert set(run_bench(first_only, out, progress=False).results["prompt_id"]) == {"prompts-0"}
+    ran = []
+    grown = run_bench(config_dict(models, prompts_file), out, progress=False, on_pair=lambda p, m: ran.append(p))
+    assert (grown.resumed, grown.ran) == (4, 4) and set(ran) == {"prompts-1"}
+    key = ["prompt_id", "method"]
+    pd.testing.assert_frame_equal(grown.results.drop(columns=TIMINGS).sort_values(key).reset_index(drop=True),
+                                  full_run.results.drop(columns=TIMINGS).sort_values(key).reset_index(drop=True))
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["config"]["datasets"][0]["limit"] is None and meta["n_prompts"] == 2
+    assert [(g["prompts_before"], g["datasets_before"][0]["limit"]) for g in meta["grown"]] == [(1, 1)]
+    with pytest.raises(OptTreeError, match=r"another config \(changed: datasets\) \(datasets may change only by "
+                                           r"adding prompts\): resume with the same config"):
+        run_bench(first_only, out, progress=False)
+
+
 BAD = [  # (TOML line replacing the base key it names, message)
     ('policies = ["opt-tree", "no-such"]', "unknown policy 'no-such'"),
     ("budgets = [0]", "budgets must be >= 1"),

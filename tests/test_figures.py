@@ -113,6 +113,21 @@ def test_budget_curves_plot_mean_mal_per_budget(tiny_run):
     assert ar["tokens_per_s"].tolist() == [pytest.approx(40 / AR_SECONDS)]
 
 
+def test_budget_curves_draw_opt_trees_speed_with_drafting_free(tiny_run):
+    run = load_run(tiny_run)
+    fig, table = budget_curves(run)
+    tree = run.results[(run.results["drafter"] == "tiny-close") & (run.results["policy"] == "opt-tree")]
+    free = tree["new_tokens"] / (tree["seconds"] - tree["draft_s"] - tree["build_s"].fillna(0))
+    expected = free.groupby(tree["budget"]).mean()
+    assert (expected > tree.groupby("budget")["tokens_per_s"].mean()).all()  # drafting took time
+    speed_axes = fig.axes[len(fig.axes) // 2]  # the bottom row's first panel: tiny-close
+    line = next(ln for ln in speed_axes.get_lines() if ln.get_label() == "opt-tree, drafting free")
+    np.testing.assert_allclose(np.asarray(line.get_xdata(), float), expected.index.to_numpy(float))
+    np.testing.assert_allclose(np.asarray(line.get_ydata(), float), expected.to_numpy(float))
+    rows = table[(table["group"] == "tiny-close") & (table["policy"] == "opt-tree")]
+    np.testing.assert_allclose(rows["tokens_per_s_drafting_free"].to_numpy(float), expected.to_numpy(float))
+
+
 def test_speedup_bars_are_per_prompt_ratios(tiny_run):
     run = load_run(tiny_run)
     fig, table = speedup_bars(run)

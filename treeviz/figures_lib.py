@@ -128,22 +128,33 @@ def correlation_table(run: BenchRun, n_boot: int = 1000) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def drafting_free_tokens_per_s(tree: pd.DataFrame) -> pd.Series:
+    """Each tree run's tokens/s had its drafting (and tree building) cost nothing: new tokens over the
+    rest of its wall time, verification mostly. The roofline's bound MAL(n) · T(1) / T(n + 1), measured
+    in the run itself instead of predicted from a profile."""
+    spent = tree["draft_s"].fillna(0.0) + tree["build_s"].fillna(0.0)
+    return tree["new_tokens"] / (tree["seconds"] - spent)
+
+
 def budget_table(results: pd.DataFrame) -> pd.DataFrame:
-    """Mean and sd over prompts of MAL and tokens/s per panel (drafter), policy and node budget;
-    AR's tokens/s per temperature comes as rows with ``policy == "ar"`` and no budget."""
+    """Mean and sd over prompts of MAL, tokens/s and tokens/s with drafting free
+    (``drafting_free_tokens_per_s``) per panel (drafter), policy and node budget; AR's tokens/s per
+    temperature comes as rows with ``policy == "ar"`` and no budget."""
     with_t = multi_temperature(results)
     tree = results[results["kind"] == "tree"].assign(
-        group=lambda f: [panel_name(d, None, t, with_t) for d, t in zip(f["drafter"], f["temperature"])])
+        group=lambda f: [panel_name(d, None, t, with_t) for d, t in zip(f["drafter"], f["temperature"])],
+        drafting_free=drafting_free_tokens_per_s)
     keys = ["group", "policy", "budget", "temperature"]
     stats = tree.groupby(keys, sort=True).agg(
         mal=("mal", "mean"), mal_std=("mal", "std"), tokens_per_s=("tokens_per_s", "mean"),
-        tokens_per_s_std=("tokens_per_s", "std"), n_prompts=("prompt_id", "nunique")).reset_index()
+        tokens_per_s_std=("tokens_per_s", "std"), tokens_per_s_drafting_free=("drafting_free", "mean"),
+        n_prompts=("prompt_id", "nunique")).reset_index()
     ar = results[results["kind"] == AR_KIND].groupby("temperature", sort=True).agg(
         tokens_per_s=("tokens_per_s", "mean"), tokens_per_s_std=("tokens_per_s", "std"),
         n_prompts=("prompt_id", "nunique")).reset_index().assign(policy=AR_KIND, group="")
     table = pd.concat([stats, ar], ignore_index=True)
     table["budget"] = table["budget"].astype("Int64")
-    return table[keys + ["n_prompts", "mal", "mal_std", "tokens_per_s", "tokens_per_s_std"]]
+    return table[keys + ["n_prompts", "mal", "mal_std", "tokens_per_s", "tokens_per_s_std", "tokens_per_s_drafting_free"]]
 
 
 DODGE_LOG2 = 0.07  # policies at one budget sit this far apart on the log₂ axis, so error bars don't overlap
@@ -165,6 +176,18 @@ def _budget_panel(ax, rows: pd.DataFrame, value: str, colours: dict) -> None:
     ax.xaxis.set_minor_locator(NullLocator())
 
 
+DRAFTING_FREE_POLICY = "opt-tree"  # the policy whose drafting-free speed Fig. 5 draws (one dashed line, not five)
+
+
+def _drafting_free_line(ax, rows: pd.DataFrame, colours: dict) -> None:
+    """OPT-Tree's tokens/s had its drafting cost nothing, dashed in its colour: where that peaks is
+    where the roofline puts the best budget; the gap down to the solid line is what drafting costs."""
+    line = rows[rows["policy"] == DRAFTING_FREE_POLICY].sort_values("budget")
+    if len(line):
+        ax.plot(line["budget"].astype(float), line["tokens_per_s_drafting_free"], ls="--", lw=0.9, marker="x",
+                ms=3, color=colours[DRAFTING_FREE_POLICY], label=f"{DRAFTING_FREE_POLICY}, drafting free")
+
+
 def _prompts(table: pd.DataFrame) -> str:
     """"n = 4 prompts" (or a range when methods finished different numbers of prompts)."""
     counts = sorted(set(table["n_prompts"].astype(int)))
@@ -179,7 +202,8 @@ def _width(groups) -> float:
 def budget_curves(run: BenchRun):
     """Fig. 5: MAL (top row) and tokens/s (bottom row) against the node budget (log₂ axis), a line
     per policy (dodged sideways so error bars don't overlap), a column per drafter; AR's tokens/s as
-    a dotted line; the legend outside the panels. Points: mean ± sd over the prompts (n in the title)."""
+    a dotted line and OPT-Tree's with drafting free dashed (``_drafting_free_line``); the legend
+    outside the panels. Points: mean ± sd over the prompts (n in the title)."""
     table = budget_table(run.results)
     tree = table[table["policy"] != AR_KIND]
     groups = sorted(tree["group"].unique())
@@ -191,6 +215,7 @@ def budget_curves(run: BenchRun):
             rows = tree[tree["group"] == group]
             for row, value in enumerate(CURVE_VALUES):
                 _budget_panel(axes[row, col], rows, value, colours)
+            _drafting_free_line(axes[1, col], rows, colours)
             for t in rows["temperature"].unique():
                 ar = table[(table["policy"] == AR_KIND) & (table["temperature"] == t)]
                 axes[1, col].axhline(float(ar["tokens_per_s"].iloc[0]), color="#555", lw=0.9, ls=":",

@@ -7,7 +7,7 @@ For each prompt every method (``methods.py``) runs in turn, the order rotated pe
 hits all equally (docs/architecture.md, "Traps": speedups from separate runs lie).
 
 The run folder: ``config.json`` (resolved config, versions, device, start time, and each prompt's
-sha256, so a resumed run refuses prompts that changed), ``progress.jsonl`` (one line per finished
+sha256, so a resumed run refuses prompts that changed; its datasets may grow, by prompts added), ``progress.jsonl`` (one line per finished
 (prompt, method) pair: its row and output tokens; what a resumed run skips), ``results.parquet`` (one row per pair, rewritten atomically after each prompt),
 ``summary.parquet``/``summary.json`` (one row per method, ``summary.py``) and
 ``logs/<method-slug>/<prompt_id>/`` (a TreeLog per tree-decoding pair: ``run_pair`` returns it as data,
@@ -145,11 +145,14 @@ def _previous_run(out_dir: Path, config: BenchConfig, prompts: list[BenchPrompt]
     if not isinstance(old, dict) or not isinstance(old.get("config"), dict):
         raise OptTreeError(f"{path} is not a bench run's config (it has no 'config' table): pick a new --out")
     resolved = config.to_dict()
+    before, now = old.get("prompts"), {p.prompt_id: p.digest for p in prompts}
     if old["config"] != resolved:
         changed = sorted(k for k in resolved if old["config"].get(k) != resolved[k])
-        raise OptTreeError(f"{out_dir} was run with another config (changed: {', '.join(changed)}): "
+        if changed == ["datasets"] and _adds_prompts(before, now):
+            return _grown(old, resolved, len(before))
+        grow = " (datasets may change only by adding prompts)" if changed == ["datasets"] else ""
+        raise OptTreeError(f"{out_dir} was run with another config (changed: {', '.join(changed)}){grow}: "
                            f"resume with the same config or pick a new --out")
-    before, now = old.get("prompts"), {p.prompt_id: p.digest for p in prompts}
     if before is not None and before != now:  # a folder from before prompt digests were kept: trusted once
         before = before if isinstance(before, dict) else {}
         changed = [k for k in now if k in before and before[k] != now[k]]
@@ -158,6 +161,19 @@ def _previous_run(out_dir: Path, config: BenchConfig, prompts: list[BenchPrompt]
         raise OptTreeError(f"{out_dir} was run on other prompts ({what}): resume with the dataset files it "
                            "was run on, or pick a new --out")
     return old
+
+
+def _adds_prompts(before, now: dict) -> bool:
+    """Whether this config's prompts are the run folder's (same ids, same text) and more."""
+    return isinstance(before, dict) and len(now) > len(before) and all(now.get(k) == v for k, v in before.items())
+
+
+def _grown(old: dict, resolved: dict, n_before: int) -> dict:
+    """The run folder's metadata for a resume that adds prompts: the new config, and in ``grown`` when
+    and from which datasets (and how many prompts) it grew."""
+    grown = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "datasets_before": old["config"]["datasets"],
+             "prompts_before": n_before}
+    return {**old, "config": resolved, "grown": [*old.get("grown", []), grown]}
 
 
 def _check_records(records: dict, prompts: list[BenchPrompt], methods: list[Method], out_dir: Path) -> None:
@@ -172,7 +188,7 @@ def _write_config(out_dir: Path, config: BenchConfig, methods: list[Method], ski
                   prompts: list[BenchPrompt], old: dict | None, device_name: str) -> None:
     digests = {p.prompt_id: p.digest for p in prompts}
     if old is not None:
-        meta = {**old, "prompts": digests}
+        meta = {**old, "prompts": digests, "n_prompts": len(prompts)}
         meta.setdefault("resumed", []).append(time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     else:
         meta = {"config": config.to_dict(), "methods": [m.label for m in methods], "skipped": skipped,
