@@ -98,15 +98,18 @@ def test_the_papers_order_is_tested_between_neighbours_that_ran_together():
     assert ordering_section(ordering_table(results[results["policy"] == "eagle2"])) == []
 
 
-def test_combined_fig5_keeps_the_shared_prompts_and_pools_their_ar(runs):
-    small, large = load_run(runs / "paper-fig5"), load_run(runs / "paper-fig5-large")
+def test_combined_fig5_keeps_the_shared_prompts_and_pools_their_ar(runs, monkeypatch):
+    monkeypatch.chdir(runs.parent)  # runs named by relative paths, as make_figures --data figures/data names them
+    small, large = load_run(Path(runs.name) / "paper-fig5"), load_run(Path(runs.name) / "paper-fig5-large")
     both = combine_runs([small, large], "fig5-all")
     assert set(both.results["prompt_id"]) == {"p0", "p1"}
     assert sorted(both.results.loc[both.results["kind"] == "tree", "budget"].unique()) == [4, 12, 24]
     ar = both.results[both.results["kind"] == "ar"].set_index("prompt_id")
     assert ar.loc["p0", "new_tokens"] == 80 and ar.loc["p0", "tokens_per_s"] == pytest.approx(80 / (4.0 + 6.0))
     row = both.results[both.results["budget"] == 24].iloc[0]
-    assert read_log_dir(Path(row["log_dir"])).n_steps == row["steps"]  # logs read from the run they came from
+    assert both.log(row["log_dir"]).n_steps == row["steps"]  # logs read from the run they came from
+    source = large.results.set_index(["method", "prompt_id"]).loc[(row["method"], row["prompt_id"]), "log_dir"]
+    assert both.log_meta(row["log_dir"]) == large.log_meta(source)
     with pytest.raises(ValueError, match="more than one of the runs"):
         combine_runs([small, small], "twice")
 

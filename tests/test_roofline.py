@@ -38,3 +38,31 @@ def test_the_figure_draws_the_table_and_names_the_machine(tmp_path):
     for config, rows in table.groupby("config"):
         assert drawn[config] == pytest.approx(list(rows["speedup_bound"]))
     assert "Test CPU (avx2), 2 threads" in fig._suptitle.get_text()
+
+
+def _fig5_results(machine: str):
+    """A Fig. 5 run on ``machine``: AR at 10 tokens/s; big's OPT-Tree at n = 7 and 15 on two prompts."""
+    import pandas as pd
+
+    rows = [{"kind": "ar", "policy": None, "budget": None, "temperature": 0.0, "new_tokens": 20, "steps": 20,
+             "seconds": 2.0, "draft_s": None, "build_s": None, "machine": machine} for _ in range(2)]
+    for n, steps, seconds, draft in ((7, 5, 1.0, 0.4), (15, 4, 1.5, 0.5)):
+        rows += [{"kind": "tree", "policy": "opt-tree", "budget": n, "temperature": 0.0, "new_tokens": 20,
+                  "steps": steps, "seconds": seconds, "draft_s": draft, "build_s": 0.1, "machine": machine}] * 2
+    return pd.DataFrame(rows)
+
+
+def test_budget_peaks_set_the_measured_speed_beside_the_bound_of_the_runs_own_machine():
+    from treeviz.roofline import budget_peaks
+
+    other = {**RECORD, "machine": "Other CPU", "configs": [{**RECORD["configs"][1], "seconds": [1.0] * 5}]}
+    table = budget_peaks([other, RECORD], _fig5_results("Test CPU (avx2)"), "big", "bfloat16").set_index("budget")
+    assert table.loc[7, "mal"] == pytest.approx(4.0) and table.loc[15, "mal"] == pytest.approx(5.0)
+    assert table.loc[7, "speedup"] == pytest.approx(20 / 1.0 / 10) and table.loc[15, "speedup"] == pytest.approx(20 / 1.5 / 10)
+    assert table.loc[7, "speedup_drafting_free"] == pytest.approx(20 / 0.5 / 10)  # 1.0 s less 0.4 drafting, 0.1 building
+    cost = np.interp(np.log2(8), np.log2(RECORD["sizes"]), np.array(RECORD["configs"][1]["seconds"]) / 0.30)
+    assert table.loc[7, "roofline_bound"] == pytest.approx(4.0 / cost)  # from Test CPU's profile, not Other CPU's
+    with pytest.raises(ValueError, match="no roofline was measured on Third CPU"):
+        budget_peaks([RECORD], _fig5_results("Third CPU"), "big", "bfloat16")
+    with pytest.raises(ValueError, match="has no big in float32"):
+        budget_peaks([RECORD], _fig5_results("Test CPU (avx2)"), "big", "float32")

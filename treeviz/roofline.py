@@ -6,7 +6,7 @@ the seconds of one forward of q new tokens, and the MAL a logged bench run reach
 Left: T(q)/T(1), what verifying q tokens costs in AR steps. Right: the speedup each configuration
 allows at each logged budget, MAL(n) · T(1) / T(n + 1): drafting counted as free, so an upper bound;
 below the dashed line at 1, no draft can make trees pay. ``roofline_table`` holds exactly the
-numbers drawn.
+numbers drawn. ``budget_peaks`` sets that bound beside a Fig. 5 run's measured speed per budget.
 """
 from __future__ import annotations
 
@@ -17,6 +17,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import NullLocator
 
+from opttree_core.summary import machine_labels
+
+from .figures_lib import drafting_free_tokens_per_s
 from .static import PAGE_WIDTH_IN, new_figure, paper_style
 
 
@@ -47,6 +50,42 @@ def roofline_table(record: dict) -> pd.DataFrame:
                 rows.append({"config": _label(config), "budget": n, "mal": mal, "verify_cost": cost,
                              "speedup_bound": mal / cost})
     return pd.DataFrame(rows, columns=["config", "budget", "mal", "verify_cost", "speedup_bound"])
+
+
+def _run_machine(results: pd.DataFrame) -> str:
+    machines = machine_labels(results).unique()
+    if len(machines) != 1:
+        raise ValueError(f"the run was timed on {len(machines)} machines; a roofline belongs to one")
+    return str(machines[0])
+
+
+def budget_peaks(records: list[dict], results: pd.DataFrame, target: str, dtype: str,
+                 policy: str = "opt-tree") -> pd.DataFrame:
+    """Fig. 5's speed beside the roofline's prediction: per budget n of ``policy``'s greedy runs in a
+    bench run's ``results``, the pooled MAL, the measured speedup over AR, the speedup had drafting
+    cost nothing (``figures_lib.drafting_free_tokens_per_s``, pooled) and the roofline's bound
+    MAL · T(1) / T(n + 1) from the profile of ``target`` in ``dtype`` among ``records`` taken on the
+    machine that timed the run (None past its largest q). A ValueError names what is missing."""
+    machine = _run_machine(results)
+    record = next((r for r in records if r["machine"].startswith(machine)), None)
+    if record is None:
+        raise ValueError(f"no roofline was measured on {machine}")
+    config = next((c for c in record["configs"] if (c["target"], c["dtype"]) == (target, dtype)), None)
+    if config is None:
+        raise ValueError(f"the roofline of {machine} has no {target} in {dtype}")
+    greedy = results[results["temperature"] == 0.0]
+    ar = greedy[greedy["kind"] == "ar"]
+    ar_tokens_per_s = ar["new_tokens"].sum() / ar["seconds"].sum()
+    rows = []
+    for n, runs in greedy[(greedy["kind"] == "tree") & (greedy["policy"] == policy)].groupby("budget"):
+        mal = runs["new_tokens"].sum() / runs["steps"].sum()
+        free_seconds = (runs["new_tokens"] / drafting_free_tokens_per_s(runs)).sum()
+        cost = _verify_cost(config, record["sizes"], int(n) + 1)
+        rows.append({"budget": int(n), "mal": mal,
+                     "speedup": runs["new_tokens"].sum() / runs["seconds"].sum() / ar_tokens_per_s,
+                     "speedup_drafting_free": runs["new_tokens"].sum() / free_seconds / ar_tokens_per_s,
+                     "roofline_bound": None if cost is None else mal / cost})
+    return pd.DataFrame(rows, columns=["budget", "mal", "speedup", "speedup_drafting_free", "roofline_bound"])
 
 
 def roofline_figure(record: dict):

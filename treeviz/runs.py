@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from opttree_core.records import AR_KIND, RESULT_COLUMNS, LogData, read_log, read_log_meta
+from opttree_core.records import AR_KIND, MACHINE_COLUMN, RESULT_COLUMNS, LogData, read_log, read_log_meta
 from opttree_core.summary import ar_rows, method_summary, paired_ratios, pooled_intervals
 
 from .analysis import ea_a_frame
@@ -110,17 +110,19 @@ def combine_runs(runs: list[BenchRun], name: str) -> BenchRun:
     """One run from ``runs`` that sweep different parts of one grid (e.g. small budgets on many prompts,
     large ones on a few), restricted to the prompts all of them finished, so that one curve compares
     like with like. Each prompt's AR rows are pooled into one (Σ tokens / Σ seconds); a method in two
-    runs is a ValueError. The combined run's log paths point into the runs' own folders."""
+    runs is a ValueError. The combined run's log paths are absolute paths into the runs' own folders
+    (the combined run's own folder, beside the first run's, need not exist)."""
     if not runs:
         raise ValueError(f"{name}: no runs to combine")
     shared = set.intersection(*(set(r.results["prompt_id"]) for r in runs))
     if not shared:
         raise ValueError(f"{name}: the runs {', '.join(r.name for r in runs)} share no prompt")
-    tree, ar = [], []
+    path, tree, ar = runs[0].path.parent / name, [], []
     for run in runs:
         rows = run.results[run.results["prompt_id"].isin(shared)]
         drafts = rows[rows["kind"] != AR_KIND]
-        tree.append(drafts.assign(log_dir=[None if pd.isna(d) else str(run.path / d) for d in drafts["log_dir"]]))
+        tree.append(drafts.assign(log_dir=[None if pd.isna(d) else os.path.abspath(run.path / d)
+                                           for d in drafts["log_dir"]]))
         ar.append(rows[rows["kind"] == AR_KIND])
     tree = pd.concat(tree, ignore_index=True)
     twice = tree.groupby(["method", "prompt_id"]).size()
@@ -132,9 +134,10 @@ def combine_runs(runs: list[BenchRun], name: str) -> BenchRun:
     first = ar.drop_duplicates(["method", "temperature", "prompt_id"]).drop(columns=["new_tokens", "steps", "seconds"])
     pooled = first.merge(pooled, on=["method", "temperature", "prompt_id"])
     pooled["tokens_per_s"] = pooled["new_tokens"] / pooled["seconds"]
-    results = pd.concat([pooled[RESULT_COLUMNS], tree[RESULT_COLUMNS]], ignore_index=True)
+    columns = RESULT_COLUMNS + [c for c in (MACHINE_COLUMN,) if all(c in r.results for r in runs)]
+    results = pd.concat([pooled[columns], tree[columns]], ignore_index=True)
     config = {**runs[0].config, "combined": [r.name for r in runs], "prompts": sorted(shared)}  # the first run's settings
-    return BenchRun(path=runs[0].path.parent / name, config=config, results=results)
+    return BenchRun(path=path, config=config, results=results)
 
 
 def multi_temperature(results: pd.DataFrame) -> bool:

@@ -7,8 +7,9 @@ For each prompt every method (``methods.py``) runs in turn, the order rotated pe
 hits all equally (docs/architecture.md, "Traps": speedups from separate runs lie).
 
 The run folder: ``config.json`` (resolved config, versions, device, start time, and each prompt's
-sha256, so a resumed run refuses prompts that changed; its datasets may grow, by prompts added), ``progress.jsonl`` (one line per finished
-(prompt, method) pair: its row and output tokens; what a resumed run skips), ``results.parquet`` (one row per pair, rewritten atomically after each prompt),
+sha256, so a resumed run refuses prompts that changed; its datasets may grow, by prompts added),
+``progress.jsonl`` (one line per finished (prompt, method) pair: its row and output tokens; what a
+resumed run skips), ``results.parquet`` (one row per pair, rewritten atomically after each prompt),
 ``summary.parquet``/``summary.json`` (one row per method, ``summary.py``) and
 ``logs/<method-slug>/<prompt_id>/`` (a TreeLog per tree-decoding pair: ``run_pair`` returns it as data,
 ``commit_pair`` writes it, then the pair's progress line). With ``ray=`` the prompts run on Ray workers
