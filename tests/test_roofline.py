@@ -44,11 +44,13 @@ def _fig5_results(machine: str):
     """A Fig. 5 run on ``machine``: AR at 10 tokens/s; big's OPT-Tree at n = 7 and 15 on two prompts."""
     import pandas as pd
 
-    rows = [{"kind": "ar", "policy": None, "budget": None, "temperature": 0.0, "new_tokens": 20, "steps": 20,
-             "seconds": 2.0, "draft_s": None, "build_s": None, "machine": machine} for _ in range(2)]
+    prompts = ("p0", "p1")
+    rows = [{"kind": "ar", "policy": None, "budget": None, "temperature": 0.0, "prompt_id": p, "new_tokens": 20,
+             "steps": 20, "seconds": 2.0, "draft_s": None, "build_s": None, "machine": machine} for p in prompts]
     for n, steps, seconds, draft in ((7, 5, 1.0, 0.4), (15, 4, 1.5, 0.5)):
-        rows += [{"kind": "tree", "policy": "opt-tree", "budget": n, "temperature": 0.0, "new_tokens": 20,
-                  "steps": steps, "seconds": seconds, "draft_s": draft, "build_s": 0.1, "machine": machine}] * 2
+        rows += [{"kind": "tree", "policy": "opt-tree", "budget": n, "temperature": 0.0, "prompt_id": p,
+                  "new_tokens": 20, "steps": steps, "seconds": seconds, "draft_s": draft, "build_s": 0.1,
+                  "machine": machine} for p in prompts]
     return pd.DataFrame(rows)
 
 

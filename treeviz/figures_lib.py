@@ -128,22 +128,21 @@ def correlation_table(run: BenchRun, n_boot: int = 1000) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def drafting_free_tokens_per_s(tree: pd.DataFrame) -> pd.Series:
-    """Each tree run's tokens/s had its drafting (and tree building) cost nothing: new tokens over the
-    rest of its wall time, verification mostly. The roofline's bound MAL(n) · T(1) / T(n + 1), measured
-    in the run itself instead of predicted from a profile."""
-    spent = tree["draft_s"].fillna(0.0) + tree["build_s"].fillna(0.0)
-    return tree["new_tokens"] / (tree["seconds"] - spent)
+def drafting_free_seconds(tree: pd.DataFrame) -> pd.Series:
+    """Each tree run's wall time had its drafting (and tree building) cost nothing: verification
+    mostly. Its tokens over these seconds are the roofline's bound MAL(n) · T(1) / T(n + 1) measured in
+    the run itself instead of predicted from a profile."""
+    return tree["seconds"] - tree["draft_s"].fillna(0.0) - tree["build_s"].fillna(0.0)
 
 
 def budget_table(results: pd.DataFrame) -> pd.DataFrame:
     """Mean and sd over prompts of MAL, tokens/s and tokens/s with drafting free
-    (``drafting_free_tokens_per_s``) per panel (drafter), policy and node budget; AR's tokens/s per
+    (``drafting_free_seconds``) per panel (drafter), policy and node budget; AR's tokens/s per
     temperature comes as rows with ``policy == "ar"`` and no budget."""
     with_t = multi_temperature(results)
     tree = results[results["kind"] == "tree"].assign(
         group=lambda f: [panel_name(d, None, t, with_t) for d, t in zip(f["drafter"], f["temperature"])],
-        drafting_free=drafting_free_tokens_per_s)
+        drafting_free=lambda f: f["new_tokens"] / drafting_free_seconds(f))
     keys = ["group", "policy", "budget", "temperature"]
     stats = tree.groupby(keys, sort=True).agg(
         mal=("mal", "mean"), mal_std=("mal", "std"), tokens_per_s=("tokens_per_s", "mean"),

@@ -17,9 +17,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import NullLocator
 
-from opttree_core.summary import machine_labels
+from opttree_core.metrics import pooled_mal
+from opttree_core.summary import ar_rows, machine_labels, speedup_over_ar
 
-from .figures_lib import drafting_free_tokens_per_s
+from .figures_lib import drafting_free_seconds
 from .static import PAGE_WIDTH_IN, new_figure, paper_style
 
 
@@ -63,8 +64,8 @@ def budget_peaks(records: list[dict], results: pd.DataFrame, target: str, dtype:
                  policy: str = "opt-tree") -> pd.DataFrame:
     """Fig. 5's speed beside the roofline's prediction: per budget n of ``policy``'s greedy runs in a
     bench run's ``results``, the pooled MAL, the measured speedup over AR, the speedup had drafting
-    cost nothing (``figures_lib.drafting_free_tokens_per_s``, pooled) and the roofline's bound
-    MAL · T(1) / T(n + 1) from the profile of ``target`` in ``dtype`` among ``records`` taken on the
+    cost nothing (``figures_lib.drafting_free_seconds``), both pooled as the shoot-out pools them
+    (``summary.speedup_over_ar``), and the roofline's bound MAL · T(1) / T(n + 1) from the profile of ``target`` in ``dtype`` among ``records`` taken on the
     machine that timed the run (None past its largest q). A ValueError names what is missing."""
     machine = _run_machine(results)
     record = next((r for r in records if r["machine"].startswith(machine)), None)
@@ -73,17 +74,14 @@ def budget_peaks(records: list[dict], results: pd.DataFrame, target: str, dtype:
     config = next((c for c in record["configs"] if (c["target"], c["dtype"]) == (target, dtype)), None)
     if config is None:
         raise ValueError(f"the roofline of {machine} has no {target} in {dtype}")
-    greedy = results[results["temperature"] == 0.0]
-    ar = greedy[greedy["kind"] == "ar"]
-    ar_tokens_per_s = ar["new_tokens"].sum() / ar["seconds"].sum()
+    ar = ar_rows(results, 0.0)
+    tree = results[(results["kind"] == "tree") & (results["temperature"] == 0.0) & (results["policy"] == policy)]
     rows = []
-    for n, runs in greedy[(greedy["kind"] == "tree") & (greedy["policy"] == policy)].groupby("budget"):
-        mal = runs["new_tokens"].sum() / runs["steps"].sum()
-        free_seconds = (runs["new_tokens"] / drafting_free_tokens_per_s(runs)).sum()
+    for n, runs in tree.groupby("budget"):
+        mal = pooled_mal(int(runs["new_tokens"].sum()), int(runs["steps"].sum()))
         cost = _verify_cost(config, record["sizes"], int(n) + 1)
-        rows.append({"budget": int(n), "mal": mal,
-                     "speedup": runs["new_tokens"].sum() / runs["seconds"].sum() / ar_tokens_per_s,
-                     "speedup_drafting_free": runs["new_tokens"].sum() / free_seconds / ar_tokens_per_s,
+        rows.append({"budget": int(n), "mal": mal, "speedup": speedup_over_ar(runs, ar),
+                     "speedup_drafting_free": speedup_over_ar(runs.assign(seconds=drafting_free_seconds(runs)), ar),
                      "roofline_bound": None if cost is None else mal / cost})
     return pd.DataFrame(rows, columns=["budget", "mal", "speedup", "speedup_drafting_free", "roofline_bound"])
 
