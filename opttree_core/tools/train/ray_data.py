@@ -103,9 +103,11 @@ class RayData:
             refs[submit(self._actor(j), start, end)] = (start, end)
             self.submitted += 1
         while refs:
-            [ref], _ = ray.wait(list(refs), num_returns=1)
-            start, end = refs.pop(ref)
-            done(start, end, get(ref, f"on the shard {start}-{end}"))
+            ray.wait(list(refs), num_returns=1)
+            ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0)
+            for ref in sorted(ready, key=list(refs).index):  # the earliest submitted first: one worker saves in order
+                start, end = refs.pop(ref)
+                done(start, end, get(ref, f"on the shard {start}-{end}"))
 
     def answers(self, path: Path, record: dict, asked: list[list[int]], start: int, max_new_tokens: int,
                 batch_size: int) -> Iterator[tuple[range, list[list[int]]]]:
