@@ -65,12 +65,12 @@ figures: venv
 
 # Re-run the pinned configurations behind figures/data/ (each into a fresh folder, swapped in
 # only when it finishes), with the torch threads each ran with: SmolLM2's one (the machine was
-# shared), the Qwen2.5-Coder pair's (pair-*, *-pair) two, the cores of a 2-core machine.
+# shared), the Qwen2.5-Coder pair's (pair-*, *-pair, *-pair-*) two, the cores of a 2-core machine.
 EXPERIMENTS := $(wildcard figures/experiments/*.toml)
 experiments: venv
 	@for config in $(EXPERIMENTS); do \
 		name=$$(basename $$config .toml); run=figures/data/$$name; tmp=figures/data/.$$name.new; \
-		case $$name in pair-*|*-pair) threads=2;; *) threads=1;; esac; \
+		case $$name in pair-*|*-pair|*-pair-*) threads=2;; *) threads=1;; esac; \
 		rm -rf $$tmp && \
 		OMP_NUM_THREADS=$$threads $(BIN)/python -m opttree_core bench --config $$config --out $$tmp --no-progress && \
 		rm -rf $$run && mv $$tmp $$run || exit 1; \

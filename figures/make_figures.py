@@ -18,8 +18,10 @@ them; each run's files go to ``--out`` (or ``--out/<run name>`` for a folder of 
 From a folder of runs, also ``COMBINED`` sets (``paper-fig5-all/``: Fig. 5 and its shoot-out over
 ``paper-fig5`` + ``paper-fig5-large`` on their shared prompts; ``pair-fig5-all/`` the same on the pair) and the paper's open questions from
 the ``oq-*`` runs (``open-questions/oq_strength``, ``oq_delta`` + ``oq_delta_best.csv``, ``oq_large``;
-``oq-*`` runs get no per-run set of their own), and question 1 on the Qwen2.5-Coder pair from
-``pair-table1`` + ``pair-table1-ends`` (``open-questions/oq_strength_pair``).
+``oq-*`` runs get no per-run set of their own; ``oq_large`` draws SmolLM2 and the pair), and questions 1
+and 2 on the Qwen2.5-Coder pair (``open-questions/oq_strength_pair`` from ``pair-table1`` +
+``pair-table1-ends`` + ``oq-strength-pair``; ``oq_delta_pair`` + ``oq_delta_pair_best.csv`` from
+``oq-delta-pair-*``).
 
 Same logs → same bytes (``treeviz.static`` pins fonts and strips dates). Reads Parquet and
 JSON with pandas only: no torch, no transformers, no ``opttree_core``.
@@ -59,10 +61,15 @@ FLOAT_FORMAT = "%.6g"
 COMBINED = {"paper-fig5-all": ("paper-fig5", "paper-fig5-large"), "pair-fig5-all": ("pair-fig5", "pair-fig5-large")}
 OPEN_QUESTIONS_DIR = "open-questions"
 OPEN_QUESTION_PREFIX = "oq-"  # runs behind the open questions only: no per-run figure set of their own
-# Question 1 on the Qwen2.5-Coder pair: Table 1's 0.5B draft beside its two ends (n-gram, self), the
-# rows those runs share (OPT-Tree, n = 25, greedy)
+# Question 1 on the Qwen2.5-Coder pair: Table 1's 0.5B draft beside its two ends (n-gram, self) and the
+# 0.5B made weaker (oq-strength-pair, when run), the rows those runs share (OPT-Tree, n = 25, greedy) on
+# the prompts every one of them decoded
 PAIR_STRENGTH_RUNS = ("pair-table1", "pair-table1-ends")
+PAIR_WEAKER_DRAFTS = "oq-strength-pair"
 PAIR_STRENGTH_ROWS = {"policy": "opt-tree", "budget": 25, "temperature": 0.0}
+PAIR_DELTA_PREFIX = "oq-delta-pair-"  # question 2 on the pair (SmolLM2's sweep: the other oq-delta-* runs)
+# Question 3: OPT-Tree δ = 0 from the Fig. 5 sweeps to n = 1024, SmolLM2's and the pair's
+LARGE_RUNS = ("paper-fig5", "paper-fig5-large", "oq-large", "pair-fig5", "pair-fig5-large", "oq-large-pair")
 
 
 def write_csv(table: pd.DataFrame, path: Path) -> Path:
@@ -207,24 +214,28 @@ def make_open_question_figures(runs: dict[str, BenchRun], out: Path) -> list[Pat
     """The paper's open questions (``treeviz.open_questions``) from the ``oq-*`` runs, into
     ``out/open-questions/``; a question whose runs are absent is skipped with a line on stderr."""
     out, paths = out / OPEN_QUESTIONS_DIR, []
-    strength = _runs_named(runs, prefix="oq-strength")
-    delta = _runs_named(runs, prefix="oq-delta-")
-    large = _runs_named(runs, "paper-fig5", "paper-fig5-large", "oq-large")
+    strength = [run for run in _runs_named(runs, prefix="oq-strength") if run.name != PAIR_WEAKER_DRAFTS]
+    delta = [run for run in _runs_named(runs, prefix="oq-delta-") if not run.name.startswith(PAIR_DELTA_PREFIX)]
+    pair_delta = _runs_named(runs, prefix=PAIR_DELTA_PREFIX)
     pair_strength = all(name in runs for name in PAIR_STRENGTH_RUNS)
     if strength:
         paths += _save(*oq.strength_figure(oq.strength_table(strength)), out / "oq_strength")
     if pair_strength:
-        table = oq.strength_table(_runs_named(runs, *PAIR_STRENGTH_RUNS), **PAIR_STRENGTH_ROWS)
+        members = _runs_named(runs, *PAIR_STRENGTH_RUNS, PAIR_WEAKER_DRAFTS)
+        table = oq.strength_table(members, prompts=oq.shared_prompts(members), **PAIR_STRENGTH_ROWS)
         paths += _save(*oq.strength_figure(table), out / "oq_strength_pair")
-    if delta:
-        table = oq.delta_table(delta)
-        paths += _save(*oq.delta_figure(table), out / "oq_delta")
-        paths.append(write_csv(oq.best_deltas(table), out / "oq_delta_best.csv"))
+    for name, members, profile in (("oq_delta", delta, oq.SimulatedProfile()),
+                                   ("oq_delta_pair", pair_delta, oq.PAIR_PROFILE)):
+        if members:
+            table = oq.delta_table(members, profile)
+            paths += _save(*oq.delta_figure(table, profile), out / name)
+            paths.append(write_csv(oq.best_deltas(table), out / f"{name}_best.csv"))
     if "oq-large" in runs:
-        paths += _save(*oq.large_budget_figure(oq.large_budget_table(large)), out / "oq_large")
+        table = oq.large_budget_table(_runs_named(runs, *LARGE_RUNS))
+        paths += _save(*oq.large_budget_figure(table), out / "oq_large")
     for question, present in (("draft strength (oq-strength*)", strength),
                               (f"draft strength on the pair ({', '.join(PAIR_STRENGTH_RUNS)})", pair_strength),
-                              ("best δ (oq-delta-*)", delta),
+                              ("best δ (oq-delta-*)", delta), (f"best δ on the pair ({PAIR_DELTA_PREFIX}*)", pair_delta),
                               ("past 500 nodes (oq-large)", "oq-large" in runs)):
         if not present:
             print(f"make_figures: open question '{question}' skipped: its runs are not in the data", file=sys.stderr)

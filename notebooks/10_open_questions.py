@@ -32,12 +32,13 @@
 # 3. **Does MAL keep rising past 500 nodes?** OPT-Tree grown with no early stop to n = 1024, with
 #    the shipped EAGLE head and with the target itself as the draft (the upper bound).
 #
-# Question 1 is also asked of a real pair, Qwen2.5-Coder-1.5B with its 0.5B sibling as the draft,
-# beside the SmolLM2 drafts: its Fig. 4, and its drafts from the n-gram table to the target itself.
+# Each question is also asked of a real pair, Qwen2.5-Coder-1.5B with its 0.5B sibling as the draft,
+# beside the SmolLM2 drafts: its Fig. 4 and its drafts from the n-gram table to the target itself
+# (question 1), its own δ sweep (question 2) and its Fig. 5 sweep to n = 1024 (question 3).
 #
 # The configs behind each run (prompts, budgets, wall time, machine) are in
 # `figures/experiments/oq-*.toml` and `paper-fig5*.toml` (the pair's: `benchmarks/configs/qwen-pair.toml`
-# and `figures/experiments/pair-fig4.toml`, `pair-table1*.toml`);
+# and `figures/experiments/pair-*.toml`, `oq-*-pair*.toml`);
 # `figures/README.md` lists them. The prompts are Spec-Bench's first turns (Apache-2.0) and, for the
 # pair, HumanEval problems (MIT).
 
@@ -140,15 +141,19 @@ print(f"per-step r: SmolLM2 {small['pearson'].min():.2f}–{small['pearson'].max
 #   5, so steps pile up in its top row whatever E(A) says. `opt-tree-auto` reaches 0.88 at δ = 0.2.
 
 # %% [markdown]
-# ### Draft strength on the pair: the n-gram table, the 0.5B sibling, the target itself
+# ### Draft strength on the pair: from the n-gram table to the target itself
 # Table 1 on the pair (`pair-table1`) and its two ends (`pair-table1-ends`) ran OPT-Tree at the
 # paper's n = 25 (δ = 0.5, max_depth 9) on the same 24 prompts (16 MT-Bench first turns, one first
 # turn of each other Spec-Bench category, 3 HumanEval problems), 128 new tokens, with three drafts
 # of the 1.5B target: the training-free n-gram table, the 0.5B sibling with int4 weights, and
-# `self`. Their greedy runs, in the same table and figure as the SmolLM2 drafts above:
+# `self`. `oq-strength-pair` fills the gap between the n-gram table and the 0.5B with the same 0.5B
+# made weaker: cut to its first 18 of 24 decoder layers (`:layers18`), and drafting only from the
+# 1024 tokens the pair's shipped token counts rank first (`:vocab1024`). Their greedy runs on the
+# prompts all three runs decoded, in the same table and figure as the SmolLM2 drafts above:
 
 # %%
-pair_strength = oq.strength_table([runs["pair-table1"], runs["pair-table1-ends"]], n_boot=N_BOOT,
+pair_runs = [runs[name] for name in ("pair-table1", "pair-table1-ends", "oq-strength-pair")]
+pair_strength = oq.strength_table(pair_runs, n_boot=N_BOOT, prompts=oq.shared_prompts(pair_runs),
                                   policy="opt-tree", budget=25, temperature=0.0)
 fig, _ = oq.strength_figure(pair_strength)
 display(static_figure(fig))
@@ -156,18 +161,26 @@ display(pair_strength[columns].round(3))
 
 # %%
 pair_by_draft = pair_strength.set_index("draft")
-assert list(pair_strength["draft"]) == ["ngram", "qwen2.5-coder-0.5b:int4", "self"]  # weakest first
+assert pair_by_draft.index[0] == "ngram" and pair_by_draft.index[-1] == "self"  # sorted weakest first
 assert pair_strength["pearson"].is_monotonic_increasing and pair_strength["mal"].is_monotonic_increasing
 assert pair_by_draft.loc["self", "pearson_lo"] > pair_by_draft.loc["ngram", "pearson_hi"]
-print(f"per-step r: n-gram {pair_by_draft.loc['ngram', 'pearson']:.2f}, "
-      f"0.5B {pair_by_draft.loc['qwen2.5-coder-0.5b:int4', 'pearson']:.2f}, self {pair_by_draft.loc['self', 'pearson']:.2f}")
+rho = pair_strength[["first_token_agreement", "pearson"]].corr(method="spearman").iloc[0, 1]
+print(pair_by_draft["pearson"].round(2).to_string(), f"\nSpearman ρ of agreement with the per-step r: {rho:.2f}")
 
 # %% [markdown]
 # **What it says** (the committed runs; every number is in the table above).
-# * The same rise as with SmolLM2's drafts, over a wider range: the n-gram table agrees with the
-#   target's first token on 11 % of steps (MAL 1.48) and its per-step r is 0.29; the 0.5B sibling
-#   agrees on 80 % (MAL 5.50) with r 0.92; the target drafting for itself reaches r 0.96, the
-#   paper's r > 0.95 per step. A real draft, not the statistics, was what SmolLM2's runs lacked.
+# * The same rise as with SmolLM2's drafts, over a wider range and with no gap: the n-gram table
+#   agrees with the target's first token on 11 % of steps (MAL 1.48) and its per-step r is 0.29; the
+#   0.5B cut to 18 layers agrees on 26 % (MAL 1.73) with r 0.37 (0.30–0.43); the 0.5B drafting from
+#   1024 tokens on 56 % (MAL 2.47) with r 0.58 (0.50–0.64); the whole 0.5B on 80 % (MAL 5.50) with
+#   r 0.92; the target drafting for itself reaches r 0.96, the paper's r > 0.95 per step. Agreement,
+#   MAL and r put the five drafts in the same order (the Spearman ρ above). A real draft, not the
+#   statistics, was what SmolLM2's runs lacked.
+# * The weakened drafts overstate their E(A), as the n-gram table does: the 18-layer draft's mean
+#   E(A) is 1.57 for 0.73 tokens accepted a step (MAL − 1), the 1024-token draft's 3.71 for 1.47 (its
+#   q is a distribution over 1024 tokens only, so the mass of every other token lands on them), the
+#   n-gram table's 3.39 for 0.48. The whole 0.5B and `self` understate slightly (4.03 for 4.50, 4.91
+#   for 5.86). Over E(A) bins every draft but the n-gram table (0.62) reaches 0.82–0.99.
 # * `self` agrees on 98.6 %, not 100 %: on 5 of its 353 steps two tokens tie exactly in the bf16
 #   probabilities, and the measure takes the first one drafted while the target's argmax took the
 #   other.
@@ -187,7 +200,8 @@ print(f"per-step r: n-gram {pair_by_draft.loc['ngram', 'pearson']:.2f}, "
 # its deepest kept layer added (a layer is kept while it adds more than δ).
 
 # %%
-delta = oq.delta_table([run for name, run in sorted(runs.items()) if name.startswith("oq-delta-")])
+delta = oq.delta_table([run for name, run in sorted(runs.items())
+                        if name.startswith("oq-delta-") and not name.startswith("oq-delta-pair-")])
 fig, _ = oq.delta_figure(delta)
 display(static_figure(fig))
 display(delta.drop(columns=["run"]).round(3))
@@ -219,23 +233,71 @@ for drafter, part in delta[delta["policy"] == "opt-tree"].groupby("drafter"):
 #   or nothing, so the threshold never decides.
 
 # %% [markdown]
-# ## 3 · Past 500 nodes
-# MAL against n for OPT-Tree with δ = 0 (grow to the full budget), max depth 10: n = 8–512 from the
-# Fig. 5 runs (`paper-fig5`, `paper-fig5-large`) and n = 1024 from `oq-large`, with the shipped
-# EAGLE head and, at 1024, the target drafting for itself (`self`, the ceiling). Only the prompts
-# that every one of those runs finished are used, so one line compares like with like.
+# ### The best δ on the pair
+# The same sweep on Qwen2.5-Coder-1.5B (bfloat16), at n = 50 and δ ∈ {0, 0.05, 0.2, 0.5} with
+# `opt-tree-auto` once, on the same 4 prompts and 64 tokens, with two drafts whose layers cost very
+# differently: the 0.5B sibling (int4 weights) and `self`, the 1.5B drafting for itself (`oq-delta-pair-*`).
+# The n-gram table is left out: above, its trees do not change with δ. The simulated profile is the
+# pair's own, `oq.PAIR_PROFILE`, again **stated, not measured**: a verify pass of up to 64 tokens
+# costs one AR step, a draft layer of the 0.5B a third of one (it reads a third of the 1.5B's weights)
+# and a layer of `self` a whole one.
 
 # %%
-large = oq.large_budget_table([runs[name] for name in ("paper-fig5", "paper-fig5-large", "oq-large")])
+pair_delta = oq.delta_table([run for name, run in sorted(runs.items()) if name.startswith("oq-delta-pair-")],
+                            oq.PAIR_PROFILE)
+fig, _ = oq.delta_figure(pair_delta, oq.PAIR_PROFILE)
+display(static_figure(fig))
+display(pair_delta.drop(columns=["run"]).round(3))
+pair_best = oq.best_deltas(pair_delta)
+display(pair_best.round(3))
+
+# %%
+fixed = pair_delta[pair_delta["policy"] == "opt-tree"]
+auto = pair_delta[pair_delta["policy"] == "opt-tree-auto"].set_index("drafter")
+assert set(fixed["delta"]) == {0.0, 0.05, 0.2, 0.5} and set(auto.index) == set(fixed["drafter"])
+assert (fixed["speedup"] < 1).all()  # no fixed δ pays at n = 50 on this CPU
+assert (auto["speedup"] > fixed.groupby("drafter")["speedup"].max()).all()  # auto beats every fixed δ
+assert (pair_best["best_delta_simulated"] == 0.5).all()
+
+# %% [markdown]
+# **What it says** (the committed runs on the Xeon with AMX; every number is in the tables above).
+# * On this CPU no fixed δ pays at n = 50 with either draft: 0.74–0.81× AR with the 0.5B and
+#   0.39–0.42× with `self`. Verifying a 51-token tree costs about 3.8 AR steps here, and δ trims
+#   layers, not verified tokens. The best fixed δ (0.2 for the 0.5B, 0.05 for `self`) is 9 % and 6 %
+#   ahead of the worst; on 4 prompts, with no interval, that ranking is weak evidence.
+# * `opt-tree-auto`, which picks n and its stop from this machine's measured profile, runs the 0.5B
+#   at 1.94× AR: it verifies 8.5 tokens a step on average (the fixed trees 51), for MAL 3.42 against
+#   their 4.8–5.5. With `self` it drafts almost nothing (mean depth 0.14, MAL 1.13) and stays near AR
+#   (0.92×): a `self` layer costs about two AR steps on this CPU, so almost no layer can pay. As with
+#   SmolLM2, the lever on this CPU is n, not δ.
+# * Under the pair's simulated profile the largest δ swept (0.5) is best for both drafts: 2.02× AR
+#   against 1.59× at δ = 0 with the 0.5B, and 0.98× against 0.83× with `self`, which stays below AR
+#   because each of its layers costs as much as the AR step it hopes to save. Auto's implied δ (the
+#   median E(A) its deepest kept layer added) follows the cost of a layer: 0.59 for the 0.5B, 0.96
+#   for `self`, whose layer only pays when it is almost certain.
+
+# %% [markdown]
+# ## 3 · Past 500 nodes
+# MAL against n for OPT-Tree with δ = 0 (grow to the full budget), max depth 10, greedy, 64 tokens.
+# SmolLM2: n = 8–512 from the Fig. 5 runs (`paper-fig5`, `paper-fig5-large`) and n = 1024 from
+# `oq-large`, with the shipped EAGLE head and, at 1024, the target drafting for itself (`self`, the
+# ceiling). The pair: n = 4–512 from its Fig. 5 runs (`pair-fig5`, `pair-fig5-large`) and n = 1024
+# from `oq-large-pair`, drafted by the 0.5B (int4). Each target's curve uses only the prompts every
+# one of its runs finished (the same 2 MT-Bench first turns for both), so a line compares like with like.
+
+# %%
+LARGE = ("paper-fig5", "paper-fig5-large", "oq-large", "pair-fig5", "pair-fig5-large", "oq-large-pair")
+large = oq.large_budget_table([runs[name] for name in LARGE])
 fig, _ = oq.large_budget_figure(large)
 display(static_figure(fig))
 display(large.round(3))
 
 # %%
-curve = large.pivot(index="budget", columns="drafter", values="mal")
-both = curve.dropna()
-assert (both["self"] >= both["eagle-smollm2"]).all()  # the target drafting for itself is the ceiling
-assert curve.index.max() >= 1024
+curve = large.pivot(index="budget", columns=["target", "drafter"], values="mal")
+smollm2 = curve["smollm2-135m"].dropna()
+assert (smollm2["self"] >= smollm2["eagle-smollm2"]).all()  # the target drafting for itself is the ceiling
+pair = curve[("qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b:int4")].dropna()
+assert pair.is_monotonic_increasing and pair.index.max() >= 1024  # never falls as n grows
 print(curve.round(2))
 
 # %% [markdown]
@@ -245,3 +307,10 @@ print(curve.round(2))
 # `self` draft at 1024 nodes shows how far the depth cap lets a perfect draft go (MAL ≈ 9 here, the
 # 64-token cap cutting the last step short). On this CPU none of it pays: a step at 1024 nodes (ten
 # draft layers and one verify pass) costs about 65 AR steps (0.05× AR).
+#
+# On the pair, with the 0.5B as the draft, MAL climbs higher and then stops: 2.29 at n = 4, 4.27 at
+# 64, 5.57 at 256, 5.82 at 512 and 5.82 again at 1024 on these 2 prompts (11 steps each at 512 and at
+# 1024; one step fewer would have been 6.4). A draft this good has its likely paths in the tree by
+# 512 nodes, and the rest are siblings the target does not take. Speed peaks at the smallest trees
+# (1.31× and 1.30× AR at n = 4 and 8) and falls with every doubling after, to 0.12× at 512 and 0.06×
+# at 1024, where a step (14.9 s verifying the tree, 10.2 s drafting it) costs about 100 AR steps.

@@ -128,6 +128,8 @@ def test_first_token_agreement_and_the_deepest_layer_recompute_from_nodes():
     expected = 6 / ((1 + 0.2) + (2 + 0.2) + 1)
     assert oq.simulated_speedup(nodes, steps, "eagle", profile) == pytest.approx(expected)
     assert oq.simulated_speedup(nodes, steps, "ngram", profile) == pytest.approx(6 / 4)
+    assert oq.simulated_speedup(nodes, steps, "self", profile) == pytest.approx(6 / ((1 + 2) + (2 + 2) + 1))
+    assert oq.PAIR_PROFILE.step_cost(np.array([4.0]), np.array([3.0]), "qwen2.5-coder-0.5b:int4") == pytest.approx(1.99)
 
 
 def test_strength_table_matches_the_logs(runs):
@@ -141,6 +143,7 @@ def test_strength_table_matches_the_logs(runs):
         assert row["pearson"] == pytest.approx(np.corrcoef(data.steps["ea"], data.steps["a"])[0, 1])
     assert table.loc["tiny-close", "first_token_agreement"] > table.loc["tiny-noisy", "first_token_agreement"]
     assert oq.draft_label("eagle-smollm2", 512) == "eagle-smollm2 · vocab 512"
+    assert oq.draft_label("qwen2.5-coder-0.5b:int4:vocab1024", 1024) == "qwen2.5-coder-0.5b:int4:vocab1024"
 
 
 def test_strength_table_keeps_only_the_rows_asked_for(runs):
@@ -169,6 +172,31 @@ def test_make_figures_asks_question_1_of_the_pair_from_table1_and_its_ends(tmp_p
     assert (tmp_path / "out" / "pair-table1-ends" / "shootout.md").is_file()  # the ends keep their own table
 
 
+def test_the_pairs_weaker_drafts_join_question_1_on_the_prompts_every_run_decoded(tmp_path, monkeypatch):
+    """oq-strength-pair ran one of Table 1's prompts: every draft of the pair's figure is read on that one
+    prompt only, and SmolLM2's oq_strength (the other oq-strength* runs) leaves it out."""
+    data = tmp_path / "data"
+    make_tiny_run(data / "pair-table1", 4.0, PROMPTS[:2], "tiny-close-opt-tree-*")
+    make_tiny_run(data / "pair-table1-ends", 4.0, PROMPTS[:2], "tiny-noisy-opt-tree-*")
+    weaker = make_tiny_run(data / "oq-strength-pair", 4.0, PROMPTS[1:2], "tiny-noisy-opt-tree-*") / "results.parquet"
+    pd.read_parquet(weaker).replace({"drafter": {"tiny-noisy": "tiny-far"}}).to_parquet(weaker, index=False)
+    make_tiny_run(data / "oq-strength", 4.0, PROMPTS[:2], "tiny-close-opt-tree-12")
+    monkeypatch.setitem(make_figures_module.PAIR_STRENGTH_ROWS, "budget", 12)
+    make_figures(data, tmp_path / "out")
+    drawn = pd.read_csv(tmp_path / "out" / OPEN_QUESTIONS_DIR / "oq_strength_pair.csv").set_index("draft")
+    assert sorted(drawn.index) == ["tiny-close", "tiny-far", "tiny-noisy"] and set(drawn["prompts"]) == {1}
+    for draft in drawn.index:
+        log = {"tiny-far": "tiny-noisy"}.get(draft, draft)
+        assert drawn.loc[draft, "steps"] == read_log_dir(LOGS / f"{log}-opt-tree-12").n_steps
+    smollm2 = pd.read_csv(tmp_path / "out" / OPEN_QUESTIONS_DIR / "oq_strength.csv")
+    assert list(smollm2["draft"]) == ["tiny-close"]
+    runs = [load_run(data / name) for name in ("pair-table1", "oq-strength-pair")]
+    assert oq.shared_prompts(runs) == {"p1"}
+    with pytest.raises(ValueError, match="share no prompt"):
+        oq.shared_prompts([load_run(data / "pair-table1"), dataclasses.replace(
+            runs[1], results=runs[1].results.assign(prompt_id="elsewhere"))])
+
+
 def test_delta_table_reads_each_runs_threshold_and_picks_the_best(runs):
     delta = [load_run(runs / name) for name in ("oq-delta-0", "oq-delta-0.5")]
     table = oq.delta_table(delta)
@@ -182,6 +210,24 @@ def test_delta_table_reads_each_runs_threshold_and_picks_the_best(runs):
     for drafter, part in table.groupby("drafter"):
         assert best.loc[drafter, "best_delta_here"] == part.loc[part["speedup"].idxmax(), "delta"]
         assert best.loc[drafter, "best_delta_simulated"] == part.loc[part["sim_speedup"].idxmax(), "delta"]
+
+
+def test_the_pairs_delta_sweep_is_drawn_apart_from_smollm2s_and_priced_by_the_pairs_profile(runs, tmp_path):
+    """oq-delta-pair-* runs make oq_delta_pair (the pair's stated profile), not part of SmolLM2's oq_delta."""
+    import shutil
+
+    data = tmp_path / "data"
+    for name in ("oq-delta-0", "oq-delta-0.5"):
+        shutil.copytree(runs / name, data / name)
+        shutil.copytree(runs / name, data / name.replace("oq-delta-", "oq-delta-pair-"))
+    make_figures(data, tmp_path / "out")
+    out = tmp_path / "out" / OPEN_QUESTIONS_DIR
+    smollm2, pair = (pd.read_csv(out / f"{name}.csv") for name in ("oq_delta", "oq_delta_pair"))
+    assert set(smollm2["run"]) == {"oq-delta-0", "oq-delta-0.5"} and set(pair["run"]) == {"oq-delta-pair-0", "oq-delta-pair-0.5"}
+    expected = oq.delta_table([load_run(data / n) for n in ("oq-delta-pair-0", "oq-delta-pair-0.5")], oq.PAIR_PROFILE)
+    np.testing.assert_allclose(pair["sim_speedup"], expected["sim_speedup"], rtol=1e-5)
+    assert (pair["sim_speedup"] < smollm2["sim_speedup"]).all()  # a draft layer costs more on the pair's profile
+    assert (out / "oq_delta_pair_best.csv").is_file() and (out / "oq_delta_pair.png").is_file()
 
 
 def test_large_budget_curve_joins_runs_on_their_shared_prompts(runs):
@@ -233,17 +279,21 @@ def test_open_question_figures_draw_their_table_and_keep_titles_apart(runs, ques
         points = fig.axes[0].containers[0].lines[0].get_ydata()
         np.testing.assert_allclose(points, table["pearson"])
     elif question == "delta":
-        fig, table = oq.delta_figure(oq.delta_table([load_run(runs / n) for n in ("oq-delta-0", "oq-delta-0.5")]))
+        fig, table = oq.delta_figure(oq.delta_table([load_run(runs / n) for n in ("oq-delta-0", "oq-delta-0.5")]),
+                                     oq.PAIR_PROFILE)  # the longer panel title of the two profiles
         fixed = table[table["policy"] == "opt-tree"]
         lines = {line.get_label(): line for line in fig.axes[1].get_lines() if not line.get_label().startswith("_")}
         for drafter, part in fixed.groupby("drafter"):
             np.testing.assert_allclose(lines[drafter].get_ydata(), part.sort_values("delta")["sim_speedup"])
-    else:
-        fig, table = oq.large_budget_figure(oq.large_budget_table([load_run(runs / n) for n in
-                                                                   ("paper-fig5", "paper-fig5-large", "oq-large")]))
+    else:  # two targets, as make_figures draws SmolLM2 beside the pair: the longest title
+        first = [load_run(runs / n) for n in ("paper-fig5", "paper-fig5-large", "oq-large")]
+        second = [dataclasses.replace(r, config={**r.config, "config": {**r.config["config"],
+                                                                        "target": "qwen2.5-coder-1.5b"}})
+                  for r in first]
+        fig, table = oq.large_budget_figure(oq.large_budget_table(first + second))
         lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
-        for drafter, part in table.groupby("drafter"):
-            np.testing.assert_allclose(lines[drafter].get_ydata(), part.sort_values("budget")["mal"])
+        for (target, drafter), part in table.groupby(["target", "drafter"]):
+            np.testing.assert_allclose(lines[f"{drafter} ({target})"].get_ydata(), part.sort_values("budget")["mal"])
     boxes = text_boxes(fig)
     for i, (text, box) in enumerate(boxes):
         assert fig.bbox.x0 - 1 <= box.x0 and box.x1 <= fig.bbox.x1 + 1, f"{text!r} runs off the figure"
@@ -259,4 +309,4 @@ def test_the_delta_of_each_committed_sweep_config_is_read_back_from_its_config_j
 
     run = BenchRun(path=config, config={"config": load_config(config).to_dict()},
                    results=pd.DataFrame())
-    assert oq._threshold(run, "opt-tree") == float(config.stem.removeprefix("oq-delta-"))
+    assert oq._threshold(run, "opt-tree") == float(config.stem.removeprefix("oq-delta-").removeprefix("pair-"))

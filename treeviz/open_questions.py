@@ -24,6 +24,7 @@ from opttree_core.summary import speedup_over_ar
 
 from . import style
 from .analysis import correlation_intervals, ea_a_frame
+from .figures_lib import run_dtype
 from .runs import AR_KIND, BenchRun
 from .static import COLUMN_WIDTH_IN, PAGE_WIDTH_IN, new_figure, paper_style
 
@@ -31,8 +32,11 @@ AUTO = "opt-tree-auto"
 
 
 def draft_label(drafter: str, draft_vocab) -> str:
-    """``eagle-smollm2 · vocab 512`` for a draft restricted to its most frequent tokens."""
-    return f"{drafter} · vocab {int(draft_vocab)}" if draft_vocab else str(drafter)
+    """``eagle-smollm2 · vocab 512`` for a draft restricted to its most frequent tokens (a spec that
+    names its vocabulary itself, ``qwen2.5-coder-0.5b:vocab1024``, stays as it is)."""
+    if not draft_vocab or str(drafter).endswith(f":vocab{int(draft_vocab)}"):
+        return str(drafter)
+    return f"{drafter} · vocab {int(draft_vocab)}"
 
 
 def _log_vocab(meta: dict):
@@ -52,23 +56,33 @@ def first_token_hits(nodes: pd.DataFrame) -> pd.Series:
     return best.reindex(steps, fill_value=False)
 
 
-def _tree_runs(runs: list[BenchRun], **match):
-    """Each tree row of ``runs`` (with its run) whose columns equal ``match``'s values (e.g. ``policy``)."""
+def _tree_runs(runs: list[BenchRun], prompts=None, **match):
+    """Each tree row of ``runs`` (with its run) whose columns equal ``match``'s values (e.g. ``policy``),
+    on ``prompts`` only when given."""
     for run in runs:
         for row in run.tree_rows().itertuples(index=False):
-            if all(getattr(row, k) == v for k, v in match.items()):
+            if all(getattr(row, k) == v for k, v in match.items()) and (prompts is None or row.prompt_id in prompts):
                 yield run, row
 
 
-def strength_table(runs: list[BenchRun], n_boot: int = 1000, **select) -> pd.DataFrame:
+def shared_prompts(runs: list[BenchRun]) -> set:
+    """The prompts every one of ``runs`` decoded (so drafts from several runs compare on the same text)."""
+    shared = set.intersection(*(set(run.results["prompt_id"]) for run in runs))
+    if not shared:
+        raise ValueError(f"the runs {', '.join(run.name for run in runs)} share no prompt")
+    return shared
+
+
+def strength_table(runs: list[BenchRun], n_boot: int = 1000, prompts=None, **select) -> pd.DataFrame:
     """One row per draft (drafter and draft vocabulary) over ``runs``' tree logs: steps, prompts,
     first-token agreement, MAL, mean E(A) and the correlations of ``analysis.correlation_intervals``.
     ``select`` keeps the tree rows whose columns have those values (e.g. ``policy="opt-tree",
-    budget=25, temperature=0.0`` out of a Table 1 run of five policies, two budgets and two temperatures)."""
+    budget=25, temperature=0.0`` out of a Table 1 run of five policies, two budgets and two temperatures);
+    ``prompts`` (e.g. ``shared_prompts(runs)``) keeps those prompts only."""
     steps, hits, budgets = {}, {}, {}
-    for run, row in _tree_runs(runs, **select):
+    for run, row in _tree_runs(runs, prompts, **select):
         data = run.log(row.log_dir)
-        label = (run.target, draft_label(row.drafter, _log_vocab(data.meta)))
+        label = (run.target, run_dtype(run) or "", draft_label(row.drafter, _log_vocab(data.meta)))
         part = ea_a_frame({row.log_dir: data})[["step", "ea", "a", "ea_bin"]].assign(prompt_id=row.prompt_id)
         steps.setdefault(label, []).append(part)
         hits.setdefault(label, []).append(first_token_hits(data.nodes))
@@ -77,7 +91,8 @@ def strength_table(runs: list[BenchRun], n_boot: int = 1000, **select) -> pd.Dat
     for label in sorted(steps):
         frame = pd.concat(steps[label], ignore_index=True)
         agree = pd.concat(hits[label], ignore_index=True)
-        rows.append({"target": label[0], "draft": label[1], "budget": _span(budgets[label]), "steps": len(frame),
+        rows.append({"target": label[0], "dtype": label[1], "draft": label[2], "budget": _span(budgets[label]),
+                     "steps": len(frame),
                      "prompts": frame["prompt_id"].nunique(),
                      "first_token_agreement": float(agree.mean()), "mal": float(frame["a"].mean()),
                      "mean_ea": float(frame["ea"].mean()), **correlation_intervals(frame, n_boot=n_boot)})
@@ -87,8 +102,10 @@ def strength_table(runs: list[BenchRun], n_boot: int = 1000, **select) -> pd.Dat
 
 
 def _targets(table: pd.DataFrame) -> str:
-    """"target smollm2-135m", or "targets a, b" when a table mixes them (for a figure's title)."""
-    names = sorted(set(table["target"]))
+    """"target smollm2-135m (float32)", or "targets a (bfloat16), b (float32)" when a table mixes them
+    (for a figure's title)."""
+    names = sorted({f"{row.target} ({row.dtype})" if isinstance(row.dtype, str) and row.dtype else row.target
+                    for row in table[["target", "dtype"]].itertuples(index=False)})
     return ("target " if len(names) == 1 else "targets ") + ", ".join(names)
 
 
@@ -146,16 +163,24 @@ def _label_points(ax, table: pd.DataFrame) -> None:
 class SimulatedProfile:
     """A cost profile stated, not measured: a verify pass of N tokens costs
     ``max(1, N / saturate)`` AR steps (flat until ``saturate`` tokens fill the chip, then linear),
-    and each draft layer ``layer_cost`` AR steps (``ngram_layer_cost`` for the n-gram table)."""
+    and each draft layer ``layer_cost`` AR steps (``ngram_layer_cost`` for the n-gram table; for
+    ``self``, the target drafting for itself, a layer is a pass of the target: one AR step)."""
 
     name: str = "simulated GPU (stated, not measured):\nT(N)/T(1) = max(1, N/64), draft layer 0.1 (n-gram 0.01)"
     saturate: int = 64
     layer_cost: float = 0.1
     ngram_layer_cost: float = 0.01
+    self_layer_cost: float = 1.0
 
     def step_cost(self, tokens: np.ndarray, layers: np.ndarray, drafter: str) -> np.ndarray:
-        layer = self.ngram_layer_cost if drafter == "ngram" else self.layer_cost
+        layer = {"ngram": self.ngram_layer_cost, "self": self.self_layer_cost}.get(drafter, self.layer_cost)
         return np.maximum(1.0, tokens / self.saturate) + layer * layers
+
+
+PAIR_PROFILE = SimulatedProfile(
+    name="simulated GPU (stated, not measured):\nT(N)/T(1) = max(1, N/64), draft layer\n"
+         "0.33 for the 0.5B (⅓ of the weights), 1 for self",
+    layer_cost=0.33)  # the Qwen2.5-Coder pair: decode reads every weight once, so a 0.5B pass costs about a third
 
 
 def simulated_speedup(nodes: pd.DataFrame, steps: pd.DataFrame, drafter: str, profile: SimulatedProfile) -> float:
@@ -190,7 +215,8 @@ def delta_table(runs: list[BenchRun], profile: SimulatedProfile = SimulatedProfi
         if row.policy not in ("opt-tree", AUTO):
             continue
         data = run.log(row.log_dir)
-        rows.append({"run": run.name, "target": run.target, "drafter": row.drafter, "policy": row.policy,
+        rows.append({"run": run.name, "target": run.target, "dtype": run_dtype(run), "drafter": row.drafter,
+                     "policy": row.policy,
                      "budget": int(row.budget),
                      "delta": _threshold(run, row.policy),
                      "prompt_id": row.prompt_id, "new_tokens": row.new_tokens, "steps": row.steps,
@@ -207,7 +233,7 @@ def delta_table(runs: list[BenchRun], profile: SimulatedProfile = SimulatedProfi
         results = run.results
         mine = results[(results["drafter"] == drafter) & (results["policy"] == policy)]
         ar = results[(results["kind"] == AR_KIND) & (results["temperature"] == mine["temperature"].iloc[0])]
-        out.append({"target": run.target, "drafter": drafter, "policy": policy, "budget": part["budget"].iloc[0],
+        out.append({"target": run.target, "dtype": part["dtype"].iloc[0], "drafter": drafter, "policy": policy, "budget": part["budget"].iloc[0],
                     "delta": part["delta"].iloc[0], "prompts": len(part),
                     "mal": pooled_mal(part["new_tokens"].sum(), part["steps"].sum()),
                     "speedup": speedup_over_ar(mine, ar),
@@ -279,7 +305,8 @@ def large_budget_table(runs: list[BenchRun], policy: str = "opt-tree") -> pd.Dat
         ar = results[results["kind"] == AR_KIND]
         tree = results[(results["kind"] == "tree") & (results["policy"] == policy)]
         for (drafter, budget), part in tree.groupby(["drafter", "budget"], sort=True):
-            rows.append({"target": run.target, "drafter": drafter, "budget": int(budget), "delta": _threshold(run, policy),
+            rows.append({"target": run.target, "dtype": run_dtype(run), "drafter": drafter, "budget": int(budget),
+                         "delta": _threshold(run, policy),
                          "prompts": part["prompt_id"].nunique(),
                          "mal": pooled_mal(part["new_tokens"].sum(), part["steps"].sum()),
                          "tokens_per_s": tokens_per_second(part["new_tokens"].sum(), part["seconds"].sum()),
@@ -307,6 +334,6 @@ def large_budget_figure(table: pd.DataFrame):
         ax.set_xlabel("node budget n (log₂ axis)")
         ax.set_ylabel("mean acceptance length")
         ax.legend(frameon=False, fontsize=6)
-        ax.set_title(f"Does MAL keep rising past 500 nodes? {_targets(table)}\nOPT-Tree · δ = {_span(table['delta'])} · greedy · "
-                     f"{int(table['prompts'].min())} prompts", fontsize=7)
+        ax.set_title(f"Does MAL keep rising past 500 nodes? OPT-Tree · δ = {_span(table['delta'])} · greedy · "
+                     f"{int(table['prompts'].min())} prompts\n{_targets(table)}", fontsize=7)
     return fig, table
