@@ -44,7 +44,8 @@ from treeviz.figures_lib import (
     ea_heatmaps,
     speedup_bars,
 )
-from treeviz.runs import BenchRun, combine_runs, find_runs, load_run, ordering_table, shootout_table
+from treeviz.runs import (BenchRun, combine_runs, find_runs, load_run, ordering_table, shared_prompts,
+                          shootout_table)
 from treeviz.static import save_figure
 
 FIGURES = {"fig4_ea_vs_a": ea_heatmaps, "fig5_budget": budget_curves, "speedup_bars": speedup_bars,
@@ -222,7 +223,7 @@ def make_open_question_figures(runs: dict[str, BenchRun], out: Path) -> list[Pat
         paths += _save(*oq.strength_figure(oq.strength_table(strength)), out / "oq_strength")
     if pair_strength:
         members = _runs_named(runs, *PAIR_STRENGTH_RUNS, PAIR_WEAKER_DRAFTS)
-        table = oq.strength_table(members, prompts=oq.shared_prompts(members), **PAIR_STRENGTH_ROWS)
+        table = oq.strength_table(members, prompts=shared_prompts(members), **PAIR_STRENGTH_ROWS)
         paths += _save(*oq.strength_figure(table), out / "oq_strength_pair")
     for name, members, profile in (("oq_delta", delta, oq.SimulatedProfile()),
                                    ("oq_delta_pair", pair_delta, oq.PAIR_PROFILE)):

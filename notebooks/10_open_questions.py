@@ -63,7 +63,7 @@ print(f"fast mode: {fast_mode()} · runs from {DATA}")
 
 # %%
 from treeviz import open_questions as oq
-from treeviz.runs import find_runs, load_run
+from treeviz.runs import find_runs, load_run, shared_prompts
 
 runs = {path.name: load_run(path) for path in find_runs(DATA)}
 strength = oq.strength_table([run for name, run in sorted(runs.items()) if name.startswith("oq-strength")],
@@ -153,7 +153,7 @@ print(f"per-step r: SmolLM2 {small['pearson'].min():.2f}–{small['pearson'].max
 
 # %%
 pair_runs = [runs[name] for name in ("pair-table1", "pair-table1-ends", "oq-strength-pair")]
-pair_strength = oq.strength_table(pair_runs, n_boot=N_BOOT, prompts=oq.shared_prompts(pair_runs),
+pair_strength = oq.strength_table(pair_runs, n_boot=N_BOOT, prompts=shared_prompts(pair_runs),
                                   policy="opt-tree", budget=25, temperature=0.0)
 fig, _ = oq.strength_figure(pair_strength)
 display(static_figure(fig))

@@ -16,7 +16,8 @@ import figures.make_figures as make_figures_module
 from figures.make_figures import OPEN_QUESTIONS_DIR, make_figures, ordering_section
 from treeviz import open_questions as oq
 from opttree_core.summary import paired_ratios, pooled_intervals
-from treeviz.runs import BenchRun, combine_runs, load_run, ordering_table, read_log_dir, shootout_table
+from treeviz.runs import (BenchRun, combine_runs, load_run, ordering_table, read_log_dir, shared_prompts,
+                          shootout_table)
 
 PROMPTS = ("p0", "p1", "p2", "p3")
 
@@ -191,9 +192,9 @@ def test_the_pairs_weaker_drafts_join_question_1_on_the_prompts_every_run_decode
     smollm2 = pd.read_csv(tmp_path / "out" / OPEN_QUESTIONS_DIR / "oq_strength.csv")
     assert list(smollm2["draft"]) == ["tiny-close"]
     runs = [load_run(data / name) for name in ("pair-table1", "oq-strength-pair")]
-    assert oq.shared_prompts(runs) == {"p1"}
+    assert shared_prompts(runs) == {"p1"}
     with pytest.raises(ValueError, match="share no prompt"):
-        oq.shared_prompts([load_run(data / "pair-table1"), dataclasses.replace(
+        shared_prompts([load_run(data / "pair-table1"), dataclasses.replace(
             runs[1], results=runs[1].results.assign(prompt_id="elsewhere"))])
 
 

@@ -25,7 +25,7 @@ from opttree_core.summary import speedup_over_ar
 from . import style
 from .analysis import correlation_intervals, ea_a_frame
 from .figures_lib import run_dtype
-from .runs import AR_KIND, BenchRun
+from .runs import AR_KIND, BenchRun, shared_prompts
 from .static import COLUMN_WIDTH_IN, PAGE_WIDTH_IN, new_figure, paper_style
 
 AUTO = "opt-tree-auto"
@@ -65,24 +65,17 @@ def _tree_runs(runs: list[BenchRun], prompts=None, **match):
                 yield run, row
 
 
-def shared_prompts(runs: list[BenchRun]) -> set:
-    """The prompts every one of ``runs`` decoded (so drafts from several runs compare on the same text)."""
-    shared = set.intersection(*(set(run.results["prompt_id"]) for run in runs))
-    if not shared:
-        raise ValueError(f"the runs {', '.join(run.name for run in runs)} share no prompt")
-    return shared
-
-
 def strength_table(runs: list[BenchRun], n_boot: int = 1000, prompts=None, **select) -> pd.DataFrame:
     """One row per draft (drafter and draft vocabulary) over ``runs``' tree logs: steps, prompts,
     first-token agreement, MAL, mean E(A) and the correlations of ``analysis.correlation_intervals``.
     ``select`` keeps the tree rows whose columns have those values (e.g. ``policy="opt-tree",
     budget=25, temperature=0.0`` out of a Table 1 run of five policies, two budgets and two temperatures);
-    ``prompts`` (e.g. ``shared_prompts(runs)``) keeps those prompts only."""
+    ``prompts`` (e.g. ``runs.shared_prompts``) keeps those prompts only."""
     steps, hits, budgets = {}, {}, {}
+    dtypes = {run.name: run_dtype(run) or "" for run in runs}  # read once per run, not per log
     for run, row in _tree_runs(runs, prompts, **select):
         data = run.log(row.log_dir)
-        label = (run.target, run_dtype(run) or "", draft_label(row.drafter, _log_vocab(data.meta)))
+        label = (run.target, dtypes[run.name], draft_label(row.drafter, _log_vocab(data.meta)))
         part = ea_a_frame({row.log_dir: data})[["step", "ea", "a", "ea_bin"]].assign(prompt_id=row.prompt_id)
         steps.setdefault(label, []).append(part)
         hits.setdefault(label, []).append(first_token_hits(data.nodes))
@@ -210,12 +203,12 @@ def delta_table(runs: list[BenchRun], profile: SimulatedProfile = SimulatedProfi
     """Per run, drafter and policy (OPT-Tree at its δ, or opt-tree-auto): MAL, the measured speedup
     over AR in the same run, the speedup ``profile`` predicts from the same trees, the mean verified
     nodes and depth, and the median E(A) of the deepest layer (auto's implied δ)."""
-    rows = []
+    rows, dtypes = [], {run.name: run_dtype(run) for run in runs}
     for run, row in _tree_runs(runs):
         if row.policy not in ("opt-tree", AUTO):
             continue
         data = run.log(row.log_dir)
-        rows.append({"run": run.name, "target": run.target, "dtype": run_dtype(run), "drafter": row.drafter,
+        rows.append({"run": run.name, "target": run.target, "dtype": dtypes[run.name], "drafter": row.drafter,
                      "policy": row.policy,
                      "budget": int(row.budget),
                      "delta": _threshold(run, row.policy),
@@ -294,18 +287,15 @@ def delta_figure(table: pd.DataFrame, profile: SimulatedProfile = SimulatedProfi
 def large_budget_table(runs: list[BenchRun], policy: str = "opt-tree") -> pd.DataFrame:
     """MAL and tokens/s of ``policy`` per target, drafter and node budget over the prompts every run
     of that target finished (so a curve joining runs compares like with like), pooled over those prompts."""
-    shared = {}
-    for target in sorted({r.target for r in runs}):  # sorted: the first target without shared prompts is named
-        shared[target] = set.intersection(*(set(r.results["prompt_id"]) for r in runs if r.target == target))
-        if not shared[target]:
-            raise ValueError(f"the runs of {target} share no prompt: their budgets cannot be joined into one curve")
+    shared = {target: shared_prompts([r for r in runs if r.target == target], f"{target}'s budget curve")
+              for target in sorted({r.target for r in runs})}  # sorted: the first target without shared prompts is named
     rows = []
     for run in runs:
         results = run.results[run.results["prompt_id"].isin(shared[run.target])]
         ar = results[results["kind"] == AR_KIND]
-        tree = results[(results["kind"] == "tree") & (results["policy"] == policy)]
+        tree, dtype = results[(results["kind"] == "tree") & (results["policy"] == policy)], run_dtype(run)
         for (drafter, budget), part in tree.groupby(["drafter", "budget"], sort=True):
-            rows.append({"target": run.target, "dtype": run_dtype(run), "drafter": drafter, "budget": int(budget),
+            rows.append({"target": run.target, "dtype": dtype, "drafter": drafter, "budget": int(budget),
                          "delta": _threshold(run, policy),
                          "prompts": part["prompt_id"].nunique(),
                          "mal": pooled_mal(part["new_tokens"].sum(), part["steps"].sum()),

@@ -106,6 +106,15 @@ def find_runs(data_dir: str | os.PathLike) -> list[Path]:
     return runs
 
 
+def shared_prompts(runs: list[BenchRun], what: str | None = None) -> set:
+    """The prompts every one of ``runs`` decoded, so that drafts or budgets from several runs compare on
+    the same text; none shared is a ValueError naming the runs (after ``what``, when given)."""
+    shared = set.intersection(*(set(run.results["prompt_id"]) for run in runs))
+    if not shared:
+        raise ValueError((f"{what}: " if what else "") + f"the runs {', '.join(r.name for r in runs)} share no prompt")
+    return shared
+
+
 def combine_runs(runs: list[BenchRun], name: str) -> BenchRun:
     """One run from ``runs`` that sweep different parts of one grid (e.g. small budgets on many prompts,
     large ones on a few), restricted to the prompts all of them finished, so that one curve compares
@@ -114,9 +123,7 @@ def combine_runs(runs: list[BenchRun], name: str) -> BenchRun:
     (the combined run's own folder, beside the first run's, need not exist)."""
     if not runs:
         raise ValueError(f"{name}: no runs to combine")
-    shared = set.intersection(*(set(r.results["prompt_id"]) for r in runs))
-    if not shared:
-        raise ValueError(f"{name}: the runs {', '.join(r.name for r in runs)} share no prompt")
+    shared = shared_prompts(runs, name)
     path, tree, ar = runs[0].path.parent / name, [], []
     for run in runs:
         rows = run.results[run.results["prompt_id"].isin(shared)]
