@@ -2,7 +2,8 @@
 the machine at hand: the roofline a tree policy lives on.
 
 For each kernel set (stock ``F.linear`` + SDPA; ``skinny.py``'s few-row products, float32 only;
-``invariant.py``'s row-count-invariant kernels; with ``--weights int8`` (or ``int4``, or ``int8,int4``) also
+``invariant.py``'s row-count-invariant kernels, their weights packed once for oneDNN, and "unpacked",
+the same kernels reordering each weight on every product as ``F.linear`` does; with ``--weights int8`` (or ``int4``, or ``int8,int4``) also
 ``weight_only.py``'s weight-only layers, each on a quantized copy: what a draft model runs) it prints the fastest of ``--repeats`` passes at a
 ``--context``-token cache for q = 1, 2, 4, ..., and T(q)/T(1). Kernel sets are interleaved size by
 size in one process, so their ratios compare; absolute times depend on the machine and its load.
@@ -35,7 +36,9 @@ def kernel_sets(model, weights: tuple[str, ...] = ()) -> dict:
         return apply
 
     sets = {"stock": patched(lambda m: use_invariant_kernels(m, on=False), lambda m: use_skinny_matmul(m, on=False)),
-            "invariant": patched(lambda m: use_skinny_matmul(m, on=False), use_invariant_kernels)}
+            "invariant": patched(lambda m: use_skinny_matmul(m, on=False), use_invariant_kernels),
+            "unpacked": patched(lambda m: use_skinny_matmul(m, on=False),
+                                lambda m: use_invariant_kernels(m, packed=False))}
     if model.dtype == torch.float32:
         sets["skinny"] = patched(lambda m: use_invariant_kernels(m, on=False), use_skinny_matmul)
     for bits in weights:

@@ -31,7 +31,7 @@ from .models import cache_root
 from .policies.auto import DEFAULT_SIZES, Profile, _check_sizes, read_profile
 from .policies.base import HardwareAware
 from .shipped import target_signature
-from .invariant import uses_invariant_kernels
+from .invariant import invariant_kernels
 from .machine import describe_machine
 from .skinny import uses_skinny_matmul
 from .tree import DraftTree
@@ -43,7 +43,7 @@ def profile_key(target_model, drafter, sizes, repeats: int, context_len: int) ->
     device = model_device(target_model)
     return {"device": describe_machine(device), "device_type": device.type, "threads": torch.get_num_threads(),
             "target": target_signature(target_model.config), "dtype": str(target_model.dtype).removeprefix("torch."),
-            "skinny_matmul": uses_skinny_matmul(target_model), "invariant": uses_invariant_kernels(target_model),
+            "skinny_matmul": uses_skinny_matmul(target_model), "invariant": invariant_kernels(target_model),
             "torch": torch.__version__,
             "drafter": f"{type(drafter).__name__}:{drafter.name}", "draft_vocab": draft_vocab_size(drafter),
             "sizes": list(sizes), "repeats": repeats, "context_len": context_len}

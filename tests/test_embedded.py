@@ -118,7 +118,7 @@ def test_the_demo_runs_the_pair_where_it_fits_and_says_why_not_elsewhere(monkeyp
     target, draft, why = demo.choose_models(None, None, "cpu")
     assert (target, draft) == ("qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b:int4") and "fits" in why
     monkeypatch.setattr(memory, "available_bytes", lambda device="cpu": 3 * 2**30)
-    assert "it needs about 8.0 GiB of memory and 3.0 GiB is free" in demo.pair_problem("cpu")
+    assert "it needs about 9.0 GiB of memory and 3.0 GiB is free" in demo.pair_problem("cpu")
     monkeypatch.setattr(memory, "available_bytes", lambda device="cpu": 16 * 2**30)
     monkeypatch.setattr(embedded, "cpu_has_fast_bf16", lambda: False)
     assert embedded.preferred_dtype(embedded.EMBEDDED["qwen2.5-coder-1.5b"], torch.device("cpu")) == torch.float32

@@ -2,6 +2,8 @@
 an untied LM head, grouped-query attention 6:1) drafted by a smaller Qwen2 of another width and depth.
 Greedy tree decoding equals plain greedy, every node's logits equal sequential decoding of its path,
 and tree sampling keeps the target's distribution."""
+import copy
+
 import pytest
 import torch
 from torch.nn import functional as F
@@ -92,6 +94,27 @@ def test_a_row_of_an_invariant_product_depends_on_that_row_alone():
     for rows in (2, 5, 16, 17, 40):
         assert torch.equal(invariant_linear(x[:rows], weight), alone[:rows]), rows
     assert torch.equal(invariant_linear(x.flip(0), weight), alone.flip(0))
+
+
+def test_a_packed_weight_gives_the_stock_product_bit_for_bit():
+    """``InvariantLinear`` multiplies through its weight packed once for oneDNN: the same numbers as
+    ``F.linear``'s own product of the block, only without reordering the weight on every call."""
+    gen = torch.Generator().manual_seed(1)
+    weight = (torch.randn(700, 384, generator=gen) * 0.05).bfloat16()
+    bias = (torch.randn(700, generator=gen) * 0.05).bfloat16()
+    x = torch.randn(40, 384, generator=gen).bfloat16()
+    packed = invariant.pack_weight(weight)  # None on a CPU whose oneDNN has no bfloat16 kernels
+    for rows in (1, 5, 16, 17, 40):
+        assert torch.equal(invariant_linear(x[:rows], weight, bias, packed), invariant_linear(x[:rows], weight, bias))
+    model = bf16_qwen2(0, hidden=96)
+    layer = model.model.layers[0].mlp.up_proj
+    assert (layer._packed is None) == (packed is None)
+    with torch.no_grad():
+        layer.weight.mul_(2)  # a weight changed in place is packed again before its next product
+    assert torch.equal(layer(x[:3, :96]), invariant_linear(x[:3, :96], layer.weight))
+    twin = copy.deepcopy(model)  # the packed weight is left out of copies, which pack their own
+    ids = torch.tensor([[1, 2, 3]])
+    assert torch.equal(twin(ids).logits, model(ids).logits)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])

@@ -67,7 +67,10 @@ DRAFTS = {"smollm2-135m": "eagle-smollm2", PAIR[0]: PAIR[1] + ":int4"}  # a targ
 # opt-tree-auto's default cap: with the root, one block of the invariant kernels (16 rows); on the pair
 # auto drafts 15 nodes in 98 % of its steps when allowed 16 (benchmarks/results/qwen-pair-auto.md)
 AUTO_NODES = invariant.BLOCK - 1
-PAIR_MEMORY = 8 * 2**30  # the demo's peak on the pair: 7.0 GB building its caches, 5.6 GB after (Zen 4, 2026-12-05)
+# the demo's need on the pair: its own memory peaked at 6.8 GiB (2.9 GiB of it the target's weights packed
+# for oneDNN, invariant.py), beside up to 4.0 GiB of the memory-mapped model cache, pages the system may
+# evict once packing has read them (Xeon with AMX, 2026-12-07; 7.0 GB building the caches, Zen 4, 2026-12-05)
+PAIR_MEMORY = 9 * 2**30
 TOKENS = {PAIR[0]: 32}  # new tokens per prompt where not 64: a later run of the pair's demo stays under 2 minutes
 
 
