@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from opttree_core.records import read_log
+from treeviz.analysis import nodes_with_parent_state
 
 Q_BINS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 
@@ -42,11 +43,8 @@ def time_split(results: pd.DataFrame) -> pd.DataFrame:
 
 def step_nodes(run: Path, results: pd.DataFrame) -> pd.DataFrame:
     """Every drafted node of every tree step of the run (root excluded), with ``parent_accepted``."""
-    frames = []
-    for log_dir in results["log_dir"].dropna():
-        nodes = read_log(run / log_dir).nodes.assign(log=log_dir)
-        parents = nodes[["step", "node", "accepted"]].rename(columns={"node": "parent", "accepted": "parent_accepted"})
-        frames.append(nodes[nodes["depth"] > 0].merge(parents, on=["step", "parent"], how="left"))
+    frames = [nodes_with_parent_state(read_log(run / log_dir)).assign(log=log_dir)
+              for log_dir in results["log_dir"].dropna()]
     return pd.concat(frames, ignore_index=True)
 
 

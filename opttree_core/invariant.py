@@ -82,8 +82,8 @@ def pack_weight(weight: torch.Tensor) -> torch.Tensor | None:
 
 
 def _product(packed: torch.Tensor | None, weight: torch.Tensor, bias: torch.Tensor | None):
-    """One block's product: through the packed weight when there is one and no gradient is wanted."""
-    if packed is None or weight.requires_grad:
+    """One block's product: through the packed weight when there is one, else ``F.linear``."""
+    if packed is None:
         return lambda block: F.linear(block, weight, bias)
     return lambda block: torch.ops.mkldnn._linear_pointwise(block, packed, bias, "none", [], "")
 
@@ -93,7 +93,8 @@ def invariant_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     """``F.linear`` whose every row is computed in a product of exactly ``BLOCK`` rows (through
     ``packed``, ``pack_weight(weight)``, when given)."""
     rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
-    product = _product(packed if not x.requires_grad else None, weight, bias)
+    wants_grad = x.requires_grad or weight.requires_grad  # oneDNN's packed product has no backward
+    product = _product(None if wants_grad else packed, weight, bias)
     flat = x.reshape(rows, x.shape[-1])
     if not _in_blocks(rows):
         return product(flat).reshape(*x.shape[:-1], -1)
@@ -101,6 +102,9 @@ def invariant_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     padded[:rows] = flat
     out = torch.cat([product(block) for block in padded.split(BLOCK)])[:rows]
     return out.reshape(*x.shape[:-1], out.shape[-1])
+
+
+_PACKED_STATE = ("_packed", "_packed_from")  # what ``InvariantLinear.pack`` sets on a module
 
 
 class InvariantLinear(nn.Linear):
@@ -116,7 +120,7 @@ class InvariantLinear(nn.Linear):
 
     def __getstate__(self) -> dict:  # copies and pickles leave the packed weight out (oneDNN's layout is
         state = dict(super().__getstate__())  # opaque to them); the copy packs its own on its first product
-        for name in ("_packed", "_packed_from"):
+        for name in _PACKED_STATE:
             state.pop(name, None)
         return state
 
@@ -173,11 +177,11 @@ def use_invariant_kernels(model: nn.Module, on: bool = True, packed: bool = True
         if type(module) is before:
             module.__class__ = after
             changed += 1
+            for name in _PACKED_STATE + ("packing",) if not on else ():
+                module.__dict__.pop(name, None)
         if type(module) is InvariantLinear:
             module.packing = packed
             module.pack()
-        for name in ("_packed", "_packed_from", "packing") if not on else ():
-            module.__dict__.pop(name, None)
     config = getattr(model, "config", None)
     if config is not None:
         config._attn_implementation = ATTENTION if on else "sdpa"
@@ -188,7 +192,7 @@ def use_invariant_kernels(model: nn.Module, on: bool = True, packed: bool = True
 
 
 def uses_invariant_kernels(model: nn.Module) -> bool:
-    return any(type(module) is InvariantLinear for module in model.modules())
+    return invariant_kernels(model) is not None
 
 
 def invariant_kernels(model: nn.Module) -> str | None:

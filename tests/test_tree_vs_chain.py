@@ -1,9 +1,12 @@
 """benchmarks/tree_vs_chain.py's tables on a hand-made run: two prompts, AR, a chain peer and a tree
 method whose two logged steps are known node by node."""
+from types import SimpleNamespace
+
 import pandas as pd
 import pytest
 
 from conftest import load_benchmark
+from treeviz.analysis import nodes_with_parent_state
 
 
 @pytest.fixture(scope="module")
@@ -29,12 +32,8 @@ def nodes() -> pd.DataFrame:
     def step(i, accepted):
         return pd.DataFrame({"step": i, "node": [0, 1, 2, 3], "parent": [-1, 0, 1, 0], "depth": [0, 1, 2, 1],
                              "rank": [0, 0, 0, 1], "q": [1.0, 0.95, 0.9, 0.05], "accepted": accepted})
-    frames = [step(0, [True, True, True, False]), step(1, [True, True, False, False])]
-    out = []
-    for frame in frames:
-        parents = frame[["step", "node", "accepted"]].rename(columns={"node": "parent", "accepted": "parent_accepted"})
-        out.append(frame[frame["depth"] > 0].merge(parents, on=["step", "parent"], how="left"))
-    return pd.concat(out, ignore_index=True).assign(log="x")
+    log = SimpleNamespace(nodes=pd.concat([step(0, [True, True, True, False]), step(1, [True, True, False, False])]))
+    return nodes_with_parent_state(log).assign(log="x")  # what tree_vs_chain.step_nodes gives per log
 
 
 def test_the_time_split_is_per_prompt_and_the_tree_rest_is_outside_its_steps(tvc):

@@ -144,8 +144,9 @@ def speedup_stats(frame: pd.DataFrame, by: str | list[str] = "method", value: st
     return out
 
 
-def _nodes_with_parent_state(data) -> pd.DataFrame:
-    nodes = data.nodes[["step", "node", "parent", "depth", "rank", "accepted"]]
+def nodes_with_parent_state(data) -> pd.DataFrame:
+    """A log's drafted nodes (root excluded) with ``parent_accepted``: whether the node was reached."""
+    nodes = data.nodes[["step", "node", "parent", "depth", "rank", "q", "accepted"]]
     parents = nodes[["step", "node", "accepted"]].rename(columns={"node": "parent", "accepted": "parent_accepted"})
     drafted = nodes[nodes["depth"] > 0]
     return drafted.merge(parents, on=["step", "parent"], how="left")
@@ -154,7 +155,7 @@ def _nodes_with_parent_state(data) -> pd.DataFrame:
 def _acceptance_by(logs, key: str) -> pd.DataFrame:
     parts = []
     for data in as_named(logs).values():
-        part = _nodes_with_parent_state(data)
+        part = nodes_with_parent_state(data)
         part["group"] = group_name(data.meta)
         part["policy"] = data.meta.get("policy", "?")
         parts.append(part)
