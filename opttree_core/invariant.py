@@ -14,7 +14,12 @@ after 22-25 tokens on every one of the first prompts tried. Two ops depend on th
 - attention over a tree: a node sees the prefix and its ancestors among masked siblings, a
   sequential step sees the same keys contiguous. ``invariant_attention`` gathers each query row's
   visible keys and values into a contiguous block and attends to them alone, so a tree node and the
-  sequential step at its position compute the same products of the same shapes.
+  sequential step at its position compute the same products of the same shapes. The rows that see
+  as many keys (a tree's nodes at one depth) attend in one batched call of SDPA, which computes each
+  (row, head) as it would alone (measured: bit-equal at batches of 1-16, 7-1100 keys, bf16 and fp32;
+  ``tests/test_qwen2.py`` checks it at the 1.5B target's shapes wherever it runs). A tree pays one
+  call per depth, not one per node: on the 2-core Xeon a 16-node tree of six depths took 204 ms
+  to verify, against 239 ms attending row by row (``bench_costs.py`` below).
 
 Outside a verification, inputs of more than ``MAX_ROWS`` rows (prefills of long prompts) take the
 stock kernels: both tree and sequential decoding prefill a prompt the same way. Inside
@@ -29,7 +34,8 @@ Each ``InvariantLinear`` keeps its weight reordered once into oneDNN's blocked l
 numbers (bit-equal at 16, 128 and 700 rows on the machine measured; ``tests/test_qwen2.py`` checks it
 wherever it runs), in less time. On a 2-core Xeon with AMX one 16-row block of the 1.5B target's MLP
 took 1.17 ms unpacked and 0.78 packed, and a whole forward of the 1.5B (``benchmarks/bench_costs.py
---target qwen2.5-coder-1.5b``, fastest of 7) 201 ms against 237 at 1 row, 269 against 321 at 16.
+--target qwen2.5-coder-1.5b``, fastest of 7) 171 ms against 227 at 1 row, 201 against 256 at 16
+(stock kernels: 215 and 229 ms).
 Inputs past ``MAX_ROWS`` (long prefills) go through the packed weight too, so after packing the
 original weight is not read again: loaded from the model cache it stays a clean memory-mapped file
 the system may evict, and what packing adds is the packed copy, 3.1 GB for Qwen2.5-Coder-1.5B in
@@ -141,8 +147,28 @@ def _allowed(mask: torch.Tensor | None, q_len: int, kv_len: int, device) -> torc
     return mask if mask.dtype == torch.bool else mask > torch.finfo(mask.dtype).min / 2
 
 
+_LAST_GROUPS: dict = {}  # the mask of the forward in progress and its groups: every layer gets the same mask
+
+
+def _rows_by_key_count(mask: torch.Tensor | None, q_len: int, kv_len: int, device) -> list:
+    """[(rows, keys)] for each number L of visible keys: the query rows that see L keys (B,), and
+    the keys each sees, in cache order, flattened (B · L,). A tree's nodes at one depth see as many
+    keys, so a tree has one group per depth. Computed once per forward, for its first layer."""
+    if _LAST_GROUPS.get("mask", False) is mask and _LAST_GROUPS["shape"] == (q_len, kv_len, device):
+        return _LAST_GROUPS["groups"]
+    allowed = _allowed(mask, q_len, kv_len, device)
+    counts = allowed.sum(1)  # (q,)
+    groups = []
+    for count in counts.unique().tolist():
+        rows = (counts == count).nonzero().squeeze(1)
+        groups.append((rows, allowed[rows].nonzero()[:, 1]))
+    _LAST_GROUPS.update(mask=mask, shape=(q_len, kv_len, device), groups=groups)
+    return groups
+
+
 def invariant_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
-    """Attention of each query row over its own visible keys, gathered contiguous.
+    """Attention of each query row over its own visible keys, gathered contiguous; the rows that see
+    as many keys attend in one batched call, each as it would alone.
 
     query (1, H, q, d), key and value (1, H_kv, kv, d) with the cache; returns (1, q, H, d)."""
     batch, heads, q_len, dim = query.shape
@@ -150,17 +176,19 @@ def invariant_attention(module, query, key, value, attention_mask, dropout: floa
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
     kv_heads = key.shape[1]
-    scaling = dim ** -0.5 if scaling is None else scaling
-    allowed = _allowed(attention_mask, q_len, key.shape[2], query.device)
-    grouped = query[0].reshape(kv_heads, heads // kv_heads, q_len, dim)  # (H_kv, group, q, d)
-    rows = []
-    for i in range(q_len):
-        seen = allowed[i].nonzero().squeeze(1)  # (L_i,) the keys row i attends to, in cache order
-        keys, values = key[0][:, seen], value[0][:, seen]  # (H_kv, L_i, d), contiguous copies
-        scores = torch.matmul(grouped[:, :, i], keys.transpose(1, 2)).float() * scaling  # (H_kv, group, L_i)
-        weights = torch.softmax(scores, dim=-1).to(values.dtype)
-        rows.append(torch.matmul(weights, values).reshape(heads, dim))  # (H, d)
-    return torch.stack(rows)[None], None  # (1, q, H, d)
+    queries = query[0].transpose(0, 1)  # (q, H, d)
+    outputs, order = [], []
+    for rows, seen in _rows_by_key_count(attention_mask, q_len, key.shape[2], query.device):
+        size = len(rows)
+        keys = key[0].index_select(1, seen).view(kv_heads, size, -1, dim).transpose(0, 1)  # (B, H_kv, L, d)
+        values = value[0].index_select(1, seen).view(kv_heads, size, -1, dim).transpose(0, 1)
+        outputs.append(F.scaled_dot_product_attention(queries.index_select(0, rows).unsqueeze(2), keys, values,
+                                                      scale=scaling, enable_gqa=True))  # (B, H, 1, d)
+        order.append(rows)
+    if len(outputs) == 1:
+        return outputs[0].view(1, q_len, heads, dim), None
+    in_query_order = torch.cat(outputs).index_select(0, torch.cat(order).argsort())  # (q, H, 1, d)
+    return in_query_order.view(1, q_len, heads, dim), None
 
 
 AttentionInterface.register(ATTENTION, invariant_attention)
@@ -197,9 +225,10 @@ def uses_invariant_kernels(model: nn.Module) -> bool:
 
 def invariant_kernels(model: nn.Module) -> str | None:
     """What a profile of ``model`` depends on: None (stock kernels), "blocks of 16" or "blocks of 16,
-    packed" (its weights packed for oneDNN)."""
+    packed" (its weights packed for oneDNN), each with its attention ("attention by depth", since
+    rows seeing as many keys attend in one call: profiles measured before are measured again)."""
     layers = [m for m in model.modules() if type(m) is InvariantLinear]
     if not layers:
         return None
     packed = all(getattr(m, "_packed", None) is not None for m in layers)
-    return f"blocks of {BLOCK}" + (", packed" if packed else "")
+    return f"blocks of {BLOCK}" + (", packed" if packed else "") + ", attention by depth"

@@ -118,6 +118,30 @@ def test_a_packed_weight_gives_the_stock_product_bit_for_bit():
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_tree_rows_attending_together_get_what_each_gets_alone(dtype):
+    """The invariant attention batches the rows that see as many keys (a tree's nodes at one depth). At
+    the 1.5B target's shapes (12 query heads sharing 2 KV heads of 128, a 300-token prefix), each row
+    gets bit for bit what it gets attending alone to its keys, as a sequential step does."""
+    gen = torch.Generator().manual_seed(2)
+    parents = [-1, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 6, 6, 10, 11, 13]  # a tree opt-tree-auto drew: 6 depths
+    prefix, nodes = 300, len(parents)
+    allowed = torch.zeros(nodes, prefix + nodes, dtype=torch.bool)
+    allowed[:, :prefix] = True
+    for node, parent in enumerate(parents):
+        allowed[node, prefix + node] = True
+        if parent >= 0:
+            allowed[node] |= allowed[parent]
+    query = torch.randn(1, 12, nodes, 128, generator=gen).to(dtype)
+    key, value = (torch.randn(1, 2, prefix + nodes, 128, generator=gen).to(dtype) for _ in range(2))
+    together, _ = invariant.invariant_attention(None, query, key, value, allowed[None, None])
+    for node in range(nodes):
+        seen = allowed[node].nonzero().squeeze(1)
+        alone, _ = invariant.invariant_attention(None, query[:, :, node : node + 1], key[:, :, seen], value[:, :, seen],
+                                                 None)
+        assert torch.equal(together[:, node], alone[:, 0]), node
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 def test_with_invariant_kernels_every_node_logit_equals_sequential_decoding_bit_for_bit(dtype):
     target = tiny_qwen2(7, hidden=192)
     use_skinny_matmul(target, on=False)
