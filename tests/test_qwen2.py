@@ -3,6 +3,7 @@ an untied LM head, grouped-query attention 6:1) drafted by a smaller Qwen2 of an
 Greedy tree decoding equals plain greedy, every node's logits equal sequential decoding of its path,
 and tree sampling keeps the target's distribution."""
 import copy
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -139,6 +140,23 @@ def test_tree_rows_attending_together_get_what_each_gets_alone(dtype):
         alone, _ = invariant.invariant_attention(None, query[:, :, node : node + 1], key[:, :, seen], value[:, :, seen],
                                                  None)
         assert torch.equal(together[:, node], alone[:, 0]), node
+
+
+def test_the_attention_groups_are_computed_anew_for_each_forward():
+    """The rows grouped by key count are computed at a forward's first layer and reused by its later
+    layers, which share its mask; the next forward groups its own mask, even one changed in place."""
+    gen = torch.Generator().manual_seed(3)
+    query = torch.randn(1, 6, 3, 16, generator=gen)
+    key, value = (torch.randn(1, 1, 8, 16, generator=gen) for _ in range(2))
+    mask = torch.ones(1, 1, 3, 8, dtype=torch.bool)
+    mask[0, 0, 1:, 5] = False  # rows 1 and 2 skip key 5
+    first, later = SimpleNamespace(layer_idx=0), SimpleNamespace(layer_idx=1)
+    before, _ = invariant.invariant_attention(first, query, key, value, mask)
+    assert torch.equal(invariant.invariant_attention(later, query, key, value, mask)[0], before)
+    mask[0, 0, 1:, 5] = True
+    again, _ = invariant.invariant_attention(first, query, key, value, mask)
+    assert torch.equal(again, invariant.invariant_attention(None, query, key, value, mask.clone())[0])
+    assert not torch.equal(again[:, 1:], before[:, 1:])
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
