@@ -249,7 +249,7 @@ def our_ar(setup: Setup, ids) -> dict:
     finally:
         decoding.prefill_target = prefill
     return {"token_ids": list(result.token_ids), "seconds": result.seconds, "prompt_s": timed["seconds"],
-            "prompt_tokens": len(ids) - 1,  # the prefill caches all but the last prompt token (the first root)
+            "prompt_tokens": len(ids),  # the prefill caches the whole prompt, as model.generate does
             "decode_s": result.seconds - timed["seconds"], "decode_tokens": len(result.token_ids)}
 
 

@@ -54,7 +54,9 @@ prompt_ids = oc.encode_prompt(target.tokenizer, PROMPT, chat=True)
 
 # %% [markdown]
 # ## Draft one tree
-# The target caches every prompt token but the last, which becomes the tree's **root** (node 0).
+# The target caches the whole prompt in one forward pass, as `model.generate` does; its last token
+# becomes the tree's **root** (node 0), already scored with the prompt, so a tree pass feeds the
+# nodes below it.
 # The drafter reads the target's features of the prefix; OPT-Tree (notebook 3) shapes the tree.
 
 # %%
@@ -79,7 +81,7 @@ from opttree_core.records import StepRecord
 from opttree_core.treelog import step_log
 from treeviz import attention_mask_figure, icicle_figure, tree_figure
 
-prefix_len = state.prefix_len  # the cached prompt tokens (verification moves the state on)
+prefix_len = state.prefix_len  # the prompt tokens before the root (verification moves the state on)
 result = verify(state, tree)
 words = [target.tokenizer.decode([t]) for t in result.new_tokens]
 print(f"accepted nodes {result.path} → tokens {words[:-1]}, bonus token {words[-1]!r}, A = {result.accept_length}")
@@ -144,6 +146,7 @@ icicle_figure(data, 0).show()
 from opttree_core.modelcall import forward
 
 wrong_state, _ = prefill_target(target.model, prompt_ids)
+wrong_state.discard_scored()  # drop the root's cached entry: this pass feeds the whole tree, root included
 wrong = forward(target.model, wrong_state.cache, tree.tokens, wrong_state.prefix_len + torch.arange(tree.n_nodes),
                 tree_attention(tree, wrong_state.prefix_len)).logits
 drift = (wrong - tree_logits).abs().amax(dim=1)  # (N,)

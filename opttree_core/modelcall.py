@@ -65,21 +65,23 @@ def run_decoder(decoder, cache: DynamicCache, position_ids: torch.Tensor, allowe
 
 @torch.inference_mode()
 def forward(model, cache: DynamicCache, tokens: torch.Tensor, position_ids: torch.Tensor,
-            allowed: torch.Tensor | None = None, layers: tuple[int, ...] | None = None) -> ForwardOut:
+            allowed: torch.Tensor | None = None, layers: tuple[int, ...] | None = None,
+            last_logits_only: bool = False) -> ForwardOut:
     """Run a causal LM over ``tokens`` (q,) after the cached prefix; the cache grows by q entries.
 
     ``layers``: also return the hidden states entering these decoder layers (``ForwardOut.layers``),
     through transformers' ``output_hidden_states`` index selection; None (the default, and what every
-    drafter but EAGLE-3's asks for) keeps the plain pass."""
+    drafter but EAGLE-3's asks for) keeps the plain pass. ``last_logits_only``: logits (1, V) of the
+    last row alone, as ``model.generate`` computes a prefill's (a long prompt's rows need none)."""
     decoder = model.get_decoder()
     inputs = _decoder_inputs(decoder, cache, position_ids, allowed, tokens, None)
-    if layers is None:
-        hidden = decoder(**inputs).last_hidden_state[0]  # (q, hidden)
-        return ForwardOut(logits=model.get_output_embeddings()(hidden).float(), hidden=hidden)
-    out = decoder(**inputs, output_hidden_states=list(layers))
+    out = decoder(**inputs) if layers is None else decoder(**inputs, output_hidden_states=list(layers))
     hidden = out.last_hidden_state[0]  # (q, hidden)
+    logits = model.get_output_embeddings()(hidden[-1:] if last_logits_only else hidden).float()
+    if layers is None:
+        return ForwardOut(logits=logits, hidden=hidden)
     chosen = torch.cat([out.hidden_states[i][0] for i in layers], dim=-1)  # (q, k · hidden)
-    return ForwardOut(logits=model.get_output_embeddings()(hidden).float(), hidden=hidden, layers=chosen)
+    return ForwardOut(logits=logits, hidden=hidden, layers=chosen)
 
 
 @torch.inference_mode()

@@ -6,7 +6,8 @@ commit it.
     TargetState.advance(new, kept)       commit: keep the accepted cache entries, move the root
 
 The target's cache holds every committed token except the last one, the *root*, which is fed
-together with the drafted nodes. Each node attends to the cached prefix and its own ancestors,
+together with the drafted nodes (but the first: ``prefill_target`` caches the whole prompt and scores
+the root with it, as ``model.generate`` does, and the first tree feeds only the nodes below it). Each node attends to the cached prefix and its own ancestors,
 at position prefix_len + depth. The logits at a node predict the token after that node's path.
 ``TargetState.advance`` is the one function that moves the target's state, for tree decoding and
 for plain autoregressive decoding alike.
@@ -32,8 +33,11 @@ class TargetState:
     model: object
     cache: DynamicCache
     committed: int  # tokens in the sequence; the cache holds committed - 1 of them
-    root_token: int  # the last committed token, not yet in the cache
+    root_token: int  # the last committed token, not yet in the cache (but see ``scored_root``)
     feature_layers: tuple[int, ...] | None = None  # the drafter's features: these layers' inputs (None: last layer)
+    # The root's output when the prefill scored it with the prompt: its entry is then cached already,
+    # and the first scoring hands this out instead of feeding the root again (``score_tree``).
+    scored_root: ForwardOut | None = None
 
     @property
     def prefix_len(self) -> int:
@@ -51,25 +55,29 @@ class TargetState:
     def discard_scored(self) -> None:
         """Drop every entry scored since the last commit (a probe pass, as the latency profiler makes)."""
         keep_prefix(self.cache, self.prefix_len)
+        self.scored_root = None  # its entry is gone too: the root is fed again
 
 
 def prefill_target(model, prompt_ids: torch.Tensor,
                    feature_layers: tuple[int, ...] | None = None) -> tuple[TargetState, torch.Tensor]:
-    """Cache every prompt token but the last, which becomes the first tree's root.
+    """Cache the whole prompt in one forward, as ``model.generate`` prefills it, so that the prompt's
+    cache entries and the first new token's logits are ``generate``'s bit for bit at any prompt
+    length (the invariant kernels leave an input of more than ``invariant.MAX_ROWS`` rows to stock
+    products, whose rows depend on how many there are). The last prompt token stays the first tree's
+    root, already scored (``TargetState.scored_root``); only its logits are computed, not every
+    prompt row's.
 
     Returns the state and the prefix's features, shape (L - 1, hidden): row j precedes prompt_ids[j + 1].
     ``feature_layers`` (a drafter's ``feature_layers``, EAGLE-3's): the features are the hidden states
     entering those decoder layers, concatenated, (L - 1, k · hidden), here and after every verification.
     """
     cache = DynamicCache(config=model.config)
-    prefix = prompt_ids[:-1]
-    width = model.config.hidden_size * (1 if feature_layers is None else len(feature_layers))
-    features = torch.zeros(0, width, device=model_device(model))
-    if prefix.numel():
-        out = forward(model, cache, prefix, torch.arange(prefix.numel(), device=prefix.device), layers=feature_layers)
-        features = out.hidden if feature_layers is None else out.layers
+    out = forward(model, cache, prompt_ids, torch.arange(prompt_ids.numel(), device=prompt_ids.device),
+                  layers=feature_layers, last_logits_only=True)
+    root = ForwardOut(logits=out.logits, hidden=out.hidden[-1:], layers=None if out.layers is None else out.layers[-1:])
+    features = out.hidden[:-1] if feature_layers is None else out.layers[:-1]
     state = TargetState(model, cache, committed=prompt_ids.numel(), root_token=int(prompt_ids[-1]),
-                        feature_layers=feature_layers)
+                        feature_layers=feature_layers, scored_root=root)
     return state, features
 
 
@@ -82,10 +90,13 @@ def tree_attention(tree: DraftTree, prefix_len: int) -> torch.Tensor:
 
 
 def score_tree(state: TargetState, tree: DraftTree) -> ForwardOut:
-    """The target's logits (N, V) and features (N, hidden) at every node; the cache grows by N entries.
+    """The target's logits (N, V) and features (N, hidden) at every node; the cache grows by N entries
+    (N - 1 after a prefill that scored the root: ``scored_root``).
     A tree of the root alone is scored as an autoregressive step (``score_root``): it costs no more.
     A target with the row-count-invariant kernels scores a tree of any size in their blocks
     (``invariant.verification``), so every node's logits equal sequential decoding's."""
+    if state.scored_root is not None:
+        return _score_below_scored_root(state, tree)
     if tree.n_nodes == 1:
         return score_root(state)
     allowed = tree_attention(tree, state.prefix_len)
@@ -94,8 +105,26 @@ def score_tree(state: TargetState, tree: DraftTree) -> ForwardOut:
                        layers=state.feature_layers)
 
 
+def _score_below_scored_root(state: TargetState, tree: DraftTree) -> ForwardOut:
+    """``score_tree`` when the root's entry is cached and its output known: only the nodes below it are
+    fed, each seeing the prefix, the root and its own ancestors, as in a whole tree pass."""
+    root, state.scored_root = state.scored_root, None
+    if tree.n_nodes == 1:
+        return root
+    allowed = tree_attention(tree, state.prefix_len)[1:]  # (N - 1, prefix_len + N): the root is cached
+    with verification():
+        below = forward(state.model, state.cache, tree.tokens[1:], tree.position_ids(state.prefix_len)[1:], allowed,
+                        layers=state.feature_layers)
+    layers = None if below.layers is None else torch.cat([root.layers, below.layers])
+    return ForwardOut(logits=torch.cat([root.logits, below.logits]), hidden=torch.cat([root.hidden, below.hidden]),
+                      layers=layers)
+
+
 def score_root(state: TargetState) -> ForwardOut:
     """The target's logits (1, V) after the root alone: one autoregressive step (plain causal attention)."""
+    if state.scored_root is not None:
+        root, state.scored_root = state.scored_root, None
+        return root
     device = model_device(state.model)
     return forward(state.model, state.cache, torch.full((1,), state.root_token, device=device),
                    torch.full((1,), state.prefix_len, device=device), layers=state.feature_layers)

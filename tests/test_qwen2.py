@@ -18,6 +18,7 @@ from opttree_core.invariant import invariant_linear, use_invariant_kernels
 from opttree_core.policies import make_policy
 from opttree_core.skinny import use_skinny_matmul
 from opttree_core.tree import DraftTree
+from opttree_core.verify import prefill_target, score_root
 
 VOCAB = 64
 
@@ -191,10 +192,30 @@ def test_a_tree_larger_than_max_rows_is_verified_in_blocks_too(monkeypatch):
         assert torch.equal(invariant.invariant_linear(rows, weight)[:1], invariant.invariant_linear(rows[:1], weight))
 
 
+def test_a_prompt_past_max_rows_is_prefilled_as_model_generate_prefills_it(monkeypatch):
+    """A prompt of more than ``MAX_ROWS`` tokens is prefilled by stock products, whose rows depend on
+    how many there are: the engine prefills the whole prompt in one forward, as ``model.generate``
+    does, so AR's logits equal ``generate``'s at every step bit for bit, and tree decoding its tokens."""
+    monkeypatch.setattr(invariant, "MAX_ROWS", 8)
+    target = bf16_qwen2(7, hidden=768)
+    prompt = random_prompt(7, length=30)
+    out = target.generate(prompt[None], attention_mask=torch.ones(1, 30, dtype=torch.long), max_new_tokens=6,
+                          do_sample=False, pad_token_id=0, output_logits=True, return_dict_in_generate=True)
+    state, _ = prefill_target(target, prompt)
+    for step, token in enumerate(out.sequences[0, 30:].tolist()):
+        assert torch.equal(score_root(state).logits[0], out.logits[step][0].float()), step
+        state.advance([token])
+    draft = tiny_qwen2(107, hidden=24, layers=1)
+    policy = make_policy("opt-tree", nodes=12, threshold=0.0, max_depth=5)
+    result = generate(target, DraftLMDrafter(draft), policy, prompt, DecodeConfig(max_new_tokens=20))
+    assert result.token_ids == hf_greedy(target, prompt, 20)
+
+
 def test_stock_bf16_kernels_do_differ_with_the_row_count():
     """Why the invariant kernels exist: without them the same check fails in bfloat16."""
-    target = bf16_qwen2(7, invariant=False, hidden=384)
-    tree = DraftTree.from_paths(20, [[5, 6, 7, 8], [5, 9], [10, 11, 12], [13], [14, 15], [16, 17, 18, 19]])
+    target = bf16_qwen2(7, invariant=False, hidden=768)
+    tree = DraftTree.from_paths(20, [[5, 6, 7, 8], [5, 9], [10, 11, 12], [13], [14, 15], [16, 17, 18, 19], [21],
+                                     [22, 23], [24, 25, 26], [27]])  # 22 nodes below the root: one stock product
     logits, references = tree_and_path_logits(target, torch.cat([random_prompt(7, length=30), torch.tensor([20])]),
                                               tree, sequential=True)
     assert any(not torch.equal(logits[node], reference) for node, reference in enumerate(references))
