@@ -6,11 +6,11 @@ commit it.
     TargetState.advance(new, kept)       commit: keep the accepted cache entries, move the root
 
 The target's cache holds every committed token except the last one, the *root*, which is fed
-together with the drafted nodes (but the first: ``prefill_target`` caches the whole prompt and scores
-the root with it, as ``model.generate`` does, and the first tree feeds only the nodes below it). Each node attends to the cached prefix and its own ancestors,
-at position prefix_len + depth. The logits at a node predict the token after that node's path.
-``TargetState.advance`` is the one function that moves the target's state, for tree decoding and
-for plain autoregressive decoding alike.
+together with the drafted nodes. (The first root excepted: ``prefill_target`` caches the whole prompt
+and scores the root with it, as ``model.generate`` does, so the first tree feeds only the nodes below
+it.) Each node attends to the cached prefix and its own ancestors, at position prefix_len + depth.
+The logits at a node predict the token after that node's path. ``TargetState.advance`` is the one
+function that moves the target's state, for tree decoding and for plain autoregressive decoding alike.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ class TargetState:
 
     model: object
     cache: DynamicCache
-    committed: int  # tokens in the sequence; the cache holds committed - 1 of them
+    committed: int  # tokens in the sequence; the cache holds committed - 1 of them (all while scored_root waits)
     root_token: int  # the last committed token, not yet in the cache (but see ``scored_root``)
     feature_layers: tuple[int, ...] | None = None  # the drafter's features: these layers' inputs (None: last layer)
     # The root's output when the prefill scored it with the prompt: its entry is then cached already,
@@ -105,11 +105,12 @@ def score_tree(state: TargetState, tree: DraftTree) -> ForwardOut:
                        layers=state.feature_layers)
 
 
-def _score_below_scored_root(state: TargetState, tree: DraftTree) -> ForwardOut:
+def _score_below_scored_root(state: TargetState, tree: DraftTree | None) -> ForwardOut:
     """``score_tree`` when the root's entry is cached and its output known: only the nodes below it are
-    fed, each seeing the prefix, the root and its own ancestors, as in a whole tree pass."""
+    fed, each seeing the prefix, the root and its own ancestors, as in a whole tree pass (None or a
+    root-only tree: ``score_root``, nothing to feed)."""
     root, state.scored_root = state.scored_root, None
-    if tree.n_nodes == 1:
+    if tree is None or tree.n_nodes == 1:
         return root
     allowed = tree_attention(tree, state.prefix_len)[1:]  # (N - 1, prefix_len + N): the root is cached
     with verification():
@@ -123,8 +124,7 @@ def _score_below_scored_root(state: TargetState, tree: DraftTree) -> ForwardOut:
 def score_root(state: TargetState) -> ForwardOut:
     """The target's logits (1, V) after the root alone: one autoregressive step (plain causal attention)."""
     if state.scored_root is not None:
-        root, state.scored_root = state.scored_root, None
-        return root
+        return _score_below_scored_root(state, None)
     device = model_device(state.model)
     return forward(state.model, state.cache, torch.full((1,), state.root_token, device=device),
                    torch.full((1,), state.prefix_len, device=device), layers=state.feature_layers)
