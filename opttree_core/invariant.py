@@ -18,7 +18,7 @@ after 22-25 tokens on every one of the first prompts tried. Two ops depend on th
   as many keys (a tree's nodes at one depth) attend in one batched call of SDPA, which computes each
   (row, head) as it would alone (measured: bit-equal at batches of 1-16, 7-1100 keys, bf16 and fp32;
   ``tests/test_qwen2.py`` checks it at the 1.5B target's shapes wherever it runs). A tree pays one
-  call per depth, not one per node: on the 2-core Xeon a 16-node tree of six depths took 204 ms
+  call per depth, not one per node: on the 2-core Xeon a 16-node tree of five depths took 204 ms
   to verify, against 239 ms with the row-by-row attention it replaced (one process, fastest of 7).
 
 Outside a verification, inputs of more than ``MAX_ROWS`` rows (prefills of long prompts) take the
@@ -150,11 +150,12 @@ def _allowed(mask: torch.Tensor | None, q_len: int, kv_len: int, device) -> torc
 _LAST_GROUPS: list = [None]  # (mask, shape, groups) of the forward in progress: its layers share one mask
 
 
-def _rows_by_key_count(module, mask: torch.Tensor | None, q_len: int, kv_len: int, device) -> list:
-    """[(rows, keys)] for each number L of visible keys: the query rows that see L keys (B,), and
-    the keys each sees, in cache order, flattened (B · L,). A tree's nodes at one depth see as many
-    keys, so a tree has one group per depth. Computed at a forward's first layer (``layer_idx`` 0,
-    or no module) and reused by its other layers, which get the same mask."""
+def _rows_by_key_count(module, mask: torch.Tensor | None, q_len: int, kv_len: int, device) -> tuple[list, torch.Tensor]:
+    """([(rows, keys)], back): for each number L of visible keys, the query rows that see L keys (B,)
+    and the keys each sees, in cache order, flattened (B · L,); ``back`` puts the groups' rows, in
+    turn, back in query order. A tree's nodes at one depth see as many keys, so a tree has one group
+    per depth. Computed at a forward's first layer (``layer_idx`` 0, or no module) and reused by its
+    other layers, which get the same mask."""
     shape = (q_len, kv_len, device)
     last = _LAST_GROUPS[0]  # one read: another thread's forward may replace it meanwhile
     if getattr(module, "layer_idx", 0) != 0 and last is not None and last[0] is mask and last[1] == shape:
@@ -165,8 +166,9 @@ def _rows_by_key_count(module, mask: torch.Tensor | None, q_len: int, kv_len: in
     for count in counts.unique().tolist():
         rows = (counts == count).nonzero().squeeze(1)
         groups.append((rows, allowed[rows].nonzero()[:, 1]))
-    _LAST_GROUPS[0] = (mask, shape, groups)
-    return groups
+    grouped = (groups, torch.cat([rows for rows, _ in groups]).argsort())
+    _LAST_GROUPS[0] = (mask, shape, grouped)
+    return grouped
 
 
 def invariant_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
@@ -180,18 +182,17 @@ def invariant_attention(module, query, key, value, attention_mask, dropout: floa
                                       **kwargs)
     kv_heads = key.shape[1]
     queries = query[0].transpose(0, 1)  # (q, H, d)
-    outputs, order = [], []
-    for rows, seen in _rows_by_key_count(module, attention_mask, q_len, key.shape[2], query.device):
+    groups, back = _rows_by_key_count(module, attention_mask, q_len, key.shape[2], query.device)
+    outputs = []
+    for rows, seen in groups:
         size = len(rows)
         keys = key[0].index_select(1, seen).view(kv_heads, size, -1, dim).transpose(0, 1)  # (B, H_kv, L, d)
         values = value[0].index_select(1, seen).view(kv_heads, size, -1, dim).transpose(0, 1)
         outputs.append(F.scaled_dot_product_attention(queries.index_select(0, rows).unsqueeze(2), keys, values,
                                                       scale=scaling, enable_gqa=True))  # (B, H, 1, d)
-        order.append(rows)
     if len(outputs) == 1:
         return outputs[0].view(1, q_len, heads, dim), None
-    in_query_order = torch.cat(outputs).index_select(0, torch.cat(order).argsort())  # (q, H, 1, d)
-    return in_query_order.view(1, q_len, heads, dim), None
+    return torch.cat(outputs).index_select(0, back).view(1, q_len, heads, dim), None  # back in query order
 
 
 AttentionInterface.register(ATTENTION, invariant_attention)

@@ -18,7 +18,7 @@ from opttree_core.invariant import invariant_linear, use_invariant_kernels
 from opttree_core.policies import make_policy
 from opttree_core.skinny import use_skinny_matmul
 from opttree_core.tree import DraftTree
-from opttree_core.verify import prefill_target, score_root
+from opttree_core.verify import prefill_target, score_root, tree_attention
 
 VOCAB = 64
 
@@ -125,14 +125,10 @@ def test_tree_rows_attending_together_get_what_each_gets_alone(dtype):
     the 1.5B target's shapes (12 query heads sharing 2 KV heads of 128, a 300-token prefix), each row
     gets bit for bit what it gets attending alone to its keys, as a sequential step does."""
     gen = torch.Generator().manual_seed(2)
-    parents = [-1, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 6, 6, 10, 11, 13]  # a tree opt-tree-auto drew: 6 depths
-    prefix, nodes = 300, len(parents)
-    allowed = torch.zeros(nodes, prefix + nodes, dtype=torch.bool)
-    allowed[:, :prefix] = True
-    for node, parent in enumerate(parents):
-        allowed[node, prefix + node] = True
-        if parent >= 0:
-            allowed[node] |= allowed[parent]
+    paths = [[1, 6, 11, 14], [1, 6, 12], [1, 7], [1, 8], [1, 9], [2, 10, 13, 15], [3], [4], [5]]
+    tree = DraftTree.from_paths(0, paths)  # 16 nodes in 5 depths of 1, 5, 5, 3 and 2, as opt-tree-auto draws
+    prefix, nodes = 300, tree.n_nodes
+    allowed = tree_attention(tree, prefix)  # (16, 316)
     query = torch.randn(1, 12, nodes, 128, generator=gen).to(dtype)
     key, value = (torch.randn(1, 2, prefix + nodes, 128, generator=gen).to(dtype) for _ in range(2))
     together, _ = invariant.invariant_attention(None, query, key, value, allowed[None, None])
