@@ -16,18 +16,25 @@ after 22-25 tokens on every one of the first prompts tried. Two ops depend on th
   visible keys and values into a contiguous block and attends to them alone, so a tree node and the
   sequential step at its position compute the same products of the same shapes. The rows that see
   as many keys (a tree's nodes at one depth) attend in one batched call of SDPA, which computes each
-  (row, head) as it would alone (measured: bit-equal at batches of 1-16, 7-1100 keys, bf16 and fp32;
-  ``tests/test_qwen2.py`` checks it at the 1.5B target's shapes wherever it runs). A tree pays one
-  call per depth, not one per node: on the 2-core Xeon a 16-node tree of five depths took 204 ms
-  to verify, against 239 ms with the row-by-row attention it replaced (one process, fastest of 7).
+  row as it would alone (measured: bit-equal at batches of 1-16, 7-1100 keys, bf16 and fp32;
+  ``tests/test_qwen2.py`` checks it at the 1.5B target's shapes wherever it runs); the query heads
+  that share a KV head attend as the rows of one product, so each key is read once per row, not
+  once per query head. A tree pays one call per depth, not one per node: on the 2-core Xeon a
+  16-node tree of five depths took 204 ms to verify, against 239 ms with the row-by-row attention it
+  replaced (one process, fastest of 7). The gathered keys go into a buffer each thread keeps
+  (``_workspace``): after a 741-token prompt that tree took 230 ms, against 258 ms when every layer
+  allocated its own and the heads were expanded to the query heads' count (one process, fastest of 7).
 
-Outside a verification, inputs of more than ``MAX_ROWS`` rows (prefills of long prompts) take the
-stock kernels: both tree and sequential decoding prefill a prompt the same way. Inside
-``verification()`` (``verify.score_tree`` scores every tree in it) any row count is computed in
-blocks, so a tree of 500 nodes is exact too; it costs one ``BLOCK``-row product per 16 rows. Every
-consumer of a model with these kernels (tree decoding, the autoregressive baseline,
-``model.generate``) uses them alike, so a speedup stays a fair ratio; what the guarantee costs is
-measured per machine (``benchmarks/bench_invariant.py``): a 1-row product now costs a ``BLOCK``-row one.
+A forward over an empty cache (a prefill, or a model called without one) takes the stock kernels at
+any row count: no row of it is compared with a row of another forward, and every consumer prefills a
+prompt the same way, in one forward (``verify.prefill_target``, ``model.generate``). A 128-token
+prompt's prefill took 0.33 s so, against 1.00 s in blocks (the 1.5B, Xeon). Other inputs of more than
+``MAX_ROWS`` rows take them too; inside ``verification()`` (``verify.score_tree`` scores every tree in
+it) any row count is computed in blocks, so a tree of 500 nodes is exact too; it costs one
+``BLOCK``-row product per 16 rows. Every consumer of a model with these kernels (tree decoding, the
+autoregressive baseline, ``model.generate``) uses them alike, so a speedup stays a fair ratio; what
+the guarantee costs is measured per machine (``benchmarks/bench_invariant.py``): a 1-row product now
+costs a ``BLOCK``-row one.
 
 Each ``InvariantLinear`` keeps its weight reordered once into oneDNN's blocked layout
 (``pack_weight``), which ``F.linear`` otherwise redoes on every call: the same kernel, so the same
@@ -36,7 +43,7 @@ wherever it runs), in less time. On a 2-core Xeon with AMX one 16-row block of t
 took 1.17 ms unpacked and 0.78 packed, and a whole forward of the 1.5B (``benchmarks/bench_costs.py
 --target qwen2.5-coder-1.5b``, fastest of 7) 171 ms against 227 at 1 row, 201 against 256 at 16
 (stock kernels: 215 and 229 ms).
-Inputs past ``MAX_ROWS`` (long prefills) go through the packed weight too, so after packing the
+Inputs taking the stock kernels (prefills) go through the packed weight too, so after packing the
 original weight is not read again: loaded from the model cache it stays a clean memory-mapped file
 the system may evict, and what packing adds is the packed copy, 3.1 GB for Qwen2.5-Coder-1.5B in
 bfloat16. Where oneDNN cannot pack (no mkldnn build, a GPU tensor, a dtype its CPU kernels lack) the
@@ -44,6 +51,8 @@ product is ``F.linear``'s, as before.
 """
 from __future__ import annotations
 
+import math
+import threading
 from contextlib import contextmanager
 from contextvars import ContextVar
 
@@ -55,9 +64,11 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 BLOCK = 16  # rows per product: a tree of up to BLOCK - 1 nodes (and its root) is one product
-MAX_ROWS = 128  # inputs of up to this many rows are computed in blocks; larger ones (prefill) as they are
+MAX_ROWS = 128  # outside a verification, inputs of up to this many rows are computed in blocks; more as they are
 ATTENTION = "opttree_invariant"
+KEEP_BYTES = 256 << 20  # the most gathered-key workspace a thread keeps between forwards
 _VERIFYING: ContextVar[bool] = ContextVar("opttree_invariant_verifying", default=False)
+_PREFILLING: ContextVar[bool] = ContextVar("opttree_invariant_prefilling", default=False)  # see _watch_prefills
 
 
 @contextmanager
@@ -73,7 +84,31 @@ def verification():
 
 def _in_blocks(rows: int) -> bool:
     """Whether an input of ``rows`` rows takes the invariant path (see the module docstring)."""
-    return rows >= 1 and (rows <= MAX_ROWS or _VERIFYING.get())
+    return rows >= 1 and (_VERIFYING.get() or (rows <= MAX_ROWS and not _PREFILLING.get()))
+
+
+def _note_prefill(decoder, args, kwargs) -> None:
+    """Before a decoder's forward: whether it runs over an empty cache (a prefill, or no cache at all)."""
+    cache = kwargs.get("past_key_values")
+    _PREFILLING.set(cache is None or cache.get_seq_length() == 0)
+
+
+def _end_prefill(decoder, args, kwargs, output) -> None:
+    _PREFILLING.set(False)
+
+
+def _watch_prefills(model: nn.Module, on: bool) -> None:
+    """Hook ``model``'s decoder (``get_decoder``) so that its forwards over an empty cache take the
+    stock kernels (``on``), or remove the hooks."""
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    if decoder is None:
+        return
+    for hooks, hook in ((decoder._forward_pre_hooks, _note_prefill), (decoder._forward_hooks, _end_prefill)):
+        for key in [key for key, value in hooks.items() if value is hook]:
+            del hooks[key]
+    if on:
+        decoder.register_forward_pre_hook(_note_prefill, with_kwargs=True)
+        decoder.register_forward_hook(_end_prefill, with_kwargs=True, always_call=True)  # after an error too
 
 
 def pack_weight(weight: torch.Tensor) -> torch.Tensor | None:
@@ -148,27 +183,55 @@ def _allowed(mask: torch.Tensor | None, q_len: int, kv_len: int, device) -> torc
 
 
 _LAST_GROUPS: list = [None]  # (mask, shape, groups) of the forward in progress: its layers share one mask
+_WORKSPACE = threading.local()  # each thread's buffer for the keys and values its rows attend to
 
 
-def _rows_by_key_count(module, mask: torch.Tensor | None, q_len: int, kv_len: int, device) -> tuple[list, torch.Tensor]:
-    """([(rows, keys)], back): for each number L of visible keys, the query rows that see L keys (B,)
-    and the keys each sees, in cache order, flattened (B · L,); ``back`` puts the groups' rows, in
-    turn, back in query order. A tree's nodes at one depth see as many keys, so a tree has one group
-    per depth. Computed at a forward's first layer (``layer_idx`` 0, or no module) and reused by its
-    other layers, which get the same mask."""
+def _rows_by_key_count(module, mask: torch.Tensor | None, q_len: int, kv_len: int, device):
+    """(shared, [(rows, tail)], back): ``shared``, how many leading keys every query row sees (the
+    cache before this forward, at least); for each number of visible keys, the query rows that see
+    that many (B,) and the keys each sees past ``shared``, in cache order, flattened (B · t,); ``back``
+    puts the groups' rows, in turn, back in query order. A tree's nodes at one depth see as many keys,
+    so a tree has one group per depth. Computed at a forward's first layer (``layer_idx`` 0, or no
+    module) and reused by its other layers, which get the same mask."""
     shape = (q_len, kv_len, device)
     last = _LAST_GROUPS[0]  # one read: another thread's forward may replace it meanwhile
     if getattr(module, "layer_idx", 0) != 0 and last is not None and last[0] is mask and last[1] == shape:
         return last[2]
     allowed = _allowed(mask, q_len, kv_len, device)
+    shared = int(allowed.all(0).int().cumprod(0).sum())  # keys 0 .. shared - 1 are seen by every row
     counts = allowed.sum(1)  # (q,)
     groups = []
     for count in counts.unique().tolist():
         rows = (counts == count).nonzero().squeeze(1)
-        groups.append((rows, allowed[rows].nonzero()[:, 1]))
-    grouped = (groups, torch.cat([rows for rows, _ in groups]).argsort())
+        groups.append((rows, allowed[rows, shared:].nonzero()[:, 1] + shared))
+    grouped = (shared, groups, torch.cat([rows for rows, _ in groups]).argsort())
     _LAST_GROUPS[0] = (mask, shape, grouped)
     return grouped
+
+
+def _workspace(like: torch.Tensor, elements: int) -> torch.Tensor:
+    """This thread's buffer of at least ``elements`` of ``like``'s dtype and device, kept from one
+    layer and forward to the next (up to ``KEEP_BYTES``; a larger one is made for the call): the
+    gathered keys of a long prompt are megabytes a layer, and allocating that much afresh in every
+    layer cost more than copying into it (a 16-node tree after 760 tokens, 1.5B target's shapes:
+    3.6 ms a layer against 1.8)."""
+    if elements * like.element_size() > KEEP_BYTES:
+        return like.new_empty(elements)
+    buffer = getattr(_WORKSPACE, "buffer", None)
+    if buffer is None or buffer.numel() < elements or buffer.dtype != like.dtype or buffer.device != like.device:
+        with torch.inference_mode(False):  # a normal tensor: written inside inference mode and out of it
+            buffer = like.new_empty(max(elements, 2 * (0 if buffer is None else buffer.numel())))
+        _WORKSPACE.buffer = buffer
+    return buffer
+
+
+def _visible(source: torch.Tensor, shared: int, tail: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``out`` (B, H_kv, L, d) filled with each row's visible keys (or values) of ``source`` (1, H_kv,
+    kv, d), contiguous: the ``shared`` leading ones, then the row's ``tail`` (B · (L - shared),)."""
+    rows, kv_heads, _, dim = out.shape
+    out[:, :, :shared] = source[:, :, :shared]
+    out[:, :, shared:] = source[0].index_select(1, tail).view(kv_heads, rows, -1, dim).transpose(0, 1)
+    return out
 
 
 def invariant_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
@@ -182,14 +245,16 @@ def invariant_attention(module, query, key, value, attention_mask, dropout: floa
                                       **kwargs)
     kv_heads = key.shape[1]
     queries = query[0].transpose(0, 1)  # (q, H, d)
-    groups, back = _rows_by_key_count(module, attention_mask, q_len, key.shape[2], query.device)
-    outputs = []
-    for rows, seen in groups:
-        size = len(rows)
-        keys = key[0].index_select(1, seen).view(kv_heads, size, -1, dim).transpose(0, 1)  # (B, H_kv, L, d)
-        values = value[0].index_select(1, seen).view(kv_heads, size, -1, dim).transpose(0, 1)
-        outputs.append(F.scaled_dot_product_attention(queries.index_select(0, rows).unsqueeze(2), keys, values,
-                                                      scale=scaling, enable_gqa=True))  # (B, H, 1, d)
+    shared, groups, back = _rows_by_key_count(module, attention_mask, q_len, key.shape[2], query.device)
+    shapes = [(len(rows), kv_heads, shared + len(tail) // len(rows), dim) for rows, tail in groups]
+    sizes = [math.prod(shape) for shape in shapes]
+    space, start, outputs = _workspace(key, 2 * sum(sizes)), 0, []
+    for (rows, tail), shape, size in zip(groups, shapes, sizes):
+        keys = _visible(key, shared, tail, space[start : start + size].view(shape))  # (B, H_kv, L, d)
+        values = _visible(value, shared, tail, space[start + size : start + 2 * size].view(shape))
+        start += 2 * size
+        grouped = queries.index_select(0, rows).view(len(rows), kv_heads, -1, dim)  # (B, H_kv, H / H_kv, d)
+        outputs.append(F.scaled_dot_product_attention(grouped, keys, values, scale=scaling))  # (B, H_kv, H / H_kv, d)
     if len(outputs) == 1:
         return outputs[0].view(1, q_len, heads, dim), None
     return torch.cat(outputs).index_select(0, back).view(1, q_len, heads, dim), None  # back in query order
@@ -214,6 +279,7 @@ def use_invariant_kernels(model: nn.Module, on: bool = True, packed: bool = True
         if type(module) is InvariantLinear:
             module.packing = packed
             module.pack()
+    _watch_prefills(model, on)
     config = getattr(model, "config", None)
     if config is not None:
         config._attn_implementation = ATTENTION if on else "sdpa"

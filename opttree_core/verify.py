@@ -62,8 +62,8 @@ def prefill_target(model, prompt_ids: torch.Tensor,
                    feature_layers: tuple[int, ...] | None = None) -> tuple[TargetState, torch.Tensor]:
     """Cache the whole prompt in one forward, as ``model.generate`` prefills it, so that the prompt's
     cache entries and the first new token's logits are ``generate``'s bit for bit at any prompt
-    length (the invariant kernels leave an input of more than ``invariant.MAX_ROWS`` rows to stock
-    products, whose rows depend on how many there are). The last prompt token stays the first tree's
+    length (the invariant kernels leave a forward over an empty cache to stock products, whose rows
+    depend on how many there are). The last prompt token stays the first tree's
     root, already scored (``TargetState.scored_root``); only its logits are computed, not every
     prompt row's.
 

@@ -188,16 +188,21 @@ def test_a_tree_larger_than_max_rows_is_verified_in_blocks_too(monkeypatch):
         assert torch.equal(invariant.invariant_linear(rows, weight)[:1], invariant.invariant_linear(rows[:1], weight))
 
 
-def test_a_prompt_past_max_rows_is_prefilled_as_model_generate_prefills_it(monkeypatch):
-    """A prompt of more than ``MAX_ROWS`` tokens is prefilled by stock products, whose rows depend on
-    how many there are: the engine prefills the whole prompt in one forward, as ``model.generate``
-    does, so AR's logits equal ``generate``'s at every step bit for bit, and tree decoding its tokens."""
-    monkeypatch.setattr(invariant, "MAX_ROWS", 8)
+def test_a_prompt_is_prefilled_by_stock_products_as_model_generate_prefills_it():
+    """A forward over an empty cache (a prefill) takes the stock kernels at any length: no row of it is
+    compared with a row of another forward, and a stock product of 30 rows costs far less than two of
+    16. The engine prefills the whole prompt in one forward, as ``model.generate`` does, so AR's logits
+    equal ``generate``'s at every step bit for bit, and tree decoding its tokens."""
     target = bf16_qwen2(7, hidden=768)
     prompt = random_prompt(7, length=30)
+    stock = copy.deepcopy(target)
+    use_invariant_kernels(stock, on=False)
+    state, _ = prefill_target(target, prompt)
+    stock_state, _ = prefill_target(stock, prompt)
+    for layer, stock_layer in zip(state.cache.layers, stock_state.cache.layers):
+        assert torch.equal(layer.keys, stock_layer.keys) and torch.equal(layer.values, stock_layer.values)
     out = target.generate(prompt[None], attention_mask=torch.ones(1, 30, dtype=torch.long), max_new_tokens=6,
                           do_sample=False, pad_token_id=0, output_logits=True, return_dict_in_generate=True)
-    state, _ = prefill_target(target, prompt)
     for step, token in enumerate(out.sequences[0, 30:].tolist()):
         assert torch.equal(score_root(state).logits[0], out.logits[step][0].float()), step
         state.advance([token])
@@ -205,6 +210,22 @@ def test_a_prompt_past_max_rows_is_prefilled_as_model_generate_prefills_it(monke
     policy = make_policy("opt-tree", nodes=12, threshold=0.0, max_depth=5)
     result = generate(target, DraftLMDrafter(draft), policy, prompt, DecodeConfig(max_new_tokens=20))
     assert result.token_ids == hf_greedy(target, prompt, 20)
+
+
+def test_the_prefill_hooks_come_and_go_with_the_kernels():
+    """One pair of hooks on the decoder however often the kernels are given, none once taken back, and
+    a forward that fails inside a prefill leaves the next forward's rows in blocks."""
+    model = bf16_qwen2(0, hidden=96)
+    use_invariant_kernels(model)
+    decoder = model.get_decoder()
+    assert list(decoder._forward_pre_hooks.values()).count(invariant._note_prefill) == 1
+    assert list(decoder._forward_hooks.values()).count(invariant._end_prefill) == 1
+    with pytest.raises(Exception):
+        model(torch.tensor([[1, 2, 10_000]]))  # a token past the vocabulary fails inside the prefill
+    assert invariant._in_blocks(3) and not invariant._in_blocks(invariant.MAX_ROWS + 1)
+    use_invariant_kernels(model, on=False)
+    assert invariant._note_prefill not in decoder._forward_pre_hooks.values()
+    assert invariant._end_prefill not in decoder._forward_hooks.values()
 
 
 def test_stock_bf16_kernels_do_differ_with_the_row_count():
