@@ -122,8 +122,8 @@ def pack_weight(weight: torch.Tensor) -> torch.Tensor | None:
         return None
 
 
-def _product(packed: torch.Tensor | None, weight: torch.Tensor, bias: torch.Tensor | None):
-    """One block's product: through the packed weight when there is one, else ``F.linear``."""
+def packed_product(packed: torch.Tensor | None, weight: torch.Tensor, bias: torch.Tensor | None):
+    """A 2-D input's product: through the packed weight when there is one, else ``F.linear``."""
     if packed is None:
         return lambda block: F.linear(block, weight, bias)
     return lambda block: torch.ops.mkldnn._linear_pointwise(block, packed, bias, "none", [], "")
@@ -135,7 +135,7 @@ def invariant_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     ``packed``, ``pack_weight(weight)``, when given)."""
     rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
     wants_grad = x.requires_grad or weight.requires_grad  # oneDNN's packed product has no backward
-    product = _product(None if wants_grad else packed, weight, bias)
+    product = packed_product(None if wants_grad else packed, weight, bias)
     flat = x.reshape(rows, x.shape[-1])
     if not _in_blocks(rows):
         return product(flat).reshape(*x.shape[:-1], -1)
@@ -295,10 +295,11 @@ def uses_invariant_kernels(model: nn.Module) -> bool:
 
 def invariant_kernels(model: nn.Module) -> str | None:
     """What a profile of ``model`` depends on: None (stock kernels), "blocks of 16" or "blocks of 16,
-    packed" (its weights packed for oneDNN), each with its attention ("attention by depth", since
-    rows seeing as many keys attend in one call: profiles measured before are measured again)."""
+    packed" (its weights packed for oneDNN), each with its attention ("attention by depth, heads as
+    rows": rows seeing as many keys attend in one call, the query heads sharing a KV head as the rows
+    of one product; profiles measured before either are measured again)."""
     layers = [m for m in model.modules() if type(m) is InvariantLinear]
     if not layers:
         return None
     packed = all(getattr(m, "_packed", None) is not None for m in layers)
-    return f"blocks of {BLOCK}" + (", packed" if packed else "") + ", attention by depth"
+    return f"blocks of {BLOCK}" + (", packed" if packed else "") + ", attention by depth, heads as rows"

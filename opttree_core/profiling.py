@@ -36,6 +36,7 @@ from .machine import describe_machine
 from .skinny import uses_skinny_matmul
 from .tree import DraftTree
 from .verify import TargetState, prefill_target, score_tree
+from .weight_only import weight_products
 
 
 def profile_key(target_model, drafter, sizes, repeats: int, context_len: int) -> dict:
@@ -46,7 +47,14 @@ def profile_key(target_model, drafter, sizes, repeats: int, context_len: int) ->
             "skinny_matmul": uses_skinny_matmul(target_model), "invariant": invariant_kernels(target_model),
             "torch": torch.__version__,
             "drafter": f"{type(drafter).__name__}:{drafter.name}", "draft_vocab": draft_vocab_size(drafter),
+            "draft_weights": _draft_weights(drafter),
             "sizes": list(sizes), "repeats": repeats, "context_len": context_len}
+
+
+def _draft_weights(drafter) -> str | None:
+    """How a draft model's weight-only layers multiply (``weight_only.weight_products``); None for other drafters."""
+    model = getattr(drafter, "model", None)
+    return weight_products(model) if isinstance(model, torch.nn.Module) else None
 
 
 def _probe_tree(size: int, device, generator: torch.Generator, vocab: int) -> DraftTree:

@@ -1,6 +1,8 @@
 """Int8 and int4 weight-only draft models (``weight_only.py``): close to the bf16/fp32 draft, and —
 since verification decides every token — tree decoding with a quantized draft still gives exactly
 plain greedy."""
+import copy
+
 import pytest
 import torch
 
@@ -11,8 +13,8 @@ from opttree_core.drafters.registry import load_drafter, weight_suffix
 from opttree_core.errors import OptTreeError
 from opttree_core.models import load_model
 from opttree_core.policies import make_policy
-from opttree_core.weight_only import (GROUP, INT4_MAX_ROWS, MAX_ROWS, Int4Linear, Int8Linear, int4_groups, int8_rows,
-                                     quantize_linears, weight_format)
+from opttree_core.weight_only import (GROUP, INT4_MAX_ROWS, MAX_ROWS, PACKED_MAX_ROWS, Int4Linear, Int8Linear,
+                                     int4_groups, int8_rows, quantize_linears, weight_format)
 from test_qwen2 import tiny_qwen2
 
 
@@ -45,6 +47,21 @@ def test_an_int4_linear_is_the_dequantized_product_for_few_rows_and_the_original
     assert not torch.equal(int4(few), linear(few))
     many = torch.randn(INT4_MAX_ROWS + 1, 2 * GROUP, dtype=dtype)
     assert torch.equal(int4(many), linear(many))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rows_past_the_kernel_take_the_original_weight_packed_and_copies_pack_their_own(dtype):
+    """Past the quantized kernel's rows the original weight's product, packed for oneDNN up to
+    ``PACKED_MAX_ROWS`` rows (the same numbers as ``F.linear``'s, with the weight reordered once)."""
+    linear = torch.nn.Linear(2 * GROUP, 48, bias=True).to(dtype)
+    int4 = Int4Linear(linear)
+    for rows in (INT4_MAX_ROWS + 1, 40, PACKED_MAX_ROWS + 1):
+        x = torch.randn(rows, 2 * GROUP, dtype=dtype)
+        assert torch.equal(int4(x), linear(x)), rows
+    twin = copy.deepcopy(int4)
+    assert "_packed" not in twin.__dict__
+    x = torch.randn(40, 2 * GROUP, dtype=dtype)
+    assert torch.equal(twin(x), int4(x))
 
 
 def test_a_layer_the_int4_kernel_cannot_pack_stays_int8():
