@@ -145,33 +145,45 @@ def invariant_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     return out.reshape(*x.shape[:-1], out.shape[-1])
 
 
-_PACKED_STATE = ("_packed", "_packed_from")  # what ``InvariantLinear.pack`` sets on a module
+_PACKED_STATE = ("_packed", "_packed_from")  # what ``PacksWeight.pack`` sets on a module
 
 
-class InvariantLinear(nn.Linear):
-    """An ``nn.Linear`` that computes through ``invariant_linear``, with its weight packed once
-    (``pack``; packed again if the weight tensor is replaced or changed in place). ``packing`` off
-    (``use_invariant_kernels(packed=False)``): every block through ``F.linear``, as before packing."""
+class PacksWeight:
+    """A module whose weight (the attribute ``packs`` names) is packed once for oneDNN (``pack``), and
+    packed again if the tensor is replaced or changed in place (``packed_weight``); ``packing`` off:
+    no packed weight. Copies and pickles leave the packed weight out (oneDNN's layout is opaque to
+    them); a copy packs its own on first use."""
 
+    packs = "weight"
     packing = True
 
-    def pack(self) -> None:
-        self._packed = pack_weight(self.weight) if self.packing else None
-        self._packed_from = self._weight_stamp()
+    def _stamp(self) -> tuple:
+        weight = getattr(self, self.packs)
+        return weight.data_ptr(), weight.dtype, weight.device, weight._version
 
-    def __getstate__(self) -> dict:  # copies and pickles leave the packed weight out (oneDNN's layout is
-        state = dict(super().__getstate__())  # opaque to them); the copy packs its own on its first product
+    def pack(self) -> None:
+        self._packed = pack_weight(getattr(self, self.packs)) if self.packing else None
+        self._packed_from = self._stamp()
+
+    def packed_weight(self) -> torch.Tensor | None:
+        if getattr(self, "_packed_from", None) != self._stamp():
+            self.pack()
+        return self._packed
+
+    def __getstate__(self) -> dict:
+        state = dict(super().__getstate__())
         for name in _PACKED_STATE:
             state.pop(name, None)
         return state
 
-    def _weight_stamp(self) -> tuple:
-        return self.weight.data_ptr(), self.weight.dtype, self.weight.device, self.weight._version
+
+class InvariantLinear(PacksWeight, nn.Linear):
+    """An ``nn.Linear`` that computes through ``invariant_linear``, with its weight packed once
+    (``PacksWeight``). ``packing`` off (``use_invariant_kernels(packed=False)``): every block through
+    ``F.linear``, as before packing."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if getattr(self, "_packed_from", None) != self._weight_stamp():
-            self.pack()
-        return invariant_linear(x, self.weight, self.bias, self._packed)
+        return invariant_linear(x, self.weight, self.bias, self.packed_weight())
 
 
 def _allowed(mask: torch.Tensor | None, q_len: int, kv_len: int, device) -> torch.Tensor:

@@ -37,7 +37,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .errors import OptTreeError
-from .invariant import pack_weight, packed_product
+from .invariant import PacksWeight, packed_product
 
 WEIGHT_FORMATS = ("int8", "int4")  # what ``load_model(weights=)`` and a draft spec's ":int8" / ":int4" take
 MAX_ROWS = 4  # more rows than this: the original weight (see above)
@@ -71,11 +71,13 @@ def int4_fits(linear: nn.Linear) -> bool:
     return linear.out_features % INT4_ROWS_MULTIPLE == 0 and linear.in_features % GROUP == 0
 
 
-class WeightOnlyLinear(nn.Module):
+class WeightOnlyLinear(PacksWeight, nn.Module):
     """What the weight-only layers share: ``nn.Linear``'s shape, the original weight (``dense``) and
     bias, and a forward that multiplies up to ``KERNEL_ROWS`` rows through the quantized kernel
-    (``_product``, in the input's dtype) and more through the original weight."""
+    (``_product``, in the input's dtype) and more through the original weight, packed once
+    (``PacksWeight``)."""
 
+    packs = "dense"
     FORMAT = ""  # "int8" / "int4": what ``weight_format`` and a spec's suffix call it
     KERNEL_ROWS = 0
 
@@ -99,19 +101,10 @@ class WeightOnlyLinear(nn.Module):
 
     def _dense_product(self, flat: torch.Tensor) -> torch.Tensor:
         """``flat``'s product with the original weight: packed for oneDNN up to ``PACKED_MAX_ROWS`` rows
-        (packed once, on first use), else ``F.linear``'s."""
+        (packed on first use), else ``F.linear``'s."""
         if flat.shape[0] > PACKED_MAX_ROWS or flat.requires_grad:
             return F.linear(flat, self.dense, self.bias)
-        stamp = (self.dense.data_ptr(), self.dense.dtype, self.dense.device, self.dense._version)
-        if getattr(self, "_packed_from", None) != stamp:
-            self._packed, self._packed_from = pack_weight(self.dense), stamp
-        return packed_product(self._packed, self.dense, self.bias)(flat.contiguous())
-
-    def __getstate__(self) -> dict:  # copies and pickles leave the packed weight out (oneDNN's layout is
-        state = dict(super().__getstate__())  # opaque to them); a copy packs its own on first use
-        for name in ("_packed", "_packed_from"):
-            state.pop(name, None)
-        return state
+        return packed_product(self.packed_weight(), self.dense, self.bias)(flat.contiguous())
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, {self.FORMAT} weights"
