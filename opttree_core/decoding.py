@@ -21,7 +21,7 @@ from .modelcall import model_device, timed_call
 from .policies.base import TreePolicy
 from .records import StepRecord
 from .sampling import target_probs
-from .syncs import AR_READ, host_read
+from .syncs import AR_READ, host_read, to_device
 from .tree import TreeLayer
 from .treelog import TreeLog
 from .verify import Sampling, TargetState, prefill_target, score_root, verify
@@ -220,12 +220,13 @@ class _Loop:
     sampling: Sampling | None
     children: ChildSampling | None
     eos: set[int]
+    stop: torch.Tensor | None  # ``eos`` on the device: the policy drafts nothing below them
 
 
 def _step(loop: _Loop, step: int, tokens_left: int) -> tuple[StepRecord, bool]:
     """One step: build the tree, verify it; returns its record and whether an EOS ended the output."""
     tree = loop.policy.build(loop.drafter, loop.state.root_token, tokens_left - 1, loop.device,
-                             children=loop.children)
+                             children=loop.children, stop=loop.stop)
     build_s = loop.clock.lap()
     draft_s = loop.drafter.take()  # includes the previous step's commit
     result = verify(loop.state, tree, loop.sampling)
@@ -273,7 +274,7 @@ def generate(target_model, drafter: Drafter, policy: TreePolicy, prompt_ids, con
     drafter.start(prompt, features)
     clock = _Clock(device, config.timing)
     loop = _Loop(state, device, _TimedDrafter(drafter, clock.sync), policy, clock, config.sampling(device),
-                 config.child_sampling(device), eos)
+                 config.child_sampling(device), eos, to_device(sorted(eos), device) if eos else None)
     out, lengths, bar = [], [], _progress(config)
     policy.reset()
     while len(out) < config.max_new_tokens:

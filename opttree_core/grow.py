@@ -1,6 +1,6 @@
 """The one tree-growth loop every policy uses, and how the tree it grows chooses its children.
 
-    grow(drafter, root_token, rule, max_depth, device, children) -> DraftTree
+    grow(drafter, root_token, rule, max_depth, device, children, stop) -> DraftTree
 
 ``grow`` asks the drafter for the root's distribution, then, one layer at a time: the policy's
 ``GrowthRule`` picks which candidates join the layer (``add_layer``), and which of the layer's
@@ -13,6 +13,12 @@ k draws from the draft without replacement in draw order. ``TreeBuilder._candida
 place they are made, so "the rank-r child" means one thing for every policy; a rule picks among
 them in one of three ways (``TreeBuilder.add_best``, ``add_ranks``, ``add_at``). The builder's
 storage, feeding and final cut are ``tree_store.TreeStore``.
+
+Stop tokens (``stop``: the target's end-of-sequence ids, which ``decoding.generate`` passes): no
+output ever follows one, so drafting below it is waste. The rules that choose their frontier on the
+host from the draft's numbers (OPT-Tree, OPT-Tree auto, DynaTree) leave such nodes out of it inside
+the read they already make (``TreeBuilder.open``); a stop-token node can still be drafted and
+accepted, it gets no children. Static shapes (chain, k-ary, EAGLE's) keep their shape.
 """
 from __future__ import annotations
 
@@ -50,6 +56,17 @@ class TreeBuilder(TreeStore):
     top-k children only). ``ranking``, ``best``, ``top_n_sum`` and ``compact`` serve a rule's
     ``frontier`` and ``keep``.
     """
+
+    def __init__(self, root_token: int, max_depth: int, device, children=None, capacity: int = 32,
+                 stop: torch.Tensor | None = None):
+        super().__init__(root_token, max_depth, device, children, capacity)
+        self.stop = stop  # (s,) token ids nothing is drafted below, or None
+
+    def open(self, nodes: torch.Tensor) -> torch.Tensor:
+        """(n,) bool: which of ``nodes`` may have children, all but stop tokens (decided on the device)."""
+        if self.stop is None:
+            return torch.ones_like(nodes, dtype=torch.bool)
+        return (self.tokens[nodes, None] != self.stop).all(1)  # (isin would sort on a GPU: a sync)
 
     def _candidates(self, frontier: torch.Tensor, probs: torch.Tensor, k: int):
         """Each frontier node's k candidates, as (q, tokens), each (n_frontier, k): the draft's top-k,
@@ -149,13 +166,13 @@ class GrowthRule:
 
 
 def grow(drafter, root_token: int, rule: GrowthRule, max_depth: int, device,
-         children: ChildSampling | None = None) -> DraftTree:
+         children: ChildSampling | None = None, stop: torch.Tensor | None = None) -> DraftTree:
     """Grow one tree with ``rule``: at most ``max_depth`` layers, one draft forward per layer
     (none for the last layer's children, none thrown away). ``max_depth < 1``: the root alone,
-    and the drafter is not called."""
+    and the drafter is not called. ``stop``: token ids the rule does not expand (see above)."""
     if max_depth < 1:
         return DraftTree.root_only(root_token, device)
-    tree = TreeBuilder(root_token, max_depth, device, children, capacity=rule.capacity(max_depth))
+    tree = TreeBuilder(root_token, max_depth, device, children, capacity=rule.capacity(max_depth), stop=stop)
     frontier, probs = tree.root, drafter.root_probs()[None]  # probs: (1, V)
     for depth in range(1, max_depth + 1):
         layer = rule.add_layer(tree, frontier, probs)

@@ -9,6 +9,7 @@ from opttree_core.modelcall import forward
 from opttree_core.policies import ChainConfig, ChainPolicy, OptTreeConfig, OptTreePolicy
 from opttree_core.tree import DraftTree
 from conftest import hf_greedy, perturbed_copy, random_prompt, tiny_model, tree_and_path_logits
+from golden import make_policy
 
 GRID = [(seed, n, depth, delta) for seed in range(6) for n, depth, delta in
         ((1, 1, 0.0), (4, 3, 0.0), (8, 6, 0.1), (24, 4, 0.0), (50, 10, 0.5))]
@@ -122,6 +123,27 @@ def test_eos_inside_the_accepted_path_ends_generation():
     finally:
         target.generation_config.eos_token_id = 2
     assert result.token_ids == free[: free.index(eos) + 1]
+
+
+@pytest.mark.parametrize("policy", ["opt-tree", "opt-tree-auto", "dynatree", "chain"])
+def test_no_tree_is_drafted_below_the_end_of_sequence(policy):
+    """The self-draft proposes the target's own path, EOS and what follows it: the policies that
+    choose their frontier on the host give an EOS node no children (a static chain keeps its
+    shape, which shows the case arises), and the output is plain greedy's up to the EOS."""
+    target = tiny_model(4)
+    prompt = random_prompt(4)
+    free = generate_autoregressive(target, prompt, DecodeConfig(max_new_tokens=30, stop_at_eos=False)).token_ids
+    eos = free[6]
+    trees = []
+    target.generation_config.eos_token_id = eos
+    try:
+        result = generate(target, self_drafter(target), make_policy(policy, 8), prompt,
+                          DecodeConfig(max_new_tokens=30), on_step=lambda record: trees.append(record.tree))
+    finally:
+        target.generation_config.eos_token_id = 2
+    assert result.token_ids == free[: free.index(eos) + 1]
+    below_eos = sum(int((tree.tokens[tree.parents[1:]] == eos).sum()) for tree in trees)
+    assert (below_eos > 0) if policy == "chain" else (below_eos == 0)
 
 
 def test_max_time_stops_after_the_step_that_ran_out(models):

@@ -9,6 +9,9 @@ paper and code do), and OPT-Tree auto twice: when it learnt to draft nothing for
 step whose best budget was 0 (the n-gram runs, whose lookups often find nothing, change from their
 tenth step), and when its stop rule became an expected gain that also picks the frontier's width
 (its trees change; its greedy tokens did not, its sampled ones follow other random draws).
+OPT-Tree, OPT-Tree auto and DynaTree were re-recorded when they stopped drafting below an
+end-of-sequence token (the tiny models' EOS, 2, is drafted now and then): some trees change, no
+greedy token does; two sampled runs follow other random draws.
 Every other entry is from before the rewrite."""
 import json
 from pathlib import Path

@@ -2,6 +2,7 @@
 import itertools
 
 import pytest
+import torch
 
 from opttree_core.errors import OptTreeError
 from opttree_core.policies import ChainConfig, ChainPolicy, OptTreeConfig, OptTreePolicy
@@ -9,11 +10,14 @@ from opttree_core.policies.registry import make_policy
 from conftest import ScriptedDrafter
 
 
-def brute_force(drafter: ScriptedDrafter, n: int, threshold: float, max_depth: int):
-    """Enumerate every token path up to each depth; apply the stop rule; return (selected paths, stop depth)."""
+def brute_force(drafter: ScriptedDrafter, n: int, threshold: float, max_depth: int, stop: frozenset = frozenset()):
+    """Enumerate every token path up to each depth (none continuing past a ``stop`` token); apply
+    the stop rule; return (selected paths, stop depth)."""
     p_hat, best, chosen = {}, 0.0, None
     for depth in range(1, max_depth + 1):
         for path in itertools.product(range(drafter.vocab_size), repeat=depth):
+            if stop.intersection(path[:-1]):
+                continue
             p_hat[path] = p_hat.get(path[:-1], 1.0) * drafter.probs(path[:-1])[path[-1]].item()
         ranked = sorted(p_hat.items(), key=lambda kv: (-kv[1], len(kv[0])))[:n]
         e_sub = sum(v for _, v in ranked)
@@ -42,6 +46,19 @@ def test_selected_set_is_brute_force_top_n(n, delta, max_depth, salt):
     assert tree.p_hat[1:].sum().item() == pytest.approx(e_sub, rel=1e-5)
     assert tree.max_depth <= stop_depth <= max_depth
     assert drafter.calls == stop_depth  # one draft forward per layer, none thrown away
+
+
+@pytest.mark.parametrize("n,max_depth,stop", [(7, 4, {1}), (12, 4, {1, 3}), (12, 3, {2})])
+def test_with_stop_tokens_the_tree_is_the_brute_force_top_n_of_paths_that_end_at_them(n, max_depth, stop):
+    drafter = ScriptedDrafter(vocab_size=5, sharpness=2.5, salt="s")
+    policy = OptTreePolicy(OptTreeConfig(nodes=n, threshold=0.0, max_depth=max_depth))
+    free = policy.build(drafter, 0, 99, "cpu")
+    below = free.parents[free.depth >= 2]  # (the root, token 0, is never a stop token here)
+    assert torch.isin(free.tokens[below], torch.tensor(sorted(stop))).any()  # the case arises
+    tree = policy.build(drafter, 0, 99, "cpu", stop=torch.tensor(sorted(stop)))
+    expected, _, e_sub = brute_force(drafter, n, 0.0, max_depth, frozenset(stop))
+    assert tree_paths(tree) == expected
+    assert tree.p_hat[1:].sum().item() == pytest.approx(e_sub, rel=1e-5)
 
 
 def test_tree_is_connected_with_products_along_paths():

@@ -248,7 +248,7 @@ class CostRule(OptTreeRule):
     def frontier(self, tree: TreeBuilder, layer: torch.Tensor) -> torch.Tensor:
         """The layer's nodes to expand next (empty: stop): one host read of the layer and the top-n."""
         top = tree.ranking()[: self.n]
-        in_top = torch.isin(layer, top, assume_unique=True)  # (n_layer,) the frontier candidates
+        in_top = torch.isin(layer, top, assume_unique=True) & tree.open(layer)  # (n_layer,) the frontier candidates
         with host_read(AUTO_READ, tree.device):
             top_p = tree.p_hat[top].double().cpu().numpy()  # (≤ n,) descending
             layer_p, q = tree.p_hat[layer].double().cpu().numpy(), tree.q[layer].double().cpu().numpy()
@@ -332,13 +332,13 @@ class OptTreeAutoPolicy(GrowthPolicy):
     def rule(self) -> CostRule:
         return CostRule(self.config.max_nodes, self.profile, self._verify_table())
 
-    def build(self, drafter, root_token: int, depth_cap: int, device, children=None):
+    def build(self, drafter, root_token: int, depth_cap: int, device, children=None, stop=None):
         rule = self.rule()
         if self._skip > 0:  # drafting did not pay lately: an AR step, no draft call
             self._skip -= 1
             return self._chose(AutoChoice(0, 0, 0.0, 0.0, float(rule.verify_s[0]), skipped=True),
                                DraftTree.root_only(root_token, device))
-        tree = grow(drafter, root_token, rule, min(self.depth, depth_cap), device, children)
+        tree = grow(drafter, root_token, rule, min(self.depth, depth_cap), device, children, stop)
         choice = rule.choice or AutoChoice(0, 0, 0.0, 0.0, float(rule.verify_s[0]))
         if choice.layers > 0:  # it drafted: back off when the step, as modelled, was slower than AR's
             pays = choice.tokens_per_s > 1.0 / float(rule.verify_s[0])

@@ -3,11 +3,14 @@ registered policy uses: a config, a depth and a fresh ``GrowthRule`` per tree, g
 one loop in ``grow.py``.
 
 Every policy honours ``depth_cap`` (the tokens still allowed, minus the bonus), so a step
-never drafts past ``max_new_tokens``.
+never drafts past ``max_new_tokens``; the policies that choose their frontier on the host honour
+``stop`` (the target's end-of-sequence ids: nothing is drafted below one, ``grow.py``).
 """
 from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
+
+import torch
 
 from ..grow import ChildSampling, GrowthRule, grow
 from ..tree import DraftTree
@@ -28,7 +31,7 @@ class TreePolicy(Protocol):
         """Upper bound on drafted (non-root) nodes in one tree."""
 
     def build(self, drafter, root_token: int, depth_cap: int, device,
-              children: ChildSampling | None = None) -> DraftTree: ...
+              children: ChildSampling | None = None, stop: torch.Tensor | None = None) -> DraftTree: ...
 
     def reset(self) -> None: ...
 
@@ -85,8 +88,8 @@ class GrowthPolicy:
         raise NotImplementedError
 
     def build(self, drafter, root_token: int, depth_cap: int, device,
-              children: ChildSampling | None = None) -> DraftTree:
-        return grow(drafter, root_token, self.rule(), min(self.depth, depth_cap), device, children)
+              children: ChildSampling | None = None, stop: torch.Tensor | None = None) -> DraftTree:
+        return grow(drafter, root_token, self.rule(), min(self.depth, depth_cap), device, children, stop)
 
     def reset(self) -> None:
         pass

@@ -106,7 +106,7 @@ class DynaTreeRule(GrowthRule):
     def frontier(self, tree: TreeBuilder, layer: torch.Tensor) -> torch.Tensor:
         if self.drafted >= self.policy.config.nodes:
             return layer[:0]
-        expand = self.policy.expandable(tree, layer)  # (n_layer,) bool
+        expand = self.policy.expandable(tree, layer) & tree.open(layer)  # (n_layer,) bool
         with host_read(DYNATREE_READ, tree.device):
             count = int(expand.sum())
         return tree.compact(layer, expand, count)

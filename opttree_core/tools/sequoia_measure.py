@@ -56,7 +56,7 @@ class _RootRanking:
         """``generate``'s step callback: the token the target committed after the root."""
         self.targets.append(record.new_tokens[0])
 
-    def build(self, drafter, root_token: int, depth_cap: int, device, children=None) -> DraftTree:
+    def build(self, drafter, root_token: int, depth_cap: int, device, children=None, stop=None) -> DraftTree:
         probs = drafter.root_probs()  # (V,)
         self.rankings.append(probs.topk(min(self.k, probs.shape[0])).indices.tolist())
         return DraftTree.root_only(root_token, device)
