@@ -304,7 +304,8 @@ def bench(args, bins: dict, root: Path) -> None:
     import torch
 
     from opttree_core import load_model
-    from opttree_core.tools.bench.config import load_config, load_prompts
+    from opttree_core.tools.bench.config import load_config
+    from opttree_core.tools.bench.prompts import load_prompts
 
     prompts = choose([q for q in load_prompts(load_config(args.config)) if q.turn == 0], args.limit)
     ggufs = gguf_files(root)

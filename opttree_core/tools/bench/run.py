@@ -42,7 +42,8 @@ from ...models import load_model
 from ...machine import describe_machine
 from ...records import MACHINE_COLUMN, RESULT_COLUMNS, write_log
 from ...shipped import resolve_manifest
-from .config import BenchConfig, BenchPrompt, load_config, load_prompts, parse_config
+from .config import BenchConfig, BenchPrompt, load_config, parse_config
+from .prompts import load_prompts
 from .methods import Bench, Method, PairOutput, _t, build_methods, run_pair
 from .sittings import part_run_elsewhere, set_aside
 from .summary import write_summary
