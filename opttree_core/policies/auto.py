@@ -248,7 +248,7 @@ class CostRule(OptTreeRule):
     def frontier(self, tree: TreeBuilder, layer: torch.Tensor) -> torch.Tensor:
         """The layer's nodes to expand next (empty: stop): one host read of the layer and the top-n."""
         top = tree.ranking()[: self.n]
-        in_top = torch.isin(layer, top, assume_unique=True) & tree.open(layer)  # (n_layer,) the frontier candidates
+        in_top = torch.isin(layer, top, assume_unique=True) & tree.open(layer)  # (n_layer,) frontier candidates
         with host_read(AUTO_READ, tree.device):
             top_p = tree.p_hat[top].double().cpu().numpy()  # (≤ n,) descending
             layer_p, q = tree.p_hat[layer].double().cpu().numpy(), tree.q[layer].double().cpu().numpy()

@@ -64,7 +64,8 @@ class OptTreeRule(GrowthRule):
 
     def frontier(self, tree: TreeBuilder, layer: torch.Tensor) -> torch.Tensor:
         top = tree.ranking()[: self.n]  # (≤ n,)
-        in_top = torch.isin(layer, top, assume_unique=True) & tree.open(layer)  # (n_layer,) in the top-n; unique: no sync
+        in_top = torch.isin(layer, top, assume_unique=True)  # (n_layer,) inside the current top-n; unique: no sync
+        in_top &= tree.open(layer)  # a stop token gets no children
         with host_read(OPT_TREE_READ, tree.device):  # whether to draft on is decided on the host, once a layer
             e_sub, count = torch.stack([tree.p_hat[top].sum(), in_top.sum().to(torch.float32)]).tolist()
         frontier = tree.compact(layer, in_top, int(count))  # (n_frontier,)

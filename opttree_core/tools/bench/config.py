@@ -1,4 +1,5 @@
-"""The benchmark configuration (a TOML file, read with the stdlib ``tomllib``); its prompts are read by ``prompts.py``.
+"""The benchmark configuration (a TOML file, read with the stdlib ``tomllib``); ``prompts.py`` reads its
+datasets' prompts.
 
 Every key (paths are relative to the config file, or absolute)::
 
