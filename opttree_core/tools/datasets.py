@@ -14,6 +14,8 @@ from ..errors import OptTreeError
 
 MT_BENCH_CATEGORIES = ("writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities")
 SPEC_BENCH_TASKS = ("translation", "summarization", "qa", "math_reasoning", "rag")
+# every category as ``spec_bench`` names its prompts' categories
+SPEC_BENCH_CATEGORIES = tuple(f"mt_bench/{c}" for c in MT_BENCH_CATEGORIES) + SPEC_BENCH_TASKS
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -66,7 +66,7 @@ import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..datasets import MT_BENCH_CATEGORIES, SPEC_BENCH_TASKS
+from ..datasets import SPEC_BENCH_CATEGORIES
 from ...decoding import DecodeConfig
 from ...errors import OptTreeError
 from ...memory import check_tree_memory
@@ -230,16 +230,14 @@ def _dataset(raw, base: Path) -> DatasetSpec:
 
 def _categories(raw: dict) -> tuple[str, ...]:
     """A Spec-Bench dataset's ``categories``: a non-empty list of its category names."""
-    names = raw["categories"]
-    known = [f"mt_bench/{c}" for c in MT_BENCH_CATEGORIES] + list(SPEC_BENCH_TASKS)
     if raw["kind"] != "spec_bench":
         raise OptTreeError(f"bench config: 'categories' is for spec_bench datasets, not {raw['kind']}")
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-        raise OptTreeError(f"bench config: dataset key 'categories' must be a non-empty list of names, got {names!r}")
-    unknown = [n for n in names if n not in known]
+    names = _list(raw, "categories", str)
+    unknown = [n for n in names if n not in SPEC_BENCH_CATEGORIES]
     if unknown:
-        raise OptTreeError(f"bench config: Spec-Bench has no category {unknown[0]!r}: use {', '.join(known)}")
-    return tuple(names)
+        raise OptTreeError(f"bench config: Spec-Bench has no category {unknown[0]!r}: "
+                           f"use {', '.join(SPEC_BENCH_CATEGORIES)}")
+    return names
 
 
 def _policy_overrides(policies: tuple[str, ...], overrides) -> dict:
